@@ -1,0 +1,145 @@
+"""What the local cloud knows about a template once it is translated and provisioned.
+
+The provisioner (provision.py) builds a CloudModel; the runtime, event sources and gateways only
+read it. Every name, URL and ARN in here is already resolved to its local value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Local URLs, decided before provisioning so environment variables can point at them."""
+
+    host: str
+    rest: str  # REST gateway, e.g. http://127.0.0.1:3000 (stage prefix optional on requests)
+    websocket: str  # WebSocket gateway, e.g. ws://127.0.0.1:3001
+    web: str  # static web page, e.g. http://127.0.0.1:3002
+    aws: str  # moto server, e.g. http://127.0.0.1:3003
+    management: str  # @connections management API, e.g. http://127.0.0.1:3004
+    postgres: str  # postgresql://... URL the functions get as DATABASE_URL
+
+    @classmethod
+    def for_base_port(cls, host: str, port: int, postgres: str = "") -> Endpoints:
+        return cls(
+            host=host,
+            rest=f"http://{host}:{port}",
+            websocket=f"ws://{host}:{port + 1}",
+            web=f"http://{host}:{port + 2}",
+            aws=f"http://{host}:{port + 3}",
+            management=f"http://{host}:{port + 4}",
+            postgres=postgres,
+        )
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "rest": self.rest,
+            "websocket": self.websocket,
+            "web": self.web,
+            "aws": self.aws,
+            "management": self.management,
+            "postgres": self.postgres,
+        }
+
+
+@dataclass
+class FunctionSpec:
+    logical_id: str
+    name: str  # physical FunctionName
+    arn: str
+    handler: str  # "app.handler" -> module app, attribute handler
+    code_dir: Path  # absolute path of the CodeUri folder
+    layer_dirs: list[Path]  # absolute folders to put on sys.path, in order
+    environment: dict[str, str]  # the template's Environment, resolved to local values
+    timeout_s: float = 3.0
+    memory_mb: int = 128
+    runtime: str = "python3.11"
+    reserved_concurrency: int | None = None
+
+
+@dataclass
+class SqsMapping:
+    logical_id: str
+    function: str  # FunctionSpec.logical_id
+    queue_url: str
+    queue_arn: str
+    batch_size: int = 10
+    max_batching_window_s: float = 0.0
+    report_batch_item_failures: bool = False
+    max_concurrency: int | None = None  # ScalingConfig.MaximumConcurrency
+    enabled: bool = True
+
+
+@dataclass
+class StreamMapping:
+    logical_id: str
+    function: str
+    table_name: str
+    stream_arn: str
+    starting_position: str = "LATEST"  # or TRIM_HORIZON
+    batch_size: int = 100
+    max_batching_window_s: float = 0.0
+    filter_patterns: list[dict[str, Any]] = field(default_factory=list)  # parsed FilterCriteria patterns
+    max_retry_attempts: int = -1  # -1: until the record expires
+    bisect_on_error: bool = False
+    on_failure_arn: str | None = None  # SQS queue or SNS topic ARN
+    report_batch_item_failures: bool = False
+    enabled: bool = True
+
+
+@dataclass
+class ScheduleSpec:
+    logical_id: str
+    function: str
+    expression: str  # "rate(5 minutes)" or "cron(0 12 * * ? *)"
+    input: Any = None  # the target's Input (already parsed JSON), else the scheduled event
+    enabled: bool = True
+    rule_arn: str = ""
+
+
+@dataclass
+class RestRoute:
+    function: str
+    method: str  # GET, POST, ..., or ANY
+    path: str  # "/tasks/{id}", "/{proxy+}"
+    api_logical_id: str = ""
+    stage: str = "Prod"
+
+
+@dataclass
+class WsApi:
+    logical_id: str
+    api_id: str
+    name: str
+    route_selection_expression: str  # e.g. "$request.body.action"
+    stage: str
+    routes: dict[str, str]  # route key ("$connect", "subscribe", "$default") -> function logical id
+    connect_authorizer: str | None = None  # function logical id of the $connect REQUEST authorizer
+    authorizer_identity_sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ProvisionedResource:
+    logical_id: str
+    type: str
+    physical_id: str  # what Ref returns
+    attributes: dict[str, str] = field(default_factory=dict)  # what GetAtt returns
+
+
+@dataclass
+class CloudModel:
+    region: str
+    account_id: str
+    endpoints: Endpoints
+    resources: dict[str, ProvisionedResource] = field(default_factory=dict)
+    functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    sqs_mappings: list[SqsMapping] = field(default_factory=list)
+    stream_mappings: list[StreamMapping] = field(default_factory=list)
+    schedules: list[ScheduleSpec] = field(default_factory=list)
+    rest_routes: list[RestRoute] = field(default_factory=list)
+    ws_apis: list[WsApi] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
