@@ -143,3 +143,18 @@ class CloudModel:
     rest_routes: list[RestRoute] = field(default_factory=list)
     ws_apis: list[WsApi] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
+
+
+class LocalCloudError(RuntimeError):
+    """A problem the user of `busline local up` has to fix; printed without a traceback."""
+
+
+class ProvisionError(LocalCloudError):
+    pass
+
+
+class PortInUse(LocalCloudError):
+    def __init__(self, host: str, port: int, what: str) -> None:
+        super().__init__(f"port {port} on {host} ({what}) is already in use; pick another base with --port")
+        self.host = host
+        self.port = port

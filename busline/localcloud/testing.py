@@ -1,0 +1,97 @@
+"""Start `busline local up` as a child process for tests, and make sure it is gone afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PORTS_PER_CLOUD = 5
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_base_port(host: str = "127.0.0.1") -> int:
+    for _ in range(200):
+        base = random.randrange(20000, 60000)
+        if all(port_is_free(host, base + offset) for offset in range(PORTS_PER_CLOUD)):
+            return base
+    raise RuntimeError("no block of free ports found on loopback")
+
+
+@dataclass
+class RunningCloud:
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+    base_port: int
+    endpoints: dict[str, Any]
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "console.log"
+
+
+@contextlib.contextmanager
+def running_cloud(
+    template: Path,
+    data_dir: Path,
+    *,
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 180.0,
+) -> Iterator[RunningCloud]:
+    """Run `busline local up` until the block ends; SIGTERM it and wait, killing the group if it hangs."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    endpoints_file = data_dir / "endpoints.json"
+    endpoints_file.unlink(missing_ok=True)
+    base_port = free_base_port()
+    command = [
+        sys.executable, "-m", "busline.cli.main", "local", "up",
+        "--template", str(template), "--data-dir", str(data_dir), "--port", str(base_port),
+        *(extra_args or []),
+    ]
+    console = (data_dir / "console.log").open("ab")
+    process = subprocess.Popen(
+        command, stdout=console, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not endpoints_file.exists():
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"busline local up exited with {process.returncode}:\n"
+                    + (data_dir / "console.log").read_text(errors="replace")[-4000:]
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError("busline local up did not write endpoints.json in time")
+            time.sleep(0.2)
+        endpoints = json.loads(endpoints_file.read_text())
+        yield RunningCloud(process=process, data_dir=data_dir, base_port=base_port, endpoints=endpoints)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        console.close()
