@@ -1,0 +1,38 @@
+# The two commands a new user runs: `make run` and `make test`. Both set themselves up.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# root on CI and on the dev machines; sudo elsewhere
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test bench lint setup chromium clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml src/layer/requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# Browser tests drive Debian's chromium; Playwright's own browser download cannot work here.
+chromium:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+run: setup
+	$(BIN)/busline local up --demo
+
+test: setup chromium
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: setup
+	$(BIN)/python -m busline.bench --json bench-results.json
+
+lint: setup
+	$(BIN)/ruff check busline src tests
+	$(BIN)/mypy busline src/layer/busline_core
+	$(BIN)/cfn-lint template.yaml
+
+clean:
+	rm -rf $(VENV) .busline .aws-sam

@@ -1,0 +1,158 @@
+"""Rich rendering of task snapshots (the JSON of GET /tasks/{id} and of every WebSocket progress message)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+PHASES = ("extract", "transform", "load")
+COUNT_NAMES = ("read", "filtered", "rejected", "loaded")
+TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED"})
+
+
+def is_terminal(snapshot: dict[str, Any]) -> bool:
+    return snapshot.get("status") in TERMINAL_STATUSES
+
+
+def _phase(snapshot: dict[str, Any], phase: str) -> dict[str, Any]:
+    phases = snapshot.get("phases") or {}
+    value = phases.get(phase) or {}
+    return value if isinstance(value, dict) else {}
+
+
+def _count(snapshot: dict[str, Any], name: str) -> int:
+    counts = snapshot.get("counts") or {}
+    value = counts.get(name) if isinstance(counts, dict) else None
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def counts_line(snapshot: dict[str, Any]) -> str:
+    return "  ".join(f"{name} {_count(snapshot, name):,}" for name in COUNT_NAMES)
+
+
+def failure_text(snapshot: dict[str, Any]) -> str:
+    """One line naming phase, chunk and message of a failed task (the error object may be partial)."""
+    error = snapshot.get("error")
+    if not error:
+        return "failed (no error recorded)"
+    if not isinstance(error, dict):
+        return str(error)
+    where = []
+    if error.get("phase"):
+        where.append(f"phase {error['phase']}")
+    if error.get("chunk") is not None:
+        where.append(f"chunk {error['chunk']}")
+    prefix = ", ".join(where)
+    message = error.get("message") or "no message"
+    return f"{prefix}: {message}" if prefix else str(message)
+
+
+def counts_table(snapshot: dict[str, Any]) -> Table:
+    table = Table(title=f"Task {snapshot.get('taskId', '?')}: {snapshot.get('status', '?')}")
+    for name in COUNT_NAMES:
+        table.add_column(name, justify="right")
+    table.add_row(*(f"{_count(snapshot, name):,}" for name in COUNT_NAMES))
+    return table
+
+
+def phases_table(snapshot: dict[str, Any]) -> Table:
+    timings = snapshot.get("timings") or {}
+    table = Table(title="Phases")
+    for column in ("phase", "chunks done", "status", "seconds"):
+        table.add_column(column)
+    for phase in PHASES:
+        state = _phase(snapshot, phase)
+        total = state.get("total")
+        done = state.get("done", 0)
+        seconds = (timings.get(phase) or {}).get("seconds") if isinstance(timings, dict) else None
+        table.add_row(
+            phase,
+            f"{done}/{total}" if total is not None else f"{done}/?",
+            str(state.get("status", "")),
+            f"{seconds:.1f}" if isinstance(seconds, int | float) else "",
+        )
+    return table
+
+
+def task_detail(snapshot: dict[str, Any]) -> RenderableType:
+    header = Table.grid(padding=(0, 2))
+    header.add_column(style="bold")
+    header.add_column()
+    for label, key in (("Task", "taskId"), ("Pipeline", "pipeline"), ("Owner", "owner"), ("Status", "status"),
+                       ("Created", "createdAt"), ("Updated", "updatedAt")):
+        header.add_row(label, str(snapshot.get(key) or ""))
+    parts: list[RenderableType] = [header, phases_table(snapshot), counts_table(snapshot)]
+    if snapshot.get("status") == "FAILED" or snapshot.get("error"):
+        parts.append(Text(f"Error: {failure_text(snapshot)}", style="red"))
+    return Group(*parts)
+
+
+def tasks_table(items: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{len(items)} task(s), newest first")
+    for column in ("task", "pipeline", "status", "created", "updated", "read", "loaded", "error"):
+        table.add_column(column, justify="right" if column in {"read", "loaded"} else "left")
+    for item in items:
+        table.add_row(
+            str(item.get("taskId", "")),
+            str(item.get("pipeline") or "ad hoc"),
+            str(item.get("status", "")),
+            str(item.get("createdAt", "")),
+            str(item.get("updatedAt", "")),
+            f"{_count(item, 'read'):,}",
+            f"{_count(item, 'loaded'):,}",
+            failure_text(item) if item.get("error") else "",
+        )
+    return table
+
+
+class ProgressView:
+    """A live bar per phase plus a counts line, fed with snapshots as they arrive."""
+
+    def __init__(self, console: Console, task_id: str) -> None:
+        self._console = console
+        self._progress = Progress(
+            TextColumn("{task.description:<10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("chunks  {task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self._bars: dict[str, TaskID] = {
+            phase: self._progress.add_task(phase, total=None, status="") for phase in PHASES
+        }
+        self._counts = Text("")
+        self._title = Text(f"Task {task_id}", style="bold")
+        self._live = Live(Group(self._title, self._progress, self._counts), console=console,
+                          refresh_per_second=8, transient=False)
+
+    def __enter__(self) -> ProgressView:
+        self._live.__enter__()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._live.__exit__(exc_type, exc, tb)
+
+    def update(self, snapshot: dict[str, Any]) -> None:
+        for phase, bar in self._bars.items():
+            state = _phase(snapshot, phase)
+            total = state.get("total")
+            done = int(state.get("done") or 0)
+            self._progress.update(
+                bar,
+                completed=done,
+                # Until extract finishes nobody knows how many chunks there will be: an open-ended bar.
+                total=int(total) if isinstance(total, int | float) else None,
+                status=str(state.get("status") or ""),
+            )
+        self._title.plain = f"Task {snapshot.get('taskId', '?')}: {snapshot.get('status', '?')}"
+        self._counts.plain = counts_line(snapshot)
+        self._live.refresh()

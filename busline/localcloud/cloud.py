@@ -1,0 +1,296 @@
+"""`busline local up`: moto + Postgres + provisioning + runtime + event sources + gateways, and a clean stop.
+
+Start order matters: the ports are checked first so a busy port fails before anything starts;
+moto must be up before provisioning; Postgres before provisioning because its URL becomes the
+`DatabaseUrl` parameter; endpoints.json is written last, because its existence tells callers
+(tests, the CLI) that everything is ready. Stopping goes in reverse and leaves no process or port.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+import boto3
+from rich.console import Console
+
+from busline.localcloud.chaos import ChaosConfig
+from busline.localcloud.demo import upload_demo_data
+from busline.localcloud.gateways import RestGateway, StaticSite, WebSocketGateway
+from busline.localcloud.intrinsics import DEFAULT_ACCOUNT_ID
+from busline.localcloud.model import CloudModel, Endpoints, LocalCloudError, PortInUse
+from busline.localcloud.postgres import start_postgres
+from busline.localcloud.provision import SNS_BRIDGE_TYPE, provision
+from busline.localcloud.runtime import FunctionRuntime
+from busline.localcloud.sources import build_event_sources
+from busline.localcloud.template import load_and_translate
+
+DATABASE_URL_PARAMETER = "DatabaseUrl"
+ENDPOINTS_FILE = "endpoints.json"
+_PORT_ROLES = ("REST API", "WebSocket API", "web page", "moto (AWS APIs)", "@connections management API")
+
+
+class _Startable(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class SnsForwarder:
+    """Publish what EventBridge put into a bridge queue to the SNS topic the rule really targets.
+
+    moto's PutEvents ignores SNS targets (see provision.SNS_BRIDGE_TYPE); this closes that gap.
+    """
+
+    def __init__(self, sqs: Any, sns: Any, queue_url: str, topic_arn: str) -> None:
+        self.sqs = sqs
+        self.sns = sns
+        self.queue_url = queue_url
+        self.topic_arn = topic_arn
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sns-bridge {topic_arn}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.forward_once(wait_s=1)
+            except Exception:  # moto going away at shutdown, or a transient error: try again
+                self._stopping.wait(0.5)
+
+    def forward_once(self, wait_s: int = 0) -> int:
+        messages = self.sqs.receive_message(
+            QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s
+        ).get("Messages", [])
+        for message in messages:
+            self.sns.publish(TopicArn=self.topic_arn, Message=message["Body"])
+            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return len(messages)
+
+
+class _StopRequested(BaseException):
+    """SIGINT/SIGTERM arrived while the cloud was still starting (a BaseException, like KeyboardInterrupt,
+    so no `except Exception` on the way turns it into an ordinary error)."""
+
+
+@dataclass
+class CloudOptions:
+    template: Path = Path("template.yaml")
+    data_dir: Path = Path(".busline")
+    host: str = "127.0.0.1"
+    port: int = 3000
+    verbose: bool = False
+    parameters: dict[str, str] = field(default_factory=dict)
+    chaos_spec: str = ""
+    chaos_seed: int | None = None
+    schedule_scale: float = 1.0
+    demo: bool = False
+    region: str = "us-east-1"
+
+
+def check_ports_free(host: str, base_port: int) -> None:
+    for offset, role in enumerate(_PORT_ROLES):
+        port = base_port + offset
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                raise PortInUse(host, port, role) from None
+
+
+class LocalCloud:
+    def __init__(self, options: CloudOptions, console: Console | None = None) -> None:
+        if options.schedule_scale <= 0:
+            raise LocalCloudError(f"--schedule-scale must be positive, got {options.schedule_scale}")
+        self.options = options
+        self.console = console or Console()
+        self.data_dir = options.data_dir.resolve()
+        self.template = options.template.resolve()
+        self.model: CloudModel | None = None
+        self.endpoints_json: dict[str, Any] = {}
+        self._stop_steps: list[tuple[str, Callable[[], None]]] = []  # run in reverse on stop
+        self._stop_event = threading.Event()
+        self._starting = False
+        self._serves_web = False
+        try:
+            self.chaos = ChaosConfig.parse(options.chaos_spec or "", options.chaos_seed)
+        except ValueError as exc:
+            raise LocalCloudError(f"--chaos: {exc}") from exc
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def up(self) -> None:
+        """Start everything, wait for SIGINT/SIGTERM, stop everything."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            try:
+                self.start()
+            except _StopRequested:
+                return
+            self._print_banner()
+            self._stop_event.wait()
+            self.console.print("stopping the local cloud…")
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def start(self) -> dict[str, Any]:
+        """Bring the cloud up and write endpoints.json; on any failure stop what already started."""
+        self._starting = True
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            self._starting = False
+        return self.endpoints_json
+
+    def stop(self) -> None:
+        while self._stop_steps:
+            what, step = self._stop_steps.pop()
+            try:
+                step()
+            except Exception as exc:  # keep stopping the rest; one broken part must not orphan others
+                self.console.print(f"[yellow]could not stop {what} cleanly: {exc}[/yellow]")
+
+    # -- start steps ----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        options = self.options
+        if not self.template.is_file():
+            raise LocalCloudError(f"template {self.template} does not exist (pass --template)")
+        check_ports_free(options.host, options.port)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        endpoints = Endpoints.for_base_port(options.host, options.port)
+        self._start_moto(options.port + 3)
+
+        postgres_url, stop_postgres = start_postgres(self.data_dir)
+        self._stop_steps.append(("PostgreSQL", stop_postgres))
+        endpoints = Endpoints.for_base_port(options.host, options.port, postgres=postgres_url)
+
+        cfn = load_and_translate(self.template, options.region)
+        parameters = dict(options.parameters)
+        if DATABASE_URL_PARAMETER in (cfn.get("Parameters") or {}):
+            parameters.setdefault(DATABASE_URL_PARAMETER, postgres_url)  # an explicit --param still wins
+        self.model = model = provision(cfn, endpoints, parameters, options.region, DEFAULT_ACCOUNT_ID)
+
+        runtime = FunctionRuntime(model, self.data_dir, chaos=self.chaos, verbose=options.verbose)
+        self._stop_steps.append(("the function runtime", runtime.close))
+
+        self.endpoints_json = {
+            **endpoints.as_json(),
+            "region": options.region,
+            "outputs": model.outputs,
+            "chaos": self.chaos.describe(),
+        }
+        parts: list[tuple[str, _Startable]] = [
+            ("the REST gateway", RestGateway(model, runtime, options.host, options.port)),
+            (
+                "the WebSocket gateway",
+                WebSocketGateway(model, runtime, options.host, options.port + 1, options.port + 4),
+            ),
+        ]
+        web_dir = self.template.parent / "web"
+        self._serves_web = web_dir.is_dir()
+        if self._serves_web:
+            parts.append(("the web page", StaticSite(web_dir, self.endpoints_json, options.host, options.port + 2)))
+        else:
+            self.console.print(f"no web page: {web_dir} does not exist", highlight=False)
+        for bridge in model.resources.values():
+            if bridge.type == SNS_BRIDGE_TYPE:
+                forwarder = SnsForwarder(
+                    self._aws_client("sqs", endpoints), self._aws_client("sns", endpoints),
+                    bridge.attributes["QueueUrl"], bridge.attributes["TopicArn"],
+                )
+                parts.append((f"the SNS forwarder of {bridge.logical_id}", forwarder))
+        for index, source in enumerate(build_event_sources(model, runtime, self.chaos, options.schedule_scale)):
+            parts.append((f"event source #{index + 1} ({type(source).__name__})", source))
+        for what, part in parts:
+            part.start()
+            self._stop_steps.append((what, part.stop))
+
+        if options.demo:
+            keys = upload_demo_data(model, self._aws_client("s3", endpoints))
+            self.console.print(f"demo data: {len(keys)} files in s3://{model.outputs['DataBucketName']}/nycflights13/")
+
+        self._write_endpoints_file()
+
+    def _start_moto(self, port: int) -> None:
+        from moto.server import ThreadedMotoServer  # heavy import, only needed here
+
+        if not self.options.verbose:
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call otherwise
+        server = ThreadedMotoServer(ip_address=self.options.host, port=port, verbose=False)
+        server.start()
+
+        def stop_moto() -> None:
+            server.stop()
+            # shutdown() only ends serve_forever; without server_close the port stays bound.
+            if server._server is not None:
+                server._server.server_close()
+
+        self._stop_steps.append(("moto", stop_moto))
+
+    def _aws_client(self, service: Any, endpoints: Endpoints) -> Any:  # Any: stubs type literal names
+        return boto3.client(
+            service,
+            endpoint_url=endpoints.aws,
+            region_name=self.options.region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def _write_endpoints_file(self) -> None:
+        path = self.data_dir / ENDPOINTS_FILE
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(self.endpoints_json, indent=2) + "\n")
+        os.replace(temporary, path)  # readers poll for the file: never let them see half of it
+        self._stop_steps.append((ENDPOINTS_FILE, lambda: path.unlink(missing_ok=True)))
+
+    # -- signals and banner ---------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_event.set()
+        if self._starting:
+            raise _StopRequested()
+
+    def _print_banner(self) -> None:
+        info = self.endpoints_json
+        model = self.model
+        assert model is not None
+        lines = [
+            "[bold green]Busline local cloud is up[/bold green]",
+            f"  REST API     {info['rest']}",
+            f"  WebSocket    {info['websocket']}",
+            f"  Web page     {info['web']}" + ("" if self._serves_web else "   (not served: no web/ folder)"),
+            f"  AWS (moto)   {info['aws']}   (AWS_ENDPOINT_URL)",
+            f"  @connections {info['management']}",
+            f"  PostgreSQL   {info['postgres']}",
+            f"  Region       {info['region']}",
+            f"  {len(model.functions)} functions, {len(model.sqs_mappings)} queue and "
+            f"{len(model.stream_mappings)} stream triggers, {len(model.schedules)} schedules, "
+            f"{len(model.rest_routes)} REST routes, {len(model.ws_apis)} WebSocket APIs",
+            f"  {info['chaos']}",
+            f"  endpoints: {self.data_dir / ENDPOINTS_FILE}   logs: {self.data_dir / 'logs'}",
+            "  Ctrl+C to stop",
+        ]
+        for line in lines:
+            self.console.print(line, highlight=False, soft_wrap=True)

@@ -1,0 +1,558 @@
+"""REST gateway: HTTP requests -> API Gateway REST proxy events (v1) -> the function -> HTTP responses.
+
+Also holds the small pieces the other gateways share (threaded HTTP server lifecycle, the invoker
+protocol, API Gateway's time formats), so each gateway module stays about its own protocol.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import errno
+import json
+import re
+import secrets
+import socket
+import string
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from busline.localcloud.model import CloudModel, PortInUse, RestRoute
+
+MAX_REQUEST_BODY_BYTES = 10 * 1024 * 1024  # API Gateway REST payload quota
+LINGER_S = 2.0
+_TEXT_CONTENT_TYPES = ("text/", "application/json", "application/xml", "application/javascript",
+                       "application/x-www-form-urlencoded", "+json", "+xml")
+# Hop-by-hop or framing headers are ours to set; a handler's copy would corrupt the response.
+_RESPONSE_HEADERS_WE_OWN = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+
+
+class InvocationOutcome(Protocol):
+    """What `FunctionRuntime.invoke` returns (runtime.InvocationResult); only these fields are read."""
+
+    ok: bool
+    payload: Any
+    error: str | None
+    error_type: str | None
+    duration_ms: float
+    timed_out: bool
+    killed: bool
+
+
+class Invoker(Protocol):
+    def invoke(self, function_logical_id: str, event: dict[str, Any], /, *, trigger: str) -> InvocationOutcome: ...
+
+
+@dataclass
+class _RuntimeFailure:
+    ok: bool
+    payload: Any
+    error: str | None
+    error_type: str | None
+    duration_ms: float = 0.0
+    timed_out: bool = False
+    killed: bool = False
+
+
+def invoke_safely(runtime: Invoker, function: str, event: dict[str, Any], trigger: str) -> InvocationOutcome:
+    """Invoke, turning a failure of the runtime itself into a failed invocation.
+
+    A gateway must still answer its client (502, an error frame) when the runtime cannot run the function.
+    """
+    try:
+        return runtime.invoke(function, event, trigger=trigger)
+    except Exception as exc:  # noqa: BLE001 - reported, then answered like a function error
+        print(f"[gateway] could not invoke {function} ({trigger}): {type(exc).__name__}: {exc}", file=sys.stderr)
+        return _RuntimeFailure(ok=False, payload=None, error=str(exc), error_type=type(exc).__name__)
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def api_gateway_request_time(moment: datetime) -> str:
+    """API Gateway's `requestTime`, e.g. `22/Nov/2026:09:46:26 +0000`."""
+    return moment.strftime("%d/%b/%Y:%H:%M:%S +0000")
+
+
+def epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def random_token(length: int, suffix: str = "") -> str:
+    """Opaque ids shaped like API Gateway's (`extendedRequestId`, connection ids ending in `=`)."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length)) + suffix
+
+
+def split_headers(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """`headers` keeps the last value of a repeated header (as API Gateway does), `multiValueHeaders` all."""
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for name, value in pairs:
+        single[name] = value
+        multi.setdefault(name, []).append(value)
+    return single, multi
+
+
+def split_query(query: str) -> tuple[dict[str, str] | None, dict[str, list[str]] | None]:
+    """API Gateway sends null, not {}, when there is no query string."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not pairs:
+        return None, None
+    return split_headers(pairs)
+
+
+class _TrackingHTTPServer(ThreadingHTTPServer):
+    """Remembers open client sockets so stop() can end idle keep-alive connections too."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler_class: Callable[..., BaseHTTPRequestHandler]) -> None:
+        self.open_sockets: set[socket.socket] = set()
+        self.open_sockets_lock = threading.Lock()
+        super().__init__(address, handler_class)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.open_sockets_lock:
+            self.open_sockets.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.open_sockets_lock:
+            self.open_sockets.discard(request)
+        super().shutdown_request(request)
+
+    def close_open_sockets(self) -> None:
+        with self.open_sockets_lock:
+            sockets = list(self.open_sockets)
+        for client in sockets:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+
+
+class HttpServerThread:
+    """A ThreadingHTTPServer on its own daemon thread: bind on start, free the port on stop."""
+
+    def __init__(self, host: str, port: int, handler_class: Callable[..., BaseHTTPRequestHandler], what: str) -> None:
+        self.host = host
+        self.port = port
+        self.what = what
+        self._handler_class = handler_class
+        self._server: _TrackingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ThreadingHTTPServer:
+        if self._server is not None:
+            raise RuntimeError(f"{self.what} is already started")
+        try:
+            server = _TrackingHTTPServer((self.host, self.port), self._handler_class)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(self.host, self.port, self.what) from exc
+            raise
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1},
+            name=f"busline-{self.what.replace(' ', '-')}", daemon=True,
+        )
+        self._thread.start()
+        return server
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        server.close_open_sockets()
+        if thread is not None:
+            thread.join(timeout=5)
+
+
+class JsonResponder(BaseHTTPRequestHandler):
+    """Common response writing; HTTP/1.1 keep-alive, so every response carries a Content-Length."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "busline-local"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+        # The runtime prints one line per invocation; per-request access logs would only double it.
+        pass
+
+    def send_body(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None,
+                  *, close: bool = False) -> None:
+        self.send_response(status)
+        for name, value in headers or []:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        if close:
+            self._lingering_close()
+
+    def _lingering_close(self) -> None:
+        """Discard what the client is still sending before closing, for a bounded time.
+
+        Closing a socket with unread input sends a reset, which can destroy the response (a 413, a 404)
+        before the client reads it. Discarded bytes are never buffered, so an oversized body costs nothing.
+        """
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(0.2)
+            deadline = time.monotonic() + LINGER_S
+            while time.monotonic() < deadline and self.connection.recv(65536):
+                pass
+
+    def send_json(self, status: int, document: Any, headers: list[tuple[str, str]] | None = None,
+                  *, close: bool = False) -> None:
+        body = json.dumps(document).encode()
+        self.send_body(status, body, [("Content-Type", "application/json"), *(headers or [])], close=close)
+
+    def has_body(self) -> bool:
+        return ("chunked" in self.headers.get("Transfer-Encoding", "").lower()
+                or self.headers.get("Content-Length", "0").strip() not in ("", "0"))
+
+    def read_body(self, limit: int) -> bytes | None:
+        """The request body, or None if it is larger than `limit` (checked before reading it)."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked(limit)
+        length_header = self.headers.get("Content-Length")
+        if not length_header:
+            return b""
+        try:
+            length = int(length_header)
+        except ValueError:
+            return b""
+        if length > limit:
+            return None
+        return self.rfile.read(length)
+
+    def _read_chunked(self, limit: int) -> bytes | None:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            size_line = self.rfile.readline(1024)
+            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                # Trailers end with an empty line.
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(parts)
+            total += size
+            if total > limit:
+                return None
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(1024)
+
+
+# --------------------------------------------------------------------------------------------------
+# Route matching
+
+_SEGMENT_LITERAL, _SEGMENT_PARAM, _SEGMENT_GREEDY = 2, 1, 0
+_PARAM = re.compile(r"^\{([^{}+]+)\}$")
+_GREEDY = re.compile(r"^\{([^{}+]+)\+\}$")
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    route: RestRoute
+    path: str  # the request path without the stage prefix
+    path_parameters: dict[str, str]
+    specificity: tuple[int, ...]
+
+
+def _segments(path: str) -> list[str]:
+    return [segment for segment in path.split("/") if segment]
+
+
+def match_template(template: str, path: str) -> tuple[dict[str, str], tuple[int, ...]] | None:
+    """Path parameters and a sort key (literal > {param} > {proxy+}, segment by segment), or None."""
+    template_segments = _segments(template)
+    path_segments = _segments(path)
+    parameters: dict[str, str] = {}
+    kinds: list[int] = []
+    for index, template_segment in enumerate(template_segments):
+        greedy = _GREEDY.match(template_segment)
+        if greedy:
+            rest = path_segments[index:]
+            if not rest:  # {proxy+} needs at least one segment, as on API Gateway
+                return None
+            parameters[greedy.group(1)] = unquote("/".join(rest))
+            kinds.append(_SEGMENT_GREEDY)
+            return parameters, tuple(kinds)
+        if index >= len(path_segments):
+            return None
+        param = _PARAM.match(template_segment)
+        if param:
+            parameters[param.group(1)] = unquote(path_segments[index])
+            kinds.append(_SEGMENT_PARAM)
+        elif unquote(path_segments[index]) == template_segment:
+            kinds.append(_SEGMENT_LITERAL)
+        else:
+            return None
+    if len(path_segments) != len(template_segments):
+        return None
+    # A longer exact template beats a shorter one that only matched through a greedy tail.
+    return parameters, tuple(kinds) + (3,)
+
+
+def find_route(routes: list[RestRoute], method: str, raw_path: str) -> RouteMatch | None:
+    best: tuple[tuple[int, ...], RouteMatch] | None = None
+    for route in routes:
+        if route.method.upper() not in (method, "ANY"):
+            continue
+        for path in _candidate_paths(raw_path, route.stage):
+            matched = match_template(route.path, path)
+            if matched is None:
+                continue
+            parameters, specificity = matched
+            method_rank = 1 if route.method.upper() == method else 0
+            key = (*specificity, method_rank)
+            if best is None or key > best[0]:
+                best = (key, RouteMatch(route, path, parameters, specificity))
+            break
+    return best[1] if best else None
+
+
+def _candidate_paths(raw_path: str, stage: str) -> list[str]:
+    """The path with its `/<stage>` prefix stripped first (the usual URL), then as given."""
+    path = raw_path or "/"
+    prefix = f"/{stage}"
+    if stage and (path == prefix or path.startswith(prefix + "/")):
+        return [path[len(prefix):] or "/", path]
+    return [path]
+
+
+# --------------------------------------------------------------------------------------------------
+# The gateway
+
+
+def _is_text(content_type: str, body: bytes) -> bool:
+    lowered = content_type.lower()
+    if lowered and not any(marker in lowered for marker in _TEXT_CONTENT_TYPES):
+        return False
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class _BadProxyResponse(ValueError):
+    pass
+
+
+def _response_from_payload(payload: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body from a proxy integration result, validated as API Gateway does."""
+    if not isinstance(payload, dict) or "statusCode" not in payload:
+        raise _BadProxyResponse(f"the result must be an object with statusCode, got {type(payload).__name__}")
+    try:
+        status = int(payload["statusCode"])
+    except (TypeError, ValueError):
+        raise _BadProxyResponse(f"statusCode must be an integer, got {payload['statusCode']!r}") from None
+    if not 100 <= status <= 599:
+        raise _BadProxyResponse(f"statusCode {status} is not an HTTP status")
+    body = payload.get("body")
+    if body is None:
+        raw = b""
+    elif not isinstance(body, str):
+        raise _BadProxyResponse(f"body must be a string, got {type(body).__name__}")
+    elif payload.get("isBase64Encoded"):
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise _BadProxyResponse("isBase64Encoded is true but body is not base64") from None
+    else:
+        raw = body.encode("utf-8")
+    single = payload.get("headers") or {}
+    multi = payload.get("multiValueHeaders") or {}
+    if not isinstance(single, dict) or not isinstance(multi, dict):
+        raise _BadProxyResponse("headers and multiValueHeaders must be objects")
+    # API Gateway merges both; a name/value pair given in both appears once (from multiValueHeaders).
+    headers: list[tuple[str, str]] = []
+    for name, values in multi.items():
+        for value in values if isinstance(values, list) else [values]:
+            headers.append((name, str(value)))
+    present = {(name.lower(), value) for name, value in headers}
+    for name, value in single.items():
+        if (name.lower(), str(value)) not in present:
+            headers.append((name, str(value)))
+    headers = [(name, value) for name, value in headers if name.lower() not in _RESPONSE_HEADERS_WE_OWN]
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        headers.append(("Content-Type", "application/json"))
+    return status, headers, raw
+
+
+class RestGateway:
+    """Serves `model.rest_routes` like an API Gateway REST API with Lambda proxy integrations."""
+
+    WHAT = "REST gateway"
+
+    def __init__(self, model: CloudModel, runtime: Invoker, host: str, port: int) -> None:
+        self.model = model
+        self.runtime = runtime
+        self.host = host
+        self.port = port
+        self._server = HttpServerThread(host, port, self._handler_class(), self.WHAT)
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def _api_id(self, route: RestRoute) -> str:
+        resource = self.model.resources.get(route.api_logical_id)
+        return resource.physical_id if resource else (route.api_logical_id or "local").lower()[:10]
+
+    def build_event(self, request: BaseHTTPRequestHandler, match: RouteMatch, body: bytes) -> dict[str, Any]:
+        route = match.route
+        url = urlsplit(request.path)
+        headers, multi_headers = split_headers(list(request.headers.items()))
+        query, multi_query = split_query(url.query)
+        is_text = _is_text(request.headers.get("Content-Type", ""), body)
+        if not body:
+            event_body: str | None = None
+        elif is_text:
+            event_body = body.decode("utf-8")
+        else:
+            event_body = base64.b64encode(body).decode("ascii")
+        moment = now_utc()
+        source_ip = request.client_address[0]
+        user_agent = request.headers.get("User-Agent")
+        request_id = str(uuid.uuid4())
+        return {
+            "resource": route.path,
+            "path": unquote(match.path),
+            "httpMethod": request.command,
+            "headers": headers or None,
+            "multiValueHeaders": multi_headers or None,
+            "queryStringParameters": query,
+            "multiValueQueryStringParameters": multi_query,
+            "pathParameters": match.path_parameters or None,
+            "stageVariables": None,
+            "requestContext": {
+                "accountId": self.model.account_id,
+                "apiId": self._api_id(route),
+                "resourceId": random_token(6).lower(),
+                "resourcePath": route.path,
+                "httpMethod": request.command,
+                "requestId": request_id,
+                "extendedRequestId": random_token(15, "="),
+                "requestTime": api_gateway_request_time(moment),
+                "requestTimeEpoch": epoch_ms(moment),
+                "path": unquote(f"/{route.stage}{match.path}" if route.stage else match.path),
+                "protocol": request.request_version,
+                "stage": route.stage,
+                "domainPrefix": self.host,
+                "domainName": request.headers.get("Host") or f"{self.host}:{self.port}",
+                "identity": {
+                    "cognitoIdentityPoolId": None,
+                    "accountId": None,
+                    "cognitoIdentityId": None,
+                    "caller": None,
+                    "apiKey": None,
+                    "principalOrgId": None,
+                    "sourceIp": source_ip,
+                    "cognitoAuthenticationType": None,
+                    "cognitoAuthenticationProvider": None,
+                    "userArn": None,
+                    "userAgent": user_agent,
+                    "user": None,
+                    "accessKey": None,
+                },
+            },
+            "body": event_body,
+            "isBase64Encoded": bool(body) and not is_text,
+        }
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        gateway = self
+
+        class RestRequestHandler(JsonResponder):
+            def _handle(self) -> None:
+                gateway.handle(self)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+        return RestRequestHandler
+
+    def handle(self, request: JsonResponder) -> None:
+        method = request.command.upper()
+        raw_path = urlsplit(request.path).path or "/"
+        match = find_route(self.model.rest_routes, method, raw_path)
+        if match is None:
+            if method == "OPTIONS" and self._answer_preflight(request, raw_path):
+                return
+            # An unread body would be parsed as the next request on this keep-alive connection.
+            request.send_json(404, {"message": "Not Found"}, close=request.has_body())
+            return
+        body = request.read_body(MAX_REQUEST_BODY_BYTES)
+        if body is None:
+            request.send_json(413, {"message": "Request Too Long"}, close=True)
+            return
+        event = self.build_event(request, match, body)
+        outcome = invoke_safely(self.runtime, match.route.function, event, f"api {method} {match.route.path}")
+        if outcome.timed_out:
+            request.send_json(504, {"message": "Endpoint request timed out"})
+            return
+        if not outcome.ok:
+            request.send_json(502, {"message": "Internal server error"})
+            return
+        try:
+            status, headers, raw = _response_from_payload(outcome.payload)
+        except _BadProxyResponse as exc:
+            # API Gateway answers a malformed proxy response with 502; say why on the console.
+            print(f"[{self.WHAT}] {match.route.function}: malformed Lambda proxy response: {exc}",
+                  file=sys.stderr)
+            request.send_json(502, {"message": "Internal server error"})
+            return
+        request.send_body(status, raw, headers)
+
+    def _answer_preflight(self, request: JsonResponder, raw_path: str) -> bool:
+        """CORS preflight for a path that has routes but no OPTIONS route.
+
+        SAM's `Cors` setting makes API Gateway answer OPTIONS itself (a mock integration the local model
+        does not carry), so a browser page on the web port would otherwise be refused by its preflight.
+        """
+        methods = sorted({
+            route.method.upper()
+            for route in self.model.rest_routes
+            if any(match_template(route.path, path) is not None
+                   for path in _candidate_paths(raw_path, route.stage))
+        })
+        if not methods:
+            return False
+        allowed = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS" if "ANY" in methods else ",".join([*methods, "OPTIONS"])
+        headers = [
+            ("Access-Control-Allow-Origin", request.headers.get("Origin") or "*"),
+            ("Access-Control-Allow-Methods", allowed),
+            ("Access-Control-Allow-Headers",
+             request.headers.get("Access-Control-Request-Headers") or "Content-Type,Authorization"),
+            ("Access-Control-Max-Age", "600"),
+            ("Vary", "Origin"),
+        ]
+        request.send_body(204, b"", headers)
+        return True
+

@@ -1,0 +1,41 @@
+"""A real PostgreSQL for the local cloud: pgserver's bundled binaries, or the one DATABASE_URL names."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from busline.localcloud.model import LocalCloudError
+
+PG_SUBDIR = "pg"
+
+
+def start_postgres(data_dir: Path) -> tuple[str, Callable[[], None]]:
+    """Return (psycopg URL, stop). With DATABASE_URL set nothing is started and stop does nothing."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        return external, lambda: None
+    # pgserver logs every step at INFO and warns about XDG_RUNTIME_DIR; neither helps the user.
+    logging.getLogger("pgserver").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    import pgserver  # imported late: it is heavy and not needed when DATABASE_URL is set
+
+    pg_dir = data_dir.resolve() / PG_SUBDIR
+    pg_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # "stop" keeps the data between runs (delete the folder for a fresh database).
+        server = pgserver.get_server(pg_dir, cleanup_mode="stop")
+    except Exception as exc:  # initdb/pg_ctl failures surface as several unrelated types
+        raise LocalCloudError(f"could not start PostgreSQL in {pg_dir}: {exc} (see {pg_dir / 'log'})") from exc
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        if not stopped:
+            stopped = True
+            server.cleanup()
+
+    return server.get_uri(), stop

@@ -1,0 +1,81 @@
+"""Publishing facts: EventBridge (the ETL's own bus) and SNS (humans and alarms)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import boto3
+from pydantic import BaseModel
+
+from .contracts import EVENT_SOURCE, TaskFinished
+from .errors import PublishFailed
+
+PUT_EVENTS_BATCH = 10  # the PutEvents limit per call
+
+
+class EventPublisher:
+    def __init__(self, events_client: Any, bus_name: str) -> None:
+        self._events = events_client
+        self._bus_name = bus_name
+
+    @classmethod
+    def for_bus(cls, bus_name: str) -> EventPublisher:
+        return cls(boto3.client("events"), bus_name)
+
+    def publish(self, detail_type: str, detail: BaseModel) -> None:
+        self.publish_many([(detail_type, detail)])
+
+    def publish_many(self, events: Iterable[tuple[str, BaseModel]]) -> int:
+        """Publish in batches of 10; raise PublishFailed if EventBridge refused any entry."""
+        entries = [self._entry(detail_type, detail) for detail_type, detail in events]
+        for start in range(0, len(entries), PUT_EVENTS_BATCH):
+            self._put(entries[start : start + PUT_EVENTS_BATCH])
+        return len(entries)
+
+    def _entry(self, detail_type: str, detail: BaseModel) -> dict[str, str]:
+        return {
+            "Source": EVENT_SOURCE,
+            "DetailType": detail_type,
+            "Detail": detail.model_dump_json(),
+            "EventBusName": self._bus_name,
+        }
+
+    def _put(self, batch: Sequence[dict[str, str]]) -> None:
+        response = self._events.put_events(Entries=list(batch))
+        if response.get("FailedEntryCount", 0):
+            failures = [
+                f"{entry['DetailType']}: {result.get('ErrorCode')} {result.get('ErrorMessage', '')}".strip()
+                for entry, result in zip(batch, response.get("Entries", []), strict=False)
+                if result.get("ErrorCode")
+            ]
+            raise PublishFailed(
+                f"EventBridge bus {self._bus_name} refused {response['FailedEntryCount']} of {len(batch)} "
+                f"events: {'; '.join(failures)}"
+            )
+
+
+class Notifier:
+    """SNS notification when a task finishes; a blank topic ARN turns it off."""
+
+    def __init__(self, sns_client: Any, topic_arn: str) -> None:
+        self._sns = sns_client
+        self._topic_arn = topic_arn
+
+    @classmethod
+    def for_topic(cls, topic_arn: str) -> Notifier:
+        return cls(boto3.client("sns") if topic_arn else None, topic_arn)
+
+    def task_finished(self, finished: TaskFinished) -> bool:
+        if not self._topic_arn:
+            return False
+        self._sns.publish(
+            TopicArn=self._topic_arn,
+            Subject=f"Busline task {finished.status.value}"[:100],
+            Message=finished.model_dump_json(),
+            MessageAttributes={
+                "status": {"DataType": "String", "StringValue": finished.status.value},
+                "taskId": {"DataType": "String", "StringValue": finished.taskId},
+            },
+        )
+        return True

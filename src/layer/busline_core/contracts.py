@@ -1,0 +1,219 @@
+"""Wire contracts: EventBridge detail models, the SQS record models the handlers parse, task status,
+the TaskSnapshot (GET /tasks/{id} and every WebSocket progress message) and the API request models.
+
+Field names are camelCase on purpose: they are the JSON names, and Powertools idempotency hashes
+`model_dump()` (no aliases), so `taskId` must be the attribute name for a `[taskId, phase, chunk]` key.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SqsRecordModel
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Json, RootModel, Tag
+
+from .spec import TaskSpec
+
+EVENT_SOURCE = "busline"
+
+TASK_SUBMITTED = "TaskSubmitted"
+CHUNK_EXTRACTED = "ChunkExtracted"
+CHUNK_TRANSFORMED = "ChunkTransformed"
+PHASE_COMPLETED = "PhaseCompleted"
+TASK_SUCCEEDED = "TaskSucceeded"
+TASK_FAILED = "TaskFailed"
+
+
+class TaskStatus(StrEnum):
+    ACCEPTED = "ACCEPTED"
+    EXTRACTING = "EXTRACTING"
+    TRANSFORMING = "TRANSFORMING"
+    LOADING = "LOADING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
+
+
+class Phase(StrEnum):
+    EXTRACT = "extract"
+    TRANSFORM = "transform"
+    LOAD = "load"
+
+    @property
+    def running_status(self) -> TaskStatus:
+        return _RUNNING_STATUS[self]
+
+
+_RUNNING_STATUS = {
+    Phase.EXTRACT: TaskStatus.EXTRACTING,
+    Phase.TRANSFORM: TaskStatus.TRANSFORMING,
+    Phase.LOAD: TaskStatus.LOADING,
+}
+
+PHASE_ORDER: tuple[Phase, ...] = (Phase.EXTRACT, Phase.TRANSFORM, Phase.LOAD)
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# --- event details (no row data: keys and counts only) ----------------------------------------------
+
+
+class TaskSubmitted(_Wire):
+    taskId: str
+
+
+class ChunkExtracted(_Wire):
+    taskId: str
+    phase: Literal["transform"] = "transform"  # the phase that consumes it: rules route on it
+    chunk: int = Field(ge=0)
+    key: str
+    rows: int = Field(ge=0)
+
+
+class ChunkTransformed(_Wire):
+    taskId: str
+    phase: Literal["load"] = "load"
+    chunk: int = Field(ge=0)
+    key: str
+    rows: int = Field(ge=0)
+
+
+class PhaseCompleted(_Wire):
+    taskId: str
+    phase: Phase
+    chunks: int = Field(ge=0)
+
+
+class Counts(_Wire):
+    read: int = 0
+    filtered: int = 0
+    rejected: int = 0
+    loaded: int = 0
+
+
+class TaskError(_Wire):
+    phase: Phase
+    chunk: int | None = None
+    message: str
+
+
+class TaskFinished(_Wire):
+    """Detail of TaskSucceeded / TaskFailed (the detail-type says which)."""
+
+    taskId: str
+    status: TaskStatus
+    counts: Counts
+    error: TaskError | None = None
+
+    @property
+    def detail_type(self) -> str:
+        return TASK_SUCCEEDED if self.status is TaskStatus.SUCCEEDED else TASK_FAILED
+
+
+# --- SQS records whose body is the EventBridge event (BatchProcessor(EventType.SQS, model=...)) -----
+
+
+class TaskSubmittedEvent(EventBridgeModel):
+    detail: TaskSubmitted  # type: ignore[assignment]
+
+
+class ChunkExtractedEvent(EventBridgeModel):
+    detail: ChunkExtracted  # type: ignore[assignment]
+
+
+class ChunkTransformedEvent(EventBridgeModel):
+    detail: ChunkTransformed  # type: ignore[assignment]
+
+
+class TaskSubmittedRecord(SqsRecordModel):
+    body: Json[TaskSubmittedEvent]  # type: ignore[assignment]
+
+
+class ChunkExtractedRecord(SqsRecordModel):
+    body: Json[ChunkExtractedEvent]  # type: ignore[assignment]
+
+
+class ChunkTransformedRecord(SqsRecordModel):
+    body: Json[ChunkTransformedEvent]  # type: ignore[assignment]
+
+
+# --- TaskSnapshot ---------------------------------------------------------------------------------
+
+PhaseState = Literal["pending", "running", "completed", "failed"]
+
+
+class PhaseProgress(_Wire):
+    done: int = 0
+    total: int | None = None  # unknown until extract has completed
+    status: PhaseState = "pending"
+
+
+class Phases(_Wire):
+    extract: PhaseProgress = PhaseProgress()
+    transform: PhaseProgress = PhaseProgress()
+    load: PhaseProgress = PhaseProgress()
+
+
+class PhaseTiming(_Wire):
+    startedAt: str | None = None
+    completedAt: str | None = None
+    seconds: float | None = None  # set once the phase completed
+
+
+class TaskSnapshot(_Wire):
+    taskId: str
+    owner: str
+    pipeline: str
+    status: TaskStatus
+    createdAt: str
+    updatedAt: str
+    updatedAtMs: int
+    phases: Phases
+    counts: Counts
+    timings: dict[str, PhaseTiming] = {}
+    error: TaskError | None = None
+
+
+class TaskPage(_Wire):
+    items: list[TaskSnapshot]
+    nextToken: str | None = None
+
+
+class RejectPage(_Wire):
+    items: list[dict[str, Any]]
+    nextToken: str | None = None
+
+
+# --- POST /tasks ----------------------------------------------------------------------------------
+
+
+class PipelineRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline: str = Field(min_length=1, max_length=64)
+    params: dict[str, Any] = {}
+
+
+def _request_kind(value: Any) -> str:
+    # A body naming a pipeline is a pipeline request; anything else must be a full TaskSpec, so a
+    # typo in a spec is reported against the spec's own fields.
+    if isinstance(value, dict):
+        return "pipeline" if "pipeline" in value else "spec"
+    return "pipeline" if isinstance(value, PipelineRequest) else "spec"
+
+
+class SubmitTaskRequest(
+    RootModel[
+        Annotated[
+            Annotated[PipelineRequest, Tag("pipeline")] | Annotated[TaskSpec, Tag("spec")],
+            Discriminator(_request_kind),
+        ]
+    ]
+):
+    """`{"pipeline": name, "params": {...}}` or an ad-hoc TaskSpec; `.root` is the one given."""

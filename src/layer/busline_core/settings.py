@@ -1,0 +1,57 @@
+"""Per-function settings read from the environment (names exactly as the template sets them).
+
+Each function gets its own model so a missing variable fails at cold start naming the variable,
+instead of at the first event that needs it. Attribute names are the lower-case env names.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _FunctionSettings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    tasks_table: str = Field(min_length=1)
+
+
+class _PublishingSettings(_FunctionSettings):
+    event_bus_name: str = Field(min_length=1)
+    # Empty: no SNS notification (the bus still gets TaskSucceeded/TaskFailed).
+    notification_topic_arn: str = ""
+
+
+class _StepSettings(_PublishingSettings):
+    data_bucket: str = Field(min_length=1)
+    idempotency_table: str = ""
+    max_receive_count: int = Field(default=3, ge=1)
+    # SSM parameter holding the deliberate fault switch ("none", "transform:fail", ...); empty: no faults
+    faults_parameter: str = ""
+
+
+class ApiSettings(_PublishingSettings):
+    data_bucket: str = Field(min_length=1)
+    chunk_rows: int = Field(default=20000, ge=1)  # chunkRows of a request that does not say
+
+
+class ExtractSettings(_StepSettings):
+    chunk_rows: int = Field(default=20000, ge=1)
+
+
+class TransformSettings(_StepSettings):
+    pass
+
+
+class LoadSettings(_StepSettings):
+    database_secret_arn: str = ""
+    # Only when the template maps one; otherwise the URL comes from DATABASE_SECRET_ARN.
+    database_url: str = ""
+
+
+class ProgressSettings(_PublishingSettings):
+    """Stream handler, WebSocket routes and watchdog (all in src/progress)."""
+
+    connections_table: str = Field(min_length=1)
+    websocket_management_endpoint: str = ""
+    stall_seconds: int = Field(default=300, ge=1)

@@ -1,0 +1,292 @@
+"""The task spec: what to read, how to type and filter it, what to join, where to load it.
+
+It is the body of an ad hoc `POST /tasks` and the output of a named pipeline, so every rule a
+bad spec could break is checked here, before anything is recorded, with a message naming the field.
+The JSON field names are the documented ones (camelCase `nullValues`, `chunkRows`; `as`, `schema`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal, NamedTuple
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+ColumnType = Literal["string", "int", "float", "decimal", "bool", "date", "timestamp"]
+SourceFormat = Literal["csv", "ndjson", "json"]
+FilterOp = Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "is_null", "not_null"]
+
+SCALAR_OPS: frozenset[str] = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
+LIST_OPS: frozenset[str] = frozenset({"in", "not_in"})
+
+# Postgres identifiers we create ourselves: lower case so they never need quoting by users, 63 bytes max.
+IDENTIFIER_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# What each column type becomes in the warehouse.
+POSTGRES_TYPES: dict[str, str] = {
+    "string": "text",
+    "int": "bigint",
+    "float": "double precision",
+    "decimal": "numeric",
+    "bool": "boolean",
+    "date": "date",
+    "timestamp": "timestamptz",
+}
+
+
+# --- casting text to typed, JSON-able values (shared by spec validation and transform) -------------
+
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1  # bigint
+_BOOLEANS: dict[str, bool] = {
+    "true": True, "t": True, "1": True, "yes": True,
+    "false": False, "f": False, "0": False, "no": False,
+}  # fmt: skip
+
+
+def _cast_string(text: str) -> str:
+    return text
+
+
+def _cast_int(text: str) -> int:
+    value = int(text)
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise ValueError("out of bigint range")
+    return value
+
+
+def _cast_float(text: str) -> float:
+    value = float(text)
+    # NaN and infinities are not JSON, and a source that contains them is almost always broken.
+    if not math.isfinite(value):
+        raise ValueError("not finite")
+    return value
+
+
+def _cast_decimal(text: str) -> str:
+    try:
+        value = Decimal(text)
+    except InvalidOperation as exc:
+        raise ValueError("not a decimal") from exc
+    if not value.is_finite():
+        raise ValueError("not finite")
+    # Kept as text so no precision is lost on the way to Postgres numeric.
+    return str(value)
+
+
+def _cast_bool(text: str) -> bool:
+    try:
+        return _BOOLEANS[text.strip().lower()]
+    except KeyError:
+        raise ValueError("not a boolean") from None
+
+
+def _cast_date(text: str) -> str:
+    return date.fromisoformat(text.strip()).isoformat()
+
+
+def _cast_timestamp(text: str) -> str:
+    value = datetime.fromisoformat(text.strip())
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat()
+
+
+CASTERS: dict[str, Callable[[str], Any]] = {
+    "string": _cast_string,
+    "int": _cast_int,
+    "float": _cast_float,
+    "decimal": _cast_decimal,
+    "bool": _cast_bool,
+    "date": _cast_date,
+    "timestamp": _cast_timestamp,
+}
+
+
+def literal_as_text(value: Any) -> str:
+    """A JSON literal from a spec (e.g. a filter value) as the text a source would hold."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def cast_literal(value: Any, column_type: str) -> Any:
+    """Cast a spec literal to a column type; ValueError when it does not fit."""
+    return CASTERS[column_type](literal_as_text(value))
+
+
+# --- field checks --------------------------------------------------------------------------------
+
+
+def _check_identifier(value: str) -> str:
+    if not IDENTIFIER_PATTERN.match(value):
+        raise ValueError(
+            f"'{value}' is not a valid identifier (lower case letters, digits and _, "
+            "not starting with a digit, at most 63 characters)"
+        )
+    return value
+
+
+def _check_uri(value: str) -> str:
+    parts = urlsplit(value)
+    scheme = parts.scheme.lower()
+    if scheme == "s3":
+        if not parts.netloc or not parts.path.strip("/"):
+            raise ValueError(f"'{value}' must look like s3://bucket/key")
+        return value
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"'{value}' must be an s3://, https:// or loopback http:// URI")
+    if scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(f"'{value}': plain http:// is only allowed on loopback hosts; use https://")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+Identifier = Annotated[str, AfterValidator(_check_identifier)]
+SourceUri = Annotated[str, AfterValidator(_check_uri)]
+NonEmptyText = Annotated[str, Field(min_length=1)]
+
+
+class _SpecModel(BaseModel):
+    # populate_by_name: a spec dumped without by_alias (as_, schema_) still parses back.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SourceSpec(_SpecModel):
+    uri: SourceUri
+    format: SourceFormat
+    nullValues: list[str] = Field(default_factory=lambda: ["NA", ""])
+    delimiter: str = Field(",", min_length=1, max_length=1)
+
+
+class ColumnSpec(_SpecModel):
+    name: Identifier
+    type: ColumnType
+    required: bool = False
+
+
+class FilterSpec(_SpecModel):
+    column: str
+    op: FilterOp
+    value: Any = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _operand_present(self) -> FilterSpec:
+        if self.op in SCALAR_OPS and self.value is None:
+            raise ValueError(f"op '{self.op}' needs a 'value'")
+        if self.op in LIST_OPS and not self.values:
+            raise ValueError(f"op '{self.op}' needs a non-empty 'values' list")
+        return self
+
+
+class JoinColumn(_SpecModel):
+    name: NonEmptyText  # column of the reference source
+    as_: Identifier = Field(alias="as")  # output column name
+    type: ColumnType = "string"
+
+
+class JoinSpec(_SpecModel):
+    name: Identifier
+    uri: SourceUri
+    format: SourceFormat = "csv"
+    on: dict[str, NonEmptyText] = Field(min_length=1)  # left (spec) column -> reference column
+    columns: list[JoinColumn] = Field(min_length=1)
+    required: bool = False
+    nullValues: list[str] = Field(default_factory=lambda: ["NA", ""])
+    delimiter: str = Field(",", min_length=1, max_length=1)
+
+
+class TargetSpec(_SpecModel):
+    table: Identifier
+    key: list[str] = Field(min_length=1)
+    mode: Literal["insert", "upsert"] = "upsert"
+    schema_: Identifier = Field("public", alias="schema")
+
+
+class OutputColumn(NamedTuple):
+    name: str
+    type: str  # a ColumnType
+
+
+class TaskSpec(_SpecModel):
+    source: SourceSpec
+    columns: list[ColumnSpec] = Field(min_length=1)
+    filters: list[FilterSpec] = Field(default_factory=list)
+    joins: list[JoinSpec] = Field(default_factory=list)
+    target: TargetSpec
+    chunkRows: int = Field(20000, ge=100, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _columns_consistent(self) -> TaskSpec:
+        types: dict[str, str] = {}
+        for index, column in enumerate(self.columns):
+            if column.name in types:
+                raise ValueError(f"columns[{index}].name: duplicate column '{column.name}'")
+            types[column.name] = column.type
+
+        outputs = set(types)
+        join_names: set[str] = set()
+        for j, join in enumerate(self.joins):
+            if join.name in join_names:
+                raise ValueError(f"joins[{j}].name: duplicate join name '{join.name}'")
+            join_names.add(join.name)
+            for left in join.on:
+                if left not in types:
+                    raise ValueError(f"joins[{j}].on: column '{left}' is not among the columns")
+            for c, join_column in enumerate(join.columns):
+                if join_column.as_ in outputs:
+                    raise ValueError(
+                        f"joins[{j}].columns[{c}].as: duplicate output column '{join_column.as_}'"
+                    )
+                outputs.add(join_column.as_)
+
+        seen_key: set[str] = set()
+        for k, key_column in enumerate(self.target.key):
+            if key_column not in types:
+                raise ValueError(f"target.key[{k}]: column '{key_column}' is not among the columns")
+            if key_column in seen_key:
+                raise ValueError(f"target.key[{k}]: column '{key_column}' is repeated")
+            seen_key.add(key_column)
+
+        for f, spec_filter in enumerate(self.filters):
+            column_type = types.get(spec_filter.column)
+            if column_type is None:
+                raise ValueError(
+                    f"filters[{f}].column: column '{spec_filter.column}' is not among the columns"
+                )
+            # Filters compare typed values, so their operands must cast to the column's type.
+            if spec_filter.op in SCALAR_OPS:
+                _check_operand(spec_filter.value, column_type, f"filters[{f}].value")
+            elif spec_filter.op in LIST_OPS:
+                for v, operand in enumerate(spec_filter.values or []):
+                    _check_operand(operand, column_type, f"filters[{f}].values[{v}]")
+        return self
+
+
+def _check_operand(value: Any, column_type: str, where: str) -> None:
+    try:
+        cast_literal(value, column_type)
+    except (ValueError, TypeError):
+        raise ValueError(f"{where}: {value!r} is not a valid {column_type}") from None
+
+
+def output_columns(spec: TaskSpec) -> list[OutputColumn]:
+    """Spec columns then join columns, in order: the shape of a transformed row and of the table."""
+    columns = [OutputColumn(column.name, column.type) for column in spec.columns]
+    for join in spec.joins:
+        columns.extend(OutputColumn(join_column.as_, join_column.type) for join_column in join.columns)
+    return columns

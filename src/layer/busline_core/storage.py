@@ -1,0 +1,157 @@
+"""Chunks and rejects in the data bucket: the only code that writes or reads them.
+
+Rows travel between the steps as gzipped JSON Lines (events carry only the key), rejects as plain
+JSON Lines so a person can read them with any tool. Layout (docs/design.md):
+  tasks/<taskId>/<phase>/<chunk:06d>.jsonl.gz   and   tasks/<taskId>/rejects/<chunk:06d>.jsonl
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .errors import ChunkFailed, InvalidTask
+from .transform import Reject
+
+# Fast compression: chunks live for minutes and CPU time is what the Lambda bill counts.
+_GZIP_LEVEL = 3
+MAX_PAGE = 1000
+
+
+class InvalidPage(InvalidTask, ValueError):
+    """A rejects page request with a bad limit or a token this store did not issue (HTTP 400)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _encode_lines(items: Iterable[Any]) -> bytes:
+    return "".join(_dumps(item) + "\n" for item in items).encode("utf-8")
+
+
+class ChunkStore:
+    def __init__(self, s3_client: Any, bucket: str) -> None:
+        self._s3 = s3_client
+        self.bucket = bucket
+
+    # --- layout ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def chunk_key(task_id: str, phase: str, chunk: int) -> str:
+        return f"tasks/{task_id}/{phase}/{chunk:06d}.jsonl.gz"
+
+    @staticmethod
+    def rejects_key(task_id: str, chunk: int) -> str:
+        return f"tasks/{task_id}/rejects/{chunk:06d}.jsonl"
+
+    @staticmethod
+    def rejects_prefix(task_id: str) -> str:
+        return f"tasks/{task_id}/rejects/"
+
+    # --- rows -----------------------------------------------------------------------------------
+
+    def put_rows(self, key: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        body = gzip.compress(_encode_lines(rows), compresslevel=_GZIP_LEVEL, mtime=0)
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson")
+
+    def get_rows(self, key: str) -> list[dict[str, Any]]:
+        body = self._get(key)
+        try:
+            text = gzip.decompress(body).decode("utf-8")
+            return [json.loads(line) for line in text.splitlines() if line]
+        except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ChunkFailed(f"chunk s3://{self.bucket}/{key} is corrupt: {exc}") from exc
+
+    # --- rejects --------------------------------------------------------------------------------
+
+    def put_rejects(self, key: str, rejects: Iterable[Reject]) -> None:
+        """Write a chunk's rejects; nothing is written when there are none (one S3 call saved)."""
+        items = [reject.as_json() for reject in rejects]
+        if items:
+            self._s3.put_object(
+                Bucket=self.bucket, Key=key, Body=_encode_lines(items), ContentType="application/x-ndjson"
+            )
+
+    def iter_rejects(
+        self,
+        prefix: str,
+        after: str | None = None,
+        limit: int = 100,
+        *,
+        start_token: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of rejects under `prefix`, in chunk then row order, and the token of the next page.
+
+        `after` (alias `start_token`) is the opaque token a previous page returned; None starts at
+        the beginning. The returned token is None when there is nothing more.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidPage("limit", f"must be between 1 and {MAX_PAGE}, got {limit}")
+        token = after if after is not None else start_token
+        page: list[dict[str, Any]] = []
+
+        if token is not None:
+            key, index = self._decode_token(token, prefix)
+            keys_after = key
+            lines = self._reject_lines(key)
+        else:
+            keys_after, index, lines = "", 0, []
+
+        while True:
+            take = lines[index : index + limit - len(page)]
+            page.extend(json.loads(line) for line in take)
+            index += len(take)
+            if len(page) == limit:
+                if index < len(lines):
+                    return page, self._encode_token(keys_after, index)
+                following = self._next_key(prefix, keys_after)
+                return page, (self._encode_token(following, 0) if following else None)
+            following = self._next_key(prefix, keys_after)
+            if following is None:
+                return page, None
+            keys_after, index, lines = following, 0, self._reject_lines(following)
+
+    def _next_key(self, prefix: str, start_after: str) -> str | None:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 1}
+        if start_after:
+            params["StartAfter"] = start_after
+        contents = self._s3.list_objects_v2(**params).get("Contents", [])
+        return contents[0]["Key"] if contents else None
+
+    def _reject_lines(self, key: str) -> list[str]:
+        return [line for line in self._get(key).decode("utf-8").splitlines() if line]
+
+    @staticmethod
+    def _encode_token(key: str, index: int) -> str:
+        return base64.urlsafe_b64encode(_dumps({"k": key, "i": index}).encode()).decode().rstrip("=")
+
+    @staticmethod
+    def _decode_token(token: str, prefix: str) -> tuple[str, int]:
+        try:
+            padded = token + "=" * (-len(token) % 4)
+            data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+            key, index = data["k"], data["i"]
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise InvalidPage("nextToken", "not a token this API returned") from None
+        if not isinstance(key, str) or not key.startswith(prefix) or not isinstance(index, int) or index < 0:
+            raise InvalidPage("nextToken", "belongs to another listing")
+        return key, index
+
+    def _get(self, key: str) -> bytes:
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404"):
+                raise ChunkFailed(f"s3://{self.bucket}/{key} does not exist") from exc
+            raise
+        body: bytes = response["Body"].read()
+        return body

@@ -1,0 +1,58 @@
+"""A local cloud (real template, --demo data) and a headless Chromium for the browser tests."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from busline.localcloud.testing import RunningCloud, running_cloud
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "template.yaml"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+CLOUD_ARGS = [
+    "--demo",
+    "--param", "StepTimeout=20",
+    "--param", "QueueVisibilityTimeout=25",
+    "--param", "MaxReceiveCount=3",
+    "--param", "ChunkRows=20000",
+    "--param", "ProgressBatchWindow=1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: install it with `make chromium` (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="session")
+def e2e_cloud() -> Iterator[RunningCloud]:
+    data_dir = Path(tempfile.mkdtemp(prefix="busline-e2e-"))
+    with running_cloud(TEMPLATE, data_dir, extra_args=CLOUD_ARGS) as running:
+        yield running
+    # the screenshot and logs stay for a look after the run; the Postgres data does not
+    shutil.rmtree(data_dir / "pg", ignore_errors=True)

@@ -1,0 +1,80 @@
+"""The page in a real browser: run the flights demo with one click and watch it finish live."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+RUN_TIMEOUT_MS = 300_000
+
+
+def test_demo_button_runs_the_flights_demo_to_success(browser: Any, e2e_cloud: Any) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    failed_requests: list[str] = []
+    page.on("requestfailed", lambda request: failed_requests.append(request.url))
+    console_errors: list[str] = []
+    page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+    try:
+        # Given the page served by the local cloud, configured from /config.json
+        page.goto(e2e_cloud.endpoints["web"])
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        expect(page.get_by_test_id("live")).to_have_attribute("data-state", "live")
+
+        # When the demo button is clicked
+        page.get_by_test_id("run-demo").click()
+
+        # Then the task shows up, runs, and ends SUCCEEDED with every bar full
+        expect(page.get_by_test_id("status")).to_have_text("SUCCEEDED", timeout=RUN_TIMEOUT_MS)
+        for phase in ("extract", "transform", "load"):
+            bar = page.get_by_test_id(f"bar-{phase}")
+            expect(bar).to_have_attribute("data-percent", "100")
+            expect(bar).to_have_attribute("aria-valuenow", "100")
+            expect(page.get_by_test_id(f"phase-{phase}")).to_contain_text("100%")
+        # with the counts of the flights demo
+        expect(page.get_by_test_id("count-read")).to_have_text("336,776")
+        expect(page.get_by_test_id("count-filtered")).to_have_text("8,255")
+        # and, once it ended, the first page of rejected rows with their reasons
+        rows = page.get_by_test_id("rejects-body").locator("tr")
+        expect(rows).to_have_count(50)
+        expect(rows.first).to_contain_text(re.compile(r"join (airlines|airports): no match for"))
+        # and the task in the recent list
+        expect(page.get_by_test_id("task-list").locator(".task-item")).to_have_count(1)
+        expect(page.get_by_test_id("error")).to_be_hidden()
+
+        page.screenshot(path=str(e2e_cloud.data_dir / "flights-demo.png"), full_page=True)
+        assert failed_requests == []
+        assert console_errors == []
+    finally:
+        page.close()
+
+
+def test_invalid_spec_shows_a_readable_error(browser: Any, e2e_cloud: Any) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    try:
+        # Given the page
+        page.goto(e2e_cloud.endpoints["web"])
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        # When a spec with an unknown pipeline is pasted and submitted
+        page.locator("#adhoc summary").click()
+        page.get_by_test_id("spec-input").fill('{"pipeline": "no_such_pipeline"}')
+        page.get_by_test_id("submit-spec").click()
+        # Then the error names the status, the field and the problem
+        error = page.get_by_test_id("error")
+        expect(error).to_be_visible()
+        expect(error).to_contain_text("HTTP 400")
+        expect(error).to_contain_text("pipeline: unknown pipeline 'no_such_pipeline'")
+        # When the pasted text is not JSON at all
+        page.get_by_test_id("spec-input").fill("{not json")
+        page.get_by_test_id("submit-spec").click()
+        # Then the page says so before calling the API
+        expect(error).to_contain_text("not valid JSON")
+    finally:
+        page.close()

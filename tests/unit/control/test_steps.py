@@ -1,0 +1,455 @@
+"""The steps end to end on moto (S3, DynamoDB, EventBridge -> SQS capture, SNS -> SQS capture), with an
+in-memory stand-in for the Postgres warehouse only."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from boto3.dynamodb.types import TypeSerializer
+from busline_core import steps
+from busline_core.bus import EventPublisher, Notifier
+from busline_core.connections import ConnectionsRepository
+from busline_core.contracts import (
+    ChunkExtracted,
+    ChunkTransformed,
+    TaskStatus,
+    TaskSubmitted,
+)
+from busline_core.errors import ChunkFailed, InvalidTask, LoadFailed
+from busline_core.steps import Deps
+from busline_core.storage import ChunkStore
+from busline_core.tasks_repo import TasksRepository
+
+from .conftest import BUCKET, BUS, Clock, Cloud, FakeWarehouse, RecordingPusher
+
+ROWS = 250  # chunkRows 100 -> chunks of 100, 100, 50
+# Row i: dep_time NA when i % 10 == 0 (filtered: 25), carrier ZZ (no such carrier) when i % 25 == 1
+# (rejected by the required join: 10), amount "oops" when i % 50 == 7 (rejected by the cast: 5).
+FILTERED, REJECTED = 25, 15
+LOADED = ROWS - FILTERED - REJECTED
+
+
+def _flights_csv(rows: int) -> str:
+    lines = ["id,carrier,dep_time,amount"]
+    for i in range(1, rows + 1):
+        carrier = "ZZ" if i % 25 == 1 else ("AA" if i % 2 else "BB")
+        dep_time = "NA" if i % 10 == 0 else str(600 + i)
+        amount = "oops" if i % 50 == 7 else f"{i}.50"
+        lines.append(f"{i},{carrier},{dep_time},{amount}")
+    return "\n".join(lines) + "\n"
+
+
+def _spec(source_key: str = "in/flights.csv") -> dict[str, Any]:
+    return {
+        "source": {"uri": f"s3://{BUCKET}/{source_key}", "format": "csv"},
+        "columns": [
+            {"name": "id", "type": "int", "required": True},
+            {"name": "carrier", "type": "string", "required": True},
+            {"name": "dep_time", "type": "int"},
+            {"name": "amount", "type": "decimal"},
+        ],
+        "filters": [{"column": "dep_time", "op": "not_null"}],
+        "joins": [
+            {
+                "name": "carriers",
+                "uri": f"s3://{BUCKET}/ref/carriers.csv",
+                "on": {"carrier": "code"},
+                "columns": [{"name": "name", "as": "carrier_name"}],
+                "required": True,
+            }
+        ],
+        "target": {"table": "flights", "key": ["id"]},
+        "chunkRows": 100,
+    }
+
+
+@pytest.fixture
+def warehouse() -> FakeWarehouse:
+    return FakeWarehouse()
+
+
+@pytest.fixture
+def pusher() -> RecordingPusher:
+    return RecordingPusher()
+
+
+@pytest.fixture
+def deps(cloud: Cloud, clock: Clock, warehouse: FakeWarehouse, pusher: RecordingPusher) -> Deps:
+    cloud.s3.put_object(Bucket=BUCKET, Key="in/flights.csv", Body=_flights_csv(ROWS).encode())
+    cloud.s3.put_object(Bucket=BUCKET, Key="ref/carriers.csv", Body=b"code,name\nAA,American\nBB,Blue Sky\n")
+    return Deps(
+        tasks=TasksRepository(cloud.tasks_table, clock=clock),
+        publisher=EventPublisher(cloud.events, BUS),
+        notifier=Notifier(cloud.sns, cloud.topic_arn),
+        chunks=ChunkStore(cloud.s3, BUCKET),
+        s3=cloud.s3,
+        connections=ConnectionsRepository(cloud.connections_table),
+        pusher=pusher,  # type: ignore[arg-type]
+        warehouse_factory=lambda: warehouse,
+        data_bucket=BUCKET,
+        clock=clock,
+    )
+
+
+def _of_type(events: list[dict[str, Any]], detail_type: str) -> list[dict[str, Any]]:
+    return [event["detail"] for event in events if event["detail-type"] == detail_type]
+
+
+def _submit(cloud: Cloud, deps: Deps, spec: dict[str, Any] | None = None) -> str:
+    snapshot = steps.submit_task(spec or _spec(), "ana", deps)
+    cloud.published_events()  # the TaskSubmitted: tested on its own
+    return snapshot.taskId
+
+
+def _run(cloud: Cloud, deps: Deps, task_id: str, deliveries: int = 1) -> list[dict[str, Any]]:
+    """Drive extract -> transform -> load as the queues would, each record delivered `deliveries` times."""
+    seen: list[dict[str, Any]] = []
+    for _ in range(deliveries):
+        steps.extract_task(TaskSubmitted(taskId=task_id), deps)
+    events = cloud.published_events()
+    seen += events
+    for detail in _of_type(events, "ChunkExtracted"):
+        for _ in range(deliveries):
+            steps.transform_chunk(ChunkExtracted.model_validate(detail), deps)
+    events = cloud.published_events()
+    seen += events
+    for detail in _of_type(events, "ChunkTransformed"):
+        for _ in range(deliveries):
+            steps.load_chunk(ChunkTransformed.model_validate(detail), deps)
+    seen += cloud.published_events()
+    return seen
+
+
+# --- submit ---------------------------------------------------------------------------------------
+
+
+def test_submit_records_the_task_and_publishes_exactly_one_task_submitted(cloud: Cloud, deps: Deps) -> None:
+    # Given an ad hoc spec / When it is submitted
+    snapshot = steps.submit_task(_spec(), "ana", deps)
+    # Then the task is ACCEPTED and one TaskSubmitted went out for it
+    assert snapshot.status is TaskStatus.ACCEPTED
+    assert snapshot.pipeline == "adhoc"
+    assert cloud.task_count() == 1
+    events = cloud.published_events()
+    assert [(event["source"], event["detail-type"], event["detail"]) for event in events] == [
+        ("busline", "TaskSubmitted", {"taskId": snapshot.taskId})
+    ]
+
+
+def test_submit_of_a_named_pipeline_expands_it(cloud: Cloud, deps: Deps) -> None:
+    # Given the flights pipeline with a custom table / When submitted
+    snapshot = steps.submit_task({"pipeline": "flights", "params": {"table": "flights_test"}}, "ana", deps)
+    # Then the stored spec is the expanded one, reading from the data bucket
+    item = deps.tasks.get(snapshot.taskId)
+    assert item is not None
+    assert snapshot.pipeline == "flights"
+    assert f'"uri":"s3://{BUCKET}/nycflights13/flights.csv.zip"' in item["spec"]
+    assert '"table":"flights_test"' in item["spec"]
+    assert len(cloud.published_events()) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**_spec(), "source": {"uri": "ftp://example.com/x.csv", "format": "csv"}}, "source.uri"),
+        ({**_spec(), "target": {"table": "flights", "key": ["nope"]}}, ""),
+        ({**_spec(), "chunkRows": 5}, "chunkRows"),
+        ({"pipeline": "nope"}, "pipeline"),
+        ({"pipeline": "flights", "params": {"table": "Bad-Name"}}, "params.table"),
+    ],
+)
+def test_an_invalid_request_raises_invalid_task_and_records_nothing(
+    cloud: Cloud, deps: Deps, body: dict[str, Any], field: str
+) -> None:
+    # Given a request with one bad field / When it is submitted
+    with pytest.raises(InvalidTask) as raised:
+        steps.submit_task(body, "ana", deps)
+    # Then the error names the field, and nothing was recorded or published
+    fields = [entry["field"] for entry in raised.value.errors]
+    assert len(fields) == 1
+    if field:
+        assert fields == [field]
+    else:
+        assert "target.key[0]" in raised.value.message
+    assert cloud.task_count() == 0
+    assert cloud.published_events() == []
+
+
+# --- the pipeline ---------------------------------------------------------------------------------
+
+
+def test_a_small_csv_goes_through_all_steps_with_exact_counts(
+    cloud: Cloud, deps: Deps, warehouse: FakeWarehouse
+) -> None:
+    # Given a submitted task over 250 rows (3 chunks)
+    task_id = _submit(cloud, deps)
+    # When extract, transform and load run for every chunk
+    events = _run(cloud, deps, task_id)
+    # Then the task SUCCEEDED with exact counts, and each phase completed once
+    snapshot = steps.get_task(task_id, deps)
+    assert snapshot.status is TaskStatus.SUCCEEDED
+    assert snapshot.counts.model_dump() == {
+        "read": ROWS,
+        "filtered": FILTERED,
+        "rejected": REJECTED,
+        "loaded": LOADED,
+    }
+    assert {name: phase.model_dump() for name, phase in snapshot.phases} == {
+        "extract": {"done": 3, "total": 3, "status": "completed"},
+        "transform": {"done": 3, "total": 3, "status": "completed"},
+        "load": {"done": 3, "total": 3, "status": "completed"},
+    }
+    assert sorted(snapshot.timings) == ["extract", "load", "transform"]
+    assert len(_of_type(events, "ChunkExtracted")) == 3
+    assert len(_of_type(events, "ChunkTransformed")) == 3
+    assert [detail["phase"] for detail in _of_type(events, "PhaseCompleted")] == [
+        "extract",
+        "transform",
+        "load",
+    ]
+    assert _of_type(events, "TaskSucceeded") == [
+        {
+            "taskId": task_id,
+            "status": "SUCCEEDED",
+            "counts": {"read": ROWS, "filtered": FILTERED, "rejected": REJECTED, "loaded": LOADED},
+            "error": None,
+        }
+    ]
+    assert [note["status"] for note in cloud.notifications()] == ["SUCCEEDED"]
+    # And the warehouse holds the typed, joined rows
+    table = warehouse.tables["flights"]
+    assert len(table) == LOADED
+    assert table[(2,)] == {
+        "id": 2,
+        "carrier": "BB",
+        "dep_time": 602,
+        "amount": "2.50",
+        "carrier_name": "Blue Sky",
+    }
+    assert warehouse.ensure_calls == 1
+
+
+def test_duplicate_delivery_of_every_step_changes_nothing(
+    cloud: Cloud, deps: Deps, warehouse: FakeWarehouse
+) -> None:
+    # Given a submitted task
+    task_id = _submit(cloud, deps)
+    # When every record is delivered twice (extract, each transform, each load)
+    events = _run(cloud, deps, task_id, deliveries=2)
+    # Then the counts are those of a single run, and every completion happened once
+    snapshot = steps.get_task(task_id, deps)
+    assert snapshot.status is TaskStatus.SUCCEEDED
+    assert snapshot.counts.model_dump() == {
+        "read": ROWS,
+        "filtered": FILTERED,
+        "rejected": REJECTED,
+        "loaded": LOADED,
+    }
+    assert snapshot.phases.transform.done == 3
+    assert snapshot.phases.load.done == 3
+    assert [detail["phase"] for detail in _of_type(events, "PhaseCompleted")] == [
+        "extract",
+        "transform",
+        "load",
+    ]
+    assert len(_of_type(events, "TaskSucceeded")) == 1
+    assert len(cloud.notifications()) == 1
+    assert len(warehouse.tables["flights"]) == LOADED
+    assert len(warehouse.ledger) == 3
+
+
+def test_rejects_are_listed_page_by_page(cloud: Cloud, deps: Deps) -> None:
+    # Given a finished task with 15 rejected rows
+    task_id = _submit(cloud, deps)
+    _run(cloud, deps, task_id)
+    # When its rejects are read 10 at a time
+    first = steps.list_rejects(task_id, 10, None, deps)
+    second = steps.list_rejects(task_id, 10, first.nextToken, deps)
+    # Then 10 + 5 come back, in row order, with the reasons named
+    assert len(first.items) == 10
+    assert first.nextToken is not None
+    assert len(second.items) == 5
+    assert second.nextToken is None
+    rows = [item["row"] for item in first.items + second.items]
+    assert rows == sorted(rows)
+    assert first.items[0] == {
+        "row": 1,
+        "reason": "join carriers: no match for carrier=ZZ",
+        "data": {"id": "1", "carrier": "ZZ", "dep_time": "601", "amount": "1.50"},
+    }
+    assert first.items[1]["row"] == 7
+    assert first.items[1]["reason"].startswith("column amount:")
+
+
+def test_list_tasks_pages_newest_first(cloud: Cloud, deps: Deps, clock: Clock) -> None:
+    # Given three tasks submitted a second apart
+    ids = []
+    for _ in range(3):
+        ids.append(_submit(cloud, deps))
+        clock.now += timedelta(seconds=1)
+    # When listed two per page / Then newest first, 2 + 1
+    first = steps.list_tasks("ana", 2, None, deps)
+    second = steps.list_tasks("ana", 2, first.nextToken, deps)
+    assert [item.taskId for item in first.items + second.items] == ids[::-1]
+    assert second.nextToken is None
+
+
+def test_a_source_without_rows_succeeds_with_zeros(cloud: Cloud, deps: Deps) -> None:
+    # Given a CSV with only a header
+    cloud.s3.put_object(Bucket=BUCKET, Key="in/empty.csv", Body=b"id,carrier,dep_time,amount\n")
+    task_id = _submit(cloud, deps, _spec("in/empty.csv"))
+    # When extract runs / Then the task SUCCEEDED at once, with zero counts and zero chunks
+    events = _run(cloud, deps, task_id)
+    snapshot = steps.get_task(task_id, deps)
+    assert snapshot.status is TaskStatus.SUCCEEDED
+    assert snapshot.counts.model_dump() == {"read": 0, "filtered": 0, "rejected": 0, "loaded": 0}
+    assert snapshot.phases.load.model_dump() == {"done": 0, "total": 0, "status": "completed"}
+    assert len(_of_type(events, "TaskSucceeded")) == 1
+    assert _of_type(events, "ChunkExtracted") == []
+
+
+def test_an_unreadable_source_fails_the_task_once(cloud: Cloud, deps: Deps) -> None:
+    # Given a task whose source does not exist
+    task_id = _submit(cloud, deps, _spec("in/missing.csv"))
+    # When extract runs (twice: a redelivery must not fail it again)
+    events = _run(cloud, deps, task_id, deliveries=2)
+    # Then the task is FAILED in extract, announced once
+    snapshot = steps.get_task(task_id, deps)
+    assert snapshot.status is TaskStatus.FAILED
+    assert snapshot.error is not None
+    assert snapshot.error.phase.value == "extract"
+    assert snapshot.error.chunk is None
+    assert "in/missing.csv" in snapshot.error.message
+    assert snapshot.phases.extract.status == "failed"
+    assert len(_of_type(events, "TaskFailed")) == 1
+    assert [note["status"] for note in cloud.notifications()] == ["FAILED"]
+
+
+def test_a_chunk_that_fails_its_last_delivery_fails_the_task_until_replayed(cloud: Cloud, deps: Deps) -> None:
+    # Given a task extracted into 3 chunks, with the fault switch on for transform
+    task_id = _submit(cloud, deps)
+    steps.extract_task(TaskSubmitted(taskId=task_id), deps)
+    extracted = [
+        ChunkExtracted.model_validate(d) for d in _of_type(cloud.published_events(), "ChunkExtracted")
+    ]
+    deps.faults = lambda: frozenset({"transform:fail"})
+    # When chunk 1 fails (its last delivery: the handler records the final failure)
+    with pytest.raises(ChunkFailed) as raised:
+        steps.transform_chunk(extracted[1], deps)
+    assert steps.record_final_failure(extracted[1], raised.value, deps) is True
+    # Then the task is FAILED naming transform chunk 1, and TaskFailed went out once
+    failed = steps.get_task(task_id, deps)
+    assert failed.status is TaskStatus.FAILED
+    assert failed.error is not None and (failed.error.phase.value, failed.error.chunk) == ("transform", 1)
+    assert "fault switch" in failed.error.message
+    assert len(_of_type(cloud.published_events(), "TaskFailed")) == 1
+    # When the switch is off, the other chunks run, and the DLQ message of chunk 1 is replayed
+    deps.faults = lambda: frozenset()
+    for detail in (extracted[0], extracted[2], extracted[1]):
+        steps.transform_chunk(detail, deps)
+    for detail in _of_type(cloud.published_events(), "ChunkTransformed"):
+        steps.load_chunk(ChunkTransformed.model_validate(detail), deps)
+    # Then the task SUCCEEDED with the full counts and no error
+    snapshot = steps.get_task(task_id, deps)
+    assert snapshot.status is TaskStatus.SUCCEEDED
+    assert snapshot.error is None
+    assert snapshot.counts.loaded == LOADED
+    assert [note["status"] for note in cloud.notifications()] == ["FAILED", "SUCCEEDED"]
+
+
+def test_watchdog_fails_only_stalled_tasks(cloud: Cloud, deps: Deps, clock: Clock) -> None:
+    # Given a task idle since 10:00:00 and one that moved at 10:04:50
+    stalled = _submit(cloud, deps)
+    clock.now += timedelta(seconds=290)
+    fresh = _submit(cloud, deps)
+    # When the watchdog runs at 10:05:01 with STALL_SECONDS 300
+    clock.now += timedelta(seconds=11)
+    assert steps.watchdog(deps) == 1
+    # Then only the idle one FAILED, with a message saying where and for how long
+    snapshot = steps.get_task(stalled, deps)
+    assert snapshot.status is TaskStatus.FAILED
+    assert snapshot.error is not None
+    assert snapshot.error.message == "stalled in extract: no progress for 301 s"
+    assert steps.get_task(fresh, deps).status is TaskStatus.ACCEPTED
+    assert len(_of_type(cloud.published_events(), "TaskFailed")) == 1
+
+
+# --- progress -------------------------------------------------------------------------------------
+
+
+def _stream_image(item: dict[str, Any]) -> dict[str, Any]:
+    serializer = TypeSerializer()
+    return {name: serializer.serialize(value) for name, value in item.items()}
+
+
+def test_push_progress_coalesces_a_batch_to_one_push_per_connection(
+    cloud: Cloud, deps: Deps, pusher: RecordingPusher
+) -> None:
+    # Given a task with two subscribed connections, one gone connection, and one watching another task
+    task_id = _submit(cloud, deps)
+    assert deps.connections is not None
+    for connection_id in ("c1", "c2", "gone"):
+        deps.connections.add(connection_id, task_id)
+    deps.connections.add("elsewhere", "another-task")
+    pusher.gone.add("gone")
+    item = deps.tasks.get(task_id)
+    assert item is not None
+    # When a stream batch carries 50 images of that task
+    images = [_stream_image({**item, "updatedAtMs": int(item["updatedAtMs"]) + n}) for n in range(50)]
+    sent = steps.push_progress(images, deps)
+    # Then each live connection got exactly one message, the newest snapshot, and the gone one was dropped
+    assert sent == 2
+    assert sorted(connection_id for connection_id, _ in pusher.pushes) == ["c1", "c2"]
+    assert {payload["updatedAtMs"] for _, payload in pusher.pushes} == {int(item["updatedAtMs"]) + 49}
+    assert sorted(deps.connections.for_task(task_id)) == ["c1", "c2"]
+
+
+def test_subscribe_pushes_the_current_snapshot_or_an_error(
+    cloud: Cloud, deps: Deps, pusher: RecordingPusher
+) -> None:
+    # Given a task and a connected client
+    task_id = _submit(cloud, deps)
+    steps.connect("c1", deps)
+    # When the client subscribes to it, then to an unknown task
+    assert steps.subscribe("c1", task_id, deps) is True
+    assert steps.subscribe("c1", "no-such-task", deps) is False
+    # Then it got the snapshot at once, then an error naming the task
+    assert [payload.get("taskId") for _, payload in pusher.pushes] == [task_id, None]
+    assert pusher.pushes[0][1]["status"] == "ACCEPTED"
+    assert pusher.pushes[1][1] == {"error": "task no-such-task not found"}
+    assert deps.connections is not None and deps.connections.for_task(task_id) == ["c1"]
+    # When it disconnects / Then it is no longer subscribed
+    steps.disconnect("c1", deps)
+    assert deps.connections.for_task(task_id) == []
+
+
+class _FlakyWarehouse(FakeWarehouse):
+    """Fails the first load as if the table had been dropped behind the warm container's back."""
+
+    failures_left: int = 1
+
+    def load_chunk(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise LoadFailed('relation "public.flights" does not exist')
+        return super().load_chunk(*args, **kwargs)
+
+
+def test_a_failed_load_ensures_the_table_again_on_the_retry(cloud: Cloud, deps: Deps) -> None:
+    # Given a warehouse whose first load fails
+    flaky = _FlakyWarehouse()
+    deps.warehouse_factory = lambda: flaky
+    task_id = _submit(cloud, deps)
+    steps.extract_task(TaskSubmitted(taskId=task_id), deps)
+    for detail in _of_type(cloud.published_events(), "ChunkExtracted"):
+        steps.transform_chunk(ChunkExtracted.model_validate(detail), deps)
+    first = ChunkTransformed.model_validate(_of_type(cloud.published_events(), "ChunkTransformed")[0])
+    # When the load fails, then is retried
+    with pytest.raises(LoadFailed):
+        steps.load_chunk(first, deps)
+    assert steps.load_chunk(first, deps) == first.rows
+    # Then the retry ensured the table again before loading
+    assert flaky.ensure_calls == 2
+    assert steps.get_task(task_id, deps).phases.load.done == 1

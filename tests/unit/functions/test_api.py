@@ -1,0 +1,143 @@
+"""src/api/app.py: the REST API handler, driven with the API Gateway proxy events in events/."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from handler_kit import Cloud, FakeLambdaContext, event_file, of_type
+
+
+def post(api: Any, context: FakeLambdaContext, body: Any) -> tuple[int, dict[str, Any], dict[str, list[str]]]:
+    event = copy.deepcopy(event_file("api_post_task.json"))
+    event["body"] = json.dumps(body)
+    # a browser's cross-origin request (the web page is served from another port)
+    event["headers"]["Origin"] = "http://127.0.0.1:3002"
+    event["multiValueHeaders"]["Origin"] = ["http://127.0.0.1:3002"]
+    response = api.lambda_handler(event, context)
+    return response["statusCode"], json.loads(response["body"]), response["multiValueHeaders"]
+
+
+def get(api: Any, context: FakeLambdaContext, path: str, query: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    event = copy.deepcopy(event_file("api_get_task.json"))
+    event["path"] = path
+    event["pathParameters"] = {"proxy": path.lstrip("/")}
+    event["requestContext"]["path"] = f"/dev{path}"
+    event["queryStringParameters"] = query
+    event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()} if query else None
+    response = api.lambda_handler(event, context)
+    return response["statusCode"], json.loads(response["body"])
+
+
+def test_post_task_answers_202_and_publishes_exactly_one_task_submitted(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given the API function and a POST /tasks of the flights pipeline
+    api = load_handler("api")
+    # When it is invoked
+    status, body, headers = post(api, context, {"pipeline": "flights", "params": {}})
+    # Then the task is accepted, with links, for the fixed local owner
+    assert status == 202
+    task_id = body["taskId"]
+    assert body == {
+        "taskId": task_id,
+        "status": "ACCEPTED",
+        "links": {"self": f"/tasks/{task_id}", "progress": json.dumps({"action": "subscribe", "taskId": task_id})},
+    }
+    assert headers["Access-Control-Allow-Origin"] == ["*"]
+    assert cloud.task(task_id)["owner"] == "local-user"
+    # And exactly one TaskSubmitted went to the bus, naming that task
+    published = cloud.published()
+    assert [(e["detail-type"], e["source"], e["detail"]) for e in published] == [
+        ("TaskSubmitted", "busline", {"taskId": task_id})
+    ]
+
+
+def test_sample_post_event_as_is_is_accepted(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
+    # Given the unmodified events/api_post_task.json / When the API handles it
+    response = load_handler("api").lambda_handler(event_file("api_post_task.json"), context)
+    # Then 202 and one TaskSubmitted
+    assert response["statusCode"] == 202
+    assert len(of_type(cloud.published(), "TaskSubmitted")) == 1
+
+
+def test_get_task_returns_the_snapshot_and_the_list_contains_it(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given a submitted task
+    api = load_handler("api")
+    _, submitted, _ = post(api, context, {"pipeline": "flights"})
+    task_id = submitted["taskId"]
+    # When it is read, and the tasks are listed
+    status, snapshot = get(api, context, f"/tasks/{task_id}")
+    list_status, page = get(api, context, "/tasks", {"limit": "10"})
+    # Then both show it as ACCEPTED with zero counts
+    assert status == 200
+    assert snapshot["taskId"] == task_id
+    assert snapshot["pipeline"] == "flights"
+    assert snapshot["status"] == "ACCEPTED"
+    assert snapshot["counts"] == {"read": 0, "filtered": 0, "rejected": 0, "loaded": 0}
+    assert list_status == 200
+    assert [item["taskId"] for item in page["items"]] == [task_id]
+    assert page["nextToken"] is None
+
+
+def test_bad_body_is_422_naming_the_field_and_publishes_nothing(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given an ad-hoc spec whose first column has an unknown type
+    api = load_handler("api")
+    spec = {
+        "source": {"uri": "s3://busline-data/x.csv", "format": "csv"},
+        "columns": [{"name": "id", "type": "integer"}],
+        "target": {"table": "t", "key": ["id"]},
+    }
+    # When it is posted
+    status, body, _ = post(api, context, spec)
+    # Then 422 lists exactly that field, and nothing was recorded or published
+    assert status == 422
+    locations = [tuple(str(part) for part in error["loc"]) for error in body["detail"]]
+    assert len(locations) == 1
+    assert locations[0][-3:] == ("columns", "0", "type")
+    assert cloud.published() == []
+
+
+def test_unknown_pipeline_is_400_naming_the_field(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
+    # Given a pipeline name that does not exist / When it is posted
+    status, body, _ = post(load_handler("api"), context, {"pipeline": "nope", "params": {}})
+    # Then 400 names the pipeline field and nothing was published
+    assert status == 400
+    assert [error["field"] for error in body["errors"]] == ["pipeline"]
+    assert "nope" in body["message"]
+    assert cloud.published() == []
+
+
+def test_unknown_task_is_404(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
+    # Given the sample GET event, whose task was never submitted / When it is handled
+    response = load_handler("api").lambda_handler(event_file("api_get_task.json"), context)
+    # Then 404 with a message naming the task
+    assert response["statusCode"] == 404
+    assert json.loads(response["body"]) == {"message": "task 5f0c2a7e-8d41-4b9a-9a3e-6c1d2b7f4e10 not found"}
+
+
+def test_rejects_of_unknown_task_is_404_and_bad_limit_is_422(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    api = load_handler("api")
+    # When the rejects of an unknown task are asked for
+    status, _ = get(api, context, "/tasks/does-not-exist/rejects")
+    # Then 404
+    assert status == 404
+    # When a limit out of range is given / Then 422 naming the limit query parameter
+    status, body = get(api, context, "/tasks", {"limit": "0"})
+    assert status == 422
+    assert [error["loc"] for error in body["detail"]] == [["query", "limit"]]
+
+
+def test_openapi_schema_is_served(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
+    # When the schema is asked for / Then it lists the four routes
+    status, schema = get(load_handler("api"), context, "/swagger", {"format": "json"})
+    assert status == 200
+    assert sorted(schema["paths"]) == ["/tasks", "/tasks/{taskId}", "/tasks/{taskId}/rejects"]
+    assert sorted(schema["paths"]["/tasks"]) == ["get", "post"]

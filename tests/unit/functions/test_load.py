@@ -1,0 +1,105 @@
+"""src/load/app.py: SQS (ChunkTransformed) -> the warehouse (a fake of its Postgres part), counts, SUCCEEDED."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from busline_core import steps
+from busline_core.contracts import ChunkExtracted
+from busline_core.errors import LoadFailed
+from handler_kit import Cloud, FakeLambdaContext, event_file, extracted_task, of_type, sqs_event
+
+
+@dataclass
+class LoadOutcome:
+    rows: int
+    already_loaded: bool
+
+
+@dataclass
+class FakeWarehouse:
+    """The load step's view of warehouse.Warehouse, with its ledger semantics, in memory."""
+
+    ledger: dict[tuple[str, int], int] = field(default_factory=dict)
+    rows: dict[Any, dict[str, Any]] = field(default_factory=dict)
+    ensured: list[str] = field(default_factory=list)
+    fail_with: str | None = None
+
+    def ensure_table(self, target: Any, columns: list[Any]) -> None:
+        self.ensured.append(target.table)
+
+    def load_chunk(self, task_id: str, chunk: int, target: Any, columns: list[Any], rows: list[dict[str, Any]]) -> LoadOutcome:
+        if self.fail_with:
+            raise LoadFailed(self.fail_with)
+        if (task_id, chunk) in self.ledger:
+            return LoadOutcome(self.ledger[(task_id, chunk)], already_loaded=True)
+        for row in rows:
+            self.rows[tuple(row[k] for k in target.key)] = row
+        self.ledger[(task_id, chunk)] = len(rows)
+        return LoadOutcome(len(rows), already_loaded=False)
+
+
+def transformed_task(cloud: Cloud, handler: Any) -> tuple[str, list[dict[str, Any]], FakeWarehouse]:
+    """A 250-row task extracted and transformed by the steps, with the handler's warehouse faked."""
+    task_id, chunks = extracted_task(cloud, handler.deps)
+    for chunk in chunks:
+        steps.transform_chunk(ChunkExtracted.model_validate(chunk["detail"]), handler.deps)
+    warehouse = FakeWarehouse()
+    handler.deps.warehouse_factory = lambda: warehouse
+    return task_id, of_type(cloud.published(), "ChunkTransformed"), warehouse
+
+
+def test_sample_event_parses_and_an_unknown_task_is_skipped(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given the sample events/load_sqs.json, whose task does not exist here / When it is handled
+    result = load_handler("load").lambda_handler(event_file("load_sqs.json"), context)
+    # Then the record succeeds with nothing to do
+    assert result == {"batchItemFailures": []}
+
+
+def test_loads_each_chunk_once_and_the_task_succeeds_once(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given a task transformed into 3 chunks (225 rows after 20 filtered and 5 rejected)
+    load = load_handler("load")
+    task_id, chunks, warehouse = transformed_task(cloud, load)
+    assert len(chunks) == 3
+    # When each ChunkTransformed record is handled, the last one twice (a redelivery)
+    results = [load.lambda_handler(sqs_event("load_sqs.json", chunk), context) for chunk in chunks]
+    results.append(load.lambda_handler(sqs_event("load_sqs.json", chunks[2], receive_count=2), context))
+    # Then all succeeded, 225 distinct rows are in the warehouse, the table was ensured once
+    assert results == [{"batchItemFailures": []}] * 4
+    assert len(warehouse.rows) == 225
+    assert warehouse.ensured == ["payments"]
+    # And the task SUCCEEDED with exact counts, announced exactly once
+    task = cloud.task(task_id)
+    assert (task["status"], task["count_read"], task["count_filtered"], task["count_rejected"], task["count_loaded"]) == (
+        "SUCCEEDED", 250, 20, 5, 225,
+    )
+    succeeded = of_type(cloud.published(), "TaskSucceeded")
+    assert [e["detail"]["counts"] for e in succeeded] == [{"read": 250, "filtered": 20, "rejected": 5, "loaded": 225}]
+
+
+def test_a_failing_load_is_reported_and_fails_the_task_on_its_last_delivery(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given a transformed task and a warehouse that refuses the rows
+    load = load_handler("load")
+    task_id, chunks, warehouse = transformed_task(cloud, load)
+    warehouse.fail_with = "payments: column amount: value too long"
+    # When chunk 0 fails on an early delivery and on its last one
+    early = sqs_event("load_sqs.json", chunks[0], receive_count=2)
+    early_result = load.lambda_handler(early, context)
+    status_after_early = cloud.task(task_id)["status"]
+    last = sqs_event("load_sqs.json", chunks[0], receive_count=3)
+    last_result = load.lambda_handler(last, context)
+    # Then each reports exactly its message; the last one fails the task with the warehouse's words
+    assert early_result == {"batchItemFailures": [{"itemIdentifier": early["Records"][0]["messageId"]}]}
+    assert last_result == {"batchItemFailures": [{"itemIdentifier": last["Records"][0]["messageId"]}]}
+    assert status_after_early == "LOADING"
+    task = cloud.task(task_id)
+    assert (task["status"], task["error"]["phase"], task["error"]["chunk"]) == ("FAILED", "load", 0)
+    assert "value too long" in task["error"]["message"]
+    assert len(of_type(cloud.published(), "TaskFailed")) == 1

@@ -1,0 +1,96 @@
+"""src/progress/app.py: the stream handler, the WebSocket routes and the watchdog."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+from busline_core import steps
+from handler_kit import REGION, Cloud, FakeLambdaContext, event_file, of_type, small_spec
+
+SAMPLE_TASK = "5f0c2a7e-8d41-4b9a-9a3e-6c1d2b7f4e10"  # the task in events/progress_stream.json and ws_subscribe.json
+
+
+def ws_event(name: str, connection_id: str, route: str | None = None, body: Any = None) -> dict[str, Any]:
+    event = copy.deepcopy(event_file(name))
+    event["requestContext"]["connectionId"] = connection_id
+    if route is not None:
+        event["requestContext"]["routeKey"] = route
+    if body is not None:
+        event["body"] = json.dumps(body)
+    return event
+
+
+def connection(cloud: Cloud, connection_id: str) -> dict[str, Any] | None:
+    table = boto3.resource("dynamodb", region_name=REGION).Table(cloud.connections_table)
+    return table.get_item(Key={"connectionId": connection_id}).get("Item")
+
+
+def test_connect_subscribe_and_disconnect(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
+    # Given a submitted task and the WebSocket routes' function
+    progress = load_handler("progress")
+    task_id = steps.submit_task(small_spec(f"s3://{cloud.bucket}/in.csv"), "local-user", progress.deps).taskId
+    # When a client connects and subscribes to the task
+    connected = progress.ws_handler(ws_event("ws_connect.json", "conn-A"), context)
+    subscribed = progress.ws_handler(ws_event("ws_subscribe.json", "conn-A", body={"action": "subscribe", "taskId": task_id}), context)
+    # Then both answer 200, the subscription is stored and the current snapshot was pushed at once
+    assert connected == {"statusCode": 200}
+    assert subscribed == {"statusCode": 200}
+    assert connection(cloud, "conn-A")["taskId"] == task_id
+    [snapshot] = cloud.pushed("conn-A")
+    assert (snapshot["taskId"], snapshot["status"]) == (task_id, "ACCEPTED")
+    # When it disconnects / Then the connection is forgotten
+    assert progress.ws_handler(ws_event("ws_connect.json", "conn-A", route="$disconnect"), context) == {"statusCode": 200}
+    assert connection(cloud, "conn-A") is None
+
+
+def test_subscribe_to_an_unknown_task_and_unknown_actions_get_a_message(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given the sample subscribe event (its task does not exist here) and a message with no route
+    progress = load_handler("progress")
+    progress.ws_handler(ws_event("ws_connect.json", "conn-B"), context)
+    # When both are handled
+    subscribed = progress.ws_handler(ws_event("ws_subscribe.json", "conn-B"), context)
+    defaulted = progress.ws_handler(ws_event("ws_subscribe.json", "conn-B", route="$default", body={"hello": 1}), context)
+    # Then each answers 200 and pushes exactly one explanatory message
+    assert subscribed == defaulted == {"statusCode": 200}
+    assert cloud.pushed("conn-B") == [{"error": f"task {SAMPLE_TASK} not found"}, progress.USAGE]
+
+
+def test_stream_batch_is_coalesced_into_one_push_per_subscriber(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given two connections subscribed to the sample task (recorded directly: the task is only in the stream)
+    progress = load_handler("progress")
+    for connection_id in ("conn-C", "conn-D"):
+        progress.deps.connections.subscribe(connection_id, SAMPLE_TASK)
+    # When the sample stream batch (two MODIFY records of that task) is handled
+    progress.stream_handler(event_file("progress_stream.json"), context)
+    # Then each connection got exactly one message: the newest snapshot
+    for connection_id in ("conn-C", "conn-D"):
+        [message] = cloud.pushed(connection_id)
+        assert message["taskId"] == SAMPLE_TASK
+        assert message["counts"] == {"read": 336776, "filtered": 2941, "rejected": 156, "loaded": 77411}
+        assert message["phases"]["load"]["done"] == 4
+
+
+def test_watchdog_fails_a_stalled_task_only(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
+    # Given two tasks, one last updated 10 minutes ago (STALL_SECONDS is 300)
+    progress = load_handler("progress")
+    fresh = steps.submit_task(small_spec(f"s3://{cloud.bucket}/in.csv"), "local-user", progress.deps).taskId
+    progress.deps.clock = lambda: datetime.now(UTC) - timedelta(minutes=10)
+    stalled = steps.submit_task(small_spec(f"s3://{cloud.bucket}/in.csv"), "local-user", progress.deps).taskId
+    progress.deps.clock = lambda: datetime.now(UTC)
+    cloud.published()
+    # When the scheduled event arrives
+    progress.watchdog_handler(event_file("watchdog_schedule.json"), context)
+    # Then only the stalled task is FAILED, with a message naming the phase, and announced once
+    assert cloud.task(fresh)["status"] == "ACCEPTED"
+    task = cloud.task(stalled)
+    assert task["status"] == "FAILED"
+    assert task["error"]["message"].startswith("stalled in extract: no progress for 6")
+    assert [e["detail"]["taskId"] for e in of_type(cloud.published(), "TaskFailed")] == [stalled]

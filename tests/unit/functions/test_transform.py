@@ -1,0 +1,69 @@
+"""src/transform/app.py: SQS (ChunkExtracted) -> typed rows + rejects in S3, ChunkTransformed, counts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from handler_kit import Cloud, FakeLambdaContext, event_file, extracted_task, of_type, sqs_event
+
+
+def test_sample_event_parses_and_an_unknown_task_is_skipped(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given the sample events/transform_sqs.json, whose task does not exist here / When it is handled
+    result = load_handler("transform").lambda_handler(event_file("transform_sqs.json"), context)
+    # Then the record succeeds with nothing to do
+    assert result == {"batchItemFailures": []}
+    assert cloud.published() == []
+
+
+def test_transforms_each_chunk_once_and_completes_the_phase(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a task over 250 rows extracted into 3 chunks
+    transform = load_handler("transform")
+    task_id, chunks = extracted_task(cloud, transform.deps)
+    assert len(chunks) == 3
+    # When each ChunkExtracted record is handled (the second chunk twice: a redelivery)
+    results = [transform.lambda_handler(sqs_event("transform_sqs.json", chunk), context) for chunk in chunks]
+    results.append(transform.lambda_handler(sqs_event("transform_sqs.json", chunks[1], receive_count=2), context))
+    # Then every record succeeded, each chunk was announced once, and the counts are exact:
+    # rows 50, 100, ... 250 fail the decimal cast (5 rejects); rows 10, 20, ... not multiples of 50 are filtered (20)
+    assert results == [{"batchItemFailures": []}] * 4
+    published = cloud.published()
+    transformed = of_type(published, "ChunkTransformed")
+    assert sorted((e["detail"]["chunk"], e["detail"]["rows"], e["detail"]["phase"]) for e in transformed) == [
+        (0, 90, "load"), (1, 90, "load"), (2, 45, "load"),
+    ]
+    assert [e["detail"]["phase"] for e in of_type(published, "PhaseCompleted")] == ["transform"]
+    task = cloud.task(task_id)
+    assert (task["status"], task["transform_done"], task["count_filtered"], task["count_rejected"]) == ("LOADING", 3, 20, 5)
+    # And the function emitted its rows metric (EMF on stdout) for the three real runs
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"RowsTransformed"' in line]
+    assert sorted(m["RowsTransformed"] for m in metrics) == [[45.0], [90.0], [90.0]]
+
+
+def test_a_failing_chunk_is_reported_and_fails_the_task_on_its_last_delivery(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given an extracted task and the fault switch failing transforms
+    transform = load_handler("transform")
+    task_id, chunks = extracted_task(cloud, transform.deps)
+    cloud.set_faults("transform:fail")
+    # When chunk 1 fails on its first and on its last (3rd) delivery
+    first = sqs_event("transform_sqs.json", chunks[1], receive_count=1)
+    first_result = transform.lambda_handler(first, context)
+    status_after_first = cloud.task(task_id)["status"]
+    last = sqs_event("transform_sqs.json", chunks[1], receive_count=3)
+    last_result = transform.lambda_handler(last, context)
+    # Then both report exactly that message; only the last one fails the task, naming phase and chunk
+    assert first_result == {"batchItemFailures": [{"itemIdentifier": first["Records"][0]["messageId"]}]}
+    assert last_result == {"batchItemFailures": [{"itemIdentifier": last["Records"][0]["messageId"]}]}
+    assert status_after_first == "TRANSFORMING"
+    task = cloud.task(task_id)
+    assert (task["status"], task["error"]["phase"], task["error"]["chunk"]) == ("FAILED", "transform", 1)
+    published = cloud.published()
+    assert of_type(published, "ChunkTransformed") == []
+    assert len(of_type(published, "TaskFailed")) == 1

@@ -1,0 +1,205 @@
+"""template.yaml: lint-clean, translatable by SAM, wired the way the app and the local cloud expect."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "template.yaml"
+VENV_BIN = Path(sys.executable).parent
+
+# What the local cloud provisions (docs/design.md, provision.py); anything else fails `busline local up`.
+LOCAL_CLOUD_TYPES = {
+    "AWS::SQS::Queue", "AWS::SQS::QueuePolicy", "AWS::DynamoDB::Table", "AWS::Events::EventBus", "AWS::Events::Rule",
+    "AWS::S3::Bucket", "AWS::SNS::Topic", "AWS::SNS::TopicPolicy", "AWS::SNS::Subscription",
+    "AWS::SecretsManager::Secret", "AWS::SSM::Parameter", "AWS::CloudWatch::Alarm", "AWS::Logs::LogGroup",
+    "AWS::IAM::Role", "AWS::IAM::Policy", "AWS::Scheduler::Schedule", "AWS::Lambda::Function",
+    "AWS::Lambda::EventSourceMapping", "AWS::Lambda::Permission", "AWS::Lambda::LayerVersion",
+    "AWS::ApiGateway::RestApi", "AWS::ApiGateway::Deployment", "AWS::ApiGateway::Stage",
+    "AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Route", "AWS::ApiGatewayV2::Integration",
+    "AWS::ApiGatewayV2::Authorizer", "AWS::ApiGatewayV2::Stage", "AWS::ApiGatewayV2::Deployment",
+}
+PHASES = ("Extract", "Transform", "Load")
+
+
+class _NoManagedPolicies:
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+@pytest.fixture(scope="module")
+def sam() -> dict[str, Any]:
+    return yaml_parse(TEMPLATE.read_text())
+
+
+@pytest.fixture(scope="module")
+def cfn(sam: dict[str, Any], monkeypatch_module: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch_module.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    template = json.loads(json.dumps(sam))
+    for resource in template["Resources"].values():
+        properties = resource.get("Properties", {})
+        for uri in ("CodeUri", "ContentUri"):
+            if isinstance(properties.get(uri), str):
+                # the translator wants code in S3; the local cloud rewrites the same way
+                assert (REPO / properties[uri]).is_dir(), f"{properties[uri]} is not a folder"
+                properties[uri] = f"s3://busline-local-code/{properties[uri]}"
+    return transform(template, {}, _NoManagedPolicies())
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Any:
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def of_type(cfn: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in cfn["Resources"].items() if r["Type"] == resource_type}
+
+
+def test_cfn_lint_reports_nothing() -> None:
+    # Given the template / When cfn-lint checks it
+    result = subprocess.run(
+        [str(VENV_BIN / "cfn-lint"), "--format", "parseable", str(TEMPLATE)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    # Then there is no error, warning or informational finding
+    assert result.stdout.strip() == ""
+    assert result.returncode == 0
+
+
+@pytest.mark.skipif(not (VENV_BIN / "sam").exists() and not shutil.which("sam"), reason="aws-sam-cli not installed")
+def test_sam_validate_lint_passes() -> None:
+    # Given the SAM CLI (optional dev tool) / When it validates with its linter
+    sam_cli = str(VENV_BIN / "sam") if (VENV_BIN / "sam").exists() else "sam"
+    result = subprocess.run(
+        [sam_cli, "validate", "--lint", "--template-file", str(TEMPLATE)],
+        capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
+        env={**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1"},
+    )
+    # Then it accepts the template
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is a valid SAM Template" in result.stdout + result.stderr
+
+
+def test_translation_only_produces_types_the_local_cloud_provisions(cfn: dict[str, Any]) -> None:
+    # Given the SAM-translated template / Then every resource type is one the local cloud supports
+    unsupported = {f"{name}: {r['Type']}" for name, r in cfn["Resources"].items() if r["Type"] not in LOCAL_CLOUD_TYPES}
+    assert unsupported == set()
+    assert len(of_type(cfn, "AWS::Lambda::Function")) == 7
+
+
+def test_each_step_function_consumes_its_queue_one_record_at_a_time(cfn: dict[str, Any]) -> None:
+    # Given the event source mappings / Then each SQS step reads its own queue with partial batch failures
+    mappings = of_type(cfn, "AWS::Lambda::EventSourceMapping")
+    assert len(mappings) == 4
+    by_function = {m["Properties"]["FunctionName"]["Ref"]: m["Properties"] for m in mappings.values()}
+    for phase in PHASES:
+        mapping = by_function[f"{phase}Function"]
+        assert mapping["EventSourceArn"] == {"Fn::GetAtt": [f"{phase}Queue", "Arn"]}
+        assert mapping["BatchSize"] == 1
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert by_function["LoadFunction"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "LoadMaxConcurrency"}}
+
+
+def test_progress_function_reads_the_tasks_stream_filtered_with_a_failure_destination(cfn: dict[str, Any]) -> None:
+    mapping = cfn["Resources"]["ProgressFunctionTaskChanges"]["Properties"]
+    assert mapping["FunctionName"] == {"Ref": "ProgressFunction"}
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["TasksTable", "StreamArn"]}
+    assert mapping["StartingPosition"] == "LATEST"
+    assert mapping["BatchSize"] == 100
+    assert mapping["MaximumRetryAttempts"] == 3
+    assert mapping["BisectBatchOnFunctionError"] is True
+    patterns = [json.loads(f["Pattern"]) for f in mapping["FilterCriteria"]["Filters"]]
+    assert patterns == [{"eventName": ["INSERT", "MODIFY"]}]
+    assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["ProgressFailureQueue", "Arn"]}
+
+
+def test_api_watchdog_and_websocket_functions_have_their_triggers(cfn: dict[str, Any]) -> None:
+    resources = cfn["Resources"]
+    # REST: both paths of the RestApi go to ApiFunction
+    paths = resources["RestApi"]["Properties"]["Body"]["paths"]
+    assert sorted(paths) == ["/", "/{proxy+}"]
+    for methods in paths.values():
+        uri = methods["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+        assert "${ApiFunction.Arn}" in uri
+    # Schedule: the watchdog rule targets the watchdog function
+    schedules = {n: r for n, r in of_type(cfn, "AWS::Events::Rule").items() if "ScheduleExpression" in r["Properties"]}
+    assert list(schedules) == ["WatchdogFunctionTick"]
+    assert schedules["WatchdogFunctionTick"]["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["WatchdogFunction", "Arn"]}
+    # WebSocket: four routes through the one integration to ConnectionsFunction
+    routes = sorted(r["Properties"]["RouteKey"] for r in of_type(cfn, "AWS::ApiGatewayV2::Route").values())
+    assert routes == ["$connect", "$default", "$disconnect", "subscribe"]
+    integration = resources["WebSocketIntegration"]["Properties"]
+    assert integration["IntegrationType"] == "AWS_PROXY"
+    assert "${ConnectionsFunction.Arn}" in integration["IntegrationUri"]["Fn::Sub"]
+    handlers = {n: r["Properties"]["Handler"] for n, r in of_type(cfn, "AWS::Lambda::Function").items()}
+    assert handlers == {
+        "ApiFunction": "app.lambda_handler", "ExtractFunction": "app.lambda_handler",
+        "TransformFunction": "app.lambda_handler", "LoadFunction": "app.lambda_handler",
+        "ProgressFunction": "app.stream_handler", "ConnectionsFunction": "app.ws_handler",
+        "WatchdogFunction": "app.watchdog_handler",
+    }
+
+
+def test_every_step_queue_has_a_dead_letter_queue_with_an_alarm(cfn: dict[str, Any]) -> None:
+    resources = cfn["Resources"]
+    alarmed = {
+        a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for a in of_type(cfn, "AWS::CloudWatch::Alarm").values()
+    }
+    for phase in PHASES:
+        queue = resources[f"{phase}Queue"]["Properties"]
+        assert queue["RedrivePolicy"] == {
+            "deadLetterTargetArn": {"Fn::GetAtt": [f"{phase}DeadLetterQueue", "Arn"]},
+            "maxReceiveCount": {"Ref": "MaxReceiveCount"},
+        }
+        assert resources[f"{phase}DeadLetterQueue"]["Properties"]["MessageRetentionPeriod"] == 1209600
+        assert f"{phase}DeadLetterQueue" in alarmed
+    assert len(alarmed) == 3
+
+
+def test_bus_rules_route_each_event_to_its_queue_with_a_queue_policy(cfn: dict[str, Any]) -> None:
+    rules = {n: r["Properties"] for n, r in of_type(cfn, "AWS::Events::Rule").items() if "EventPattern" in r["Properties"]}
+    routed = {
+        rule["EventPattern"]["detail-type"][0]: (rule["Targets"][0]["Arn"], rule["EventPattern"].get("detail"))
+        for rule in rules.values()
+    }
+    assert routed == {
+        "TaskSubmitted": ({"Fn::GetAtt": ["ExtractQueue", "Arn"]}, None),
+        "ChunkExtracted": ({"Fn::GetAtt": ["TransformQueue", "Arn"]}, {"phase": ["transform"]}),
+        "ChunkTransformed": ({"Fn::GetAtt": ["LoadQueue", "Arn"]}, {"phase": ["load"]}),
+        "TaskSucceeded": ({"Ref": "NotificationTopic"}, None),
+    }
+    assert rules["TaskFinishedRule"]["EventPattern"]["detail-type"] == ["TaskSucceeded", "TaskFailed"]
+    assert all(rule["EventBusName"] == {"Ref": "EventBus"} for rule in rules.values())
+    policies = {p["Properties"]["Queues"][0]["Ref"] for p in of_type(cfn, "AWS::SQS::QueuePolicy").values()}
+    assert policies == {"ExtractQueue", "TransformQueue", "LoadQueue"}
+
+
+def test_outputs_name_what_the_cli_and_tests_look_up(sam: dict[str, Any]) -> None:
+    outputs = set(sam["Outputs"])
+    expected = {"RestApiUrl", "WebSocketUrl", "DataBucketName", "TasksTableName", "EventBusName", "NotificationTopicArn"}
+    expected |= {f"{phase}{kind}Url" for phase in PHASES for kind in ("Queue", "DeadLetterQueue")}
+    assert expected <= outputs
+
+
+def test_functions_get_the_settings_environment(cfn: dict[str, Any]) -> None:
+    functions = of_type(cfn, "AWS::Lambda::Function")
+    common = {"TASKS_TABLE", "CONNECTIONS_TABLE", "IDEMPOTENCY_TABLE", "DATA_BUCKET", "EVENT_BUS_NAME",
+              "NOTIFICATION_TOPIC_ARN", "FAULTS_PARAMETER", "MAX_RECEIVE_COUNT", "POWERTOOLS_SERVICE_NAME"}
+    for name, function in functions.items():
+        variables = set(function["Properties"]["Environment"]["Variables"])
+        assert common <= variables, name
+    assert "DATABASE_SECRET_ARN" in functions["LoadFunction"]["Properties"]["Environment"]["Variables"]
+    for name in ("ProgressFunction", "ConnectionsFunction"):
+        assert "WEBSOCKET_MANAGEMENT_ENDPOINT" in functions[name]["Properties"]["Environment"]["Variables"]

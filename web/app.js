@@ -1,0 +1,392 @@
+// Busline page: submit tasks, follow one live over the WebSocket API, page through its rejects.
+// Plain script, no build step and no third-party code: it is served as-is by the local cloud and S3.
+"use strict";
+
+const PHASES = ["extract", "transform", "load"];
+const COUNTS = ["read", "filtered", "rejected", "loaded"];
+const TERMINAL = new Set(["SUCCEEDED", "FAILED"]);
+const POLL_MS = 1500;
+// If the socket is open but silent this long while a task runs, ask the REST API once: a push can be lost.
+const STALE_MS = 8000;
+const RECONNECT_MIN_MS = 500;
+const RECONNECT_MAX_MS = 15000;
+const REJECTS_PAGE = 50;
+
+const state = {
+  config: null,
+  taskId: null,
+  snapshot: null,
+  socket: null,
+  socketOpen: false,
+  reconnectDelay: RECONNECT_MIN_MS,
+  reconnectTimer: null,
+  pollTimer: null,
+  lastMessageAt: 0,
+  rejectsLoadedFor: null,
+  rejectTokens: [null], // token of each page seen, so "previous" can go back
+  rejectPage: 0,
+};
+
+const $ = (id) => document.getElementById(id);
+
+// ------------------------------------------------------------------ errors
+
+function showError(message) {
+  $("error-text").textContent = message;
+  $("error").hidden = false;
+}
+
+function clearError() {
+  $("error").hidden = true;
+  $("error-text").textContent = "";
+}
+
+// Turn the API's error bodies into lines a person can act on: each names the field at fault.
+function describeErrorBody(status, body) {
+  const lines = [];
+  if (body && typeof body === "object") {
+    if (body.message) lines.push(String(body.message));
+    if (Array.isArray(body.errors)) {
+      for (const error of body.errors) {
+        lines.push(`• ${error.field ?? "?"}: ${error.message ?? ""}`);
+      }
+    }
+    if (Array.isArray(body.detail)) {
+      // Powertools request validation: {detail: [{loc: ["body", ...], msg|type}]}
+      for (const item of body.detail) {
+        const loc = (item.loc || []).filter((part) => part !== "body").join(".");
+        lines.push(`• ${loc || "body"}: ${item.msg || item.type || "invalid"}`);
+      }
+    }
+  } else if (body) {
+    lines.push(String(body));
+  }
+  if (!lines.length) lines.push("no details in the response");
+  return `HTTP ${status}\n${lines.join("\n")}`;
+}
+
+// ------------------------------------------------------------------ REST
+
+async function api(path, options = {}) {
+  if (!state.config) throw new Error("The page is still loading its configuration; try again in a moment.");
+  const url = state.config.rest.replace(/\/$/, "") + path;
+  let response;
+  try {
+    response = await fetch(url, { ...options, headers: { "Content-Type": "application/json", ...(options.headers || {}) } });
+  } catch (error) {
+    throw new Error(`Cannot reach the API at ${url}: ${error.message}`);
+  }
+  const text = await response.text();
+  let body = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch (_) {
+    body = text;
+  }
+  if (!response.ok) throw new Error(describeErrorBody(response.status, body));
+  return body;
+}
+
+async function submit(body) {
+  clearError();
+  const accepted = await api("/tasks", { method: "POST", body: JSON.stringify(body) });
+  selectTask(accepted.taskId);
+  refreshTaskList();
+}
+
+// ------------------------------------------------------------------ rendering
+
+function percent(progress) {
+  if (!progress) return 0;
+  if (progress.status === "completed") return 100;
+  if (!progress.total) return 0;
+  return Math.min(100, Math.floor((100 * progress.done) / progress.total));
+}
+
+function formatNumber(value) {
+  return typeof value === "number" ? value.toLocaleString("en-US") : "0";
+}
+
+function renderSnapshot(snapshot) {
+  const previous = state.snapshot;
+  // Polls and pushes may cross: never let an older snapshot replace a newer one.
+  if (previous && previous.taskId === snapshot.taskId && snapshot.updatedAtMs < previous.updatedAtMs) return;
+  state.snapshot = snapshot;
+
+  $("no-task").hidden = true;
+  $("current").hidden = false;
+  $("task-id").textContent = snapshot.taskId;
+  $("task-pipeline").textContent = snapshot.pipeline;
+  $("task-created").textContent = new Date(snapshot.createdAt).toLocaleString();
+  const status = $("status");
+  status.textContent = snapshot.status;
+  status.dataset.status = snapshot.status;
+
+  for (const phase of PHASES) {
+    const progress = (snapshot.phases || {})[phase] || { done: 0, total: null, status: "pending" };
+    const pct = percent(progress);
+    const bar = document.querySelector(`[data-testid="bar-${phase}"]`);
+    bar.setAttribute("aria-valuenow", String(pct));
+    bar.dataset.percent = String(pct);
+    bar.dataset.status = progress.status;
+    // total is unknown until extract has finished: show motion, not a made-up fraction
+    bar.classList.toggle("indeterminate", progress.status === "running" && !progress.total);
+    bar.querySelector(".fill").style.width = `${pct}%`;
+    const total = progress.total == null ? "?" : progress.total;
+    document.querySelector(`[data-testid="phase-${phase}"]`).textContent =
+      `${progress.done}/${total} chunks · ${pct}% · ${progress.status}`;
+  }
+
+  for (const name of COUNTS) {
+    document.querySelector(`[data-testid="count-${name}"]`).textContent = formatNumber((snapshot.counts || {})[name]);
+  }
+
+  const timings = Object.entries(snapshot.timings || {})
+    .filter(([, timing]) => timing && timing.seconds != null)
+    .map(([phase, timing]) => `${phase} ${timing.seconds.toFixed(1)} s`);
+  $("timings").textContent = timings.length ? `timings: ${timings.join(" · ")}` : "";
+
+  const taskError = $("task-error");
+  if (snapshot.error) {
+    const where = snapshot.error.chunk == null ? snapshot.error.phase : `${snapshot.error.phase}, chunk ${snapshot.error.chunk}`;
+    taskError.textContent = `Failed in ${where}: ${snapshot.error.message}`;
+    taskError.hidden = false;
+  } else {
+    taskError.hidden = true;
+  }
+
+  if (TERMINAL.has(snapshot.status)) {
+    stopPolling();
+    if (state.rejectsLoadedFor !== snapshot.taskId) {
+      state.rejectsLoadedFor = snapshot.taskId;
+      state.rejectTokens = [null];
+      state.rejectPage = 0;
+      loadRejects().catch((error) => showError(error.message));
+      refreshTaskList();
+    }
+  }
+}
+
+function renderTaskList(items) {
+  const list = $("task-list");
+  list.replaceChildren();
+  for (const task of items) {
+    const item = document.createElement("li");
+    item.className = "task-item";
+    item.dataset.taskId = task.taskId;
+    if (task.taskId === state.taskId) item.classList.add("selected");
+    const button = document.createElement("button");
+    button.type = "button";
+    const name = document.createElement("span");
+    name.className = "task-name";
+    name.textContent = `${task.pipeline} · ${task.taskId.slice(0, 8)}`;
+    const badge = document.createElement("span");
+    badge.className = "status small";
+    badge.dataset.status = task.status;
+    badge.textContent = task.status;
+    const when = document.createElement("span");
+    when.className = "hint";
+    when.textContent = new Date(task.createdAt).toLocaleTimeString();
+    button.append(name, badge, when);
+    button.addEventListener("click", () => selectTask(task.taskId));
+    item.append(button);
+    list.append(item);
+  }
+  $("task-list-empty").hidden = items.length > 0;
+}
+
+async function refreshTaskList() {
+  try {
+    const page = await api("/tasks?limit=20");
+    renderTaskList(page.items || []);
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+// ------------------------------------------------------------------ rejects
+
+async function loadRejects() {
+  const taskId = state.taskId;
+  const token = state.rejectTokens[state.rejectPage];
+  const query = new URLSearchParams({ limit: String(REJECTS_PAGE) });
+  if (token) query.set("nextToken", token);
+  const page = await api(`/tasks/${encodeURIComponent(taskId)}/rejects?${query}`);
+  if (taskId !== state.taskId) return;
+  state.rejectTokens[state.rejectPage + 1] = page.nextToken || null;
+
+  const body = $("rejects-body");
+  body.replaceChildren();
+  for (const reject of page.items || []) {
+    const row = document.createElement("tr");
+    for (const value of [String(reject.row), reject.reason, JSON.stringify(reject.data)]) {
+      const cell = document.createElement("td");
+      cell.textContent = value;
+      row.append(cell);
+    }
+    body.append(row);
+  }
+  const empty = !(page.items || []).length && state.rejectPage === 0;
+  $("rejects").hidden = false;
+  $("rejects-empty").hidden = !empty;
+  $("rejects-page").textContent = empty ? "" : `page ${state.rejectPage + 1}`;
+  $("rejects-prev").disabled = state.rejectPage === 0;
+  $("rejects-next").disabled = !page.nextToken;
+}
+
+// ------------------------------------------------------------------ live updates
+
+function setLive(liveState, text) {
+  const live = $("live");
+  live.dataset.state = liveState;
+  live.textContent = text;
+}
+
+function connectSocket() {
+  clearTimeout(state.reconnectTimer);
+  let socket;
+  try {
+    socket = new WebSocket(state.config.websocket);
+  } catch (error) {
+    scheduleReconnect();
+    return;
+  }
+  state.socket = socket;
+  socket.addEventListener("open", () => {
+    state.socketOpen = true;
+    state.reconnectDelay = RECONNECT_MIN_MS;
+    setLive("live", "live");
+    stopPolling();
+    if (state.taskId) subscribe(state.taskId);
+  });
+  socket.addEventListener("message", (event) => {
+    state.lastMessageAt = Date.now();
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch (_) {
+      return;
+    }
+    if (message && message.error) {
+      showError(`Progress channel: ${message.error}`);
+    } else if (message && message.taskId && message.taskId === state.taskId) {
+      renderSnapshot(message);
+    }
+  });
+  socket.addEventListener("close", () => {
+    if (state.socket !== socket) return;
+    state.socketOpen = false;
+    state.socket = null;
+    scheduleReconnect();
+  });
+  // "error" is always followed by "close", which does the work
+}
+
+function scheduleReconnect() {
+  const delay = state.reconnectDelay;
+  state.reconnectDelay = Math.min(RECONNECT_MAX_MS, delay * 2);
+  setLive("polling", `polling · reconnecting in ${Math.round(delay / 100) / 10} s`);
+  startPolling();
+  state.reconnectTimer = setTimeout(connectSocket, delay);
+}
+
+function subscribe(taskId) {
+  state.lastMessageAt = Date.now();
+  if (state.socketOpen) state.socket.send(JSON.stringify({ action: "subscribe", taskId }));
+}
+
+async function pollOnce() {
+  const taskId = state.taskId;
+  if (!taskId) return;
+  try {
+    const snapshot = await api(`/tasks/${encodeURIComponent(taskId)}`);
+    if (taskId === state.taskId) renderSnapshot(snapshot);
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function startPolling() {
+  if (state.pollTimer || !state.taskId) return;
+  if (state.snapshot && TERMINAL.has(state.snapshot.status)) return;
+  state.pollTimer = setInterval(pollOnce, POLL_MS);
+  pollOnce();
+}
+
+function stopPolling() {
+  clearInterval(state.pollTimer);
+  state.pollTimer = null;
+}
+
+function watchForSilence() {
+  const running = state.snapshot && !TERMINAL.has(state.snapshot.status);
+  if (state.socketOpen && running && Date.now() - state.lastMessageAt > STALE_MS) {
+    state.lastMessageAt = Date.now();
+    pollOnce();
+  }
+}
+
+function selectTask(taskId) {
+  state.taskId = taskId;
+  state.snapshot = null;
+  state.rejectsLoadedFor = null;
+  $("rejects").hidden = true;
+  for (const item of document.querySelectorAll(".task-item")) {
+    item.classList.toggle("selected", item.dataset.taskId === taskId);
+  }
+  stopPolling();
+  if (state.socketOpen) {
+    subscribe(taskId);
+  } else {
+    startPolling();
+  }
+  // the snapshot from subscribe may race the first REST read; renderSnapshot keeps the newest
+  pollOnce();
+}
+
+// ------------------------------------------------------------------ wiring
+
+function bindControls() {
+  $("error-close").addEventListener("click", clearError);
+  $("run-demo").addEventListener("click", () => {
+    submit({ pipeline: "flights", params: {} }).catch((error) => showError(error.message));
+  });
+  $("submit-spec").addEventListener("click", () => {
+    let spec;
+    try {
+      spec = JSON.parse($("spec-input").value);
+    } catch (error) {
+      showError(`The spec is not valid JSON: ${error.message}`);
+      return;
+    }
+    submit(spec).catch((error) => showError(error.message));
+  });
+  $("refresh-tasks").addEventListener("click", refreshTaskList);
+  $("rejects-next").addEventListener("click", () => {
+    state.rejectPage += 1;
+    loadRejects().catch((error) => showError(error.message));
+  });
+  $("rejects-prev").addEventListener("click", () => {
+    state.rejectPage = Math.max(0, state.rejectPage - 1);
+    loadRejects().catch((error) => showError(error.message));
+  });
+}
+
+async function main() {
+  bindControls();
+  try {
+    const response = await fetch("/config.json", { cache: "no-store" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    state.config = await response.json();
+  } catch (error) {
+    showError(`Cannot load /config.json (the local endpoints): ${error.message}`);
+    setLive("down", "offline");
+    return;
+  }
+  document.body.dataset.ready = "true";
+  connectSocket();
+  setInterval(watchForSilence, 1000);
+  refreshTaskList();
+}
+
+main();
