@@ -267,10 +267,12 @@ function connectSocket() {
     } catch (_) {
       return;
     }
-    if (message && message.error) {
+    if (!message || typeof message !== "object") return;
+    if (message.taskId) {
+      // snapshots carry an "error" field of their own (why a task failed); they are not channel errors
+      if (message.taskId === state.taskId) renderSnapshot(message);
+    } else if (message.error) {
       showError(`Progress channel: ${message.error}`);
-    } else if (message && message.taskId && message.taskId === state.taskId) {
-      renderSnapshot(message);
     }
   });
   socket.addEventListener("close", () => {

@@ -31,6 +31,7 @@ from busline.cli.endpoints import (
     StackOption,
     resolve,
 )
+from busline.cli.progress_view import add_plain_row
 
 app = typer.Typer(no_args_is_help=True, help="Inspect, replay and purge dead-letter queues.")
 console = Console()
@@ -70,7 +71,7 @@ class DlqMessage:
         stamp = self.attributes.get("SentTimestamp")
         if not stamp:
             return ""
-        return datetime.fromtimestamp(int(stamp) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        return datetime.fromtimestamp(int(stamp) / 1000, tz=UTC).strftime("%m-%d %H:%M:%SZ")
 
 
 def parse_message(pair: QueuePair, raw: dict[str, Any]) -> DlqMessage:
@@ -247,14 +248,14 @@ def _deployment(endpoints: Path | None, stack: str | None, region: str | None) -
         deployment = resolve(endpoints_file=endpoints, stack=stack, region=region)
         deployment.queue_pairs()
     except EndpointsError as error:
-        err_console.print(f"[red]{error}[/red]")
+        err_console.print(str(error), style="red", markup=False)
         raise typer.Exit(1) from None
     return deployment
 
 
 def _sqs_failure(action: str, queue_name: str, error: Exception) -> typer.Exit:
     detail = error.response["Error"].get("Message", str(error)) if isinstance(error, ClientError) else str(error)
-    err_console.print(f"[red]{action} {queue_name} failed: {detail}[/red]", markup=False)
+    err_console.print(f"{action} {queue_name} failed: {detail}", style="red", markup=False)
     return typer.Exit(1)
 
 
@@ -265,14 +266,15 @@ def list_dlqs(endpoints: EndpointsOption = None, stack: StackOption = None, regi
     sqs = deployment.client("sqs")
     table = Table(title="Dead-letter queues")
     for column in ("phase", "dead-letter queue", "depth", "in flight", "source queue", "source depth"):
-        table.add_column(column, justify="right" if "depth" in column or column == "in flight" else "left")
+        numeric = "depth" in column or column == "in flight"
+        table.add_column(column, justify="right" if numeric else "left", overflow="fold")
     for pair in deployment.queue_pairs():
         try:
             visible, in_flight = queue_depth(sqs, pair.dlq_url)
             source_visible, _ = queue_depth(sqs, pair.queue_url)
         except (ClientError, BotoCoreError) as error:
             raise _sqs_failure("reading", pair.dlq_name, error) from None
-        table.add_row(pair.phase, pair.dlq_name, str(visible), str(in_flight), pair.queue_name, str(source_visible))
+        add_plain_row(table, pair.phase, pair.dlq_name, visible, in_flight, pair.queue_name, source_visible)
     console.print(table)
 
 
@@ -313,12 +315,14 @@ def show(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title="Dead-lettered messages (left in place)")
-    for column in ("queue", "message", "task", "phase", "chunk", "receives", "sent", "last error"):
+    queues = ", ".join(pair.dlq_name for pair in pairs)
+    table = Table(title=f"Dead-lettered messages in {queues} (left in place)")
+    for column in ("message", "task", "phase", "chunk", "receives", "sent", "last error"):
         table.add_column(column, overflow="fold", no_wrap=column in {"phase", "chunk", "receives"})
     for row in rows:
-        table.add_row(
-            row["queue"], row["messageId"], row["taskId"] or "?", row["phase"],
+        add_plain_row(
+            table,
+            row["messageId"], row["taskId"] or "?", row["phase"],
             "" if row["chunk"] is None else str(row["chunk"]), str(row["receiveCount"]), row["sentAt"],
             row["lastError"],
         )
@@ -408,8 +412,8 @@ def _start_move_task(sqs: Any, pair: QueuePair, rate: float | None) -> bool:
         code = error.response["Error"].get("Code", "")
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
         if code in MOVE_TASK_UNSUPPORTED or status >= 500:
-            err_console.print(f"[yellow]{pair.dlq_name}: message move task unavailable ({code}); "
-                              "moving messages one by one[/yellow]")
+            err_console.print(f"{pair.dlq_name}: message move task unavailable ({code}); moving messages one by one",
+                              style="yellow", markup=False)
             return False
         raise
     visible, _ = queue_depth(sqs, pair.dlq_url)
@@ -437,8 +441,8 @@ def _delete_replayed(scan: DlqScan, message: DlqMessage) -> None:
         scan.delete(message)
     except ClientError as error:
         # Already re-sent: a leftover copy is harmless (the steps are idempotent), so warn and go on.
-        err_console.print(f"[yellow]{message.message_id} was replayed but could not be deleted from "
-                          f"{message.pair.dlq_name}: {error}[/yellow]")
+        err_console.print(f"{message.message_id} was replayed but could not be deleted from "
+                          f"{message.pair.dlq_name}: {error}", style="yellow", markup=False)
 
 
 def _print_dry_run(messages: list[DlqMessage]) -> None:
@@ -446,8 +450,9 @@ def _print_dry_run(messages: list[DlqMessage]) -> None:
     for column in ("from", "to", "message", "task", "phase", "chunk"):
         table.add_column(column)
     for message in messages:
-        table.add_row(message.pair.dlq_name, message.pair.queue_name, message.message_id, message.task_id or "?",
-                      message.phase, "" if message.chunk is None else str(message.chunk))
+        chunk = "" if message.chunk is None else message.chunk
+        add_plain_row(table, message.pair.dlq_name, message.pair.queue_name, message.message_id,
+                      message.task_id or "?", message.phase, chunk)
     console.print(table)
     console.print(f"dry run: would move {len(messages)} message(s); moved 0")
 
@@ -479,7 +484,8 @@ def purge(
             sqs.purge_queue(QueueUrl=pair.dlq_url)
         except ClientError as error:
             if error.response["Error"].get("Code", "").endswith("PurgeQueueInProgress"):
-                err_console.print(f"[red]{pair.dlq_name} was purged less than 60 s ago; try again later[/red]")
+                err_console.print(f"{pair.dlq_name} was purged less than 60 s ago; try again later",
+                                  style="red", markup=False)
                 raise typer.Exit(1) from None
             raise _sqs_failure("purging", pair.dlq_name, error) from None
         console.print(f"purged {pair.dlq_name} ({depths[pair.dlq_name]} message(s))")

@@ -16,6 +16,11 @@ COUNT_NAMES = ("read", "filtered", "rejected", "loaded")
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED"})
 
 
+def add_plain_row(table: Table, *cells: object) -> None:
+    """Add cells as plain text: task errors and queue names may contain [brackets] that are not markup."""
+    table.add_row(*(Text(str(cell)) for cell in cells))
+
+
 def is_terminal(snapshot: dict[str, Any]) -> bool:
     return snapshot.get("status") in TERMINAL_STATUSES
 
@@ -57,7 +62,7 @@ def counts_table(snapshot: dict[str, Any]) -> Table:
     table = Table(title=f"Task {snapshot.get('taskId', '?')}: {snapshot.get('status', '?')}")
     for name in COUNT_NAMES:
         table.add_column(name, justify="right")
-    table.add_row(*(f"{_count(snapshot, name):,}" for name in COUNT_NAMES))
+    add_plain_row(table, *(f"{_count(snapshot, name):,}" for name in COUNT_NAMES))
     return table
 
 
@@ -71,7 +76,8 @@ def phases_table(snapshot: dict[str, Any]) -> Table:
         total = state.get("total")
         done = state.get("done", 0)
         seconds = (timings.get(phase) or {}).get("seconds") if isinstance(timings, dict) else None
-        table.add_row(
+        add_plain_row(
+            table,
             phase,
             f"{done}/{total}" if total is not None else f"{done}/?",
             str(state.get("status", "")),
@@ -86,7 +92,7 @@ def task_detail(snapshot: dict[str, Any]) -> RenderableType:
     header.add_column()
     for label, key in (("Task", "taskId"), ("Pipeline", "pipeline"), ("Owner", "owner"), ("Status", "status"),
                        ("Created", "createdAt"), ("Updated", "updatedAt")):
-        header.add_row(label, str(snapshot.get(key) or ""))
+        add_plain_row(header, label, snapshot.get(key) or "")
     parts: list[RenderableType] = [header, phases_table(snapshot), counts_table(snapshot)]
     if snapshot.get("status") == "FAILED" or snapshot.get("error"):
         parts.append(Text(f"Error: {failure_text(snapshot)}", style="red"))
@@ -98,7 +104,8 @@ def tasks_table(items: list[dict[str, Any]]) -> Table:
     for column in ("task", "pipeline", "status", "created", "updated", "read", "loaded", "error"):
         table.add_column(column, justify="right" if column in {"read", "loaded"} else "left")
     for item in items:
-        table.add_row(
+        add_plain_row(
+            table,
             str(item.get("taskId", "")),
             str(item.get("pipeline") or "ad hoc"),
             str(item.get("status", "")),
@@ -140,6 +147,8 @@ class ProgressView:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._live.__exit__(exc_type, exc, tb)
+        if not self._console.is_terminal:
+            self._console.line()  # off a terminal Live prints its last frame without a final newline
 
     def update(self, snapshot: dict[str, Any]) -> None:
         for phase, bar in self._bars.items():

@@ -29,6 +29,8 @@ HTTP_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 1.0
 # A quiet WebSocket is not proof of a stuck task (a push may have been lost): check with a GET after this long.
 WEBSOCKET_QUIET_S = 5.0
+# $connect runs a function: a cold start takes seconds on AWS and up to ~8 s in the local cloud.
+WEBSOCKET_OPEN_TIMEOUT_S = 20.0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 
@@ -181,7 +183,7 @@ def _deployment(endpoints: Path | None, stack: str | None, region: str | None) -
     try:
         return resolve(endpoints_file=endpoints, stack=stack, region=region)
     except EndpointsError as error:
-        err_console.print(f"[red]{error}[/red]")
+        err_console.print(str(error), style="red", markup=False)
         raise typer.Exit(EXIT_FAILED) from None
 
 
@@ -189,23 +191,23 @@ def _api(deployment: Deployment) -> ApiClient:
     try:
         return ApiClient(deployment.require_rest_url())
     except EndpointsError as error:
-        err_console.print(f"[red]{error}[/red]")
+        err_console.print(str(error), style="red", markup=False)
         raise typer.Exit(EXIT_FAILED) from None
 
 
 def _fail_on_api_error(error: ApiError | ApiUnreachable, task_id: str | None = None) -> typer.Exit:
     if isinstance(error, ApiUnreachable):
-        err_console.print(f"[red]{error}[/red] (is `busline local up` running?)")
+        err_console.print(f"{error} (is `busline local up` running?)", style="red", markup=False)
         return typer.Exit(EXIT_FAILED)
     if error.status == 404 and task_id:
-        err_console.print(f"[red]task {task_id} not found[/red]")
+        err_console.print(f"task {task_id} not found", style="red", markup=False)
         return typer.Exit(EXIT_FAILED)
     if error.status in (400, 422):
-        err_console.print(f"[red]The API rejected the request (HTTP {error.status}):[/red]")
+        err_console.print(f"The API rejected the request (HTTP {error.status}):", style="red", markup=False)
         for line in field_errors(error.body):
             err_console.print(f"  - {line}", markup=False)
         return typer.Exit(EXIT_INVALID)
-    err_console.print(f"[red]HTTP {error.status} from {error.url}:[/red] {error.body}", markup=False)
+    err_console.print(f"HTTP {error.status} from {error.url}: {error.body}", style="red", markup=False)
     return typer.Exit(EXIT_FAILED)
 
 
@@ -222,7 +224,8 @@ def follow_task(
         try:
             final = _follow_websocket(api, websocket_url, task_id, on_snapshot)
         except _WebSocketUnavailable as problem:
-            err_console.print(f"[yellow]live progress unavailable ({problem}); polling every second[/yellow]")
+            err_console.print(f"live progress unavailable ({problem}); polling every second",
+                              style="yellow", markup=False)
         else:
             return final
     while True:
@@ -244,7 +247,7 @@ def _follow_websocket(
     from websockets.sync.client import connect
 
     try:
-        connection = connect(url, open_timeout=5, close_timeout=2)
+        connection = connect(url, open_timeout=WEBSOCKET_OPEN_TIMEOUT_S, close_timeout=2)
     except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
         raise _WebSocketUnavailable(f"cannot connect to {url}: {error}") from None
     with connection:
@@ -257,7 +260,10 @@ def _follow_websocket(
             except ConnectionClosed:
                 raise _WebSocketUnavailable(f"{url} closed the connection") from None
             else:
-                message = json.loads(raw)
+                try:
+                    message = json.loads(raw)
+                except json.JSONDecodeError:
+                    continue  # not a progress message (e.g. a usage hint from the $default route)
                 if not isinstance(message, dict):
                     continue
                 if "status" not in message and isinstance(message.get("error"), str):
@@ -295,7 +301,7 @@ def submit(
         raise _fail_on_api_error(error) from None
     task_id = str(accepted.get("taskId", "")) if isinstance(accepted, dict) else ""
     if not task_id:
-        err_console.print(f"[red]the API answered without a taskId: {accepted}[/red]", markup=False)
+        err_console.print(f"the API answered without a taskId: {accepted}", style="red", markup=False)
         raise typer.Exit(EXIT_FAILED)
     typer.echo(task_id)
     if not follow:
@@ -310,7 +316,8 @@ def submit(
         raise typer.Exit(130) from None
     console.print(progress_view.counts_table(final))
     if final.get("status") != "SUCCEEDED":
-        err_console.print(f"[red]Task {task_id} FAILED: {progress_view.failure_text(final)}[/red]")
+        err_console.print(f"Task {task_id} FAILED: {progress_view.failure_text(final)}",
+                          style="red", markup=False)
         raise typer.Exit(EXIT_FAILED)
 
 

@@ -49,7 +49,9 @@ class InvocationOutcome(Protocol):
 
 
 class Invoker(Protocol):
-    def invoke(self, function_logical_id: str, event: dict[str, Any], /, *, trigger: str) -> InvocationOutcome: ...
+    def invoke(
+        self, function_logical_id: str, event: dict[str, Any], /, *, trigger: str, allow_chaos: bool = ...
+    ) -> InvocationOutcome: ...
 
 
 @dataclass
@@ -69,7 +71,8 @@ def invoke_safely(runtime: Invoker, function: str, event: dict[str, Any], trigge
     A gateway must still answer its client (502, an error frame) when the runtime cannot run the function.
     """
     try:
-        return runtime.invoke(function, event, trigger=trigger)
+        # Chaos targets the event-driven steps; a failed API call would only make clients resubmit.
+        return runtime.invoke(function, event, trigger=trigger, allow_chaos=False)
     except Exception as exc:  # noqa: BLE001 - reported, then answered like a function error
         print(f"[gateway] could not invoke {function} ({trigger}): {type(exc).__name__}: {exc}", file=sys.stderr)
         return _RuntimeFailure(ok=False, payload=None, error=str(exc), error_type=type(exc).__name__)

@@ -42,6 +42,7 @@ _RULE_TARGET_SERVICES = {"sqs", "logs", "events"}  # the target kinds moto's Put
 # moto's PutEvents skips SNS targets, so such a target becomes a hidden queue plus a forwarder
 # (started by cloud.py) that publishes each message to the topic; recorded under this type.
 SNS_BRIDGE_TYPE = "Busline::Local::SnsBridge"
+WHOLE_EVENT_TEMPLATE = "<aws.events.event.json>"
 
 Handler = Callable[[str, dict[str, Any], dict[str, Any]], ProvisionedResource]
 
@@ -399,8 +400,11 @@ class _Provisioner:
             key: target[key] for key in ("Id", "Arn", "Input", "SqsParameters", "DeadLetterConfig") if key in target
         }
         if "InputTransformer" in target:
-            transformer = dict(target["InputTransformer"])
-            converted["InputTransformer"] = transformer
+            converted["InputTransformer"] = dict(target["InputTransformer"])
+        elif "Input" not in target:
+            # moto's default delivery drops the event's "account" (AWS sends the whole event);
+            # its whole-event variable keeps every field, plus an extra "ingestion-time".
+            converted["InputTransformer"] = {"InputTemplate": WHOLE_EVENT_TEMPLATE}
         if "RetryPolicy" in target:
             converted["RetryPolicy"] = _int_values(target["RetryPolicy"])
         return converted

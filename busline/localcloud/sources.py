@@ -453,7 +453,11 @@ class StreamPoller(EventSource):
         if destination is None:
             console_line(f"{summary}; no OnFailure destination, records skipped")
             return
-        send_to_destination(self.model, destination, failure_record)
+        try:
+            send_to_destination(self.model, destination, failure_record)
+        except Exception as exc:  # a broken destination must not stop the shard
+            console_line(f"{summary}; could not send the failure record to {destination}: {exc}")
+            return
         console_line(f"{summary}; failure record sent to {destination}")
 
 

@@ -94,6 +94,8 @@ class _Tee:
 
 def main(conn: Any, setup: WorkerSetup) -> None:
     """Entry point of the worker process."""
+    # Ctrl+C reaches the whole process group; the runtime decides when workers end, not the terminal.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     _redirect_output(setup)
     try:

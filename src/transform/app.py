@@ -7,11 +7,13 @@ idempotency record (taskId, phase, chunk) here, and the conditional counters ins
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
@@ -30,8 +32,11 @@ metrics = Metrics()
 settings = TransformSettings()
 deps = build_deps(settings)
 # raise_on_entire_batch_failure=False: with one record per batch, report it in batchItemFailures instead of
-# failing the whole invocation, so the outcome is the same on AWS and in the local cloud's logs.
-processor = BatchProcessor(event_type=EventType.SQS, model=ChunkExtractedRecord, raise_on_entire_batch_failure=False)
+# failing the whole invocation (same redelivery either way, but a clear outcome); failures are logged with
+# their traceback through the Powertools logger's own stdlib logger.
+processor = BatchProcessor(
+    EventType.SQS, model=ChunkExtractedRecord, raise_on_entire_batch_failure=False, logger=logging.getLogger(logger.name)
+)
 idempotency = IdempotencyConfig(event_key_jmespath="[taskId, phase, chunk]", raise_on_no_idempotency_key=True)
 persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table)
 
@@ -61,6 +66,6 @@ def handle_record(record: ChunkExtractedRecord) -> None:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     idempotency.register_lambda_context(context)
     return process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)

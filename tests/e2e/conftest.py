@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ import pytest
 from busline.localcloud.testing import RunningCloud, running_cloud
 
 REPO = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO / "template.yaml"
+TEMPLATE = Path(os.environ.get("H6B_DEV_TEMPLATE", REPO / "template.yaml"))  # DEV-ONLY
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -49,10 +51,20 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
+# Closed once the last browser test is done, so it never runs alongside a later suite's cloud.
+_cloud_stack = contextlib.ExitStack()
+E2E_TESTS_DIR = Path(__file__).resolve().parent
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if nextitem is None or E2E_TESTS_DIR not in Path(nextitem.path).resolve().parents:
+        _cloud_stack.close()
+
+
 @pytest.fixture(scope="session")
 def e2e_cloud() -> Iterator[RunningCloud]:
     data_dir = Path(tempfile.mkdtemp(prefix="busline-e2e-"))
-    with running_cloud(TEMPLATE, data_dir, extra_args=CLOUD_ARGS) as running:
-        yield running
+    with _cloud_stack:
+        yield _cloud_stack.enter_context(running_cloud(TEMPLATE, data_dir, extra_args=CLOUD_ARGS))
     # the screenshot and logs stay for a look after the run; the Postgres data does not
     shutil.rmtree(data_dir / "pg", ignore_errors=True)

@@ -266,6 +266,7 @@ def _announce_finished(task_id: str, deps: Deps) -> TaskFinished | None:
     _publish(deps, [(finished.detail_type, finished)])
     if deps.notifier is not None:
         deps.notifier.task_finished(finished)
+    deps.tasks.mark_announced(task_id, snapshot.status)
     logger.info("task finished", extra={"task_id": task_id, "status": snapshot.status.value})
     return finished
 
@@ -278,7 +279,16 @@ def _advance(task_id: str, deps: Deps, item: Mapping[str, Any] | None) -> None:
     """
     if item is None:
         item = deps.tasks.get(task_id)
-    if item is None or item.get("status") == TaskStatus.FAILED.value or "extract_completedAt" not in item:
+    if item is None:
+        return
+    if (
+        item.get("status") == TaskStatus.SUCCEEDED.value
+        and item.get("announced") != TaskStatus.SUCCEEDED.value
+    ):
+        # The completion was written but its announcement died with the caller: at least once.
+        _announce_finished(task_id, deps)
+        return
+    if item.get("status") == TaskStatus.FAILED.value or "extract_completedAt" not in item:
         return
     transform_completed = "transform_completedAt" in item
     if not transform_completed and int(item["transform_done"]) == int(item["transform_total"]):
@@ -329,9 +339,10 @@ def extract_task(detail: TaskSubmitted, deps: Deps) -> int:
     if item is None:
         logger.warning("TaskSubmitted for an unknown task: ignored", extra={"task_id": task_id})
         return 0
-    if item["status"] == TaskStatus.SUCCEEDED.value or (
-        item["status"] == TaskStatus.FAILED.value and item.get("error_terminal")
-    ):
+    if item["status"] == TaskStatus.SUCCEEDED.value:
+        _advance(task_id, deps, item)  # only re-announces, if the announcement was lost
+        return int(item.get("count_read", 0))
+    if item["status"] == TaskStatus.FAILED.value and item.get("error_terminal"):
         return 0
     if "extract_completedAt" in item:
         # A redelivery after the work was done: only make sure nothing after it was left undone.

@@ -422,6 +422,17 @@ class TasksRepository:
             is not None
         )
 
+    def mark_announced(self, task: TaskRef, status: TaskStatus) -> None:
+        """Remember which final status was announced, so a retry re-announces only a lost one."""
+        self._update(
+            task,
+            "SET announced = :status",
+            "attribute_exists(taskId)",
+            {},
+            {":status": status.value},
+            returns="NONE",
+        )
+
     # --- views -------------------------------------------------------------------------------
 
     @staticmethod

@@ -7,7 +7,9 @@ the final snapshot to every test that needs them.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -26,7 +28,7 @@ from websockets.sync.client import connect
 from busline.localcloud.testing import RunningCloud, running_cloud
 
 REPO = Path(__file__).resolve().parents[3]
-TEMPLATE = REPO / "template.yaml"
+TEMPLATE = Path(os.environ.get("H6B_DEV_TEMPLATE", REPO / "template.yaml"))  # DEV-ONLY
 # Short timeouts so a broken step shows up in seconds, not minutes (the defaults are AWS-sized).
 CLOUD_ARGS = [
     "--demo",
@@ -149,7 +151,8 @@ def follow_task(websocket_url: str, api: Api, body: dict[str, Any], timeout_s: f
             except TimeoutError:
                 continue
             message = json.loads(raw)
-            assert "error" not in message, f"the WebSocket answered an error: {message}"
+            # a snapshot has an "error" field too (null, or why the task failed); a refusal has no taskId
+            assert "taskId" in message, f"the WebSocket answered an error: {message}"
             recording.messages.append(message)
             if message.get("status") in TERMINAL:
                 break
@@ -158,18 +161,27 @@ def follow_task(websocket_url: str, api: Api, body: dict[str, Any], timeout_s: f
     return recording
 
 
+# The cloud is closed as soon as the last test of this folder is done (not at the end of the whole
+# session), so it never runs alongside the clouds of the suites that follow on a small machine.
+_cloud_stack = contextlib.ExitStack()
+APP_TESTS_DIR = Path(__file__).resolve().parent
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if nextitem is None or APP_TESTS_DIR not in Path(nextitem.path).resolve().parents:
+        _cloud_stack.close()
+
+
 @pytest.fixture(scope="session")
 def cloud() -> Iterator[RunningCloud]:
     data_dir = Path(tempfile.mkdtemp(prefix="busline-app-"))
-    try:
-        with running_cloud(TEMPLATE, data_dir, extra_args=CLOUD_ARGS, timeout_s=START_TIMEOUT_S) as running:
-            yield running
-    except BaseException:
-        # keep the logs of a failed run for whoever reads the failure
-        print(f"local cloud data dir kept for inspection: {data_dir}")
-        raise
-    else:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    with _cloud_stack:
+        running = _cloud_stack.enter_context(
+            running_cloud(TEMPLATE, data_dir, extra_args=CLOUD_ARGS, timeout_s=START_TIMEOUT_S)
+        )
+        yield running
+    # Postgres data is big and useless afterwards; the console log and function logs stay for a post-mortem
+    shutil.rmtree(data_dir / "pg", ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

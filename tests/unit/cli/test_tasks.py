@@ -214,6 +214,9 @@ def test_submit_follow_over_websocket(runner, cli_app, fake_api, fake_websocket,
     assert [request[:2] for request in fake_api.requests] == [("POST", "/tasks")]
     assert f"Task {TASK_ID}: SUCCEEDED" in result.stdout
     assert "│ 336,776 │    8,255 │    7,602 │ 320,919 │" in result.stdout
+    # And the last progress frame (on stderr) shows all three phases complete
+    assert result.stderr.count("17/17 chunks  completed") == 3
+    assert "read 336,776  filtered 8,255  rejected 7,602  loaded 320,919" in result.stderr
 
 
 def test_submit_follow_polls_without_websocket_and_reports_failure(runner, cli_app, fake_api, fast_polling,

@@ -17,7 +17,7 @@ from busline_core.contracts import (
     TaskStatus,
     TaskSubmitted,
 )
-from busline_core.errors import ChunkFailed, InvalidTask, LoadFailed
+from busline_core.errors import ChunkFailed, InvalidTask, LoadFailed, PublishFailed
 from busline_core.steps import Deps
 from busline_core.storage import ChunkStore
 from busline_core.tasks_repo import TasksRepository
@@ -347,10 +347,10 @@ def test_a_chunk_that_fails_its_last_delivery_fails_the_task_until_replayed(clou
     assert len(_of_type(cloud.published_events(), "TaskFailed")) == 1
     # When the switch is off, the other chunks run, and the DLQ message of chunk 1 is replayed
     deps.faults = lambda: frozenset()
-    for detail in (extracted[0], extracted[2], extracted[1]):
-        steps.transform_chunk(detail, deps)
-    for detail in _of_type(cloud.published_events(), "ChunkTransformed"):
-        steps.load_chunk(ChunkTransformed.model_validate(detail), deps)
+    for chunk in (extracted[0], extracted[2], extracted[1]):
+        steps.transform_chunk(chunk, deps)
+    for transformed in _of_type(cloud.published_events(), "ChunkTransformed"):
+        steps.load_chunk(ChunkTransformed.model_validate(transformed), deps)
     # Then the task SUCCEEDED with the full counts and no error
     snapshot = steps.get_task(task_id, deps)
     assert snapshot.status is TaskStatus.SUCCEEDED
@@ -453,3 +453,47 @@ def test_a_failed_load_ensures_the_table_again_on_the_retry(cloud: Cloud, deps: 
     # Then the retry ensured the table again before loading
     assert flaky.ensure_calls == 2
     assert steps.get_task(task_id, deps).phases.load.done == 1
+
+
+class _PublisherFailingOnce:
+    """Wraps the real publisher; refuses the first batch that carries `detail_type`."""
+
+    def __init__(self, inner: EventPublisher, detail_type: str) -> None:
+        self.inner = inner
+        self.detail_type = detail_type
+        self.refused = 0
+
+    def publish_many(self, events: Any) -> int:
+        events = list(events)
+        if not self.refused and any(detail_type == self.detail_type for detail_type, _ in events):
+            self.refused += 1
+            raise PublishFailed(f"EventBridge refused {self.detail_type}")
+        return self.inner.publish_many(events)
+
+
+def test_a_lost_task_succeeded_is_announced_by_the_redelivery(cloud: Cloud, deps: Deps) -> None:
+    # Given a task whose TaskSucceeded cannot be published the first time
+    task_id = _submit(cloud, deps)
+    assert deps.publisher is not None
+    deps.publisher = _PublisherFailingOnce(deps.publisher, "TaskSucceeded")  # type: ignore[assignment]
+    steps.extract_task(TaskSubmitted(taskId=task_id), deps)
+    for detail in _of_type(cloud.published_events(), "ChunkExtracted"):
+        steps.transform_chunk(ChunkExtracted.model_validate(detail), deps)
+    transformed = [
+        ChunkTransformed.model_validate(d) for d in _of_type(cloud.published_events(), "ChunkTransformed")
+    ]
+    steps.load_chunk(transformed[0], deps)
+    steps.load_chunk(transformed[1], deps)
+    # When the last load completes the task but the announcement fails, and SQS redelivers that load
+    with pytest.raises(PublishFailed):
+        steps.load_chunk(transformed[2], deps)
+    assert steps.get_task(task_id, deps).status is TaskStatus.SUCCEEDED
+    steps.load_chunk(transformed[2], deps)
+    # Then TaskSucceeded went out exactly once, and the counts are unchanged
+    events = cloud.published_events()
+    assert len(_of_type(events, "TaskSucceeded")) == 1
+    assert [note["status"] for note in cloud.notifications()] == ["SUCCEEDED"]
+    assert steps.get_task(task_id, deps).counts.loaded == LOADED
+    # And a further redelivery announces nothing more
+    steps.load_chunk(transformed[2], deps)
+    assert _of_type(cloud.published_events(), "TaskSucceeded") == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from busline_core.contracts import Phase, TaskStatus
@@ -16,6 +17,12 @@ from .conftest import Clock, Cloud
 @pytest.fixture
 def repo(cloud: Cloud, clock: Clock) -> TasksRepository:
     return TasksRepository(cloud.tasks_table, clock=clock)
+
+
+def _item(repo: TasksRepository, task_id: str = "t1") -> dict[str, Any]:
+    item = repo.get(task_id)
+    assert item is not None, f"task {task_id} is missing"
+    return item
 
 
 def _new_task(repo: TasksRepository, clock: Clock, task_id: str = "t1", owner: str = "ana") -> None:
@@ -32,7 +39,7 @@ def test_create_then_get_returns_an_accepted_snapshot(repo: TasksRepository, clo
     # Given a created task
     _new_task(repo, clock)
     # When it is read back
-    snapshot = repo.snapshot(repo.get("t1"))
+    snapshot = repo.snapshot(_item(repo))
     # Then it is ACCEPTED with every phase pending and zero counts
     assert snapshot.taskId == "t1"
     assert snapshot.owner == "ana"
@@ -85,7 +92,7 @@ def test_record_chunk_done_counts_a_redelivered_chunk_once(repo: TasksRepository
     # Then the second report is "already counted" and the counters moved once
     assert first is not None
     assert second is None
-    snapshot = repo.snapshot(repo.get("t1"))
+    snapshot = repo.snapshot(_item(repo))
     assert snapshot.phases.transform.done == 1
     assert snapshot.phases.transform.total == 3
     assert snapshot.counts.filtered == 2
@@ -116,7 +123,7 @@ def test_phase_completes_exactly_once_under_racing_callers(repo: TasksRepository
         thread.join()
     # Then exactly one of them won, and the task moved on to LOADING
     assert sorted(wins) == [False] * 7 + [True]
-    assert repo.get("t1")["status"] == TaskStatus.LOADING.value
+    assert _item(repo)["status"] == TaskStatus.LOADING.value
 
 
 def test_phase_does_not_complete_before_all_chunks_or_before_extract(
@@ -131,7 +138,7 @@ def test_phase_does_not_complete_before_all_chunks_or_before_extract(
     # Given extract then completes with 2 chunks / Then one done chunk is still not enough
     repo.complete_extract("t1", 2, 10)
     assert repo.try_complete_phase("t1", Phase.TRANSFORM) is False
-    assert repo.get("t1")["status"] == TaskStatus.TRANSFORMING.value
+    assert _item(repo)["status"] == TaskStatus.TRANSFORMING.value
 
 
 def test_failed_chunk_that_later_succeeds_lets_the_task_succeed(repo: TasksRepository, clock: Clock) -> None:
@@ -141,7 +148,7 @@ def test_failed_chunk_that_later_succeeds_lets_the_task_succeed(repo: TasksRepos
     repo.record_chunk_done("t1", Phase.LOAD, 0, {"loaded": 5})
     assert repo.fail("t1", Phase.TRANSFORM, 1, "boom") is True
     assert repo.fail("t1", Phase.TRANSFORM, 1, "boom again") is False  # already FAILED: not failed "again"
-    failed = repo.snapshot(repo.get("t1"))
+    failed = repo.snapshot(_item(repo))
     assert failed.status is TaskStatus.FAILED
     assert failed.error is not None and failed.error.model_dump() == {
         "phase": "transform",
@@ -158,7 +165,7 @@ def test_failed_chunk_that_later_succeeds_lets_the_task_succeed(repo: TasksRepos
     assert repo.try_complete_phase("t1", Phase.TRANSFORM) is True
     repo.record_chunk_done("t1", Phase.LOAD, 1, {"loaded": 4})
     assert repo.try_complete_phase("t1", Phase.LOAD) is True
-    final = repo.snapshot(repo.get("t1"))
+    final = repo.snapshot(_item(repo))
     assert final.status is TaskStatus.SUCCEEDED
     assert final.counts.model_dump() == {"read": 100, "filtered": 1, "rejected": 0, "loaded": 9}
     assert final.error is None
@@ -172,7 +179,8 @@ def test_two_failed_chunks_recover_only_when_both_succeed(repo: TasksRepository,
     # When only one of them succeeds / Then the task stays FAILED with the first error
     item = repo.record_chunk_done("t1", Phase.TRANSFORM, 0, {"filtered": 0, "rejected": 0})
     assert item is not None and item["status"] == TaskStatus.FAILED.value
-    assert repo.snapshot(item).error is not None and repo.snapshot(item).error.message == "first"
+    error = repo.snapshot(item).error
+    assert error is not None and error.message == "first"
     # When the other succeeds too / Then it recovers
     item = repo.record_chunk_done("t1", Phase.TRANSFORM, 1, {"filtered": 0, "rejected": 0})
     assert item is not None and item["status"] == TaskStatus.TRANSFORMING.value
@@ -194,7 +202,7 @@ def test_succeeded_task_cannot_fail(repo: TasksRepository, clock: Clock) -> None
     assert repo.try_complete_phase("t1", Phase.LOAD) is True
     # When a stale failure arrives / Then it changes nothing
     assert repo.fail("t1", Phase.LOAD, 0, "late") is False
-    assert repo.get("t1")["status"] == TaskStatus.SUCCEEDED.value
+    assert _item(repo)["status"] == TaskStatus.SUCCEEDED.value
 
 
 def test_timings_report_phase_durations(repo: TasksRepository, clock: Clock) -> None:
@@ -204,7 +212,7 @@ def test_timings_report_phase_durations(repo: TasksRepository, clock: Clock) -> 
     clock.now += timedelta(seconds=2.5)
     repo.complete_extract("t1", 1, 7)
     # When the snapshot is taken / Then extract shows its duration and counts
-    snapshot = repo.snapshot(repo.get("t1"))
+    snapshot = repo.snapshot(_item(repo))
     assert snapshot.timings["extract"].seconds == 2.5
     assert snapshot.timings["extract"].startedAt == "2026-11-22T10:00:00.000Z"
     assert snapshot.phases.extract.model_dump() == {"done": 1, "total": 1, "status": "completed"}

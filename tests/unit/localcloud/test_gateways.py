@@ -55,7 +55,7 @@ class FakeRuntime:
         self.calls: list[tuple[str, dict[str, Any], str]] = []
         self._lock = threading.Lock()
 
-    def invoke(self, function_logical_id: str, event: dict[str, Any], *, trigger: str) -> FakeInvocationResult:
+    def invoke(self, function_logical_id: str, event: dict[str, Any], *, trigger: str, allow_chaos: bool = True) -> FakeInvocationResult:
         with self._lock:
             self.calls.append((function_logical_id, event, trigger))
         try:

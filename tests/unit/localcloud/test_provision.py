@@ -15,7 +15,9 @@ from typing import Any
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from typer.testing import CliRunner
 
+from busline.cli.main import app as cli_app
 from busline.localcloud.cloud import SnsForwarder, check_ports_free
 from busline.localcloud.demo import DEMO_FILES, demo_data_dir, upload_demo_data
 from busline.localcloud.model import CloudModel, Endpoints, PortInUse, ProvisionError
@@ -162,6 +164,7 @@ def test_rule_with_sns_target_reaches_the_topic_through_the_forwarder(endpoints:
     assert len(messages) == 1
     event = json.loads(messages[0]["Body"])
     assert (event["detail-type"], event["detail"]) == ("TaskSucceeded", {"taskId": "t-9"})
+    assert (event["account"], event["region"], event["source"]) == (ACCOUNT, REGION, "busline")
 
 
 def test_demo_upload_puts_the_five_files_in_the_data_bucket(endpoints: Endpoints) -> None:
@@ -351,3 +354,14 @@ def test_local_up_serves_an_api_function(tmp_path: Path) -> None:
     # And after SIGTERM it exits cleanly and removes endpoints.json
     assert cloud.process.returncode == 0
     assert not (tmp_path / "cloud" / "endpoints.json").exists()
+
+
+def test_local_up_reports_a_local_cloud_error_in_one_line(tmp_path: Path) -> None:
+    # Given a template path that does not exist
+    result = CliRunner().invoke(
+        cli_app, ["local", "up", "--template", str(tmp_path / "missing.yaml"), "--data-dir", str(tmp_path / "d")]
+    )
+    # Then the command exits 1 with one error line and no traceback
+    assert result.exit_code == 1
+    assert " ".join(result.output.split()) == f"error: template {tmp_path / 'missing.yaml'} does not exist (pass --template)"
+    assert "Traceback" not in result.output
