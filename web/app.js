@@ -219,11 +219,16 @@ async function loadRejects() {
   body.replaceChildren();
   for (const reject of page.items || []) {
     const row = document.createElement("tr");
-    for (const value of [String(reject.row), reject.reason, JSON.stringify(reject.data)]) {
+    const data = Object.entries(reject.data || {})
+      .map(([name, value]) => `${name}=${value === null ? "∅" : value}`)
+      .join("  ");
+    for (const value of [String(reject.row), reject.reason, data]) {
       const cell = document.createElement("td");
       cell.textContent = value;
       row.append(cell);
     }
+    // the whole source row stays one hover away; the cell shows as much as fits on one line
+    row.lastChild.title = JSON.stringify(reject.data, null, 1);
     body.append(row);
   }
   const empty = !(page.items || []).length && state.rejectPage === 0;

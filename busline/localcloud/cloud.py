@@ -1,9 +1,10 @@
 """`busline local up`: moto + Postgres + provisioning + runtime + event sources + gateways, and a clean stop.
 
-Start order matters: the ports are checked first so a busy port fails before anything starts;
-moto must be up before provisioning; Postgres before provisioning because its URL becomes the
-`DatabaseUrl` parameter; endpoints.json is written last, because its existence tells callers
-(tests, the CLI) that everything is ready. Stopping goes in reverse and leaves no process or port.
+Start order matters: the ports are checked and the template translated first, so a busy port or a
+broken template fails before anything starts; moto must be up before provisioning; Postgres too,
+because its URL becomes the `DatabaseUrl` parameter; endpoints.json is written last, because its
+existence tells callers (tests, the CLI) that everything is ready. Stopping goes in reverse and
+leaves no process or port.
 """
 
 from __future__ import annotations
@@ -157,10 +158,10 @@ class LocalCloud:
         try:
             self._start()
         except BaseException:
+            self._starting = False  # a second signal must not interrupt the cleanup
             self.stop()
             raise
-        finally:
-            self._starting = False
+        self._starting = False
         return self.endpoints_json
 
     def stop(self) -> None:
@@ -178,15 +179,15 @@ class LocalCloud:
         if not self.template.is_file():
             raise LocalCloudError(f"template {self.template} does not exist (pass --template)")
         check_ports_free(options.host, options.port)
+        # Translating first costs nothing and reports template mistakes before anything has started.
+        cfn = load_and_translate(self.template, options.region)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        endpoints = Endpoints.for_base_port(options.host, options.port)
         self._start_moto(options.port + 3)
 
         postgres_url, stop_postgres = start_postgres(self.data_dir)
         self._stop_steps.append(("PostgreSQL", stop_postgres))
         endpoints = Endpoints.for_base_port(options.host, options.port, postgres=postgres_url)
 
-        cfn = load_and_translate(self.template, options.region)
         parameters = dict(options.parameters)
         if DATABASE_URL_PARAMETER in (cfn.get("Parameters") or {}):
             parameters.setdefault(DATABASE_URL_PARAMETER, postgres_url)  # an explicit --param still wins

@@ -105,7 +105,6 @@ class Resolver:
             "Fn::Not": self._condition_function,
             "Fn::And": self._condition_function,
             "Fn::Or": self._condition_function,
-            "Condition": self._condition_function,
         }
 
     # -- public ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -25,6 +26,7 @@ def start_postgres(data_dir: Path) -> tuple[str, Callable[[], None]]:
 
     pg_dir = data_dir.resolve() / PG_SUBDIR
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
+    _forget_dead_handles(pg_dir)
     try:
         # "stop" keeps the data between runs (delete the folder for a fresh database).
         server = pgserver.get_server(pg_dir, cleanup_mode="stop")
@@ -39,3 +41,29 @@ def start_postgres(data_dir: Path) -> tuple[str, Callable[[], None]]:
             server.cleanup()
 
     return server.get_uri(), stop
+
+
+def _forget_dead_handles(pg_dir: Path) -> None:
+    """Drop pids of processes that no longer exist from pgserver's list of server users.
+
+    pgserver stops the server only when the last process in that list lets go; a `local up` that
+    was SIGKILLed never removes itself, and the next run would then leave postgres running forever.
+    """
+    handles = pg_dir / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and _process_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True

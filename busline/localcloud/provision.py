@@ -200,6 +200,10 @@ class _Provisioner:
                 raise ProvisionError(f"{logical_id}: {resource_type}: {exc}") from exc
             except BotoCoreError as exc:
                 raise ProvisionError(f"{logical_id}: {resource_type}: cannot reach moto at {self.endpoints.aws}: {exc}") from exc
+            except KeyError as exc:
+                raise ProvisionError(f"{logical_id}: {resource_type} needs the property {exc.args[0]!r}") from exc
+            except (TypeError, ValueError) as exc:
+                raise ProvisionError(f"{logical_id}: {resource_type} has an invalid property value: {exc}") from exc
             self.model.resources[logical_id] = provisioned
         self._finish_rest_routes()
         self._finish_ws_apis()

@@ -66,6 +66,8 @@ def _rewrite_local_code_uris(sam: dict[str, Any], base: Path) -> dict[str, Path]
         folder = (base / uri).resolve()
         if not folder.exists():
             raise ProvisionError(f"{owner}: {key} {uri!r} does not exist (looked in {folder})")
+        if not folder.is_dir():
+            raise ProvisionError(f"{owner}: {key} {uri!r} must be a folder; the local cloud does not unpack archives")
         relpath = os.path.relpath(folder, base).replace(os.sep, "/")
         folders[relpath] = folder / importable_subdir if importable_subdir else folder
         properties[key] = f"s3://{LOCAL_CODE_BUCKET}/{relpath}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import pytest
 from busline.localcloud.testing import RunningCloud, running_cloud
 
 REPO = Path(__file__).resolve().parents[2]
-TEMPLATE = Path(os.environ.get("H6B_DEV_TEMPLATE", REPO / "template.yaml"))  # DEV-ONLY
+TEMPLATE = REPO / "template.yaml"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -29,8 +28,9 @@ CHROMIUM_ARGS = [
 ]
 CLOUD_ARGS = [
     "--demo",
-    "--param", "StepTimeout=20",
-    "--param", "QueueVisibilityTimeout=25",
+    # extract streams the whole source in one invocation: 20 s is not enough on a busy 2-CPU box
+    "--param", "StepTimeout=60",
+    "--param", "QueueVisibilityTimeout=70",
     "--param", "MaxReceiveCount=3",
     "--param", "ChunkRows=20000",
     "--param", "ProgressBatchWindow=1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -9,7 +10,16 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-RUN_TIMEOUT_MS = 300_000
+# the first API call or WebSocket $connect starts a worker (spawn + imports): seconds on a busy box
+STEP_TIMEOUT_MS = 60_000
+RUN_TIMEOUT_MS = 600_000  # on a busy 2-CPU box a flights run took over 4 minutes
+
+
+@pytest.fixture(autouse=True)
+def patient_expectations() -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=STEP_TIMEOUT_MS)
 
 
 def test_demo_button_runs_the_flights_demo_to_success(browser: Any, e2e_cloud: Any) -> None:
@@ -19,7 +29,9 @@ def test_demo_button_runs_the_flights_demo_to_success(browser: Any, e2e_cloud: A
     failed_requests: list[str] = []
     page.on("requestfailed", lambda request: failed_requests.append(request.url))
     console_errors: list[str] = []
-    page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+    page.on(
+        "console", lambda message: console_errors.append(message.text) if message.type == "error" else None
+    )
     try:
         # Given the page served by the local cloud, configured from /config.json
         page.goto(e2e_cloud.endpoints["web"])
@@ -76,5 +88,51 @@ def test_invalid_spec_shows_a_readable_error(browser: Any, e2e_cloud: Any) -> No
         page.get_by_test_id("submit-spec").click()
         # Then the page says so before calling the API
         expect(error).to_contain_text("not valid JSON")
+    finally:
+        page.close()
+
+
+def test_page_falls_back_to_polling_when_the_websocket_is_unavailable(browser: Any, e2e_cloud: Any) -> None:
+    import boto3
+    from playwright.sync_api import expect
+
+    endpoints = e2e_cloud.endpoints
+    bucket = endpoints["outputs"]["DataBucketName"]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoints["aws"],
+        region_name=endpoints["region"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    # Given a 300-row CSV in the data bucket and an ad-hoc spec for it
+    rows = "".join(f"{number},item {number}\n" for number in range(1, 301))
+    s3.put_object(Bucket=bucket, Key="e2e/items.csv", Body=("id,name\n" + rows).encode())
+    spec = {
+        "source": {"uri": f"s3://{bucket}/e2e/items.csv", "format": "csv"},
+        "columns": [{"name": "id", "type": "int", "required": True}, {"name": "name", "type": "string"}],
+        "target": {"table": "e2e_items", "key": ["id"], "mode": "upsert"},
+    }
+    page = browser.new_page()
+    # and a browser whose WebSocket never connects
+    page.add_init_script(
+        "window.WebSocket = class { constructor() { throw new Error('blocked by the test'); } };"
+    )
+    try:
+        page.goto(endpoints["web"])
+        expect(page.get_by_test_id("live")).to_have_attribute("data-state", "polling")
+        # When the spec is pasted and submitted
+        page.locator("#adhoc summary").click()
+        page.get_by_test_id("spec-input").fill(json.dumps(spec))
+        page.get_by_test_id("submit-spec").click()
+        # Then the page follows the task over the REST API to its end
+        expect(page.get_by_test_id("status")).to_have_text("SUCCEEDED", timeout=RUN_TIMEOUT_MS)
+        expect(page.get_by_test_id("count-read")).to_have_text("300")
+        expect(page.get_by_test_id("count-loaded")).to_have_text("300")
+        for phase in ("extract", "transform", "load"):
+            expect(page.get_by_test_id(f"bar-{phase}")).to_have_attribute("data-percent", "100")
+        # and says there is nothing rejected
+        expect(page.locator("#rejects-empty")).to_be_visible()
+        expect(page.get_by_test_id("error")).to_be_hidden()
     finally:
         page.close()

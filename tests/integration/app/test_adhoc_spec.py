@@ -19,7 +19,8 @@ import pytest
 pytestmark = pytest.mark.integration
 
 UNIQUE_ORDERS = 3_800
-REPEATED_ORDERS = 200  # the first 200 orders again, at the end of the file: the upsert must not duplicate them
+# the first 200 orders again, at the end of the file: the upsert must not duplicate them
+REPEATED_ORDERS = 200
 CHUNK_ROWS = 1_000
 PRODUCTS = [f"SKU-{number:03d}" for number in range(20)]
 
@@ -27,7 +28,8 @@ PRODUCTS = [f"SKU-{number:03d}" for number in range(20)]
 def order(order_id: int) -> dict[str, Any]:
     """Order `order_id`, a pure function of the id so a repeated order is the same row again."""
     quantity: Any = "lots" if order_id % 97 == 0 else order_id % 7 + 1  # cast failure: not an int
-    shipped = "maybe" if order_id % 151 == 0 else ("true" if order_id % 2 else "false")  # cast failure: not a bool
+    # cast failure: not a bool
+    shipped = "maybe" if order_id % 151 == 0 else ("true" if order_id % 2 else "false")
     return {
         "id": order_id,
         "sku": "SKU-UNKNOWN" if order_id % 89 == 0 else PRODUCTS[order_id % len(PRODUCTS)],
@@ -146,7 +148,9 @@ def test_adhoc_task_succeeds_with_exact_counts(adhoc_run: dict[str, Any]) -> Non
         assert final["phases"][phase] == {"done": chunks, "total": chunks, "status": "completed"}, phase
 
 
-def test_adhoc_target_table_has_one_row_per_key(adhoc_run: dict[str, Any], pg: psycopg.Connection[Any]) -> None:
+def test_adhoc_target_table_has_one_row_per_key(
+    adhoc_run: dict[str, Any], pg: psycopg.Connection[Any]
+) -> None:
     # Given the finished ad-hoc task
     expected: Expected = adhoc_run["expected"]
     table = adhoc_run["table"]

@@ -93,9 +93,10 @@ def test_unknown_pipeline_is_refused_naming_the_pipeline_and_records_nothing(api
     response = api.call("POST", "/tasks", {"pipeline": "no_such_pipeline", "params": {}})
     # Then the answer is a 400 naming the field and the known pipelines
     assert response.status == 400, response.text
-    assert {"field": "pipeline", "message": "unknown pipeline 'no_such_pipeline' (known: flights)"} in response.body[
-        "errors"
-    ]
+    assert {
+        "field": "pipeline",
+        "message": "unknown pipeline 'no_such_pipeline' (known: flights)",
+    } in response.body["errors"]
     # and no task was recorded
     assert len(api.all_tasks()) == before
 

@@ -55,7 +55,11 @@ def count_flights_independently() -> ExpectedCounts:
                     reasons[read] = f"join airports: no match for dest={row[dest]}"
     rejected = len(reasons)
     return ExpectedCounts(
-        read=read, filtered=filtered, rejected=rejected, loaded=read - filtered - rejected, reject_reasons=reasons
+        read=read,
+        filtered=filtered,
+        rejected=rejected,
+        loaded=read - filtered - rejected,
+        reject_reasons=reasons,
     )
 
 

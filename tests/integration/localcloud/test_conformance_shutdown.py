@@ -6,6 +6,7 @@ This test starts its own cloud (the shared one must survive the other tests).
 from __future__ import annotations
 
 import signal
+import subprocess
 from pathlib import Path
 
 import psutil
@@ -15,6 +16,9 @@ from conformance_support import CLOUD_ARGS, START_TIMEOUT_S, TEMPLATE, Aws, clou
 from busline.localcloud.testing import PORTS_PER_CLOUD, port_is_free, running_cloud
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+# running_cloud gives a hung cloud the same 30 s before it kills the whole process group.
+EXIT_TIMEOUT_S = 30.0
 
 
 def is_gone(process: psutil.Process) -> bool:
@@ -58,7 +62,11 @@ def stop_and_check_everything_is_gone(data_dir: Path) -> None:
 
         # When it gets SIGTERM
         cloud.process.send_signal(signal.SIGTERM)
-        exit_code = cloud.process.wait(timeout=30)
+        try:
+            exit_code = cloud.process.wait(timeout=EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            console = cloud.log_path.read_text(errors="replace")[-2000:]
+            pytest.fail(f"still running {EXIT_TIMEOUT_S:.0f} s after SIGTERM; console.log ends:\n{console}")
 
     # Then it exited cleanly and removed its endpoints.json
     assert exit_code == 0

@@ -223,6 +223,14 @@ def test_unsupported_type_is_refused_by_name_before_anything_is_created(endpoint
     assert client(endpoints, "sqs").list_queues().get("QueueUrls", []) == []
 
 
+def test_missing_required_property_names_resource_and_property(endpoints: Endpoints, tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text("Resources:\n  Setting:\n    Type: AWS::SSM::Parameter\n    Properties: {Type: String}\n")
+    cfn = load_and_translate(template, REGION)
+    with pytest.raises(ProvisionError, match=r"^Setting: AWS::SSM::Parameter needs the property 'Value'$"):
+        provision(cfn, endpoints, {}, REGION, ACCOUNT, stack_name="t")
+
+
 def test_rule_target_with_input_path_is_refused(endpoints: Endpoints) -> None:
     with pytest.raises(ProvisionError, match=r"^InputPathRule: target 'OnlyDetail' uses InputPath"):
         provision_fixture(endpoints, "bad_targets.yaml", {"Case": "input-path"})
@@ -288,11 +296,12 @@ def test_sqs_and_stream_events_become_mappings(endpoints: Endpoints) -> None:
 
 def test_schedule_and_api_events_become_schedule_and_routes(endpoints: Endpoints) -> None:
     model = provision_fixture(endpoints, "sam_events.yaml")
-    assert len(model.schedules) == 1
-    schedule = model.schedules[0]
-    assert (schedule.function, schedule.expression, schedule.input, schedule.enabled) == (
-        "WorkerFunction", "rate(5 minutes)", {"reason": "tick"}, True,
-    )
+    # Then the Schedule (EventBridge rule) and ScheduleV2 (EventBridge Scheduler) events both run the function
+    schedules = sorted((s.logical_id, s.function, s.expression, json.dumps(s.input), s.enabled) for s in model.schedules)
+    assert schedules == [
+        ("WorkerFunctionNightly", "WorkerFunction", "cron(0 3 * * ? *)", '{"reason": "nightly"}', True),
+        ("WorkerFunctionTick", "WorkerFunction", "rate(5 minutes)", '{"reason": "tick"}', True),
+    ]
     # The schedule is run by the local scheduler: moto holds the rule but no target
     assert client(endpoints, "events").list_targets_by_rule(Rule="t-WorkerFunctionTick")["Targets"] == []
     routes = sorted((route.method, route.path, route.function, route.stage) for route in model.rest_routes)
@@ -354,6 +363,7 @@ def test_local_up_serves_an_api_function(tmp_path: Path) -> None:
     # And after SIGTERM it exits cleanly and removes endpoints.json
     assert cloud.process.returncode == 0
     assert not (tmp_path / "cloud" / "endpoints.json").exists()
+    assert processes_mentioning(str(tmp_path / "cloud")) == []
 
 
 def test_local_up_reports_a_local_cloud_error_in_one_line(tmp_path: Path) -> None:
@@ -365,3 +375,27 @@ def test_local_up_reports_a_local_cloud_error_in_one_line(tmp_path: Path) -> Non
     assert result.exit_code == 1
     assert " ".join(result.output.split()) == f"error: template {tmp_path / 'missing.yaml'} does not exist (pass --template)"
     assert "Traceback" not in result.output
+
+
+def test_local_up_refuses_an_unsupported_resource_and_stops_what_it_started(tmp_path: Path) -> None:
+    # Given a template with an EC2 VPC (moto and Postgres are already up when provisioning refuses it)
+    data_dir = tmp_path / "cloud"
+    unsupported = tmp_path / "template.yaml"
+    unsupported.write_text((FIXTURES / "unsupported.yaml").read_text())
+    # When `busline local up` runs / Then it exits 1 naming the resource
+    with pytest.raises(RuntimeError, match=r"exited with 1:\s+error: Network: AWS::EC2::VPC is not supported"), \
+            running_cloud(unsupported, data_dir, timeout_s=60):
+        pass
+    # And the Postgres it started is gone
+    assert processes_mentioning(str(data_dir)) == []
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue  # the process ended while we looked
+    return found
