@@ -145,7 +145,10 @@ class LocalCloud:
             except _StopRequested:
                 return
             self._print_banner()
-            self._stop_event.wait()
+            # A signal may land on any thread; a bare wait() could then sleep on although the handler
+            # already ran flags for the main thread. Waking up regularly lets Python run the handler.
+            while not self._stop_event.wait(0.5):
+                pass
             self.console.print("stopping the local cloud…")
         finally:
             self.stop()
@@ -236,6 +239,10 @@ class LocalCloud:
 
     def _start_moto(self, port: int) -> None:
         from moto.server import ThreadedMotoServer  # heavy import, only needed here
+
+        from busline.localcloud.moto_patches import make_dynamodb_atomic
+
+        make_dynamodb_atomic()
 
         if not self.options.verbose:
             logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call otherwise

@@ -26,6 +26,7 @@ def start_postgres(data_dir: Path) -> tuple[str, Callable[[], None]]:
 
     pg_dir = data_dir.resolve() / PG_SUBDIR
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
+    _check_reachable_by_pgserver_user(pg_dir)
     _forget_dead_handles(pg_dir)
     try:
         # "stop" keeps the data between runs (delete the folder for a fresh database).
@@ -41,6 +42,22 @@ def start_postgres(data_dir: Path) -> tuple[str, Callable[[], None]]:
             server.cleanup()
 
     return server.get_uri(), stop
+
+
+def _check_reachable_by_pgserver_user(pg_dir: Path) -> None:
+    """Run as root, pgserver runs postgres as its own `pgserver` user, which must reach the data dir.
+
+    initdb would otherwise fail with a bare "Permission denied"; name the folder that blocks it.
+    """
+    if os.geteuid() != 0:
+        return
+    for folder in [*reversed(pg_dir.parent.resolve().parents), pg_dir.parent.resolve()]:
+        if not os.stat(folder).st_mode & 0o001:
+            raise LocalCloudError(
+                f"PostgreSQL runs as the 'pgserver' user, which cannot enter {folder} (mode "
+                f"{oct(os.stat(folder).st_mode & 0o777)}); pick a --data-dir under a folder others may "
+                "enter, or set DATABASE_URL"
+            )
 
 
 def _forget_dead_handles(pg_dir: Path) -> None:
