@@ -455,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
 
     own_dir = args.data_dir is None
     data_dir = Path(tempfile.mkdtemp(prefix="busline-bench-")) if own_dir else args.data_dir
+    if own_dir:
+        data_dir.chmod(0o755)  # Postgres runs as the `pgserver` user when we are root: it must enter the dir
     recording_path = data_dir / "moto-recording.jsonl"
     environment = {"MOTO_RECORDER_FILEPATH": str(recording_path)}
     print(f"starting the local cloud in {data_dir} …", file=sys.stderr)

@@ -1,29 +1,16 @@
-"""SQS (TaskSubmitted) -> stream the task's source into chunks in S3. Thin: the work is steps.extract_task.
-
-One record per invocation (BatchSize 1); a failure is reported for that record only, so SQS redelivers it and,
-after MaxReceiveCount deliveries, moves it to the DLQ. Redeliveries and duplicates are absorbed twice over: the
-idempotency record (taskId) here, and the conditional counters inside the step.
-"""
+"""SQS (TaskSubmitted) -> stream the task's source into chunks in S3. Thin: the work is steps.extract_task; the SQS/idempotency frame is busline_core.sqs_step."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from busline_core import steps
 from busline_core.contracts import TaskSubmitted, TaskSubmittedRecord
 from busline_core.settings import ExtractSettings
+from busline_core.sqs_step import SqsStep
 from busline_core.wiring import build_deps
 
 logger = Logger()
@@ -31,41 +18,21 @@ tracer = Tracer()
 metrics = Metrics()
 settings = ExtractSettings()
 deps = build_deps(settings)
-# raise_on_entire_batch_failure=False: with one record per batch, report it in batchItemFailures instead of
-# failing the whole invocation (same redelivery either way, but a clear outcome); failures are logged with
-# their traceback through the Powertools logger's own stdlib logger.
-processor = BatchProcessor(
-    EventType.SQS, model=TaskSubmittedRecord, raise_on_entire_batch_failure=False, logger=logging.getLogger(logger.name)
+step: SqsStep[TaskSubmitted] = SqsStep(
+    record_model=TaskSubmittedRecord,
+    work=lambda detail: steps.extract_task(detail, deps),
+    on_final_failure=lambda detail, error: steps.record_final_failure(detail, error, deps),
+    idempotency_key="[taskId]",
+    idempotency_table=settings.idempotency_table,
+    max_receive_count=settings.max_receive_count,
+    metric_name="RowsExtracted",
+    logger=logger,
+    metrics=metrics,
 )
-idempotency = IdempotencyConfig(event_key_jmespath="[taskId]", raise_on_no_idempotency_key=True)
-persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table)
-
-
-@idempotent_function(data_keyword_argument="detail", config=idempotency, persistence_store=persistence)
-def extract_once(detail: TaskSubmitted) -> int:
-    rows = steps.extract_task(detail, deps)
-    metrics.add_metric(name="RowsExtracted", unit=MetricUnit.Count, value=rows)
-    return rows
-
-
-@tracer.capture_method
-def handle_record(record: TaskSubmittedRecord) -> None:
-    detail = record.body.detail
-    logger.append_keys(task_id=detail.taskId)
-    try:
-        extract_once(detail=detail)
-    except IdempotencyAlreadyInProgressError:
-        raise  # a duplicate racing the first delivery: not a failure of the work, SQS retries it later
-    except Exception as error:
-        if int(record.attributes.ApproximateReceiveCount) >= settings.max_receive_count:
-            logger.exception("last delivery failed: the task fails and the message goes to the DLQ")
-            steps.record_final_failure(detail, error, deps)
-        raise
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    idempotency.register_lambda_context(context)
-    return process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)
+    return step.handle(event, context)

@@ -1,29 +1,16 @@
-"""SQS (ChunkExtracted) -> cast, validate, filter and join one chunk. Thin: the work is steps.transform_chunk.
-
-One record per invocation (BatchSize 1); a failure is reported for that record only, so SQS redelivers it and,
-after MaxReceiveCount deliveries, moves it to the DLQ. Redeliveries and duplicates are absorbed twice over: the
-idempotency record (taskId, phase, chunk) here, and the conditional counters inside the step.
-"""
+"""SQS (ChunkExtracted) -> cast, validate, filter and join one chunk. Thin: the work is steps.transform_chunk; the SQS/idempotency frame is busline_core.sqs_step."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from busline_core import steps
 from busline_core.contracts import ChunkExtracted, ChunkExtractedRecord
 from busline_core.settings import TransformSettings
+from busline_core.sqs_step import SqsStep
 from busline_core.wiring import build_deps
 
 logger = Logger()
@@ -31,41 +18,21 @@ tracer = Tracer()
 metrics = Metrics()
 settings = TransformSettings()
 deps = build_deps(settings)
-# raise_on_entire_batch_failure=False: with one record per batch, report it in batchItemFailures instead of
-# failing the whole invocation (same redelivery either way, but a clear outcome); failures are logged with
-# their traceback through the Powertools logger's own stdlib logger.
-processor = BatchProcessor(
-    EventType.SQS, model=ChunkExtractedRecord, raise_on_entire_batch_failure=False, logger=logging.getLogger(logger.name)
+step: SqsStep[ChunkExtracted] = SqsStep(
+    record_model=ChunkExtractedRecord,
+    work=lambda detail: steps.transform_chunk(detail, deps),
+    on_final_failure=lambda detail, error: steps.record_final_failure(detail, error, deps),
+    idempotency_key="[taskId, phase, chunk]",
+    idempotency_table=settings.idempotency_table,
+    max_receive_count=settings.max_receive_count,
+    metric_name="RowsTransformed",
+    logger=logger,
+    metrics=metrics,
 )
-idempotency = IdempotencyConfig(event_key_jmespath="[taskId, phase, chunk]", raise_on_no_idempotency_key=True)
-persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table)
-
-
-@idempotent_function(data_keyword_argument="detail", config=idempotency, persistence_store=persistence)
-def transform_once(detail: ChunkExtracted) -> int:
-    rows = steps.transform_chunk(detail, deps)
-    metrics.add_metric(name="RowsTransformed", unit=MetricUnit.Count, value=rows)
-    return rows
-
-
-@tracer.capture_method
-def handle_record(record: ChunkExtractedRecord) -> None:
-    detail = record.body.detail
-    logger.append_keys(task_id=detail.taskId, chunk=detail.chunk)
-    try:
-        transform_once(detail=detail)
-    except IdempotencyAlreadyInProgressError:
-        raise  # a duplicate racing the first delivery: not a failure of the work, SQS retries it later
-    except Exception as error:
-        if int(record.attributes.ApproximateReceiveCount) >= settings.max_receive_count:
-            logger.exception("last delivery failed: the task fails and the message goes to the DLQ")
-            steps.record_final_failure(detail, error, deps)
-        raise
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    idempotency.register_lambda_context(context)
-    return process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)
+    return step.handle(event, context)

@@ -64,6 +64,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @pytest.fixture(scope="session")
 def e2e_cloud() -> Iterator[RunningCloud]:
     data_dir = Path(tempfile.mkdtemp(prefix="busline-e2e-"))
+    data_dir.chmod(0o755)  # Postgres runs as the `pgserver` user when we are root: it must enter the dir
     with _cloud_stack:
         yield _cloud_stack.enter_context(running_cloud(TEMPLATE, data_dir, extra_args=CLOUD_ARGS))
     # the screenshot and logs stay for a look after the run; the Postgres data does not

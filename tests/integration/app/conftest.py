@@ -179,6 +179,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @pytest.fixture(scope="session")
 def cloud() -> Iterator[RunningCloud]:
     data_dir = Path(tempfile.mkdtemp(prefix="busline-app-"))
+    data_dir.chmod(0o755)  # Postgres runs as the `pgserver` user when we are root: it must enter the dir
     with _cloud_stack:
         running = _cloud_stack.enter_context(
             running_cloud(TEMPLATE, data_dir, extra_args=CLOUD_ARGS, timeout_s=START_TIMEOUT_S)

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from resilience_support import DRILL_ARGS, local_cloud
 
 from busline.localcloud.testing import RunningCloud
+
+from .resilience_support import DRILL_ARGS, local_cloud
 
 _drill_stack = contextlib.ExitStack()
 RESILIENCE_DIR = Path(__file__).resolve().parent

@@ -52,6 +52,7 @@ VOID = "void"  # the filter drops these
 def local_cloud(prefix: str, extra_args: list[str]) -> Iterator[RunningCloud]:
     """A cloud in a fresh data dir; Postgres data is dropped afterwards, console and function logs stay."""
     data_dir = Path(tempfile.mkdtemp(prefix=f"busline-{prefix}-"))
+    data_dir.chmod(0o755)  # Postgres runs as the `pgserver` user when we are root: it must enter the dir
     try:
         with running_cloud(TEMPLATE, data_dir, extra_args=extra_args, timeout_s=START_TIMEOUT_S) as cloud:
             yield cloud

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from resilience_support import (
+
+from .resilience_support import (
     Api,
     Expectation,
     aws_client,

@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from resilience_support import (
+from websockets.sync.client import connect
+
+from busline.localcloud.testing import RunningCloud
+
+from .resilience_support import (
     DRILL_MAX_RECEIVE_COUNT,
     DRILL_VISIBILITY_S,
     FAULT_MESSAGE,
@@ -29,9 +33,6 @@ from resilience_support import (
     set_fault_switch,
     upload_task,
 )
-from websockets.sync.client import connect
-
-from busline.localcloud.testing import RunningCloud
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,10 @@ import time
 from typing import Any
 
 import pytest
-from resilience_support import (
+
+from busline.localcloud.testing import RunningCloud
+
+from .resilience_support import (
     DRILL_MAX_RECEIVE_COUNT,
     DRILL_VISIBILITY_S,
     FAULT_MESSAGE,
@@ -25,8 +28,6 @@ from resilience_support import (
     table_rows,
     upload_task,
 )
-
-from busline.localcloud.testing import RunningCloud
 
 pytestmark = pytest.mark.integration
 

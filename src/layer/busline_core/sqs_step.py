@@ -1,0 +1,85 @@
+"""What every SQS-triggered step (extract, transform, load) does around its one call into `steps`.
+
+One record per invocation (BatchSize 1); a failure is reported for that record only, so SQS redelivers
+it and, after MaxReceiveCount deliveries, moves it to the DLQ. Redeliveries and duplicates are absorbed
+twice over: the Powertools idempotency record keyed on the business identity (taskId, phase, chunk),
+not on the SQS messageId (EventBridge may deliver one event twice under two message ids), and the
+conditional counters inside the step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
+
+Detail = TypeVar("Detail", bound=BaseModel)
+
+
+class SqsStep(Generic[Detail]):
+    def __init__(
+        self,
+        *,
+        record_model: type[SqsRecordModel],
+        work: Callable[[Detail], int],
+        on_final_failure: Callable[[Detail, Exception], object],
+        idempotency_key: str,
+        idempotency_table: str,
+        max_receive_count: int,
+        metric_name: str,
+        logger: Logger,
+        metrics: Metrics,
+    ) -> None:
+        self.logger = logger
+        self.max_receive_count = max_receive_count
+        self.on_final_failure = on_final_failure
+        # raise_on_entire_batch_failure=False: with one record per batch, report it in batchItemFailures
+        # rather than failing the invocation (same redelivery, clearer outcome).
+        self.processor = BatchProcessor(
+            EventType.SQS, model=record_model, raise_on_entire_batch_failure=False, logger=logging.getLogger(logger.name)
+        )
+        self.idempotency = IdempotencyConfig(event_key_jmespath=idempotency_key, raise_on_no_idempotency_key=True)
+        persistence = DynamoDBPersistenceLayer(table_name=idempotency_table)
+
+        def work_once(detail: Detail) -> int:
+            rows = work(detail)
+            metrics.add_metric(name=metric_name, unit=MetricUnit.Count, value=rows)
+            return rows
+
+        self.work_once = idempotent_function(
+            data_keyword_argument="detail", config=self.idempotency, persistence_store=persistence
+        )(work_once)
+
+    def handle_record(self, record: Any) -> None:
+        detail = record.body.detail
+        self.logger.append_keys(task_id=detail.taskId, chunk=getattr(detail, "chunk", None))
+        try:
+            self.work_once(detail=detail)
+        except IdempotencyAlreadyInProgressError:
+            raise  # a duplicate racing the first delivery: not a failure of the work; SQS retries it later
+        except Exception as error:
+            if int(record.attributes.ApproximateReceiveCount) >= self.max_receive_count:
+                self.logger.exception("last delivery failed: the task fails and the message goes to the DLQ")
+                self.on_final_failure(detail, error)
+            raise
+
+    def handle(self, event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+        # ties the in-progress expiry to this invocation: a killed or timed-out attempt frees its key
+        self.idempotency.register_lambda_context(context)
+        return process_partial_response(
+            event=event, record_handler=self.handle_record, processor=self.processor, context=context
+        )
