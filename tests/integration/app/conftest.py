@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import boto3
 import psycopg
@@ -96,7 +97,7 @@ class Api:
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            query = "/tasks?limit=100" + (f"&nextToken={urllib.request.quote(token)}" if token else "")
+            query = "/tasks?limit=100" + (f"&nextToken={quote(token)}" if token else "")
             response = self.call("GET", query)
             assert response.status == 200, f"GET {query} answered {response.status}: {response.text}"
             items.extend(response.body["items"])
@@ -110,7 +111,7 @@ class Api:
         while True:
             query = f"/tasks/{task_id}/rejects?limit={page_size}"
             if token:
-                query += f"&nextToken={urllib.request.quote(token)}"
+                query += f"&nextToken={quote(token)}"
             response = self.call("GET", query)
             assert response.status == 200, f"GET {query} answered {response.status}: {response.text}"
             items.extend(response.body["items"])

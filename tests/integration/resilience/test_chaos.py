@@ -50,6 +50,9 @@ CHAOS_CLOUD_ARGS = [
     "--param", "QueueVisibilityTimeout=12",
     "--param", "MaxReceiveCount=5",
     "--param", f"ChunkRows={CHUNK_ROWS}",
+    # fewer load workers to cold-start at once: on 2 CPUs a burst of cold starts outlasts the visibility
+    # timeout and turns into redeliveries
+    "--param", "LoadMaxConcurrency=2",
     "--chaos-seed", str(CHAOS_SEED),
 ]  # fmt: skip
 TERMINAL_BOUND_S = 240.0

@@ -346,10 +346,10 @@ def test_busy_port_is_reported_by_number_and_role() -> None:
 # -- `busline local up` end to end ---------------------------------------------------------------
 
 
-def test_local_up_serves_an_api_function(tmp_path: Path) -> None:
+def test_local_up_serves_an_api_function(cloud_data_dir: Path) -> None:
     # Given the smoke template (one function behind GET /hello/{name}) and a parameter override
     with running_cloud(
-        FIXTURES / "smoke" / "template.yaml", tmp_path / "cloud", extra_args=["--param", "Greeting=hi"], timeout_s=60
+        FIXTURES / "smoke" / "template.yaml", cloud_data_dir, extra_args=["--param", "Greeting=hi"], timeout_s=60
     ) as cloud:
         # Then endpoints.json has every documented key
         assert sorted(cloud.endpoints) == [
@@ -362,8 +362,8 @@ def test_local_up_serves_an_api_function(tmp_path: Path) -> None:
         assert body == {"name": "ada", "greeting": "hi"}
     # And after SIGTERM it exits cleanly and removes endpoints.json
     assert cloud.process.returncode == 0
-    assert not (tmp_path / "cloud" / "endpoints.json").exists()
-    assert processes_mentioning(str(tmp_path / "cloud")) == []
+    assert not (cloud_data_dir / "endpoints.json").exists()
+    assert processes_mentioning(str(cloud_data_dir)) == []
 
 
 def test_local_up_reports_a_local_cloud_error_in_one_line(tmp_path: Path) -> None:
@@ -377,9 +377,11 @@ def test_local_up_reports_a_local_cloud_error_in_one_line(tmp_path: Path) -> Non
     assert "Traceback" not in result.output
 
 
-def test_local_up_refuses_an_unsupported_resource_and_stops_what_it_started(tmp_path: Path) -> None:
+def test_local_up_refuses_an_unsupported_resource_and_stops_what_it_started(
+    tmp_path: Path, cloud_data_dir: Path
+) -> None:
     # Given a template with an EC2 VPC (moto and Postgres are already up when provisioning refuses it)
-    data_dir = tmp_path / "cloud"
+    data_dir = cloud_data_dir
     unsupported = tmp_path / "template.yaml"
     unsupported.write_text((FIXTURES / "unsupported.yaml").read_text())
     # When `busline local up` runs / Then it exits 1 naming the resource
