@@ -33,6 +33,8 @@ lint: setup
 	$(BIN)/ruff check busline src tests
 	$(BIN)/mypy busline src/layer/busline_core
 	$(BIN)/cfn-lint template.yaml
+	$(BIN)/sam validate --lint --template template.yaml --region us-east-1
+	$(BIN)/sam build --template template.yaml --build-dir .aws-sam/build
 
 clean:
 	rm -rf $(VENV) .busline .aws-sam
