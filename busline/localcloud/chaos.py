@@ -23,7 +23,7 @@ class ChaosConfig:
     timeout: float = 0.0
     kill: float = 0.0
     seed: int | None = None
-    _rng: random.Random = field(init=False, repr=False, compare=False)
+    _rngs: dict[str, random.Random] = field(init=False, repr=False, compare=False)
     _lock: threading.Lock = field(init=False, repr=False, compare=False)
     _counts: dict[str, int] = field(init=False, repr=False, compare=False)
     _stats_path: Path | None = field(init=False, default=None, repr=False, compare=False)
@@ -31,7 +31,13 @@ class ChaosConfig:
     def __post_init__(self) -> None:
         for kind in CHAOS_KINDS:
             _check_rate(kind, getattr(self, kind))
-        self._rng = random.Random(self.seed)
+        # One generator per kind: the n-th roll of a kind then has the same outcome whatever order the
+        # threads roll in, so a seed fixes each kind's sequence of hits (which message gets hit still
+        # depends on timing, as it does on AWS).
+        self._rngs = {
+            name: random.Random(None if self.seed is None else f"{self.seed}:{name}")
+            for name in (*CHAOS_KINDS, "uniform")
+        }
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(CHAOS_KINDS, 0)
 
@@ -68,17 +74,17 @@ class ChaosConfig:
         return f"chaos: {' '.join(parts)}{seed}"
 
     def roll(self, kind: str) -> bool:
-        """True when this invocation should suffer `kind`; one shared seeded RNG, so a seed replays a run."""
+        """True when this invocation should suffer `kind`."""
         rate = self._rate(kind)
         if rate <= 0:
-            return False  # leave the RNG sequence untouched by kinds that are off
+            return False
         with self._lock:
-            return self._rng.random() < rate
+            return self._rngs[kind].random() < rate
 
     def uniform(self, low: float, high: float) -> float:
         """A seeded random number, for choices inside an injection (when to kill, before or after)."""
         with self._lock:
-            return self._rng.uniform(low, high)
+            return self._rngs["uniform"].uniform(low, high)
 
     def record(self, kind: str) -> None:
         self._rate(kind)

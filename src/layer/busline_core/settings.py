@@ -55,3 +55,5 @@ class ProgressSettings(_PublishingSettings):
     connections_table: str = Field(min_length=1)
     websocket_management_endpoint: str = ""
     stall_seconds: int = Field(default=300, ge=1)
+    # comma-separated step DLQ URLs the watchdog reads (without consuming) for tasks never told
+    dead_letter_queue_urls: str = ""

@@ -40,6 +40,7 @@ from .contracts import (
     TaskStatus,
     TaskSubmitted,
 )
+from .dead_letters import DeadLetterQueues
 from .errors import BuslineError, ChunkFailed, InvalidTask, LoadFailed, SourceUnreadable, TaskNotFound
 from .pipelines import expand_pipeline
 from .sources import iter_chunks, iter_records, open_source
@@ -102,6 +103,7 @@ class Deps:
     data_bucket: str = ""
     chunk_rows: int = 20000  # default chunkRows when a request does not say
     stall_seconds: int = 300
+    dead_letters: DeadLetterQueues | None = None  # the watchdog's view of the step DLQs
     faults: Callable[[], frozenset[str]] = no_faults
     clock: Callable[[], datetime] = utc_now
     cache: WarmCache = field(default_factory=WarmCache)
@@ -588,10 +590,10 @@ _PHASE_OF_STATUS = {
 
 
 def watchdog(deps: Deps, now: datetime | None = None) -> int:
-    """Fail tasks that made no progress for STALL_SECONDS (a lost message, a poisoned chunk that
-    never reached the DLQ, a bug); returns how many it failed."""
+    """Fail tasks whose messages were dead-lettered without telling them, and tasks that made no
+    progress for STALL_SECONDS (a lost message, a bug); returns how many it failed."""
+    failed = _fail_dead_lettered(deps)
     now_ms = epoch_ms(now or deps.clock())
-    failed = 0
     for item in deps.tasks.list_active():
         idle_ms = now_ms - int(item.get("updatedAtMs", 0))
         if idle_ms < deps.stall_seconds * 1000:
@@ -602,4 +604,23 @@ def watchdog(deps: Deps, now: datetime | None = None) -> int:
             failed += 1
             logger.warning("task stalled", extra={"task_id": item["taskId"], "phase": phase.value})
             _announce_finished(str(item["taskId"]), deps)
+    return failed
+
+
+def _fail_dead_lettered(deps: Deps) -> int:
+    """A last delivery that died before the handler ran (crash, timeout) never failed its task."""
+    if deps.dead_letters is None:
+        return 0
+    failed = 0
+    active = {str(item["taskId"]) for item in deps.tasks.list_active()}
+    for letter in deps.dead_letters.peek():
+        if letter.task_id not in active:
+            continue  # finished, already failed, or not ours
+        phase = Phase(letter.phase) if letter.phase else Phase.EXTRACT
+        message = f"dead-lettered after {letter.receive_count} deliveries: see `busline dlq show --task {letter.task_id}`"
+        if deps.tasks.fail(letter.task_id, phase, letter.chunk, message):
+            failed += 1
+            active.discard(letter.task_id)
+            logger.warning("task dead-lettered", extra={"task_id": letter.task_id, "phase": phase.value})
+            _announce_finished(letter.task_id, deps)
     return failed

@@ -11,6 +11,7 @@ import boto3
 
 from .bus import EventPublisher, Notifier
 from .connections import ConnectionsRepository, WebSocketPusher
+from .dead_letters import DeadLetterQueues
 from .secrets import active_faults, database_url
 from .settings import (
     ApiSettings,
@@ -58,4 +59,6 @@ def build_deps(settings: AnySettings) -> Deps:
         if settings.websocket_management_endpoint:
             deps.pusher = WebSocketPusher(settings.websocket_management_endpoint)
         deps.stall_seconds = settings.stall_seconds
+        if settings.dead_letter_queue_urls:
+            deps.dead_letters = DeadLetterQueues.from_urls(settings.dead_letter_queue_urls)
     return deps

@@ -208,9 +208,9 @@ def test_tasks_survive_timeouts_too(timeout_chaos_run: ChaosRun) -> None:
     # Given the same 10 concurrent tasks on a cloud that also makes 5% of invocations exceed their Timeout
     # When every task has reached a terminal state
     # Then the outcome is still exactly the fault-free one, and timeouts (this run's addition) did happen.
-    # (10 tasks, not fewer: with ~60 invocations a 5% rate injected no timeout at all in one run.) Kills are
-    # asserted by the first run only: two runs double the small chance that a 2% rate injects none.
+    # Each kind rolls its own seeded generator, so with this seed the first kill is the 23rd invocation and
+    # the first timeout the 10th, whatever the thread timing; ~180 invocations leave a wide margin.
     assert len(timeout_chaos_run.final) == 10
     assert_as_if_fault_free(timeout_chaos_run)
     injected = timeout_chaos_run.injected
-    assert min(injected[kind] for kind in ("duplicate", "fail", "timeout")) >= 1, injected
+    assert min(injected[kind] for kind in ("duplicate", "fail", "timeout", "kill")) >= 1, injected

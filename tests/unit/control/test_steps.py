@@ -3,6 +3,7 @@ in-memory stand-in for the Postgres warehouse only."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from busline_core.contracts import (
     TaskStatus,
     TaskSubmitted,
 )
+from busline_core.dead_letters import DeadLetterQueues
 from busline_core.errors import ChunkFailed, InvalidTask, LoadFailed, PublishFailed
 from busline_core.steps import Deps
 from busline_core.storage import ChunkStore
@@ -374,6 +376,35 @@ def test_watchdog_fails_only_stalled_tasks(cloud: Cloud, deps: Deps, clock: Cloc
     assert snapshot.error.message == "stalled in extract: no progress for 301 s"
     assert steps.get_task(fresh, deps).status is TaskStatus.ACCEPTED
     assert len(_of_type(cloud.published_events(), "TaskFailed")) == 1
+
+
+def test_watchdog_fails_a_task_whose_message_was_dead_lettered_without_telling_it(
+    cloud: Cloud, deps: Deps
+) -> None:
+    # Given two active tasks and, in a transform DLQ, a message of the first one (its last delivery
+    # died before the handler ran) plus a message that is not a Busline event
+    dead = _submit(cloud, deps)
+    alive = _submit(cloud, deps)
+    dlq_url = cloud.sqs.create_queue(QueueName="transform-dlq")["QueueUrl"]
+    body = {"detail-type": "ChunkExtracted", "detail": {"taskId": dead, "phase": "transform", "chunk": 3, "key": "k", "rows": 1}}
+    cloud.sqs.send_message(QueueUrl=dlq_url, MessageBody=json.dumps(body))
+    cloud.sqs.send_message(QueueUrl=dlq_url, MessageBody="not json")
+    deps.dead_letters = DeadLetterQueues(cloud.sqs, [dlq_url])
+    # When the watchdog runs (long before STALL_SECONDS)
+    assert steps.watchdog(deps) == 1
+    # Then that task is FAILED naming the phase and chunk, the other one is untouched
+    snapshot = steps.get_task(dead, deps)
+    assert snapshot.status is TaskStatus.FAILED
+    assert snapshot.error is not None
+    assert (snapshot.error.phase, snapshot.error.chunk) == ("transform", 3)
+    assert snapshot.error.message.startswith("dead-lettered after 1 deliveries")
+    assert steps.get_task(alive, deps).status is TaskStatus.ACCEPTED
+    assert len(_of_type(cloud.published_events(), "TaskFailed")) == 1
+    # And both messages are still in the DLQ, visible, for `busline dlq replay`
+    attributes = cloud.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["All"])["Attributes"]
+    assert (attributes["ApproximateNumberOfMessages"], attributes["ApproximateNumberOfMessagesNotVisible"]) == ("2", "0")
+    # And a second run fails nothing more
+    assert steps.watchdog(deps) == 0
 
 
 # --- progress -------------------------------------------------------------------------------------
