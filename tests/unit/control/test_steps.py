@@ -233,6 +233,22 @@ def test_a_small_csv_goes_through_all_steps_with_exact_counts(
     assert warehouse.ensure_calls == 1
 
 
+def test_a_source_limit_reads_only_the_first_rows(cloud: Cloud, deps: Deps, warehouse: FakeWarehouse) -> None:
+    # Given a task over the same 250 rows whose source says limit 120
+    spec = _spec()
+    spec["source"]["limit"] = 120
+    task_id = _submit(cloud, deps, spec)
+    # When every step runs
+    _run(cloud, deps, task_id)
+    # Then only rows 1..120 were read: 12 without dep_time, carrier ZZ in rows 1, 26, 51, 76, 101 and
+    # "oops" amounts in rows 7, 57, 107 (8 rejected), in 2 chunks of at most 100
+    snapshot = steps.get_task(task_id, deps)
+    assert snapshot.status is TaskStatus.SUCCEEDED
+    assert snapshot.counts.model_dump() == {"read": 120, "filtered": 12, "rejected": 8, "loaded": 100}
+    assert snapshot.phases.extract.total == 2
+    assert max(key for (key,) in warehouse.tables["flights"]) == 119  # row 120 has no dep_time
+
+
 def test_duplicate_delivery_of_every_step_changes_nothing(
     cloud: Cloud, deps: Deps, warehouse: FakeWarehouse
 ) -> None:

@@ -33,10 +33,12 @@ def test_flights_expands_to_the_documented_spec() -> None:
     assert names[-2:] == ["airline_name", "dest_name"]
 
 
-def test_flights_params_set_chunk_rows_and_table() -> None:
-    spec = expand_pipeline("flights", {"chunkRows": 5000, "table": "flights_2013"}, "b")
+def test_flights_params_set_chunk_rows_table_and_limit() -> None:
+    spec = expand_pipeline("flights", {"chunkRows": 5000, "table": "flights_2013", "limit": 12000}, "b")
     assert spec.chunkRows == 5000
     assert spec.target.table == "flights_2013"
+    assert spec.source.limit == 12000
+    assert expand_pipeline("flights", {}, "b").source.limit is None
 
 
 def test_unknown_pipeline_is_named() -> None:
@@ -53,6 +55,8 @@ def test_unknown_pipeline_is_named() -> None:
         ({"chunkRows": "many"}, "params.chunkRows"),
         ({"table": "Bad-Name"}, "params.table"),
         ({"colour": "red"}, "params.colour"),
+        ({"limit": 0}, "params.limit"),
+        ({"limit": "all"}, "params.limit"),
     ],
 )
 def test_bad_params_are_named(params: dict[str, object], field: str) -> None:
