@@ -8,18 +8,18 @@ if str(LAYER_DIR) not in sys.path:
     sys.path.insert(0, str(LAYER_DIR))
 
 
+
 import shutil  # noqa: E402
-import tempfile  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
+from busline.localcloud.testing import new_data_dir  # noqa: E402
+
 
 @pytest.fixture
 def cloud_data_dir() -> Iterator[Path]:
-    """A data dir for `busline local up`: pytest's tmp_path sits under a 0700 folder that the
-    `pgserver` user (Postgres, when we run as root) cannot enter."""
-    folder = Path(tempfile.mkdtemp(prefix="busline-test-"))
-    folder.chmod(0o755)
+    """A data dir for `busline local up` that Postgres can enter (pytest's tmp_path is under a 0700 folder)."""
+    folder = new_data_dir("test")
     yield folder
     shutil.rmtree(folder, ignore_errors=True)

@@ -6,10 +6,12 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -95,3 +97,48 @@ def running_cloud(
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
         console.close()
+
+
+def new_data_dir(prefix: str) -> Path:
+    """A fresh data dir Postgres can use: run as root, pgserver runs postgres as its own `pgserver` user,
+    which cannot enter a 0700 temp dir (pytest's tmp_path or a bare mkdtemp)."""
+    data_dir = Path(tempfile.mkdtemp(prefix=f"busline-{prefix}-"))
+    data_dir.chmod(0o755)
+    return data_dir
+
+
+@contextlib.contextmanager
+def disposable_cloud(
+    template: Path, prefix: str, *, extra_args: list[str] | None = None, timeout_s: float = 180.0
+) -> Iterator[RunningCloud]:
+    """`running_cloud` in a new data dir; the Postgres data goes afterwards, the console and function
+    logs (and anything a test saved there) stay for a post-mortem."""
+    data_dir = new_data_dir(prefix)
+    try:
+        with running_cloud(template, data_dir, extra_args=extra_args, timeout_s=timeout_s) as cloud:
+            yield cloud
+    finally:
+        shutil.rmtree(data_dir / "pg", ignore_errors=True)
+
+
+class FolderCloud:
+    """One cloud shared by the tests of one folder, closed as soon as that folder's last test is done
+    rather than at the end of the session, so two suites' clouds never compete for a small machine.
+
+    In the folder's conftest: `folder_cloud = FolderCloud(Path(__file__).parent)`, a session fixture that
+    yields `folder_cloud.start(...)`, and `pytest_runtest_teardown = folder_cloud.teardown_hook`.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder.resolve()
+        self._stack = contextlib.ExitStack()
+
+    def start(self, template: Path, prefix: str, **options: Any) -> RunningCloud:
+        return self._stack.enter_context(disposable_cloud(template, prefix, **options))
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def teardown_hook(self, item: Any, nextitem: Any) -> None:
+        if nextitem is None or self.folder not in Path(nextitem.path).resolve().parents:
+            self.close()

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from busline.localcloud.testing import RunningCloud, running_cloud
+from busline.localcloud.testing import FolderCloud, RunningCloud
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "template.yaml"
@@ -52,20 +49,12 @@ def browser() -> Iterator[Any]:
 
 
 # Closed once the last browser test is done, so it never runs alongside a later suite's cloud.
-_cloud_stack = contextlib.ExitStack()
-E2E_TESTS_DIR = Path(__file__).resolve().parent
-
-
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    if nextitem is None or E2E_TESTS_DIR not in Path(nextitem.path).resolve().parents:
-        _cloud_stack.close()
+folder_cloud = FolderCloud(Path(__file__).parent)
+pytest_runtest_teardown = folder_cloud.teardown_hook
 
 
 @pytest.fixture(scope="session")
 def e2e_cloud() -> Iterator[RunningCloud]:
-    data_dir = Path(tempfile.mkdtemp(prefix="busline-e2e-"))
-    data_dir.chmod(0o755)  # Postgres runs as the `pgserver` user when we are root: it must enter the dir
-    with _cloud_stack:
-        yield _cloud_stack.enter_context(running_cloud(TEMPLATE, data_dir, extra_args=CLOUD_ARGS))
-    # the screenshot and logs stay for a look after the run; the Postgres data does not
-    shutil.rmtree(data_dir / "pg", ignore_errors=True)
+    # the screenshot and the logs stay in its data dir for a look after the run
+    yield folder_cloud.start(TEMPLATE, "e2e", extra_args=CLOUD_ARGS)
+    folder_cloud.close()

@@ -7,10 +7,7 @@ the final snapshot to every test that needs them.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +22,7 @@ import psycopg
 import pytest
 from websockets.sync.client import connect
 
-from busline.localcloud.testing import RunningCloud, running_cloud
+from busline.localcloud.testing import FolderCloud, RunningCloud
 
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATE = REPO / "template.yaml"
@@ -168,26 +165,14 @@ def follow_task(
 
 # The cloud is closed as soon as the last test of this folder is done (not at the end of the whole
 # session), so it never runs alongside the clouds of the suites that follow on a small machine.
-_cloud_stack = contextlib.ExitStack()
-APP_TESTS_DIR = Path(__file__).resolve().parent
-
-
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    if nextitem is None or APP_TESTS_DIR not in Path(nextitem.path).resolve().parents:
-        _cloud_stack.close()
+folder_cloud = FolderCloud(Path(__file__).parent)
+pytest_runtest_teardown = folder_cloud.teardown_hook
 
 
 @pytest.fixture(scope="session")
 def cloud() -> Iterator[RunningCloud]:
-    data_dir = Path(tempfile.mkdtemp(prefix="busline-app-"))
-    data_dir.chmod(0o755)  # Postgres runs as the `pgserver` user when we are root: it must enter the dir
-    with _cloud_stack:
-        running = _cloud_stack.enter_context(
-            running_cloud(TEMPLATE, data_dir, extra_args=CLOUD_ARGS, timeout_s=START_TIMEOUT_S)
-        )
-        yield running
-    # Postgres data is big and useless afterwards; the console log and function logs stay for a post-mortem
-    shutil.rmtree(data_dir / "pg", ignore_errors=True)
+    yield folder_cloud.start(TEMPLATE, "app", extra_args=CLOUD_ARGS, timeout_s=START_TIMEOUT_S)
+    folder_cloud.close()
 
 
 @pytest.fixture(scope="session")

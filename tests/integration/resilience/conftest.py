@@ -8,26 +8,20 @@ machine.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from busline.localcloud.testing import RunningCloud
+from busline.localcloud.testing import FolderCloud, RunningCloud
 
-from .resilience_support import DRILL_ARGS, local_cloud
+from .resilience_support import DRILL_ARGS, START_TIMEOUT_S, TEMPLATE
 
-_drill_stack = contextlib.ExitStack()
-RESILIENCE_DIR = Path(__file__).resolve().parent
-
-
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    if nextitem is None or RESILIENCE_DIR not in Path(nextitem.path).resolve().parents:
-        _drill_stack.close()
+folder_cloud = FolderCloud(Path(__file__).parent)
+pytest_runtest_teardown = folder_cloud.teardown_hook
 
 
 @pytest.fixture(scope="session")
 def drill_cloud() -> Iterator[RunningCloud]:
-    with _drill_stack:
-        yield _drill_stack.enter_context(local_cloud("drill", DRILL_ARGS))
+    yield folder_cloud.start(TEMPLATE, "drill", extra_args=DRILL_ARGS, timeout_s=START_TIMEOUT_S)
+    folder_cloud.close()

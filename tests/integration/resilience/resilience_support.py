@@ -12,10 +12,8 @@ import gzip
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -23,7 +21,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -34,7 +32,7 @@ from typing import Any
 import boto3
 import psycopg
 
-from busline.localcloud.testing import RunningCloud, running_cloud
+from busline.localcloud.testing import RunningCloud, disposable_cloud
 
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATE = REPO / "template.yaml"
@@ -49,16 +47,9 @@ VOID = "void"  # the filter drops these
 # --- clouds ---------------------------------------------------------------------------------------
 
 
-@contextmanager
-def local_cloud(prefix: str, extra_args: list[str]) -> Iterator[RunningCloud]:
+def local_cloud(prefix: str, extra_args: list[str]) -> AbstractContextManager[RunningCloud]:
     """A cloud in a fresh data dir; Postgres data is dropped afterwards, console and function logs stay."""
-    data_dir = Path(tempfile.mkdtemp(prefix=f"busline-{prefix}-"))
-    data_dir.chmod(0o755)  # Postgres runs as the `pgserver` user when we are root: it must enter the dir
-    try:
-        with running_cloud(TEMPLATE, data_dir, extra_args=extra_args, timeout_s=START_TIMEOUT_S) as cloud:
-            yield cloud
-    finally:
-        shutil.rmtree(data_dir / "pg", ignore_errors=True)
+    return disposable_cloud(TEMPLATE, prefix, extra_args=extra_args, timeout_s=START_TIMEOUT_S)
 
 
 # Fault-free, with a short redelivery cycle: a failing message is back after 10 s and dead-lettered on its
