@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from busline_core import steps
-from busline_core.contracts import ChunkExtracted, ChunkExtractedRecord
+from busline_core.contracts import ChunkExtractedRecord
 from busline_core.settings import TransformSettings
-from busline_core.sqs_step import SqsStep
-from busline_core.wiring import build_deps
+from busline_core.sqs_step import sqs_step_function
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
-settings = TransformSettings()
-deps = build_deps(settings)
-step: SqsStep[ChunkExtracted] = SqsStep(
+deps, lambda_handler = sqs_step_function(
+    TransformSettings(),
     record_model=ChunkExtractedRecord,
-    work=lambda detail: steps.transform_chunk(detail, deps),
-    on_final_failure=lambda detail, error: steps.record_final_failure(detail, error, deps),
+    work=steps.transform_chunk,
     idempotency_key="[taskId, phase, chunk]",
-    idempotency_table=settings.idempotency_table,
-    max_receive_count=settings.max_receive_count,
     metric_name="RowsTransformed",
-    logger=logger,
-    metrics=metrics,
 )
-
-
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return step.handle(event, context)

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -26,6 +26,11 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
+
+from . import steps
+from .settings import ExtractSettings, LoadSettings, TransformSettings
+from .steps import Deps
+from .wiring import build_deps
 
 Detail = TypeVar("Detail", bound=BaseModel)
 
@@ -45,6 +50,7 @@ class SqsStep(Generic[Detail]):
         metrics: Metrics,
     ) -> None:
         self.logger = logger
+        self.metrics = metrics
         self.max_receive_count = max_receive_count
         self.on_final_failure = on_final_failure
         # raise_on_entire_batch_failure=False: with one record per batch, report it in batchItemFailures
@@ -83,3 +89,39 @@ class SqsStep(Generic[Detail]):
         return process_partial_response(
             event=event, record_handler=self.handle_record, processor=self.processor, context=context
         )
+
+    def lambda_handler_with(self, tracer: Tracer) -> Callable[[dict[str, Any], LambdaContext], PartialItemFailureResponse]:
+        """The function's entry point, with Powertools' logging, tracing and metrics around `handle`."""
+
+        @self.logger.inject_lambda_context
+        @tracer.capture_lambda_handler
+        @self.metrics.log_metrics
+        def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+            return self.handle(event, context)
+
+        return lambda_handler
+
+
+def sqs_step_function(
+    settings: ExtractSettings | TransformSettings | LoadSettings,
+    *,
+    record_model: type[SqsRecordModel],
+    work: Callable[[Any, Deps], int],
+    idempotency_key: str,
+    metric_name: str,
+) -> tuple[Deps, Callable[[dict[str, Any], LambdaContext], PartialItemFailureResponse]]:
+    """Everything a step's handler module needs: its Deps (built once per container) and its entry point."""
+    deps = build_deps(settings)
+    logger = Logger()
+    step: SqsStep[Any] = SqsStep(
+        record_model=record_model,
+        work=lambda detail: work(detail, deps),
+        on_final_failure=lambda detail, error: steps.record_final_failure(detail, error, deps),
+        idempotency_key=idempotency_key,
+        idempotency_table=settings.idempotency_table,
+        max_receive_count=settings.max_receive_count,
+        metric_name=metric_name,
+        logger=logger,
+        metrics=Metrics(),
+    )
+    return deps, step.lambda_handler_with(Tracer())

@@ -595,9 +595,13 @@ _PHASE_OF_STATUS = {
 def watchdog(deps: Deps, now: datetime | None = None) -> int:
     """Fail tasks whose messages were dead-lettered without telling them, and tasks that made no
     progress for STALL_SECONDS (a lost message, a bug); returns how many it failed."""
-    failed = _fail_dead_lettered(deps)
+    active = {str(item["taskId"]): item for item in deps.tasks.list_active()}  # one scan for both checks
+    dead_lettered = _fail_dead_lettered(active, deps)
+    failed = len(dead_lettered)
     now_ms = epoch_ms(now or deps.clock())
-    for item in deps.tasks.list_active():
+    for task_id, item in active.items():
+        if task_id in dead_lettered:
+            continue
         idle_ms = now_ms - int(item.get("updatedAtMs", 0))
         if idle_ms < deps.stall_seconds * 1000:
             continue
@@ -610,20 +614,19 @@ def watchdog(deps: Deps, now: datetime | None = None) -> int:
     return failed
 
 
-def _fail_dead_lettered(deps: Deps) -> int:
-    """A last delivery that died before the handler ran (crash, timeout) never failed its task."""
+def _fail_dead_lettered(active: Mapping[str, Any], deps: Deps) -> set[str]:
+    """A last delivery that died before the handler ran (crash, timeout) never failed its task;
+    returns the ids of the tasks failed here."""
+    failed: set[str] = set()
     if deps.dead_letters is None:
-        return 0
-    failed = 0
-    active = {str(item["taskId"]) for item in deps.tasks.list_active()}
+        return failed
     for letter in deps.dead_letters.peek():
-        if letter.task_id not in active:
+        if letter.task_id not in active or letter.task_id in failed:
             continue  # finished, already failed, or not ours
         phase = Phase(letter.phase) if letter.phase else Phase.EXTRACT
         message = f"dead-lettered after {letter.receive_count} deliveries: see `busline dlq show --task {letter.task_id}`"
         if deps.tasks.fail(letter.task_id, phase, letter.chunk, message):
-            failed += 1
-            active.discard(letter.task_id)
+            failed.add(letter.task_id)
             logger.warning("task dead-lettered", extra={"task_id": letter.task_id, "phase": phase.value})
             _announce_finished(letter.task_id, deps)
     return failed
