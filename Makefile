@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # root on CI and on the dev machines; sudo elsewhere
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench lint setup chromium clean
+.PHONY: run test test-unit bench lint setup chromium clean
 
 setup: $(STAMP)
 
@@ -26,12 +26,16 @@ run: setup
 test: setup chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# No local cloud, no Postgres, no browser: the fast suite CI runs on every push.
+test-unit: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
 bench: setup
 	$(BIN)/python -m busline.bench --json bench-results.json
 
 lint: setup
 	$(BIN)/ruff check busline src tests
-	$(BIN)/mypy busline src/layer/busline_core
+	$(BIN)/mypy  # the files pyproject.toml lists: busline, the layer and every function
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/sam validate --lint --template template.yaml --region us-east-1
 	$(BIN)/sam build --template template.yaml --build-dir .aws-sam/build

@@ -44,7 +44,6 @@ from urllib.parse import parse_qs, urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "template.yaml"
-LAYER_DIR = REPO / "src" / "layer"
 FLIGHTS_TABLE = "flights"
 BASELINE_TABLE = "flights_baseline"
 WARMUP_ROWS = 500
@@ -242,7 +241,7 @@ def run_baseline(database_url: str, rows: int | None) -> BaselineResult:
     """Stream, transform with busline_core.transform, COPY into BASELINE_TABLE: the floor for the pipeline."""
     import psycopg
     from busline_core.pipelines import expand_pipeline
-    from busline_core.sources import iter_chunks, iter_records
+    from busline_core.readers import iter_chunks, iter_records
     from busline_core.spec import POSTGRES_TYPES
     from busline_core.transform import ReferenceTable, output_columns, transform_rows
     from psycopg import sql
@@ -451,8 +450,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows is not None and args.rows < 1:
         parser.error("--rows must be at least 1")
 
-    if str(LAYER_DIR) not in sys.path:
-        sys.path.insert(0, str(LAYER_DIR))  # busline_core, as the functions import it
     import boto3
 
     from busline.localcloud.testing import running_cloud

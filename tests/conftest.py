@@ -1,4 +1,5 @@
-"""Shared by every test folder: make the Lambda layer (`busline_core`) importable as it is on AWS."""
+"""Shared by every test folder: make the Lambda layer (`busline_core`) importable as it is on AWS, and
+the one local cloud of template.yaml that the app and browser suites share."""
 
 import sys
 from pathlib import Path
@@ -14,7 +15,35 @@ from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
-from busline.localcloud.testing import new_data_dir  # noqa: E402
+from busline.localcloud.testing import FolderCloud, RunningCloud, new_data_dir  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+TEMPLATE = TESTS.parent / "template.yaml"
+# Shorter than the AWS-sized defaults, so a broken step shows up in a minute, not in six.
+DEMO_CLOUD_ARGS = [
+    "--demo",
+    # extract streams the whole source in one invocation: 20 s is not enough on a busy 2-CPU box
+    "--param", "StepTimeout=60",
+    "--param", "QueueVisibilityTimeout=70",
+    "--param", "MaxReceiveCount=3",
+    "--param", "ChunkRows=20000",
+    "--param", "ProgressBatchWindow=1",
+]  # fmt: skip
+DEMO_CLOUD_START_TIMEOUT_S = 180.0
+
+# tests/e2e and tests/integration/app run the same template with the same parameters, one folder right
+# after the other in pytest's order: one cloud serves both and is closed after the last of their tests,
+# so it never runs alongside the clouds of the suites that follow on a small machine.
+demo_clouds = FolderCloud(TESTS / "e2e", TESTS / "integration" / "app")
+pytest_runtest_teardown = demo_clouds.teardown_hook
+
+
+@pytest.fixture(scope="session")
+def demo_cloud() -> Iterator[RunningCloud]:
+    """template.yaml with --demo data and a real Postgres. The browser suite runs first and expects a
+    cloud without earlier tasks; the app suite's assertions hold whatever ran before them."""
+    yield demo_clouds.start(TEMPLATE, "demo", extra_args=DEMO_CLOUD_ARGS, timeout_s=DEMO_CLOUD_START_TIMEOUT_S)
+    demo_clouds.close()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
+from busline_core.dead_letters import parse_body
 from rich.console import Console
 from rich.table import Table
 
@@ -75,30 +76,18 @@ class DlqMessage:
 
 
 def parse_message(pair: QueuePair, raw: dict[str, Any]) -> DlqMessage:
-    """The body is the EventBridge event the rule delivered; its detail names task, phase and chunk."""
     body = raw.get("Body", "")
-    detail: dict[str, Any] = {}
-    detail_type = None
-    try:
-        event = json.loads(body)
-    except json.JSONDecodeError:
-        event = None
-    if isinstance(event, dict):
-        detail_type = event.get("detail-type")
-        inner = event.get("detail")
-        detail = inner if isinstance(inner, dict) else event
-    chunk = detail.get("chunk")
+    parsed = parse_body(body)  # the layer's parser: the watchdog reads DLQs exactly the same way
     return DlqMessage(
         pair=pair,
         message_id=raw["MessageId"],
         body=body,
         attributes=raw.get("Attributes", {}),
         message_attributes=raw.get("MessageAttributes", {}),
-        task_id=str(detail["taskId"]) if detail.get("taskId") else None,
-        # TaskSubmitted has no phase field: its queue says which phase it belongs to.
-        phase=str(detail.get("phase") or pair.phase),
-        chunk=int(chunk) if isinstance(chunk, int | float) else None,
-        detail_type=detail_type,
+        task_id=parsed.task_id,
+        phase=parsed.phase or pair.phase,
+        chunk=parsed.chunk,
+        detail_type=parsed.detail_type,
     )
 
 

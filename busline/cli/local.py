@@ -8,17 +8,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from busline.keyvalue import split_pairs
+
 app = typer.Typer(no_args_is_help=True)
 
 
 def _parse_params(raw: list[str]) -> dict[str, str]:
-    parameters: dict[str, str] = {}
-    for item in raw:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"{item!r} must look like Key=Value", param_hint="--param")
-        parameters[key.strip()] = value
-    return parameters
+    try:
+        return split_pairs(raw, example="Key=Value")
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--param") from None
 
 
 @app.command()

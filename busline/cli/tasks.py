@@ -24,6 +24,7 @@ from busline.cli.endpoints import (
     StackOption,
     resolve,
 )
+from busline.keyvalue import json_scalar, split_pairs
 
 HTTP_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 1.0
@@ -130,17 +131,10 @@ def _dotted(location: list[Any]) -> str:
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
     """`k=v` pairs; a value that reads as a JSON number/bool/null becomes one, anything else stays text."""
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--param")
-        try:
-            parsed = json.loads(value)
-            params[key.strip()] = parsed if isinstance(parsed, int | float | bool) or parsed is None else value
-        except json.JSONDecodeError:
-            params[key.strip()] = value
-    return params
+    try:
+        return {key: json_scalar(value) for key, value in split_pairs(pairs).items()}
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--param") from None
 
 
 def read_spec(path: Path) -> dict[str, Any]:

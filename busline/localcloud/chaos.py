@@ -13,6 +13,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from busline.keyvalue import split_pairs
+
 CHAOS_KINDS = ("duplicate", "fail", "timeout", "kill")
 
 
@@ -44,21 +46,15 @@ class ChaosConfig:
     @classmethod
     def parse(cls, spec: str, seed: int | None = None) -> ChaosConfig:
         """`"duplicate=0.3,fail=0.2"` -> rates; an empty spec turns chaos off."""
+        pairs = split_pairs((item for item in spec.split(",") if item.strip()), example="kind=rate, e.g. fail=0.1", noun="chaos")
         rates: dict[str, float] = {}
-        for item in (part.strip() for part in spec.split(",")):
-            if not item:
-                continue
-            key, sep, raw_rate = (piece.strip() for piece in item.partition("="))
-            if not sep:
-                raise ValueError(f"chaos item {item!r} must look like kind=rate, e.g. fail=0.1")
+        for key, raw_rate in pairs.items():
             if key not in CHAOS_KINDS:
                 raise ValueError(f"unknown chaos kind {key!r}; expected one of {', '.join(CHAOS_KINDS)}")
-            if key in rates:
-                raise ValueError(f"chaos kind {key!r} is given twice")
             try:
-                rate = float(raw_rate)
+                rate = float(raw_rate.strip())
             except ValueError:
-                raise ValueError(f"chaos rate for {key!r} must be a number between 0 and 1, got {raw_rate!r}") from None
+                raise ValueError(f"chaos rate for {key!r} must be a number between 0 and 1, got {raw_rate.strip()!r}") from None
             _check_rate(key, rate)
             rates[key] = rate
         return cls(seed=seed, **rates)

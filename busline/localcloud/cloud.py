@@ -26,13 +26,13 @@ from rich.console import Console
 
 from busline.localcloud.chaos import ChaosConfig
 from busline.localcloud.demo import upload_demo_data
+from busline.localcloud.event_sources import build_event_sources
 from busline.localcloud.gateways import RestGateway, StaticSite, WebSocketGateway
 from busline.localcloud.intrinsics import DEFAULT_ACCOUNT_ID
 from busline.localcloud.model import CloudModel, Endpoints, LocalCloudError, PortInUse
 from busline.localcloud.postgres import start_postgres
 from busline.localcloud.provision import SNS_BRIDGE_TYPE, provision
 from busline.localcloud.runtime import FunctionRuntime
-from busline.localcloud.sources import build_event_sources
 from busline.localcloud.template import load_and_translate
 
 DATABASE_URL_PARAMETER = "DatabaseUrl"

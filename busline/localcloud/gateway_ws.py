@@ -28,7 +28,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from busline.localcloud.gateway_rest import (
+from busline.localcloud.http_io import (
     HttpServerThread,
     Invoker,
     JsonResponder,

@@ -1,6 +1,6 @@
 """What the local cloud knows about a template once it is translated and provisioned.
 
-The provisioner (provision.py) builds a CloudModel; the runtime, event sources and gateways only
+The provisioner (the provision package) builds a CloudModel; the runtime, event sources and gateways only
 read it. Every name, URL and ARN in here is already resolved to its local value.
 """
 
@@ -44,6 +44,10 @@ class Endpoints:
             "management": self.management,
             "postgres": self.postgres,
         }
+
+
+# What a CloudModel provisioned in-process (no gateways, no moto server) carries as its endpoints.
+NO_ENDPOINTS = Endpoints(host="", rest="", websocket="", web="", aws="", management="", postgres="")
 
 
 @dataclass

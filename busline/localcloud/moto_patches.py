@@ -11,9 +11,10 @@ SQS long polls would otherwise block everything.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 _DYNAMODB_LOCK = threading.RLock()
@@ -29,15 +30,37 @@ def _serialized(method: Callable[..., Any], lock: threading.RLock) -> Callable[.
     return locked
 
 
-def make_dynamodb_atomic() -> None:
-    global _applied
-    if _applied:
-        return
+def _dynamodb_handlers() -> tuple[type[Any], ...]:
     from moto.dynamodb.responses import DynamoHandler
     from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 
-    DynamoHandler.call_action = _serialized(DynamoHandler.call_action, _DYNAMODB_LOCK)  # type: ignore[method-assign]
-    DynamoDBStreamsHandler.call_action = _serialized(  # type: ignore[method-assign]
-        DynamoDBStreamsHandler.call_action, _DYNAMODB_LOCK
-    )
+    return DynamoHandler, DynamoDBStreamsHandler
+
+
+def make_dynamodb_atomic() -> None:
+    """For the rest of the process: the local cloud's moto server never runs without it."""
+    global _applied
+    if _applied:
+        return
+    for handler in _dynamodb_handlers():
+        handler.call_action = _serialized(handler.call_action, _DYNAMODB_LOCK)
     _applied = True
+
+
+@contextlib.contextmanager
+def atomic_dynamodb() -> Iterator[None]:
+    """The same serialization for the block only, undone on exit: for tests that run moto in-process
+    (mock_aws) from several threads and must see AWS's per-item atomicity, without changing moto for
+    the tests that follow."""
+    lock = threading.RLock()
+    originals = [(handler, handler.__dict__.get("call_action")) for handler in _dynamodb_handlers()]
+    for handler, _ in originals:
+        handler.call_action = _serialized(handler.call_action, lock)
+    try:
+        yield
+    finally:
+        for handler, own in originals:
+            if own is None:
+                del handler.call_action  # it was inherited: let the base class's show through again
+            else:
+                handler.call_action = own

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from busline.localcloud.gateway_rest import HttpServerThread
+from busline.localcloud.http_io import HttpServerThread
 from busline.localcloud.model import LocalCloudError
 
 _NO_CACHE = (("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0"),

@@ -122,16 +122,23 @@ def disposable_cloud(
 
 
 class FolderCloud:
-    """One cloud shared by the tests of one folder, closed as soon as that folder's last test is done
+    """One cloud shared by the tests of some folders, closed as soon as the last of their tests is done
     rather than at the end of the session, so two suites' clouds never compete for a small machine.
 
-    In the folder's conftest: `folder_cloud = FolderCloud(Path(__file__).parent)`, a session fixture that
-    yields `folder_cloud.start(...)`, and `pytest_runtest_teardown = folder_cloud.teardown_hook`.
+    In a conftest above those folders: `shared = FolderCloud(folder, ...)`, a session fixture that
+    yields `shared.start(...)`, and `pytest_runtest_teardown = shared.teardown_hook`. The folders'
+    tests must run one after the other (pytest's default order does that for adjacent folders).
     """
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder.resolve()
+    def __init__(self, *folders: Path) -> None:
+        if not folders:
+            raise ValueError("FolderCloud needs at least one folder")
+        self.folders = tuple(folder.resolve() for folder in folders)
         self._stack = contextlib.ExitStack()
+
+    @property
+    def folder(self) -> Path:
+        return self.folders[0]
 
     def start(self, template: Path, prefix: str, **options: Any) -> RunningCloud:
         return self._stack.enter_context(disposable_cloud(template, prefix, **options))
@@ -139,6 +146,9 @@ class FolderCloud:
     def close(self) -> None:
         self._stack.close()
 
+    def holds(self, path: Path) -> bool:
+        return any(folder in path.resolve().parents for folder in self.folders)
+
     def teardown_hook(self, item: Any, nextitem: Any) -> None:
-        if nextitem is None or self.folder not in Path(nextitem.path).resolve().parents:
+        if nextitem is None or not self.holds(Path(nextitem.path)):
             self.close()

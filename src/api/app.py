@@ -1,6 +1,7 @@
 """REST API: submit a task, read its snapshot, list tasks, page through its rejected rows.
 
-Thin on purpose: validation is Powertools' (422 naming each field), the work is in busline_core.steps.
+Thin on purpose: validation is Powertools' (422 naming each field), the work is busline_core.task_api,
+and this module is the one place where errors become HTTP statuses.
 """
 
 from __future__ import annotations
@@ -14,24 +15,39 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from busline_core import steps
+from busline_core import task_api
 from busline_core.contracts import RejectPage, SubmitTaskRequest, TaskPage, TaskSnapshot, TaskStatus
-from busline_core.errors import BuslineError, InvalidTask
+from busline_core.deps import build_api_deps
+from busline_core.errors import BuslineError, InvalidTask, SourceUnreadable, TaskNotFound
+from busline_core.paging import DEFAULT_REJECTS_PAGE, DEFAULT_TASKS_PAGE, MAX_PAGE_SIZE
 from busline_core.settings import ApiSettings
-from busline_core.wiring import build_deps
 from pydantic import BaseModel
 
 LOCAL_OWNER = "local-user"  # no authorizer in front of the API (local cloud, or an open dev stage)
+
+# The HTTP status of each error; the most specific class listed wins, anything else is a 500.
+HTTP_STATUS: dict[type[BuslineError], int] = {
+    InvalidTask: 400,
+    TaskNotFound: 404,
+    SourceUnreadable: 422,
+}
 
 logger = Logger()
 tracer = Tracer()
 app = APIGatewayRestResolver(enable_validation=True, cors=CORSConfig(allow_origin="*"))
 app.enable_swagger(path="/swagger", title="Busline API")
-deps = build_deps(ApiSettings())
+deps = build_api_deps(ApiSettings())
 
 
 def current_owner() -> str:
     return app.current_event.request_context.authorizer.principal_id or LOCAL_OWNER
+
+
+def http_status(error: BuslineError) -> int:
+    for cls in type(error).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
 
 
 class TaskLinks(BaseModel):
@@ -47,42 +63,44 @@ class TaskAccepted(BaseModel):
 
 @app.post("/tasks")
 def submit_task(request: Annotated[SubmitTaskRequest, Body()]) -> Response[TaskAccepted]:
-    task_id = (snapshot := steps.submit_task(request, current_owner(), deps)).taskId
-    subscribe = json.dumps({"action": "subscribe", "taskId": task_id})
-    accepted = TaskAccepted(taskId=task_id, status=snapshot.status, links=TaskLinks(self=f"/tasks/{task_id}", progress=subscribe))
+    snapshot = task_api.submit_task(request, current_owner(), deps)
+    subscribe = json.dumps({"action": "subscribe", "taskId": snapshot.taskId})
+    links = TaskLinks(self=f"/tasks/{snapshot.taskId}", progress=subscribe)
+    accepted = TaskAccepted(taskId=snapshot.taskId, status=snapshot.status, links=links)
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=accepted)
 
 
 @app.get("/tasks/<taskId>")
 def get_task(taskId: str) -> TaskSnapshot:
-    return steps.get_task(taskId, deps, owner=current_owner())
+    return task_api.get_task(taskId, current_owner(), deps)
 
 
 @app.get("/tasks")
 def list_tasks(
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_TASKS_PAGE,
     next_token: Annotated[str | None, Query(alias="nextToken")] = None,
 ) -> TaskPage:
-    return steps.list_tasks(current_owner(), limit, next_token, deps)
+    return task_api.list_tasks(current_owner(), limit, next_token, deps)
 
 
 @app.get("/tasks/<taskId>/rejects")
 def list_rejects(
     taskId: str,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_REJECTS_PAGE,
     next_token: Annotated[str | None, Query(alias="nextToken")] = None,
 ) -> RejectPage:
-    return steps.list_rejects(taskId, limit, next_token, deps, owner=current_owner())
+    return task_api.list_rejects(taskId, current_owner(), limit, next_token, deps)
 
 
 @app.exception_handler(BuslineError)
 def busline_error(error: BuslineError) -> Response:
+    status = http_status(error)
     body: dict[str, Any] = {"message": error.message}
     if isinstance(error, InvalidTask):
         body["errors"] = error.errors
-    if error.status_code >= 500:
+    if status >= 500:
         logger.exception("request failed")
-    return Response(status_code=error.status_code, content_type=content_types.APPLICATION_JSON, body=body)
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
 @app.exception_handler(RequestValidationError)

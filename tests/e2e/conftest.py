@@ -1,4 +1,4 @@
-"""A local cloud (real template, --demo data) and a headless Chromium for the browser tests."""
+"""A headless Chromium for the browser tests, and the demo cloud they share with tests/integration/app."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ from typing import Any
 
 import pytest
 
-from busline.localcloud.testing import FolderCloud, RunningCloud
+from busline.localcloud.testing import RunningCloud
 
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO / "template.yaml"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -23,15 +21,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-quic",
 ]
-CLOUD_ARGS = [
-    "--demo",
-    # extract streams the whole source in one invocation: 20 s is not enough on a busy 2-CPU box
-    "--param", "StepTimeout=60",
-    "--param", "QueueVisibilityTimeout=70",
-    "--param", "MaxReceiveCount=3",
-    "--param", "ChunkRows=20000",
-    "--param", "ProgressBatchWindow=1",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -48,13 +37,8 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-# Closed once the last browser test is done, so it never runs alongside a later suite's cloud.
-folder_cloud = FolderCloud(Path(__file__).parent)
-pytest_runtest_teardown = folder_cloud.teardown_hook
-
-
 @pytest.fixture(scope="session")
-def e2e_cloud() -> Iterator[RunningCloud]:
-    # the screenshot and the logs stay in its data dir for a look after the run
-    yield folder_cloud.start(TEMPLATE, "e2e", extra_args=CLOUD_ARGS)
-    folder_cloud.close()
+def e2e_cloud(demo_cloud: RunningCloud) -> RunningCloud:
+    """The template.yaml cloud this suite shares with tests/integration/app (see tests/conftest.py); the
+    screenshot and the logs stay in its data dir for a look after the run."""
+    return demo_cloud

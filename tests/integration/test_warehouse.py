@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from busline_core.errors import LoadFailed
 from busline_core.pipelines import expand_pipeline
-from busline_core.sources import iter_chunks, iter_records
+from busline_core.readers import iter_chunks, iter_records
 from busline_core.spec import OutputColumn, TargetSpec
 from busline_core.transform import ReferenceTable, output_columns, transform_rows
 from busline_core.warehouse import Warehouse

@@ -14,21 +14,14 @@ import pytest
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
+from busline.localcloud.provision import HANDLERS
+
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "template.yaml"
 VENV_BIN = Path(sys.executable).parent
 
-# What the local cloud provisions (docs/design.md, provision.py); anything else fails `busline local up`.
-LOCAL_CLOUD_TYPES = {
-    "AWS::SQS::Queue", "AWS::SQS::QueuePolicy", "AWS::DynamoDB::Table", "AWS::Events::EventBus", "AWS::Events::Rule",
-    "AWS::S3::Bucket", "AWS::SNS::Topic", "AWS::SNS::TopicPolicy", "AWS::SNS::Subscription",
-    "AWS::SecretsManager::Secret", "AWS::SSM::Parameter", "AWS::CloudWatch::Alarm", "AWS::Logs::LogGroup",
-    "AWS::IAM::Role", "AWS::IAM::Policy", "AWS::Scheduler::Schedule", "AWS::Lambda::Function",
-    "AWS::Lambda::EventSourceMapping", "AWS::Lambda::Permission", "AWS::Lambda::LayerVersion",
-    "AWS::ApiGateway::RestApi", "AWS::ApiGateway::Deployment", "AWS::ApiGateway::Stage",
-    "AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Route", "AWS::ApiGatewayV2::Integration",
-    "AWS::ApiGatewayV2::Authorizer", "AWS::ApiGatewayV2::Stage", "AWS::ApiGatewayV2::Deployment",
-}
+# What the local cloud provisions (its provisioner's type -> handler table); anything else fails `busline local up`.
+LOCAL_CLOUD_TYPES = set(HANDLERS)
 PHASES = ("Extract", "Transform", "Load")
 
 
@@ -146,8 +139,8 @@ def test_api_watchdog_and_websocket_functions_have_their_triggers(cfn: dict[str,
     assert handlers == {
         "ApiFunction": "app.lambda_handler", "ExtractFunction": "app.lambda_handler",
         "TransformFunction": "app.lambda_handler", "LoadFunction": "app.lambda_handler",
-        "ProgressFunction": "app.stream_handler", "ConnectionsFunction": "app.ws_handler",
-        "WatchdogFunction": "app.watchdog_handler",
+        "ProgressFunction": "stream.lambda_handler", "ConnectionsFunction": "routes.lambda_handler",
+        "WatchdogFunction": "watchdog.lambda_handler",
     }
 
 

@@ -78,7 +78,3 @@ class WebSocketPusher:
             raise
         return True
 
-
-def push(endpoint: str, connection_id: str, payload: Mapping[str, Any] | str) -> bool:
-    """One-off push (design.md's functional form); prefer a long-lived WebSocketPusher in handlers."""
-    return WebSocketPusher(endpoint).push(connection_id, payload)

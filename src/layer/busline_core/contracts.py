@@ -33,26 +33,11 @@ class TaskStatus(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
 
-    @property
-    def is_terminal(self) -> bool:
-        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
-
 
 class Phase(StrEnum):
     EXTRACT = "extract"
     TRANSFORM = "transform"
     LOAD = "load"
-
-    @property
-    def running_status(self) -> TaskStatus:
-        return _RUNNING_STATUS[self]
-
-
-_RUNNING_STATUS = {
-    Phase.EXTRACT: TaskStatus.EXTRACTING,
-    Phase.TRANSFORM: TaskStatus.TRANSFORMING,
-    Phase.LOAD: TaskStatus.LOADING,
-}
 
 PHASE_ORDER: tuple[Phase, ...] = (Phase.EXTRACT, Phase.TRANSFORM, Phase.LOAD)
 
@@ -185,9 +170,24 @@ class TaskPage(_Wire):
     nextToken: str | None = None
 
 
+class Reject(_Wire):
+    """A source row that could not be loaded, and why (GET /tasks/{id}/rejects lists them)."""
+
+    row: int  # source row number, counted from 1
+    reason: str
+    data: dict[str, Any]
+
+
 class RejectPage(_Wire):
-    items: list[dict[str, Any]]
+    items: list[Reject]
     nextToken: str | None = None
+
+
+class LoadOutcome(_Wire):
+    """What loading one chunk did (the warehouse reports it; load counts `rows`)."""
+
+    rows: int  # rows written (inserted or updated) by the load that recorded the chunk
+    already_loaded: bool  # True when an earlier delivery had loaded this chunk
 
 
 # --- POST /tasks ----------------------------------------------------------------------------------

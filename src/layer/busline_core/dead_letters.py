@@ -1,6 +1,6 @@
 """Look at what sits in the dead-letter queues without taking it away from `busline dlq replay`.
 
-A record normally fails its task on its last delivery (steps.record_final_failure). When that last
+A record normally fails its task on its last delivery (etl_steps.record_final_failure). When that last
 delivery dies before the handler runs (a crash, a timeout, a killed container), the message still
 lands in the DLQ but nobody told the task; the watchdog reads the DLQs to close that gap.
 """
@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from pydantic import BaseModel, ConfigDict
 
 PEEK_ROUNDS = 10  # x 10 messages per queue and watchdog tick
 HIDE_SECONDS = 30  # long enough that consecutive receives return other messages
 
 
-@dataclass(frozen=True)
-class DeadLetter:
+class DeadLetter(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     queue_url: str
     task_id: str
     phase: str | None
@@ -67,17 +68,48 @@ class DeadLetterQueues:
                 )
 
 
-def _parse(url: str, message: dict[str, Any]) -> DeadLetter | None:
+class DeadLetterBody(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    """What a dead-lettered message says about itself (the CLI's `busline dlq` reads it the same way)."""
+
+    detail_type: str | None
+    task_id: str | None
+    phase: str | None  # None for TaskSubmitted: the queue says which phase it belongs to
+    chunk: int | None
+
+
+def parse_body(body: str) -> DeadLetterBody:
+    """The body is the EventBridge event a rule delivered; its detail names task, phase and chunk.
+    A body that is not one of ours gives a DeadLetterBody of Nones (a person can still look at it)."""
     try:
-        detail = json.loads(message["Body"])["detail"]
-        task_id = str(detail["taskId"])
-    except (ValueError, KeyError, TypeError):
+        event = json.loads(body)
+    except ValueError:
+        event = None
+    detail: dict[str, Any] = {}
+    detail_type = None
+    if isinstance(event, dict):
+        raw_type = event.get("detail-type")
+        detail_type = raw_type if isinstance(raw_type, str) else None
+        inner = event.get("detail")
+        detail = inner if isinstance(inner, dict) else event
+    task_id, phase, chunk = detail.get("taskId"), detail.get("phase"), detail.get("chunk")
+    return DeadLetterBody(
+        detail_type=detail_type,
+        task_id=str(task_id) if task_id else None,
+        phase=str(phase) if phase else None,
+        chunk=int(chunk) if isinstance(chunk, int | float) and not isinstance(chunk, bool) else None,
+    )
+
+
+def _parse(url: str, message: dict[str, Any]) -> DeadLetter | None:
+    body = parse_body(message.get("Body", ""))
+    if body.task_id is None:
         return None  # not one of ours: `busline dlq show` will show it to a person
-    chunk = detail.get("chunk")
     return DeadLetter(
         queue_url=url,
-        task_id=task_id,
-        phase=detail.get("phase"),
-        chunk=chunk if isinstance(chunk, int) else None,
+        task_id=body.task_id,
+        phase=body.phase,
+        chunk=body.chunk,
         receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", 0)),
     )

@@ -1,16 +1,16 @@
 """The one exception hierarchy of the Busline layer.
 
-Every module of the layer (control plane and data plane) raises subclasses of BuslineError, so a
-handler can map them to HTTP statuses or decide whether a retry can help.
+Every module of the layer raises subclasses of BuslineError. Each says whether a retry of the same
+work can help (`retryable`): the SQS steps fail a task at once on a non-retryable error instead of
+letting SQS redeliver it until the DLQ. The HTTP status of each error lives in one mapping in the
+API module (src/api/app.py), not here.
 """
 
 from __future__ import annotations
 
 
 class BuslineError(Exception):
-    """Base class; `status_code` is what the REST API answers when nothing more specific applies."""
-
-    status_code: int = 500
+    retryable: bool = True
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -20,7 +20,7 @@ class BuslineError(Exception):
 class InvalidTask(BuslineError):
     """A task request or spec is not acceptable; `errors` lists each offending field."""
 
-    status_code = 400
+    retryable = False
 
     def __init__(self, message: str, *, errors: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)
@@ -28,8 +28,17 @@ class InvalidTask(BuslineError):
         self.errors = errors or []
 
 
+class InvalidPage(InvalidTask):
+    """A page request with a bad limit, or a token this API did not issue for this listing."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
 class TaskNotFound(BuslineError):
-    status_code = 404
+    """No such task, or not the caller's: the two answer alike."""
+
+    retryable = False
 
     def __init__(self, task_id: str) -> None:
         super().__init__(f"task {task_id} not found")
@@ -39,7 +48,7 @@ class TaskNotFound(BuslineError):
 class SourceUnreadable(BuslineError):
     """A source cannot be opened or parsed; retrying the same bytes will not help."""
 
-    status_code = 422
+    retryable = False
 
     def __init__(self, uri: str, reason: str) -> None:
         super().__init__(f"source {uri} is unreadable: {reason}")
@@ -60,4 +69,5 @@ class PublishFailed(BuslineError):
 
 
 class ConfigurationError(BuslineError):
-    """The function's environment or secrets are missing something it needs."""
+    """The function's environment or secrets are missing something it needs (an operator can fix it,
+    so the message is retried until the DLQ, where it can be replayed)."""

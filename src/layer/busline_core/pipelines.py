@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import InvalidTask
-from .spec import IDENTIFIER_PATTERN, TaskSpec
+from .spec import DEFAULT_CHUNK_ROWS, IDENTIFIER_PATTERN, MAX_CHUNK_ROWS, MIN_CHUNK_ROWS, TaskSpec
 
 
 class InvalidPipeline(InvalidTask, ValueError):
@@ -52,9 +52,15 @@ def _flights(params: dict[str, Any], data_bucket: str) -> dict[str, Any]:
         raise InvalidPipeline(
             "params.table", f"{table!r} is not a valid table name (lower case letters, digits and _)"
         )
-    chunk_rows = params.get("chunkRows", 20000)
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or not 100 <= chunk_rows <= 1_000_000:
-        raise InvalidPipeline("params.chunkRows", f"{chunk_rows!r} is not an integer between 100 and 1000000")
+    chunk_rows = params.get("chunkRows", DEFAULT_CHUNK_ROWS)
+    if (
+        isinstance(chunk_rows, bool)
+        or not isinstance(chunk_rows, int)
+        or not MIN_CHUNK_ROWS <= chunk_rows <= MAX_CHUNK_ROWS
+    ):
+        raise InvalidPipeline(
+            "params.chunkRows", f"{chunk_rows!r} is not an integer between {MIN_CHUNK_ROWS} and {MAX_CHUNK_ROWS}"
+        )
     limit = params.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InvalidPipeline("params.limit", f"{limit!r} is not a positive integer (the first N flights)")

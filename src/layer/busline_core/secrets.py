@@ -44,6 +44,14 @@ def url_from_secret(secret: dict[str, Any], secret_name: str = "database secret"
     return f"postgresql://{user}:{password}@{secret['host']}:{port}/{dbname}"
 
 
+def page_token_key(secret_arn: str) -> bytes:
+    """The key that signs page tokens (paging.py): the whole value of a secret the stack generates."""
+    key = parameters.get_secret(secret_arn, max_age=SECRET_MAX_AGE_SECONDS)
+    if not key:
+        raise ConfigurationError(f"secret {secret_arn} is empty: no key to sign page tokens with")
+    return key.encode() if isinstance(key, str) else bytes(key)
+
+
 def active_faults(parameter_name: str) -> frozenset[str]:
     """The fault switch: "none", or comma-separated "<phase>:fail" entries (e.g. "transform:fail")."""
     if not parameter_name:

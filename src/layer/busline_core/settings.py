@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .spec import DEFAULT_CHUNK_ROWS, MAX_CHUNK_ROWS, MIN_CHUNK_ROWS
+
 
 class _FunctionSettings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
@@ -32,11 +34,13 @@ class _StepSettings(_PublishingSettings):
 
 class ApiSettings(_PublishingSettings):
     data_bucket: str = Field(min_length=1)
-    chunk_rows: int = Field(default=20000, ge=1)  # chunkRows of a request that does not say
+    chunk_rows: int = Field(default=DEFAULT_CHUNK_ROWS, ge=MIN_CHUNK_ROWS, le=MAX_CHUNK_ROWS)  # when a request does not say
+    # the secret whose value signs page tokens (paging.py); the key itself is never in the environment
+    page_token_secret_arn: str = Field(min_length=1)
 
 
 class ExtractSettings(_StepSettings):
-    chunk_rows: int = Field(default=20000, ge=1)
+    pass
 
 
 class TransformSettings(_StepSettings):
@@ -49,11 +53,23 @@ class LoadSettings(_StepSettings):
     database_url: str = ""
 
 
-class ProgressSettings(_PublishingSettings):
-    """Stream handler, WebSocket routes and watchdog (all in src/progress)."""
+class StreamSettings(BaseSettings):
+    """ProgressFunction: tasks-table stream -> WebSocket pushes."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
     connections_table: str = Field(min_length=1)
-    websocket_management_endpoint: str = ""
+    websocket_management_endpoint: str = Field(min_length=1)
+
+
+class ConnectionsSettings(_FunctionSettings):
+    """ConnectionsFunction: the WebSocket routes."""
+
+    connections_table: str = Field(min_length=1)
+    websocket_management_endpoint: str = Field(min_length=1)
+
+
+class WatchdogSettings(_PublishingSettings):
     stall_seconds: int = Field(default=300, ge=1)
     # comma-separated step DLQ URLs the watchdog reads (without consuming) for tasks never told
     dead_letter_queue_urls: str = ""

@@ -28,6 +28,12 @@ LIST_OPS: frozenset[str] = frozenset({"in", "not_in"})
 # Postgres identifiers we create ourselves: lower case so they never need quoting by users, 63 bytes max.
 IDENTIFIER_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
+# Rows per chunk: small enough that a chunk fits a Lambda's memory and time, big enough that the
+# per-chunk AWS calls stay a small share of the work.
+MIN_CHUNK_ROWS = 100
+MAX_CHUNK_ROWS = 1_000_000
+DEFAULT_CHUNK_ROWS = 20_000
+
 # What each column type becomes in the warehouse.
 POSTGRES_TYPES: dict[str, str] = {
     "string": "text",
@@ -42,7 +48,7 @@ POSTGRES_TYPES: dict[str, str] = {
 
 # --- casting text to typed, JSON-able values (shared by spec validation and transform) -------------
 
-_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1  # bigint
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1  # what an int column holds (Postgres bigint)
 _BOOLEANS: dict[str, bool] = {
     "true": True, "t": True, "1": True, "yes": True,
     "false": False, "f": False, "0": False, "no": False,
@@ -55,7 +61,7 @@ def _cast_string(text: str) -> str:
 
 def _cast_int(text: str) -> int:
     value = int(text)
-    if not _INT_MIN <= value <= _INT_MAX:
+    if not BIGINT_MIN <= value <= BIGINT_MAX:
         raise ValueError("out of bigint range")
     return value
 
@@ -231,7 +237,7 @@ class TaskSpec(_SpecModel):
     filters: list[FilterSpec] = Field(default_factory=list)
     joins: list[JoinSpec] = Field(default_factory=list)
     target: TargetSpec
-    chunkRows: int = Field(20000, ge=100, le=1_000_000)
+    chunkRows: int = Field(DEFAULT_CHUNK_ROWS, ge=MIN_CHUNK_ROWS, le=MAX_CHUNK_ROWS)
 
     @model_validator(mode="after")
     def _columns_consistent(self) -> TaskSpec:

@@ -4,7 +4,8 @@ One record per invocation (BatchSize 1); a failure is reported for that record o
 it and, after MaxReceiveCount deliveries, moves it to the DLQ. Redeliveries and duplicates are absorbed
 twice over: the Powertools idempotency record keyed on the business identity (taskId, phase, chunk),
 not on the SQS messageId (EventBridge may deliver one event twice under two message ids), and the
-conditional counters inside the step.
+conditional counters inside the step. A failure no retry can mend fails the task at once instead
+(etl_steps.run_step).
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from . import steps
+from .deps import StepDeps
+from .etl_steps import record_final_failure, run_step
 from .settings import ExtractSettings, LoadSettings, TransformSettings
-from .steps import Deps
-from .wiring import build_deps
 
 Detail = TypeVar("Detail", bound=BaseModel)
+Settings = TypeVar("Settings", ExtractSettings, TransformSettings, LoadSettings)
+StepDepsT = TypeVar("StepDepsT", bound=StepDeps)
 
 
 class SqsStep(Generic[Detail]):
@@ -78,10 +80,13 @@ class SqsStep(Generic[Detail]):
         except IdempotencyAlreadyInProgressError:
             raise  # a duplicate racing the first delivery: not a failure of the work; SQS retries it later
         except Exception as error:
-            if int(record.attributes.ApproximateReceiveCount) >= self.max_receive_count:
-                self.logger.exception("last delivery failed: the task fails and the message goes to the DLQ")
-                self.on_final_failure(detail, error)
+            self._maybe_final(record, detail, error)
             raise
+
+    def _maybe_final(self, record: Any, detail: Any, error: Exception) -> None:
+        if int(record.attributes.ApproximateReceiveCount) >= self.max_receive_count:
+            self.logger.exception("last delivery failed: the task fails and the message goes to the DLQ")
+            self.on_final_failure(detail, error)
 
     def handle(self, event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
         # ties the in-progress expiry to this invocation: a killed or timed-out attempt frees its key
@@ -103,20 +108,21 @@ class SqsStep(Generic[Detail]):
 
 
 def sqs_step_function(
-    settings: ExtractSettings | TransformSettings | LoadSettings,
+    settings: Settings,
+    build_deps: Callable[[Settings], StepDepsT],
     *,
     record_model: type[SqsRecordModel],
-    work: Callable[[Any, Deps], int],
+    work: Callable[[Any, StepDepsT], int],
     idempotency_key: str,
     metric_name: str,
-) -> tuple[Deps, Callable[[dict[str, Any], LambdaContext], PartialItemFailureResponse]]:
-    """Everything a step's handler module needs: its Deps (built once per container) and its entry point."""
+) -> tuple[StepDepsT, Callable[[dict[str, Any], LambdaContext], PartialItemFailureResponse]]:
+    """Everything a step's handler module needs: its deps (built once per container) and its entry point."""
     deps = build_deps(settings)
     logger = Logger()
     step: SqsStep[Any] = SqsStep(
         record_model=record_model,
-        work=lambda detail: work(detail, deps),
-        on_final_failure=lambda detail, error: steps.record_final_failure(detail, error, deps),
+        work=lambda detail: run_step(work, detail, deps),
+        on_final_failure=lambda detail, error: record_final_failure(detail, error, deps),
         idempotency_key=idempotency_key,
         idempotency_table=settings.idempotency_table,
         max_receive_count=settings.max_receive_count,

@@ -7,26 +7,18 @@ JSON Lines so a person can read them with any tool. Layout (docs/design.md):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import gzip
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .errors import ChunkFailed, InvalidTask
-from .transform import Reject
+import boto3
+
+from .contracts import Reject
+from .errors import ChunkFailed, InvalidPage
 
 # Fast compression: chunks live for minutes and CPU time is what the Lambda bill counts.
 _GZIP_LEVEL = 3
-MAX_PAGE = 1000
-
-
-class InvalidPage(InvalidTask, ValueError):
-    """A rejects page request with a bad limit or a token this store did not issue (HTTP 400)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
 def _dumps(value: Any) -> str:
@@ -41,6 +33,15 @@ class ChunkStore:
     def __init__(self, s3_client: Any, bucket: str) -> None:
         self._s3 = s3_client
         self.bucket = bucket
+
+    @classmethod
+    def for_bucket(cls, bucket: str) -> ChunkStore:
+        return cls(boto3.client("s3"), bucket)
+
+    @property
+    def s3_client(self) -> Any:
+        """The client sources are read with too (readers.open_source), so one container has one."""
+        return self._s3
 
     # --- layout ---------------------------------------------------------------------------------
 
@@ -74,50 +75,38 @@ class ChunkStore:
 
     def put_rejects(self, key: str, rejects: Iterable[Reject]) -> None:
         """Write a chunk's rejects; nothing is written when there are none (one S3 call saved)."""
-        items = [reject.as_json() for reject in rejects]
+        items = [reject.model_dump(mode="json") for reject in rejects]
         if items:
             self._s3.put_object(
                 Bucket=self.bucket, Key=key, Body=_encode_lines(items), ContentType="application/x-ndjson"
             )
 
     def iter_rejects(
-        self,
-        prefix: str,
-        after: str | None = None,
-        limit: int = 100,
-        *,
-        start_token: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of rejects under `prefix`, in chunk then row order, and the token of the next page.
-
-        `after` (alias `start_token`) is the opaque token a previous page returned; None starts at
-        the beginning. The returned token is None when there is nothing more.
-        """
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidPage("limit", f"must be between 1 and {MAX_PAGE}, got {limit}")
-        token = after if after is not None else start_token
-        page: list[dict[str, Any]] = []
-
-        if token is not None:
-            key, index = self._decode_token(token, prefix)
-            keys_after = key
+        self, task_id: str, limit: int, start: Mapping[str, Any] | None = None
+    ) -> tuple[list[Reject], dict[str, Any] | None]:
+        """One page of a task's rejects, in chunk then row order, and the position of the next page
+        (None when there is nothing more). `start` is a position a previous page returned."""
+        prefix = self.rejects_prefix(task_id)
+        page: list[Reject] = []
+        if start is not None:
+            key, index = self._position(start, prefix)
             lines = self._reject_lines(key)
         else:
-            keys_after, index, lines = "", 0, []
+            key, index, lines = "", 0, []
 
         while True:
             take = lines[index : index + limit - len(page)]
-            page.extend(json.loads(line) for line in take)
+            page.extend(Reject.model_validate_json(line) for line in take)
             index += len(take)
             if len(page) == limit:
                 if index < len(lines):
-                    return page, self._encode_token(keys_after, index)
-                following = self._next_key(prefix, keys_after)
-                return page, (self._encode_token(following, 0) if following else None)
-            following = self._next_key(prefix, keys_after)
+                    return page, {"k": key, "i": index}
+                following = self._next_key(prefix, key)
+                return page, ({"k": following, "i": 0} if following else None)
+            following = self._next_key(prefix, key)
             if following is None:
                 return page, None
-            keys_after, index, lines = following, 0, self._reject_lines(following)
+            key, index, lines = following, 0, self._reject_lines(following)
 
     def _next_key(self, prefix: str, start_after: str) -> str | None:
         params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 1}
@@ -130,17 +119,8 @@ class ChunkStore:
         return [line for line in self._get(key).decode("utf-8").splitlines() if line]
 
     @staticmethod
-    def _encode_token(key: str, index: int) -> str:
-        return base64.urlsafe_b64encode(_dumps({"k": key, "i": index}).encode()).decode().rstrip("=")
-
-    @staticmethod
-    def _decode_token(token: str, prefix: str) -> tuple[str, int]:
-        try:
-            padded = token + "=" * (-len(token) % 4)
-            data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-            key, index = data["k"], data["i"]
-        except (ValueError, KeyError, TypeError, binascii.Error):
-            raise InvalidPage("nextToken", "not a token this API returned") from None
+    def _position(start: Mapping[str, Any], prefix: str) -> tuple[str, int]:
+        key, index = start.get("k"), start.get("i")
         if not isinstance(key, str) or not key.startswith(prefix) or not isinstance(index, int) or index < 0:
             raise InvalidPage("nextToken", "belongs to another listing")
         return key, index

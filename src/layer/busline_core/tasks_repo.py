@@ -1,25 +1,22 @@
-"""The task item in DynamoDB: task state, per-phase fan-in counters and the TaskSnapshot view.
+"""The task item in DynamoDB: the only code that reads or writes its attributes.
 
-Exactly-once is the point of this module: SQS delivers at least once, Lambda retries, a DLQ can be
-redriven. Every counter and every status transition is therefore one conditional UpdateItem:
-- a chunk is counted by adding its number to `<phase>_chunks` (a number set) under the condition that
-  it is not there yet, so a redelivered chunk changes nothing;
-- a phase completes (and the task turns SUCCEEDED) under `attribute_not_exists(<phase>_completedAt)`,
-  so of two racing callers exactly one wins and publishes the follow-up events.
+It parses an item into a `TaskState` (task_state.py) and turns each state-machine event into one
+conditional UpdateItem: the condition is the event's guard, the update its effect, written against
+the item so that two racing callers cannot both pass (DynamoDB applies each UpdateItem atomically).
+The write asks for the item as it was (ALL_OLD); the state after it is the transition table's effect
+on that, so the caller gets both sides of its own atomic write without reading again.
 
 Item attributes: taskId, owner, pipeline, spec (JSON), status, createdAt, updatedAt, updatedAtMs;
-per phase p: p_startedAt, p_completedAt, p_total (chunks, known once extract completed), p_done,
-p_chunks (transform/load); count_read|filtered|rejected|loaded; error {phase, chunk, message};
-failed (string set of "<phase>:<chunk>" still failing); error_terminal (no chunk can recover it).
+per phase p: p_startedAt, p_completedAt, p_total (known once extract completed), p_done, p_chunks
+(transform/load: a number set); count_read|filtered|rejected|loaded; error {phase, chunk, message};
+failed (a string set of failing chunks); error_terminal; announced.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -28,97 +25,316 @@ from boto3.dynamodb.conditions import Attr, Key
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
-from .contracts import (
-    PHASE_ORDER,
-    Counts,
-    Phase,
-    PhaseProgress,
-    Phases,
-    PhaseTiming,
-    TaskError,
-    TaskSnapshot,
-    TaskStatus,
+from .contracts import PHASE_ORDER, Counts, Phase, TaskError, TaskStatus
+from .task_state import (
+    ACTIVE_STATUSES,
+    COUNTERS,
+    ERROR_MESSAGE_LIMIT,
+    Announced,
+    ChunkCounted,
+    ChunkFailedFinally,
+    ExtractCompleted,
+    ExtractCompletedWhileFailed,
+    ExtractProgressed,
+    ExtractStarted,
+    FailureCleared,
+    Outcome,
+    PhaseCompleted,
+    PhaseState,
+    Recovered,
+    Stalled,
+    TaskAbandoned,
+    TaskEvent,
+    TaskState,
+    decide,
+    epoch_ms,
+    failure_member,
+    iso,
+    utc_now,
+    validate,
 )
-from .errors import InvalidTask
 
 Item = dict[str, Any]
-TaskRef = str | Mapping[str, Any]  # a task id or a task item
-
-COUNTERS = ("read", "filtered", "rejected", "loaded")
-ACTIVE_STATUSES = (TaskStatus.ACCEPTED, TaskStatus.EXTRACTING, TaskStatus.TRANSFORMING, TaskStatus.LOADING)
+OWNER_INDEX = "byOwner"
+_TASKS_PAGE_KEY = ("taskId", "owner", "createdAt")
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+class StateMachineDrift(RuntimeError):
+    """DynamoDB accepted a write the transition table refuses: the two disagree (a bug, never data)."""
 
 
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def _task_id(task: TaskRef) -> str:
-    return task if isinstance(task, str) else str(task["taskId"])
-
-
-def _failure_member(phase: Phase, chunk: int | None) -> str:
-    return f"{phase.value}:{chunk}" if chunk is not None else phase.value
-
-
-def _is_conditional_failure(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-
-
-def _int(value: Any, default: int = 0) -> int:
-    return default if value is None else int(value)
-
-
-def status_for_progress(item: Mapping[str, Any]) -> TaskStatus:
-    """The status a non-failed task shows for how far it got (used when a failure is cleared)."""
-    if "extract_completedAt" not in item:
-        return TaskStatus.EXTRACTING
-    if "transform_completedAt" not in item:
-        return TaskStatus.TRANSFORMING
-    if "load_completedAt" not in item:
-        return TaskStatus.LOADING
-    return TaskStatus.SUCCEEDED
+@dataclass(frozen=True)
+class _Write:
+    update: str
+    condition: str
+    values: dict[str, Any]
+    names: dict[str, str]
 
 
 _deserializer = TypeDeserializer()
 
 
-def item_from_stream_image(image: Mapping[str, Any]) -> Item:
-    """A stream NewImage as a plain item, whether still in AttributeValue form or already deserialized."""
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value)
+    if isinstance(value, set):
+        return {_plain(member) for member in value}
+    return value
+
+
+def state_from_item(item: Mapping[str, Any]) -> TaskState:
+    def phase(name: str) -> PhaseState:
+        total = item.get(f"{name}_total")
+        return PhaseState(
+            done=int(item.get(f"{name}_done", 0)),
+            total=None if total is None else int(total),
+            chunks=frozenset(int(chunk) for chunk in item.get(f"{name}_chunks", ())),
+            started_at=item.get(f"{name}_startedAt"),
+            completed_at=item.get(f"{name}_completedAt"),
+        )
+
+    raw_error = item.get("error")
+    error = None
+    if isinstance(raw_error, Mapping):
+        chunk = raw_error.get("chunk")
+        error = TaskError(
+            phase=Phase(raw_error["phase"]),
+            chunk=None if chunk is None else int(chunk),
+            message=str(raw_error.get("message", "")),
+        )
+    announced = item.get("announced")
+    return TaskState(
+        task_id=str(item["taskId"]),
+        owner=str(item["owner"]),
+        pipeline=str(item["pipeline"]),
+        spec_json=str(item.get("spec", "")),
+        status=TaskStatus(item["status"]),
+        created_at=str(item["createdAt"]),
+        updated_at=str(item["updatedAt"]),
+        updated_at_ms=int(item.get("updatedAtMs", 0)),
+        extract=phase("extract"),
+        transform=phase("transform"),
+        load=phase("load"),
+        counts=Counts(**{name: int(item.get(f"count_{name}", 0)) for name in COUNTERS}),
+        error=error,
+        failing=frozenset(str(member) for member in item.get("failed", ())),
+        error_terminal=bool(item.get("error_terminal", False)),
+        announced=None if announced is None else TaskStatus(announced),
+    )
+
+
+def state_from_stream_image(image: Mapping[str, Any]) -> TaskState | None:
+    """A stream NewImage (AttributeValue form or already plain) as a TaskState; None if not a task."""
     task_id = image.get("taskId")
     if isinstance(task_id, Mapping) and len(task_id) == 1:
-        return {name: _deserializer.deserialize(value) for name, value in image.items()}
-    return dict(image)
+        image = {name: _plain(_deserializer.deserialize(value)) for name, value in image.items()}
+    if not image.get("taskId") or "status" not in image:
+        return None
+    return state_from_item(image)
 
 
-def encode_token(last_key: Mapping[str, Any]) -> str:
-    plain = {name: (int(value) if isinstance(value, Decimal) else value) for name, value in last_key.items()}
-    return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode()
+def item_from_state(state: TaskState) -> Item:
+    item: Item = {
+        "taskId": state.task_id,
+        "owner": state.owner,
+        "pipeline": state.pipeline,
+        "spec": state.spec_json,
+        "status": state.status.value,
+        "createdAt": state.created_at,
+        "updatedAt": state.updated_at,
+        "updatedAtMs": state.updated_at_ms,
+        **{f"count_{name}": getattr(state.counts, name) for name in COUNTERS},
+    }
+    for phase in PHASE_ORDER:
+        progress = state.phase(phase)
+        # Counters exist from the start so completion conditions can compare them without if_not_exists.
+        item[f"{phase}_done"] = progress.done
+        optional = {
+            f"{phase}_total": progress.total,
+            f"{phase}_startedAt": progress.started_at,
+            f"{phase}_completedAt": progress.completed_at,
+            f"{phase}_chunks": set(progress.chunks) or None,  # DynamoDB has no empty sets
+        }
+        item.update({name: value for name, value in optional.items() if value is not None})
+    if state.error is not None:
+        item["error"] = state.error.model_dump(mode="json")
+    if state.failing:
+        item["failed"] = set(state.failing)
+    if state.error_terminal:
+        item["error_terminal"] = True
+    if state.announced is not None:
+        item["announced"] = state.announced.value
+    return item
 
 
-def decode_token(token: str, field: str = "nextToken") -> dict[str, Any]:
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as error:
-        raise InvalidTask(
-            f"{field}: not a valid page token", errors=[{"field": field, "message": "invalid token"}]
-        ) from error
-    if not isinstance(decoded, dict):
-        raise InvalidTask(
-            f"{field}: not a valid page token", errors=[{"field": field, "message": "invalid token"}]
-        )
-    return decoded
+def _stamp(now: datetime) -> dict[str, Any]:
+    return {":now": iso(now), ":nowMs": epoch_ms(now)}
+
+
+_STAMP = "updatedAt = :now, updatedAtMs = :nowMs"
+_EXISTS = "attribute_exists(taskId)"
+_EXISTS_AND = f"{_EXISTS} AND"
+_FAILED_OR_SUCCEEDED = {":failed": TaskStatus.FAILED.value, ":succeeded": TaskStatus.SUCCEEDED.value}
+
+
+def _totals(event: ExtractCompleted | ExtractCompletedWhileFailed) -> tuple[str, dict[str, Any]]:
+    update = (
+        f"SET extract_completedAt = :now, extract_startedAt = if_not_exists(extract_startedAt, :now), "
+        f"extract_total = :chunks, extract_done = :chunks, transform_total = :chunks, load_total = :chunks, "
+        f"count_read = :read, {_STAMP}"
+    )
+    return update, {":chunks": event.chunks, ":read": event.read}
+
+
+def _completion_markers(status: TaskStatus) -> str:
+    """A condition true exactly when the task got as far as `status` (progress_status() == status)."""
+    markers = []
+    for phase in PHASE_ORDER:
+        done = status is TaskStatus.SUCCEEDED or PHASE_ORDER.index(phase) < _reached(status)
+        markers.append(f"attribute_{'exists' if done else 'not_exists'}({phase}_completedAt)")
+        if not done:
+            break
+    return " AND ".join(markers)
+
+
+def _reached(status: TaskStatus) -> int:
+    """How many phases a task showing `status` has completed."""
+    return {TaskStatus.EXTRACTING: 0, TaskStatus.TRANSFORMING: 1, TaskStatus.LOADING: 2}[status]
+
+
+def _write_for(event: TaskEvent, now: datetime) -> _Write:
+    stamp = _stamp(now)
+    match event:
+        case ExtractStarted():
+            return _Write(
+                f"SET {_STAMP}, extract_startedAt = if_not_exists(extract_startedAt, :now), #status = :running",
+                f"{_EXISTS_AND} NOT #status IN (:failed, :succeeded) AND attribute_not_exists(extract_completedAt)",
+                {**stamp, **_FAILED_OR_SUCCEEDED, ":running": TaskStatus.EXTRACTING.value},
+                {"#status": "status"},
+            )
+        case ExtractProgressed():
+            return _Write(
+                f"SET extract_done = :chunks, count_read = :read, {_STAMP}",
+                f"{_EXISTS_AND} attribute_not_exists(extract_completedAt) AND extract_done < :chunks",
+                {**stamp, ":chunks": event.chunks, ":read": event.read},
+                {},
+            )
+        case ExtractCompleted():
+            update, values = _totals(event)
+            return _Write(
+                update + ", #status = :transforming",
+                f"{_EXISTS_AND} attribute_not_exists(extract_completedAt) AND #status <> :failed",
+                {**stamp, **values, ":transforming": TaskStatus.TRANSFORMING.value, ":failed": TaskStatus.FAILED.value},
+                {"#status": "status"},
+            )
+        case ExtractCompletedWhileFailed():
+            update, values = _totals(event)
+            return _Write(
+                update,
+                "attribute_not_exists(extract_completedAt) AND #status = :failed",
+                {**stamp, **values, ":failed": TaskStatus.FAILED.value},
+                {"#status": "status"},
+            )
+        case ChunkCounted():
+            values = {
+                **stamp,
+                ":chunk": event.chunk,
+                ":chunkset": {event.chunk},
+                ":one": 1,
+                ":member": {failure_member(event.phase, event.chunk)},
+                ":started": event.started_at or stamp[":now"],
+            }
+            adds = ["#chunks :chunkset", "#done :one"]
+            for name, amount in event.counts.items():
+                adds.append(f"count_{name} :{name}")
+                values[f":{name}"] = amount
+            return _Write(
+                f"ADD {', '.join(adds)} SET {_STAMP}, #started = if_not_exists(#started, :started) "
+                "DELETE failed :member",
+                f"{_EXISTS_AND} NOT contains(#chunks, :chunk)",
+                values,
+                {
+                    "#chunks": f"{event.phase}_chunks",
+                    "#done": f"{event.phase}_done",
+                    "#started": f"{event.phase}_startedAt",
+                },
+            )
+        case PhaseCompleted():
+            previous = PHASE_ORDER[PHASE_ORDER.index(event.phase) - 1]
+            status = TaskStatus.SUCCEEDED if event.phase is Phase.LOAD else TaskStatus.LOADING
+            return _Write(
+                f"SET #completed = :now, #started = if_not_exists(#started, :now), #status = :status, {_STAMP}",
+                "attribute_exists(#previousCompleted) AND attribute_not_exists(#completed) "
+                "AND #done = #total AND #status <> :failed",
+                {**stamp, ":status": status.value, ":failed": TaskStatus.FAILED.value},
+                {
+                    "#completed": f"{event.phase}_completedAt",
+                    "#started": f"{event.phase}_startedAt",
+                    "#previousCompleted": f"{previous}_completedAt",
+                    "#done": f"{event.phase}_done",
+                    "#total": f"{event.phase}_total",
+                    "#status": "status",
+                },
+            )
+        case ChunkFailedFinally():
+            return _Write(
+                f"SET #status = :failed, #error = if_not_exists(#error, :error), {_STAMP} ADD failed :member",
+                f"{_EXISTS_AND} #status <> :succeeded",
+                {
+                    **stamp,
+                    **_FAILED_OR_SUCCEEDED,
+                    ":error": _error_value(event.phase, event.chunk, event.message),
+                    ":member": {failure_member(event.phase, event.chunk)},
+                },
+                {"#status": "status", "#error": "error"},
+            )
+        case FailureCleared():
+            member = failure_member(event.phase, event.chunk)
+            return _Write(
+                f"SET {_STAMP} DELETE failed :member",
+                "contains(failed, :memberName)",
+                {**stamp, ":member": {member}, ":memberName": member},
+                {},
+            )
+        case Recovered():
+            return _Write(
+                f"SET #status = :status, {_STAMP} REMOVE #error",
+                "#status = :failed AND attribute_not_exists(failed) AND attribute_not_exists(error_terminal) "
+                f"AND {_completion_markers(event.status)}",
+                {**stamp, ":status": event.status.value, ":failed": TaskStatus.FAILED.value},
+                {"#status": "status", "#error": "error"},
+            )
+        case TaskAbandoned():
+            return _Write(
+                f"SET #status = :failed, #error = if_not_exists(#error, :error), error_terminal = :true, {_STAMP}",
+                f"{_EXISTS_AND} #status <> :succeeded",
+                {**stamp, **_FAILED_OR_SUCCEEDED, ":error": _error_value(event.phase, None, event.message), ":true": True},
+                {"#status": "status", "#error": "error"},
+            )
+        case Stalled():
+            return _Write(
+                f"SET #status = :failed, #error = if_not_exists(#error, :error), error_terminal = :true, {_STAMP}",
+                "updatedAtMs = :seen AND NOT #status IN (:failed, :succeeded)",
+                {
+                    **stamp,
+                    **_FAILED_OR_SUCCEEDED,
+                    ":error": _error_value(event.phase, None, event.message),
+                    ":true": True,
+                    ":seen": event.seen_updated_at_ms,
+                },
+                {"#status": "status", "#error": "error"},
+            )
+        case Announced():
+            return _Write("SET announced = :status", _EXISTS, {":status": event.status.value}, {})
+    raise TypeError(f"not a task event: {event!r}")
+
+
+def _error_value(phase: Phase, chunk: int | None, message: str) -> dict[str, Any]:
+    return {"phase": phase.value, "chunk": chunk, "message": message[:ERROR_MESSAGE_LIMIT]}
 
 
 class TasksRepository:
-    def __init__(self, table: Any, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, table: Any, clock: Any = utc_now) -> None:
         self._table = table
         self._clock = clock
 
@@ -128,368 +344,75 @@ class TasksRepository:
 
     # --- reads -------------------------------------------------------------------------------
 
-    def get(self, task_id: str) -> Item | None:
+    def get(self, task_id: str) -> TaskState | None:
         response = self._table.get_item(Key={"taskId": task_id}, ConsistentRead=True)
-        return response.get("Item")
+        item = response.get("Item")
+        return None if item is None else state_from_item(item)
 
     def list_by_owner(
-        self, owner: str, limit: int, next_token: str | None = None
-    ) -> tuple[list[Item], str | None]:
-        """Newest first (GSI byOwner, sort key createdAt); the token is opaque to callers."""
+        self, owner: str, limit: int, start: Mapping[str, Any] | None = None
+    ) -> tuple[list[TaskState], dict[str, Any] | None]:
+        """Newest first (GSI byOwner, sort key createdAt); `start` is the position a page returned."""
         query: dict[str, Any] = {
-            "IndexName": "byOwner",
+            "IndexName": OWNER_INDEX,
             "KeyConditionExpression": Key("owner").eq(owner),
             "ScanIndexForward": False,
             "Limit": limit,
         }
-        if next_token:
-            query["ExclusiveStartKey"] = decode_token(next_token)
+        if start is not None:
+            query["ExclusiveStartKey"] = dict(start)
         response = self._table.query(**query)
         last_key = response.get("LastEvaluatedKey")
-        return list(response.get("Items", [])), encode_token(last_key) if last_key else None
+        position = None if last_key is None else {name: _plain(value) for name, value in last_key.items()}
+        return [state_from_item(item) for item in response.get("Items", [])], position
 
-    def list_active(self) -> Iterator[Item]:
-        """Non-terminal tasks (a scan: the watchdog runs once a minute over a small table)."""
+    @staticmethod
+    def is_owner_position(position: Mapping[str, Any], owner: str) -> bool:
+        """Whether `position` is a list_by_owner position of `owner`'s listing."""
+        return (
+            set(position) == set(_TASKS_PAGE_KEY)
+            and all(isinstance(position[name], str) for name in _TASKS_PAGE_KEY)
+            and position["owner"] == owner
+        )
+
+    def list_active(self) -> Iterator[TaskState]:
+        """Non-final tasks (a scan: the watchdog runs once a minute over a small table)."""
         scan: dict[str, Any] = {"FilterExpression": Attr("status").is_in([s.value for s in ACTIVE_STATUSES])}
         while True:
             response = self._table.scan(**scan)
-            yield from response.get("Items", [])
+            yield from (state_from_item(item) for item in response.get("Items", []))
             if "LastEvaluatedKey" not in response:
                 return
             scan["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     # --- writes ------------------------------------------------------------------------------
 
-    def _stamp(self) -> dict[str, Any]:
-        now = self._clock()
-        return {":now": iso(now), ":nowMs": epoch_ms(now)}
+    def create(self, state: TaskState) -> TaskState:
+        self._table.put_item(Item=item_from_state(state), ConditionExpression="attribute_not_exists(taskId)")
+        return state
 
-    def _update(
-        self,
-        task: TaskRef,
-        expression: str,
-        condition: str,
-        names: dict[str, str],
-        values: dict[str, Any],
-        returns: str = "ALL_NEW",
-    ) -> Item | None:
-        """One conditional UpdateItem; None when the condition did not hold."""
+    def apply(self, task_id: str, event: TaskEvent) -> Outcome | None:
+        """Apply one state-machine event as one conditional UpdateItem; None when the table refuses it."""
+        validate(event)
+        now = self._clock()
+        write = _write_for(event, now)
         request: dict[str, Any] = {
-            "Key": {"taskId": _task_id(task)},
-            "UpdateExpression": expression,
-            "ConditionExpression": condition,
-            "ReturnValues": returns,
-            "ExpressionAttributeValues": values,
+            "Key": {"taskId": task_id},
+            "UpdateExpression": write.update,
+            "ConditionExpression": write.condition,
+            "ExpressionAttributeValues": write.values,
+            "ReturnValues": "ALL_OLD",
         }
-        if names:
-            request["ExpressionAttributeNames"] = names
+        if write.names:
+            request["ExpressionAttributeNames"] = write.names
         try:
             response = self._table.update_item(**request)
         except ClientError as error:
-            if _is_conditional_failure(error):
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 return None
             raise
-        return dict(response.get("Attributes", {}))
-
-    def create(self, task_id: str, owner: str, pipeline: str, spec_json: str, created_at: datetime) -> Item:
-        item: Item = {
-            "taskId": task_id,
-            "owner": owner,
-            "pipeline": pipeline,
-            "spec": spec_json,
-            "status": TaskStatus.ACCEPTED.value,
-            "createdAt": iso(created_at),
-            "updatedAt": iso(created_at),
-            "updatedAtMs": epoch_ms(created_at),
-            # Counters start at 0 so completion conditions can compare them without if_not_exists.
-            "extract_done": 0,
-            "transform_done": 0,
-            "load_done": 0,
-            **{f"count_{name}": 0 for name in COUNTERS},
-        }
-        self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(taskId)")
-        return item
-
-    def start_phase(self, task: TaskRef, phase: Phase) -> Item | None:
-        """Stamp the phase start once; extract also moves ACCEPTED -> EXTRACTING."""
-        values = {
-            **self._stamp(),
-            ":failed": TaskStatus.FAILED.value,
-            ":succeeded": TaskStatus.SUCCEEDED.value,
-        }
-        expression = "SET updatedAt = :now, updatedAtMs = :nowMs, #started = if_not_exists(#started, :now)"
-        if phase is Phase.EXTRACT:
-            expression += ", #status = :running"
-            values[":running"] = TaskStatus.EXTRACTING.value
-        return self._update(
-            task,
-            expression,
-            "attribute_exists(taskId) AND NOT #status IN (:failed, :succeeded) AND attribute_not_exists(#completed)",
-            {"#status": "status", "#started": f"{phase}_startedAt", "#completed": f"{phase}_completedAt"},
-            values,
-        )
-
-    def extract_progress(self, task: TaskRef, chunks: int, read: int) -> Item | None:
-        """Chunks extracted so far, for the progress view; monotonic, ignored after completion."""
-        return self._update(
-            task,
-            "SET extract_done = :chunks, count_read = :read, updatedAt = :now, updatedAtMs = :nowMs",
-            "attribute_not_exists(extract_completedAt) AND extract_done < :chunks",
-            {},
-            {**self._stamp(), ":chunks": chunks, ":read": read},
-        )
-
-    def complete_extract(self, task: TaskRef, chunks: int, read: int) -> Item | None:
-        """Record the chunk count (the fan-in totals) once; None if extract had already completed."""
-        values = {
-            **self._stamp(),
-            ":chunks": chunks,
-            ":read": read,
-            ":transforming": TaskStatus.TRANSFORMING.value,
-            ":failed": TaskStatus.FAILED.value,
-        }
-        base = (
-            "SET extract_completedAt = :now, extract_startedAt = if_not_exists(extract_startedAt, :now), "
-            "extract_total = :chunks, extract_done = :chunks, transform_total = :chunks, load_total = :chunks, "
-            "count_read = :read, updatedAt = :now, updatedAtMs = :nowMs"
-        )
-        item = self._update(
-            task,
-            base + ", #status = :transforming",
-            "attribute_exists(taskId) AND attribute_not_exists(extract_completedAt) AND #status <> :failed",
-            {"#status": "status"},
-            values,
-        )
-        if item is not None:
-            return item
-        # A FAILED task keeps its status (a chunk may still recover it), but the totals are facts.
-        del values[":transforming"], values[":failed"]
-        return self._update(
-            task, base, "attribute_exists(taskId) AND attribute_not_exists(extract_completedAt)", {}, values
-        )
-
-    def record_chunk_done(
-        self,
-        task: TaskRef,
-        phase: Phase,
-        chunk: int,
-        counts: Mapping[str, int],
-        started_at: datetime | None = None,
-    ) -> Item | None:
-        """Count a chunk of transform/load once. Returns the updated item, or None: already counted.
-
-        The same write clears the chunk from `failed`, so a DLQ replay of a failed chunk recovers the
-        task; the status itself is restored by a second, conditional write only in that rare case.
-        """
-        if phase is Phase.EXTRACT:
-            raise ValueError("extract is counted by complete_extract, not per chunk")
-        unknown = set(counts) - set(COUNTERS)
-        if unknown:
-            raise ValueError(f"unknown counters {sorted(unknown)}; expected some of {COUNTERS}")
-        stamp = self._stamp()
-        values: dict[str, Any] = {
-            **stamp,
-            ":chunk": chunk,
-            ":chunkset": {chunk},
-            ":one": 1,
-            ":member": {_failure_member(phase, chunk)},
-            ":started": iso(started_at) if started_at else stamp[":now"],
-        }
-        adds = ["#chunks :chunkset", "#done :one"]
-        for name, amount in counts.items():
-            adds.append(f"count_{name} :{name}")
-            values[f":{name}"] = amount
-        item = self._update(
-            task,
-            f"ADD {', '.join(adds)} "
-            "SET updatedAt = :now, updatedAtMs = :nowMs, #started = if_not_exists(#started, :started) "
-            "DELETE failed :member",
-            "attribute_exists(taskId) AND NOT contains(#chunks, :chunk)",
-            {"#chunks": f"{phase}_chunks", "#done": f"{phase}_done", "#started": f"{phase}_startedAt"},
-            values,
-        )
-        if item is not None and item.get("status") == TaskStatus.FAILED.value:
-            return self._recover(item) or item
-        return item
-
-    def clear_failure(self, task: TaskRef, phase: Phase, chunk: int | None) -> Item | None:
-        """A chunk that failed before now succeeded (e.g. counted earlier, or a replayed extract):
-        forget its failure, and restore the task's status if nothing else is failing."""
-        item = self._update(
-            task,
-            "SET updatedAt = :now, updatedAtMs = :nowMs DELETE failed :member",
-            "contains(failed, :memberName)",
-            {},
-            {
-                **self._stamp(),
-                ":member": {_failure_member(phase, chunk)},
-                ":memberName": _failure_member(phase, chunk),
-            },
-        )
-        if item is None:
-            return None
-        return self._recover(item) or item
-
-    def _recover(self, item: Item) -> Item | None:
-        return self._update(
-            item,
-            "SET #status = :status, updatedAt = :now, updatedAtMs = :nowMs REMOVE #error",
-            "#status = :failed AND attribute_not_exists(failed) AND attribute_not_exists(error_terminal)",
-            {"#status": "status", "#error": "error"},
-            {**self._stamp(), ":status": status_for_progress(item).value, ":failed": TaskStatus.FAILED.value},
-        )
-
-    def try_complete_phase(self, task: TaskRef, phase: Phase) -> bool:
-        """Complete transform or load if all its chunks are done; True for the one caller that did it.
-
-        Transform needs extract completed (totals known); load needs transform completed and makes
-        the task SUCCEEDED in the same write.
-        """
-        if phase is Phase.EXTRACT:
-            raise ValueError("extract completes through complete_extract")
-        previous = PHASE_ORDER[PHASE_ORDER.index(phase) - 1]
-        status = TaskStatus.SUCCEEDED if phase is Phase.LOAD else TaskStatus.LOADING
-        item = self._update(
-            task,
-            "SET #completed = :now, #started = if_not_exists(#started, :now), #status = :status, "
-            "updatedAt = :now, updatedAtMs = :nowMs",
-            "attribute_exists(#previousCompleted) AND attribute_not_exists(#completed) "
-            "AND #done = #total AND #status <> :failed",
-            {
-                "#completed": f"{phase}_completedAt",
-                "#started": f"{phase}_startedAt",
-                "#previousCompleted": f"{previous}_completedAt",
-                "#done": f"{phase}_done",
-                "#total": f"{phase}_total",
-                "#status": "status",
-            },
-            {**self._stamp(), ":status": status.value, ":failed": TaskStatus.FAILED.value},
-            returns="NONE",
-        )
-        return item is not None
-
-    def fail(
-        self, task: TaskRef, phase: Phase, chunk: int | None, message: str, *, terminal: bool = False
-    ) -> bool:
-        """Mark the task FAILED (the first error is kept); True when this call is what failed it.
-
-        A non-terminal failure is remembered per chunk in `failed`; when every failing chunk has
-        succeeded again the task goes back to its phase status. `terminal` failures (unreadable source,
-        stalled task) never recover.
-        """
-        values: dict[str, Any] = {
-            **self._stamp(),
-            ":failed": TaskStatus.FAILED.value,
-            ":succeeded": TaskStatus.SUCCEEDED.value,
-            ":error": {"phase": phase.value, "chunk": chunk, "message": message[:2000]},
-        }
-        expression = "SET #status = :failed, #error = if_not_exists(#error, :error), updatedAt = :now, updatedAtMs = :nowMs"
-        if terminal:
-            expression += ", error_terminal = :true"
-            values[":true"] = True
-        else:
-            expression += " ADD failed :member"
-            values[":member"] = {_failure_member(phase, chunk)}
-        old = self._update(
-            task,
-            expression,
-            "attribute_exists(taskId) AND #status <> :succeeded",
-            {"#status": "status", "#error": "error"},
-            values,
-            returns="ALL_OLD",
-        )
-        return old is not None and old.get("status") != TaskStatus.FAILED.value
-
-    def fail_if_stalled(self, task: Mapping[str, Any], phase: Phase, message: str) -> bool:
-        """Fail a task only if it made no progress since `task` was read (its updatedAtMs is unchanged)."""
-        values: dict[str, Any] = {
-            **self._stamp(),
-            ":failed": TaskStatus.FAILED.value,
-            ":seen": task["updatedAtMs"],
-            ":error": {"phase": phase.value, "chunk": None, "message": message},
-            ":true": True,
-        }
-        return (
-            self._update(
-                task,
-                "SET #status = :failed, #error = if_not_exists(#error, :error), error_terminal = :true, "
-                "updatedAt = :now, updatedAtMs = :nowMs",
-                "updatedAtMs = :seen AND #status <> :failed AND #status <> :succeeded",
-                {"#status": "status", "#error": "error"},
-                {**values, ":succeeded": TaskStatus.SUCCEEDED.value},
-                returns="NONE",
-            )
-            is not None
-        )
-
-    def mark_announced(self, task: TaskRef, status: TaskStatus) -> None:
-        """Remember which final status was announced, so a retry re-announces only a lost one."""
-        self._update(
-            task,
-            "SET announced = :status",
-            "attribute_exists(taskId)",
-            {},
-            {":status": status.value},
-            returns="NONE",
-        )
-
-    # --- views -------------------------------------------------------------------------------
-
-    @staticmethod
-    def snapshot(item: Mapping[str, Any]) -> TaskSnapshot:
-        return snapshot_from_item(item)
-
-
-def _phase_progress(
-    item: Mapping[str, Any], phase: Phase, status: TaskStatus, error: TaskError | None
-) -> PhaseProgress:
-    total = item.get(f"{phase}_total")
-    done = _int(item.get(f"{phase}_done"))
-    if f"{phase}_completedAt" in item:
-        state = "completed"
-    elif status is TaskStatus.FAILED and error is not None and error.phase is phase:
-        state = "failed"
-    elif f"{phase}_startedAt" in item or done > 0:
-        state = "running"
-    else:
-        state = "pending"
-    return PhaseProgress(done=done, total=None if total is None else int(total), status=state)
-
-
-def _timing(item: Mapping[str, Any], phase: Phase) -> PhaseTiming | None:
-    started = item.get(f"{phase}_startedAt")
-    completed = item.get(f"{phase}_completedAt")
-    if started is None and completed is None:
-        return None
-    seconds = None
-    if started and completed:
-        elapsed = datetime.fromisoformat(completed) - datetime.fromisoformat(started)
-        seconds = round(max(elapsed.total_seconds(), 0.0), 3)
-    return PhaseTiming(startedAt=started, completedAt=completed, seconds=seconds)
-
-
-def snapshot_from_item(item: Mapping[str, Any]) -> TaskSnapshot:
-    status = TaskStatus(item["status"])
-    raw_error = item.get("error")
-    error = None
-    if status is TaskStatus.FAILED and isinstance(raw_error, Mapping):
-        chunk = raw_error.get("chunk")
-        error = TaskError(
-            phase=Phase(raw_error["phase"]),
-            chunk=None if chunk is None else int(chunk),
-            message=str(raw_error.get("message", "")),
-        )
-    timings = {phase.value: timing for phase in PHASE_ORDER if (timing := _timing(item, phase)) is not None}
-    return TaskSnapshot(
-        taskId=item["taskId"],
-        owner=item["owner"],
-        pipeline=item["pipeline"],
-        status=status,
-        createdAt=item["createdAt"],
-        updatedAt=item["updatedAt"],
-        updatedAtMs=_int(item.get("updatedAtMs")),
-        phases=Phases(**{phase.value: _phase_progress(item, phase, status, error) for phase in PHASE_ORDER}),
-        counts=Counts(**{name: _int(item.get(f"count_{name}")) for name in COUNTERS}),
-        timings=timings,
-        error=error,
-    )
+        before = state_from_item(response["Attributes"])
+        after = decide(before, event, now)
+        if after is None:
+            raise StateMachineDrift(f"{type(event).__name__} was written to {task_id} but the table refuses it")
+        return Outcome(before=before, after=after)

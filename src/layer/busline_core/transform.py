@@ -17,7 +17,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from .contracts import Reject
 from .spec import (
+    BIGINT_MAX,
+    BIGINT_MIN,
     CASTERS,
     LIST_OPS,
     SCALAR_OPS,
@@ -39,16 +42,6 @@ __all__ = [
 RawRow = Mapping[str, str | None]
 Key = tuple[str | None, ...]
 _MAX_SHOWN_VALUE = 200  # keep reject reasons readable when a value is a whole paragraph
-
-
-@dataclass
-class Reject:
-    row: int  # source row number, counted from 1
-    reason: str
-    data: dict[str, Any]
-
-    def as_json(self) -> dict[str, Any]:
-        return {"row": self.row, "reason": self.reason, "data": self.data}
 
 
 @dataclass
@@ -88,10 +81,6 @@ class ReferenceTable:
             if None not in key:
                 index.setdefault(key, record)
         return cls(index, key_columns, columns)
-
-    def lookup(self, key: tuple[Any, ...]) -> dict[str, Any] | None:
-        record = self._index.get(key)
-        return dict(record) if record is not None else None
 
     def __len__(self) -> int:
         return len(self._index)
@@ -194,12 +183,11 @@ def _identity(value: Any) -> Any:
 # the offending rows. int and float use the builtins and check the whole column afterwards;
 # the slower types are cast once per distinct value (a chunk of flights has ~20 distinct hours).
 
-_BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
 
 
 def _ints_in_range(values: list[Any]) -> bool:
     present = [value for value in values if value is not None]
-    return not present or (min(present) >= _BIGINT_MIN and max(present) <= _BIGINT_MAX)
+    return not present or (min(present) >= BIGINT_MIN and max(present) <= BIGINT_MAX)
 
 
 def _floats_finite(values: list[Any]) -> bool:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
 
+from .contracts import LoadOutcome
 from .errors import LoadFailed
 from .spec import POSTGRES_TYPES, OutputColumn, TargetSpec
 
@@ -36,12 +36,6 @@ _INFORMATION_SCHEMA_TYPES: dict[str, str] = {
 }
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class LoadOutcome:
-    rows: int  # rows written (inserted or updated) by the load that recorded the chunk
-    already_loaded: bool  # True when an earlier delivery had loaded this chunk
 
 
 class Warehouse:

@@ -1,4 +1,5 @@
-"""One local cloud running the real template.yaml (with --demo data and a real Postgres) for the app suite.
+"""The app suite runs against the real template.yaml (with --demo data and a real Postgres) in the cloud it
+shares with tests/e2e (tests/conftest.py's `demo_cloud`).
 
 Starting the cloud costs seconds and a flights run tens of seconds, so both are shared: `flights_run`
 submits the flights demo once, follows it over the WebSocket from the start, and hands the messages and
@@ -13,7 +14,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -22,21 +22,8 @@ import psycopg
 import pytest
 from websockets.sync.client import connect
 
-from busline.localcloud.testing import FolderCloud, RunningCloud
+from busline.localcloud.testing import RunningCloud
 
-REPO = Path(__file__).resolve().parents[3]
-TEMPLATE = REPO / "template.yaml"
-# Shorter than the AWS-sized defaults, so a broken step shows up in a minute, not in six.
-CLOUD_ARGS = [
-    "--demo",
-    # extract streams the whole source in one invocation: 20 s is not enough on a busy 2-CPU box
-    "--param", "StepTimeout=60",
-    "--param", "QueueVisibilityTimeout=70",
-    "--param", "MaxReceiveCount=3",
-    "--param", "ChunkRows=20000",
-    "--param", "ProgressBatchWindow=1",
-]  # fmt: skip
-START_TIMEOUT_S = 180.0
 TASK_TIMEOUT_S = 600.0  # generous: on a busy 2-CPU box a flights run took over 4 minutes
 TERMINAL = ("SUCCEEDED", "FAILED")
 
@@ -163,16 +150,10 @@ def follow_task(
     return recording
 
 
-# The cloud is closed as soon as the last test of this folder is done (not at the end of the whole
-# session), so it never runs alongside the clouds of the suites that follow on a small machine.
-folder_cloud = FolderCloud(Path(__file__).parent)
-pytest_runtest_teardown = folder_cloud.teardown_hook
-
-
 @pytest.fixture(scope="session")
-def cloud() -> Iterator[RunningCloud]:
-    yield folder_cloud.start(TEMPLATE, "app", extra_args=CLOUD_ARGS, timeout_s=START_TIMEOUT_S)
-    folder_cloud.close()
+def cloud(demo_cloud: RunningCloud) -> RunningCloud:
+    """The template.yaml cloud this suite shares with tests/e2e (see tests/conftest.py)."""
+    return demo_cloud
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from sources_helpers import ACCOUNT, REGION, Harness, wait_until
 
+from busline.localcloud.event_sources import Scheduler, _to_croniter, build_event_sources
 from busline.localcloud.model import LocalCloudError, ScheduleSpec
 from busline.localcloud.runtime import FunctionRuntime
-from busline.localcloud.sources import Scheduler, _to_croniter, build_event_sources
 
 pytestmark = pytest.mark.integration
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 
 import pytest
 from sources_helpers import ACCOUNT, REGION, Harness, wait_until
 
 from busline.localcloud.chaos import ChaosConfig
+from busline.localcloud.event_sources import SqsPoller, build_event_sources
 from busline.localcloud.model import SqsMapping
 from busline.localcloud.runtime import FunctionRuntime
-from busline.localcloud.sources import SqsPoller, build_event_sources
 
 pytestmark = pytest.mark.integration
 
@@ -75,10 +74,7 @@ def test_failed_invocation_deletes_nothing(harness: Harness, runtime_for: Callab
     # When the one message is delivered
     poller.start()
     try:
-        wait_until(lambda: (harness.data_dir / "logs" / "BoomFunction.log").exists()
-                   and "END RequestId" in (harness.data_dir / "logs" / "BoomFunction.log").read_text(),
-                   15, "the invocation to finish")
-        time.sleep(0.3)
+        wait_until(lambda: poller.settled == 1, 15, "the invocation to finish and be settled")
     finally:
         poller.stop()
 
@@ -162,8 +158,7 @@ def test_duplicate_chaos_delivers_the_same_message_twice(
     # When the message is delivered
     poller.start()
     try:
-        wait_until(lambda: len(harness.records()) == 2, 15, "two deliveries")
-        time.sleep(0.5)
+        wait_until(lambda: poller.settled == 2, 15, "both deliveries to finish and be settled")
     finally:
         poller.stop()
 

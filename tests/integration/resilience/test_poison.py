@@ -210,5 +210,4 @@ def test_watchdog_fails_a_task_whose_chunks_stop_moving(
     assert snapshot["error"]["message"].startswith("stalled in transform: no progress for ")
     idle_s = int(snapshot["error"]["message"].split("no progress for ")[1].split(" s")[0])
     assert STALL_SECONDS <= idle_s <= STALL_BOUND_S
-    assert seconds >= STALL_SECONDS
     print(f"\nstalled task FAILED {seconds:.1f} s after submission: {snapshot['error']['message']}")

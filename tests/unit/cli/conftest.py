@@ -15,9 +15,10 @@ from moto import mock_aws
 from typer.testing import CliRunner
 
 from busline.cli import dlq, tasks
+from busline.localcloud.in_process import provision_in_process
 
 REGION = "us-east-1"
-PHASE_TITLES = ("Extract", "Transform", "Load")
+TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @dataclass
 class FakeDeployment:
-    """Queues + DLQs + tasks table in moto, described by an endpoints.json like `busline local up` writes."""
+    """The template's queues, DLQs and tasks table in moto, described by an endpoints.json like `busline local up` writes."""
 
     endpoints_file: Path
     outputs: dict[str, str]
@@ -94,24 +95,12 @@ class FakeDeployment:
 
 @pytest.fixture
 def deployment(aws_env: None, tmp_path: Path) -> FakeDeployment:
-    sqs = boto3.client("sqs", region_name=REGION)
-    outputs: dict[str, str] = {}
-    for title in PHASE_TITLES:
-        dlq_url = sqs.create_queue(QueueName=f"busline-{title}DLQ")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        queue_url = sqs.create_queue(QueueName=f"busline-{title}Queue", Attributes={
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}),
-        })["QueueUrl"]
-        outputs[f"{title}QueueUrl"] = queue_url
-        outputs[f"{title}DeadLetterQueueUrl"] = dlq_url
-    dynamodb = boto3.resource("dynamodb", region_name=REGION)
-    table = dynamodb.create_table(
-        TableName="busline-tasks", BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "taskId", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "taskId", "AttributeType": "S"}],
-    )
-    outputs["TasksTableName"] = "busline-tasks"
+    """template.yaml's queues, DLQs and tables, provisioned in moto by the local cloud's provisioner."""
+    outputs = dict(provision_in_process(TEMPLATE, region=REGION).outputs)
     endpoints_file = tmp_path / "endpoints.json"
     # No "aws" endpoint: boto3 talks to the default AWS endpoints, which mock_aws intercepts in-process.
     endpoints_file.write_text(json.dumps({"rest": "http://127.0.0.1:9", "region": REGION, "outputs": outputs}))
-    return FakeDeployment(endpoints_file=endpoints_file, outputs=outputs, sqs=sqs, table=table)
+    table = boto3.resource("dynamodb", region_name=REGION).Table(outputs["TasksTableName"])
+    return FakeDeployment(
+        endpoints_file=endpoints_file, outputs=outputs, sqs=boto3.client("sqs", region_name=REGION), table=table
+    )

@@ -33,11 +33,11 @@ def test_list_shows_exact_depth_and_source_of_every_dlq(runner, cli_app, deploym
 
     # Then each DLQ shows its exact depth next to its source queue
     assert result.exit_code == 0, result.output + result.stderr
-    assert _row(result.stdout, "busline-ExtractDLQ") == ["extract", "busline-ExtractDLQ", "0", "0",
+    assert _row(result.stdout, "busline-ExtractDeadLetterQueue") == ["extract", "busline-ExtractDeadLetterQueue", "0", "0",
                                                          "busline-ExtractQueue", "0"]
-    assert _row(result.stdout, "busline-TransformDLQ") == ["transform", "busline-TransformDLQ", "2", "0",
+    assert _row(result.stdout, "busline-TransformDeadLetterQueue") == ["transform", "busline-TransformDeadLetterQueue", "2", "0",
                                                            "busline-TransformQueue", "0"]
-    assert _row(result.stdout, "busline-LoadDLQ") == ["load", "busline-LoadDLQ", "1", "0",
+    assert _row(result.stdout, "busline-LoadDeadLetterQueue") == ["load", "busline-LoadDeadLetterQueue", "1", "0",
                                                       "busline-LoadQueue", "0"]
 
 
@@ -53,7 +53,7 @@ def test_show_lists_messages_with_task_error_and_does_not_consume_them(runner, c
 
     # Then both messages are listed with task, phase, chunk, receive count and the task's error
     assert result.exit_code == 0, result.output + result.stderr
-    assert "Dead-lettered messages in busline-TransformDLQ" in result.stdout
+    assert "Dead-lettered messages in busline-TransformDeadLetterQueue" in result.stdout
     assert _row(result.stdout, first)[:5] == [first, "task-a", "transform", "3", "1"]
     assert _row(result.stdout, second)[:5] == [second, "task-a", "transform", "4", "1"]
     assert result.stdout.count("phase transform, chunk 3: boom in chunk 3") == 2
@@ -68,7 +68,7 @@ def test_show_respects_limit_and_releases_the_rest(runner, cli_app, deployment):
         deployment.dead_letter("load", "task-big", chunk=chunk)
 
     # When showing at most 5
-    result = _run(runner, cli_app, deployment, "show", "--queue", "busline-LoadDLQ", "--limit", "5")
+    result = _run(runner, cli_app, deployment, "show", "--queue", "busline-LoadDeadLetterQueue", "--limit", "5")
 
     # Then exactly 5 rows are shown and all 12 messages stay visible in the DLQ
     assert result.exit_code == 0, result.output + result.stderr
@@ -88,7 +88,7 @@ def test_replay_task_moves_only_that_tasks_messages(runner, cli_app, deployment)
 
     # Then exactly task-a's three messages are in the transform queue, with the same body and attributes
     assert result.exit_code == 0, result.output + result.stderr
-    assert "moved 3 message(s) from busline-TransformDLQ to busline-TransformQueue" in result.stdout
+    assert "moved 3 message(s) from busline-TransformDeadLetterQueue to busline-TransformQueue" in result.stdout
     assert "moved 3 message(s) in total" in result.stdout
     replayed = deployment.drain(deployment.queue_url("transform"))
     assert len(replayed) == 3
@@ -162,7 +162,7 @@ def test_purge_without_yes_asks_and_keeps_messages_on_no(runner, cli_app, deploy
 
     # Then it asked, purged nothing and exited non-zero
     assert result.exit_code == 1
-    assert "Purge 1 message(s) from busline-ExtractDLQ (1)? This cannot be undone" in result.stdout
+    assert "Purge 1 message(s) from busline-ExtractDeadLetterQueue (1)? This cannot be undone" in result.stdout
     assert "nothing purged" in result.stderr
     assert deployment.depth(deployment.dlq_url("extract")) == 1
 
@@ -178,7 +178,7 @@ def test_purge_with_yes_empties_the_queue(runner, cli_app, deployment):
 
     # Then only the load DLQ is empty
     assert result.exit_code == 0, result.output + result.stderr
-    assert "purged busline-LoadDLQ (2 message(s))" in result.stdout
+    assert "purged busline-LoadDeadLetterQueue (2 message(s))" in result.stdout
     assert deployment.depth(deployment.dlq_url("load")) == 0
     assert deployment.depth(deployment.dlq_url("transform")) == 1
 
@@ -191,7 +191,9 @@ def test_unknown_queue_and_phase_are_named_in_the_error(runner, cli_app, deploym
     # Then the usage error names the option, the value and the known queues
     assert bad_queue.exit_code == 2
     assert "'nope'" in bad_queue.stderr and "--queue" in bad_queue.stderr
-    assert "transform (busline-TransformDLQ)" in bad_queue.stderr
+    # (the error panel wraps at 80 columns: read it as one line)
+    panel = " ".join(bad_queue.stderr.replace("│", " ").split())
+    assert "transform (busline-TransformDeadLetterQueue)" in panel
     assert bad_phase.exit_code == 2
     assert "'publish' is not one of extract, transform, load" in bad_phase.stderr
 
@@ -221,7 +223,7 @@ def test_show_json_lists_every_field(runner, cli_app, deployment):
     assert result.exit_code == 0, result.output + result.stderr
     [row] = json.loads(result.stdout)
     assert {key: value for key, value in row.items() if key != "sentAt"} == {
-        "queue": "busline-ExtractDLQ", "messageId": message_id, "taskId": "task-x", "phase": "extract",
+        "queue": "busline-ExtractDeadLetterQueue", "messageId": message_id, "taskId": "task-x", "phase": "extract",
         "chunk": None, "detailType": "TaskSubmitted", "receiveCount": 1, "lastError": "source unreadable",
     }
     assert deployment.depth(deployment.dlq_url("extract")) == 1

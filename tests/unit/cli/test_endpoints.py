@@ -199,4 +199,4 @@ def test_busline_endpoints_env_var_reaches_commands(runner, cli_app, deployment)
 
     # Then the file was used
     assert result.exit_code == 0, result.output + result.stderr
-    assert "busline-LoadDLQ" in result.stdout
+    assert "busline-LoadDeadLetterQueue" in result.stdout

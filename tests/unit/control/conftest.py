@@ -1,25 +1,32 @@
-"""Fixtures for the control-plane tests: moto-backed AWS resources shaped like template.yaml's, a
-Deps wired to them, an in-memory Warehouse (only the Postgres part is faked) and a recording pusher."""
+"""Fixtures for the control-plane tests: template.yaml's AWS resources provisioned in moto by the local
+cloud's own provisioner, a Deps wired to them, an in-memory Warehouse (only the Postgres part is faked)
+and a recording pusher."""
 
 from __future__ import annotations
 
-import functools
 import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from busline_core.contracts import LoadOutcome
 from moto import mock_aws
 
+from busline.localcloud.in_process import ProvisionedStack, provision_in_process
+from busline.localcloud.moto_patches import atomic_dynamodb as serialized_dynamodb
+
 REGION = "us-east-1"
-TASKS_TABLE = "busline-tasks"
-CONNECTIONS_TABLE = "busline-connections"
-BUCKET = "busline-data"
-BUS = "busline-bus"
+TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
+# The names template.yaml gives these resources in the stack "busline", for tests that build specs
+# before a cloud exists; the cloud fixture checks them against what was provisioned.
+TASKS_TABLE = "busline-TasksTable"
+CONNECTIONS_TABLE = "busline-ConnectionsTable"
+BUCKET = "busline-databucket"
+BUS = "busline-busline"
 
 
 @pytest.fixture(autouse=True)
@@ -36,53 +43,10 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
-def create_tasks_table(dynamodb: Any) -> Any:
-    return dynamodb.create_table(
-        TableName=TASKS_TABLE,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "taskId", "AttributeType": "S"},
-            {"AttributeName": "owner", "AttributeType": "S"},
-            {"AttributeName": "createdAt", "AttributeType": "S"},
-        ],
-        KeySchema=[{"AttributeName": "taskId", "KeyType": "HASH"}],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "byOwner",
-                "KeySchema": [
-                    {"AttributeName": "owner", "KeyType": "HASH"},
-                    {"AttributeName": "createdAt", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )
-
-
-def create_connections_table(dynamodb: Any) -> Any:
-    return dynamodb.create_table(
-        TableName=CONNECTIONS_TABLE,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "connectionId", "AttributeType": "S"},
-            {"AttributeName": "taskId", "AttributeType": "S"},
-        ],
-        KeySchema=[{"AttributeName": "connectionId", "KeyType": "HASH"}],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "byTask",
-                "KeySchema": [{"AttributeName": "taskId", "KeyType": "HASH"}],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
-
-
 @dataclass
 class Cloud:
-    """Handles on the moto resources; `bus_queue_url` receives every event published on the bus,
-    `notifications_queue_url` every SNS notification."""
+    """Handles on the template's resources in moto; `bus_queue_url` receives every event published on
+    the bus, `notifications_queue_url` every SNS notification (both queues are test instrumentation)."""
 
     dynamodb: Any
     tasks_table: Any
@@ -94,6 +58,9 @@ class Cloud:
     topic_arn: str
     bus_queue_url: str
     notifications_queue_url: str
+    bucket: str = BUCKET
+    bus: str = BUS
+    stack: ProvisionedStack | None = None  # every physical name and output of the template
 
     def _drain(self, queue_url: str) -> list[dict[str, Any]]:
         bodies: list[dict[str, Any]] = []
@@ -118,41 +85,28 @@ class Cloud:
         return int(self.tasks_table.scan(Select="COUNT")["Count"])
 
 
-def _serialized(method: Callable[..., Any], lock: threading.RLock) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def locked(*args: Any, **kwargs: Any) -> Any:
-        with lock:
-            return method(*args, **kwargs)
-
-    return locked
-
-
 @pytest.fixture
-def atomic_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DynamoDB applies each single-item request atomically; moto runs condition, update and its
-    response building in plain Python, so two threads can interleave (measured here: lost ADDs, and
-    "dictionary changed size during iteration" while one request copies an item another updates).
-    Serialize moto's DynamoDB requests so tests exercise our conditions against the real semantics."""
-    from moto.dynamodb.responses import DynamoHandler
-
-    monkeypatch.setattr(
-        DynamoHandler, "call_action", _serialized(DynamoHandler.call_action, threading.RLock())
-    )
+def atomic_dynamodb() -> Iterator[None]:
+    """DynamoDB applies each single-item request atomically; in-process moto does not (see
+    busline.localcloud.moto_patches), so tests that race conditions against it serialize it the way
+    the local cloud does."""
+    with serialized_dynamodb():
+        yield
 
 
 @pytest.fixture
 def cloud(atomic_dynamodb: None) -> Iterator[Cloud]:
     with mock_aws():
+        stack = provision_in_process(TEMPLATE, region=REGION)
+        provisioned = (stack.name("TasksTable"), stack.name("ConnectionsTable"), stack.name("DataBucket"),
+                       stack.name("EventBus"))
+        assert provisioned == (TASKS_TABLE, CONNECTIONS_TABLE, BUCKET, BUS), "update the name constants above"
         dynamodb = boto3.resource("dynamodb", region_name=REGION)
-        tasks_table = create_tasks_table(dynamodb)
-        connections_table = create_connections_table(dynamodb)
         s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
         events = boto3.client("events", region_name=REGION)
         sqs = boto3.client("sqs", region_name=REGION)
         sns = boto3.client("sns", region_name=REGION)
 
-        events.create_event_bus(Name=BUS)
         bus_queue_url = sqs.create_queue(QueueName="bus-capture")["QueueUrl"]
         bus_queue_arn = sqs.get_queue_attributes(QueueUrl=bus_queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
@@ -164,7 +118,7 @@ def cloud(atomic_dynamodb: None) -> Iterator[Cloud]:
             Rule="capture-all", EventBusName=BUS, Targets=[{"Id": "capture", "Arn": bus_queue_arn}]
         )
 
-        topic_arn = sns.create_topic(Name="busline-notifications")["TopicArn"]
+        topic_arn = stack.name("NotificationTopic")
         notifications_queue_url = sqs.create_queue(QueueName="notification-capture")["QueueUrl"]
         notifications_queue_arn = sqs.get_queue_attributes(
             QueueUrl=notifications_queue_url, AttributeNames=["QueueArn"]
@@ -173,8 +127,8 @@ def cloud(atomic_dynamodb: None) -> Iterator[Cloud]:
 
         yield Cloud(
             dynamodb=dynamodb,
-            tasks_table=tasks_table,
-            connections_table=connections_table,
+            tasks_table=dynamodb.Table(TASKS_TABLE),
+            connections_table=dynamodb.Table(CONNECTIONS_TABLE),
             s3=s3,
             events=events,
             sqs=sqs,
@@ -182,13 +136,8 @@ def cloud(atomic_dynamodb: None) -> Iterator[Cloud]:
             topic_arn=topic_arn,
             bus_queue_url=bus_queue_url,
             notifications_queue_url=notifications_queue_url,
+            stack=stack,
         )
-
-
-@dataclass(frozen=True)
-class FakeLoadOutcome:
-    rows: int
-    already_loaded: bool
 
 
 @dataclass
@@ -207,15 +156,15 @@ class FakeWarehouse:
 
     def load_chunk(
         self, task_id: str, chunk: int, target: Any, columns: list[Any], rows: list[dict[str, Any]]
-    ) -> FakeLoadOutcome:
+    ) -> LoadOutcome:
         self.load_calls += 1
         if (task_id, chunk) in self.ledger:
-            return FakeLoadOutcome(self.ledger[(task_id, chunk)], True)
+            return LoadOutcome(rows=self.ledger[(task_id, chunk)], already_loaded=True)
         table = self.tables[target.table]
         for row in rows:
             table[tuple(row[name] for name in target.key)] = row
         self.ledger[(task_id, chunk)] = len(rows)
-        return FakeLoadOutcome(len(rows), False)
+        return LoadOutcome(rows=len(rows), already_loaded=False)
 
 
 @dataclass
@@ -245,3 +194,64 @@ class Clock:
 @pytest.fixture
 def clock() -> Clock:
     return Clock(datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC))
+
+
+@dataclass
+class Wired:
+    """Each function kind's deps, wired to the same moto resources, as the deployed functions are."""
+
+    api: Any
+    extract: Any
+    transform: Any
+    load: Any
+    stream: Any
+    connections: Any
+    watchdog: Any
+
+
+PAGE_TOKEN_KEY = b"test page-token key"
+
+
+def wire(cloud: Cloud, clock: Clock, warehouse: Any, pusher: Any) -> Wired:
+    from busline_core.bus import EventPublisher, Notifier
+    from busline_core.connections import ConnectionsRepository
+    from busline_core.deps import (
+        ApiDeps,
+        ConnectionsDeps,
+        ExtractDeps,
+        LoadDeps,
+        StreamDeps,
+        TransformDeps,
+        WatchdogDeps,
+    )
+    from busline_core.lifecycle import TaskLifecycle
+    from busline_core.paging import PageTokens
+    from busline_core.storage import ChunkStore
+    from busline_core.tasks_repo import TasksRepository
+
+    tasks = TasksRepository(cloud.tasks_table, clock=clock)
+    chunks = ChunkStore(cloud.s3, BUCKET)
+    connections = ConnectionsRepository(cloud.connections_table)
+
+    def lifecycle() -> TaskLifecycle:
+        # one per function, as each function's container builds its own
+        return TaskLifecycle(tasks, EventPublisher(cloud.events, BUS), Notifier(cloud.sns, cloud.topic_arn))
+
+    return Wired(
+        api=ApiDeps(
+            tasks=tasks,
+            publisher=EventPublisher(cloud.events, BUS),
+            chunks=chunks,
+            page_tokens=PageTokens(PAGE_TOKEN_KEY),
+            data_bucket=BUCKET,
+            clock=clock,
+        ),
+        extract=ExtractDeps(tasks=tasks, lifecycle=lifecycle(), chunks=chunks, clock=clock),
+        transform=TransformDeps(tasks=tasks, lifecycle=lifecycle(), chunks=chunks, clock=clock),
+        load=LoadDeps(
+            tasks=tasks, lifecycle=lifecycle(), chunks=chunks, clock=clock, warehouse_factory=lambda: warehouse
+        ),
+        stream=StreamDeps(connections=connections, pusher=pusher),
+        connections=ConnectionsDeps(tasks=tasks, connections=connections, pusher=pusher),
+        watchdog=WatchdogDeps(tasks=tasks, lifecycle=lifecycle(), clock=clock),
+    )

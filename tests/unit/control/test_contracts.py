@@ -24,7 +24,7 @@ from busline_core.contracts import (
 )
 from busline_core.errors import ConfigurationError, PublishFailed
 from busline_core.secrets import active_faults, database_url, url_from_secret
-from busline_core.settings import ApiSettings, LoadSettings, ProgressSettings
+from busline_core.settings import ApiSettings, LoadSettings, WatchdogSettings
 from busline_core.spec import TaskSpec
 from moto import mock_aws
 from pydantic import ValidationError
@@ -154,6 +154,7 @@ def test_settings_read_the_environment_and_name_what_is_missing(monkeypatch: pyt
     # Given it is set, with CHUNK_ROWS / Then values and defaults are as documented
     monkeypatch.setenv("DATA_BUCKET", "data")
     monkeypatch.setenv("CHUNK_ROWS", "500")
+    monkeypatch.setenv("PAGE_TOKEN_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:123456789012:secret:tokens")
     api = ApiSettings()
     assert (api.tasks_table, api.event_bus_name, api.data_bucket, api.chunk_rows) == (
         "tasks",
@@ -161,13 +162,8 @@ def test_settings_read_the_environment_and_name_what_is_missing(monkeypatch: pyt
         "data",
         500,
     )
-    monkeypatch.setenv("CONNECTIONS_TABLE", "connections")
-    progress = ProgressSettings()
-    assert (progress.connections_table, progress.stall_seconds, progress.websocket_management_endpoint) == (
-        "connections",
-        300,
-        "",
-    )
+    watchdog = WatchdogSettings()
+    assert (watchdog.stall_seconds, watchdog.dead_letter_queue_urls) == (300, "")
     load = LoadSettings()
     assert (load.max_receive_count, load.faults_parameter, load.database_secret_arn) == (3, "", "")
 

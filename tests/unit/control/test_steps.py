@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 from boto3.dynamodb.types import TypeSerializer
-from busline_core import steps
-from busline_core.bus import EventPublisher, Notifier
-from busline_core.connections import ConnectionsRepository
+from busline_core import etl_steps, progress, task_api
+from busline_core.bus import EventPublisher
 from busline_core.contracts import (
     ChunkExtracted,
     ChunkTransformed,
@@ -20,11 +19,9 @@ from busline_core.contracts import (
 )
 from busline_core.dead_letters import DeadLetterQueues
 from busline_core.errors import ChunkFailed, InvalidTask, LoadFailed, PublishFailed
-from busline_core.steps import Deps
-from busline_core.storage import ChunkStore
-from busline_core.tasks_repo import TasksRepository
+from busline_core.watchdog import watchdog
 
-from .conftest import BUCKET, BUS, Clock, Cloud, FakeWarehouse, RecordingPusher
+from .conftest import BUCKET, Clock, Cloud, FakeWarehouse, RecordingPusher, Wired, wire
 
 ROWS = 250  # chunkRows 100 -> chunks of 100, 100, 50
 # Row i: dep_time NA when i % 10 == 0 (filtered: 25), carrier ZZ (no such carrier) when i % 25 == 1
@@ -78,48 +75,37 @@ def pusher() -> RecordingPusher:
 
 
 @pytest.fixture
-def deps(cloud: Cloud, clock: Clock, warehouse: FakeWarehouse, pusher: RecordingPusher) -> Deps:
+def deps(cloud: Cloud, clock: Clock, warehouse: FakeWarehouse, pusher: RecordingPusher) -> Wired:
     cloud.s3.put_object(Bucket=BUCKET, Key="in/flights.csv", Body=_flights_csv(ROWS).encode())
     cloud.s3.put_object(Bucket=BUCKET, Key="ref/carriers.csv", Body=b"code,name\nAA,American\nBB,Blue Sky\n")
-    return Deps(
-        tasks=TasksRepository(cloud.tasks_table, clock=clock),
-        publisher=EventPublisher(cloud.events, BUS),
-        notifier=Notifier(cloud.sns, cloud.topic_arn),
-        chunks=ChunkStore(cloud.s3, BUCKET),
-        s3=cloud.s3,
-        connections=ConnectionsRepository(cloud.connections_table),
-        pusher=pusher,  # type: ignore[arg-type]
-        warehouse_factory=lambda: warehouse,
-        data_bucket=BUCKET,
-        clock=clock,
-    )
+    return wire(cloud, clock, warehouse, pusher)
 
 
 def _of_type(events: list[dict[str, Any]], detail_type: str) -> list[dict[str, Any]]:
     return [event["detail"] for event in events if event["detail-type"] == detail_type]
 
 
-def _submit(cloud: Cloud, deps: Deps, spec: dict[str, Any] | None = None) -> str:
-    snapshot = steps.submit_task(spec or _spec(), "ana", deps)
+def _submit(cloud: Cloud, deps: Wired, spec: dict[str, Any] | None = None) -> str:
+    snapshot = task_api.submit_task(spec or _spec(), "ana", deps.api)
     cloud.published_events()  # the TaskSubmitted: tested on its own
     return snapshot.taskId
 
 
-def _run(cloud: Cloud, deps: Deps, task_id: str, deliveries: int = 1) -> list[dict[str, Any]]:
+def _run(cloud: Cloud, deps: Wired, task_id: str, deliveries: int = 1) -> list[dict[str, Any]]:
     """Drive extract -> transform -> load as the queues would, each record delivered `deliveries` times."""
     seen: list[dict[str, Any]] = []
     for _ in range(deliveries):
-        steps.extract_task(TaskSubmitted(taskId=task_id), deps)
+        etl_steps.run_step(etl_steps.extract_task, TaskSubmitted(taskId=task_id), deps.extract)
     events = cloud.published_events()
     seen += events
     for detail in _of_type(events, "ChunkExtracted"):
         for _ in range(deliveries):
-            steps.transform_chunk(ChunkExtracted.model_validate(detail), deps)
+            etl_steps.run_step(etl_steps.transform_chunk, ChunkExtracted.model_validate(detail), deps.transform)
     events = cloud.published_events()
     seen += events
     for detail in _of_type(events, "ChunkTransformed"):
         for _ in range(deliveries):
-            steps.load_chunk(ChunkTransformed.model_validate(detail), deps)
+            etl_steps.run_step(etl_steps.load_chunk, ChunkTransformed.model_validate(detail), deps.load)
     seen += cloud.published_events()
     return seen
 
@@ -127,9 +113,9 @@ def _run(cloud: Cloud, deps: Deps, task_id: str, deliveries: int = 1) -> list[di
 # --- submit ---------------------------------------------------------------------------------------
 
 
-def test_submit_records_the_task_and_publishes_exactly_one_task_submitted(cloud: Cloud, deps: Deps) -> None:
+def test_submit_records_the_task_and_publishes_exactly_one_task_submitted(cloud: Cloud, deps: Wired) -> None:
     # Given an ad hoc spec / When it is submitted
-    snapshot = steps.submit_task(_spec(), "ana", deps)
+    snapshot = task_api.submit_task(_spec(), "ana", deps.api)
     # Then the task is ACCEPTED and one TaskSubmitted went out for it
     assert snapshot.status is TaskStatus.ACCEPTED
     assert snapshot.pipeline == "adhoc"
@@ -140,15 +126,15 @@ def test_submit_records_the_task_and_publishes_exactly_one_task_submitted(cloud:
     ]
 
 
-def test_submit_of_a_named_pipeline_expands_it(cloud: Cloud, deps: Deps) -> None:
+def test_submit_of_a_named_pipeline_expands_it(cloud: Cloud, deps: Wired) -> None:
     # Given the flights pipeline with a custom table / When submitted
-    snapshot = steps.submit_task({"pipeline": "flights", "params": {"table": "flights_test"}}, "ana", deps)
+    snapshot = task_api.submit_task({"pipeline": "flights", "params": {"table": "flights_test"}}, "ana", deps.api)
     # Then the stored spec is the expanded one, reading from the data bucket
-    item = deps.tasks.get(snapshot.taskId)
-    assert item is not None
+    state = deps.api.tasks.get(snapshot.taskId)
+    assert state is not None
     assert snapshot.pipeline == "flights"
-    assert f'"uri":"s3://{BUCKET}/nycflights13/flights.csv.zip"' in item["spec"]
-    assert '"table":"flights_test"' in item["spec"]
+    assert f'"uri":"s3://{BUCKET}/nycflights13/flights.csv.zip"' in state.spec_json
+    assert '"table":"flights_test"' in state.spec_json
     assert len(cloud.published_events()) == 1
 
 
@@ -163,11 +149,11 @@ def test_submit_of_a_named_pipeline_expands_it(cloud: Cloud, deps: Deps) -> None
     ],
 )
 def test_an_invalid_request_raises_invalid_task_and_records_nothing(
-    cloud: Cloud, deps: Deps, body: dict[str, Any], field: str
+    cloud: Cloud, deps: Wired, body: dict[str, Any], field: str
 ) -> None:
     # Given a request with one bad field / When it is submitted
     with pytest.raises(InvalidTask) as raised:
-        steps.submit_task(body, "ana", deps)
+        task_api.submit_task(body, "ana", deps.api)
     # Then the error names the field, and nothing was recorded or published
     fields = [entry["field"] for entry in raised.value.errors]
     assert len(fields) == 1
@@ -183,14 +169,14 @@ def test_an_invalid_request_raises_invalid_task_and_records_nothing(
 
 
 def test_a_small_csv_goes_through_all_steps_with_exact_counts(
-    cloud: Cloud, deps: Deps, warehouse: FakeWarehouse
+    cloud: Cloud, deps: Wired, warehouse: FakeWarehouse
 ) -> None:
     # Given a submitted task over 250 rows (3 chunks)
     task_id = _submit(cloud, deps)
     # When extract, transform and load run for every chunk
     events = _run(cloud, deps, task_id)
     # Then the task SUCCEEDED with exact counts, and each phase completed once
-    snapshot = steps.get_task(task_id, deps)
+    snapshot = task_api.get_task(task_id, "ana", deps.api)
     assert snapshot.status is TaskStatus.SUCCEEDED
     assert snapshot.counts.model_dump() == {
         "read": ROWS,
@@ -233,7 +219,7 @@ def test_a_small_csv_goes_through_all_steps_with_exact_counts(
     assert warehouse.ensure_calls == 1
 
 
-def test_a_source_limit_reads_only_the_first_rows(cloud: Cloud, deps: Deps, warehouse: FakeWarehouse) -> None:
+def test_a_source_limit_reads_only_the_first_rows(cloud: Cloud, deps: Wired, warehouse: FakeWarehouse) -> None:
     # Given a task over the same 250 rows whose source says limit 120
     spec = _spec()
     spec["source"]["limit"] = 120
@@ -242,7 +228,7 @@ def test_a_source_limit_reads_only_the_first_rows(cloud: Cloud, deps: Deps, ware
     _run(cloud, deps, task_id)
     # Then only rows 1..120 were read: 12 without dep_time, carrier ZZ in rows 1, 26, 51, 76, 101 and
     # "oops" amounts in rows 7, 57, 107 (8 rejected), in 2 chunks of at most 100
-    snapshot = steps.get_task(task_id, deps)
+    snapshot = task_api.get_task(task_id, "ana", deps.api)
     assert snapshot.status is TaskStatus.SUCCEEDED
     assert snapshot.counts.model_dump() == {"read": 120, "filtered": 12, "rejected": 8, "loaded": 100}
     assert snapshot.phases.extract.total == 2
@@ -250,14 +236,14 @@ def test_a_source_limit_reads_only_the_first_rows(cloud: Cloud, deps: Deps, ware
 
 
 def test_duplicate_delivery_of_every_step_changes_nothing(
-    cloud: Cloud, deps: Deps, warehouse: FakeWarehouse
+    cloud: Cloud, deps: Wired, warehouse: FakeWarehouse
 ) -> None:
     # Given a submitted task
     task_id = _submit(cloud, deps)
     # When every record is delivered twice (extract, each transform, each load)
     events = _run(cloud, deps, task_id, deliveries=2)
     # Then the counts are those of a single run, and every completion happened once
-    snapshot = steps.get_task(task_id, deps)
+    snapshot = task_api.get_task(task_id, "ana", deps.api)
     assert snapshot.status is TaskStatus.SUCCEEDED
     assert snapshot.counts.model_dump() == {
         "read": ROWS,
@@ -278,49 +264,49 @@ def test_duplicate_delivery_of_every_step_changes_nothing(
     assert len(warehouse.ledger) == 3
 
 
-def test_rejects_are_listed_page_by_page(cloud: Cloud, deps: Deps) -> None:
+def test_rejects_are_listed_page_by_page(cloud: Cloud, deps: Wired) -> None:
     # Given a finished task with 15 rejected rows
     task_id = _submit(cloud, deps)
     _run(cloud, deps, task_id)
     # When its rejects are read 10 at a time
-    first = steps.list_rejects(task_id, 10, None, deps)
-    second = steps.list_rejects(task_id, 10, first.nextToken, deps)
+    first = task_api.list_rejects(task_id, "ana", 10, None, deps.api)
+    second = task_api.list_rejects(task_id, "ana", 10, first.nextToken, deps.api)
     # Then 10 + 5 come back, in row order, with the reasons named
     assert len(first.items) == 10
     assert first.nextToken is not None
     assert len(second.items) == 5
     assert second.nextToken is None
-    rows = [item["row"] for item in first.items + second.items]
+    rows = [item.row for item in first.items + second.items]
     assert rows == sorted(rows)
-    assert first.items[0] == {
+    assert first.items[0].model_dump() == {
         "row": 1,
         "reason": "join carriers: no match for carrier=ZZ",
         "data": {"id": "1", "carrier": "ZZ", "dep_time": "601", "amount": "1.50"},
     }
-    assert first.items[1]["row"] == 7
-    assert first.items[1]["reason"].startswith("column amount:")
+    assert first.items[1].row == 7
+    assert first.items[1].reason.startswith("column amount:")
 
 
-def test_list_tasks_pages_newest_first(cloud: Cloud, deps: Deps, clock: Clock) -> None:
+def test_list_tasks_pages_newest_first(cloud: Cloud, deps: Wired, clock: Clock) -> None:
     # Given three tasks submitted a second apart
     ids = []
     for _ in range(3):
         ids.append(_submit(cloud, deps))
         clock.now += timedelta(seconds=1)
     # When listed two per page / Then newest first, 2 + 1
-    first = steps.list_tasks("ana", 2, None, deps)
-    second = steps.list_tasks("ana", 2, first.nextToken, deps)
+    first = task_api.list_tasks("ana", 2, None, deps.api)
+    second = task_api.list_tasks("ana", 2, first.nextToken, deps.api)
     assert [item.taskId for item in first.items + second.items] == ids[::-1]
     assert second.nextToken is None
 
 
-def test_a_source_without_rows_succeeds_with_zeros(cloud: Cloud, deps: Deps) -> None:
+def test_a_source_without_rows_succeeds_with_zeros(cloud: Cloud, deps: Wired) -> None:
     # Given a CSV with only a header
     cloud.s3.put_object(Bucket=BUCKET, Key="in/empty.csv", Body=b"id,carrier,dep_time,amount\n")
     task_id = _submit(cloud, deps, _spec("in/empty.csv"))
     # When extract runs / Then the task SUCCEEDED at once, with zero counts and zero chunks
     events = _run(cloud, deps, task_id)
-    snapshot = steps.get_task(task_id, deps)
+    snapshot = task_api.get_task(task_id, "ana", deps.api)
     assert snapshot.status is TaskStatus.SUCCEEDED
     assert snapshot.counts.model_dump() == {"read": 0, "filtered": 0, "rejected": 0, "loaded": 0}
     assert snapshot.phases.load.model_dump() == {"done": 0, "total": 0, "status": "completed"}
@@ -328,13 +314,13 @@ def test_a_source_without_rows_succeeds_with_zeros(cloud: Cloud, deps: Deps) -> 
     assert _of_type(events, "ChunkExtracted") == []
 
 
-def test_an_unreadable_source_fails_the_task_once(cloud: Cloud, deps: Deps) -> None:
+def test_an_unreadable_source_fails_the_task_once(cloud: Cloud, deps: Wired) -> None:
     # Given a task whose source does not exist
     task_id = _submit(cloud, deps, _spec("in/missing.csv"))
     # When extract runs (twice: a redelivery must not fail it again)
     events = _run(cloud, deps, task_id, deliveries=2)
     # Then the task is FAILED in extract, announced once
-    snapshot = steps.get_task(task_id, deps)
+    snapshot = task_api.get_task(task_id, "ana", deps.api)
     assert snapshot.status is TaskStatus.FAILED
     assert snapshot.error is not None
     assert snapshot.error.phase.value == "extract"
@@ -345,57 +331,57 @@ def test_an_unreadable_source_fails_the_task_once(cloud: Cloud, deps: Deps) -> N
     assert [note["status"] for note in cloud.notifications()] == ["FAILED"]
 
 
-def test_a_chunk_that_fails_its_last_delivery_fails_the_task_until_replayed(cloud: Cloud, deps: Deps) -> None:
+def test_a_chunk_that_fails_its_last_delivery_fails_the_task_until_replayed(cloud: Cloud, deps: Wired) -> None:
     # Given a task extracted into 3 chunks, with the fault switch on for transform
     task_id = _submit(cloud, deps)
-    steps.extract_task(TaskSubmitted(taskId=task_id), deps)
+    etl_steps.extract_task(TaskSubmitted(taskId=task_id), deps.extract)
     extracted = [
         ChunkExtracted.model_validate(d) for d in _of_type(cloud.published_events(), "ChunkExtracted")
     ]
-    deps.faults = lambda: frozenset({"transform:fail"})
+    deps.transform.faults = lambda: frozenset({"transform:fail"})
     # When chunk 1 fails (its last delivery: the handler records the final failure)
     with pytest.raises(ChunkFailed) as raised:
-        steps.transform_chunk(extracted[1], deps)
-    assert steps.record_final_failure(extracted[1], raised.value, deps) is True
+        etl_steps.transform_chunk(extracted[1], deps.transform)
+    assert etl_steps.record_final_failure(extracted[1], raised.value, deps.transform) is True
     # Then the task is FAILED naming transform chunk 1, and TaskFailed went out once
-    failed = steps.get_task(task_id, deps)
+    failed = task_api.get_task(task_id, "ana", deps.api)
     assert failed.status is TaskStatus.FAILED
     assert failed.error is not None and (failed.error.phase.value, failed.error.chunk) == ("transform", 1)
     assert "fault switch" in failed.error.message
     assert len(_of_type(cloud.published_events(), "TaskFailed")) == 1
     # When the switch is off, the other chunks run, and the DLQ message of chunk 1 is replayed
-    deps.faults = lambda: frozenset()
+    deps.transform.faults = lambda: frozenset()
     for chunk in (extracted[0], extracted[2], extracted[1]):
-        steps.transform_chunk(chunk, deps)
+        etl_steps.transform_chunk(chunk, deps.transform)
     for transformed in _of_type(cloud.published_events(), "ChunkTransformed"):
-        steps.load_chunk(ChunkTransformed.model_validate(transformed), deps)
+        etl_steps.load_chunk(ChunkTransformed.model_validate(transformed), deps.load)
     # Then the task SUCCEEDED with the full counts and no error
-    snapshot = steps.get_task(task_id, deps)
+    snapshot = task_api.get_task(task_id, "ana", deps.api)
     assert snapshot.status is TaskStatus.SUCCEEDED
     assert snapshot.error is None
     assert snapshot.counts.loaded == LOADED
     assert [note["status"] for note in cloud.notifications()] == ["FAILED", "SUCCEEDED"]
 
 
-def test_watchdog_fails_only_stalled_tasks(cloud: Cloud, deps: Deps, clock: Clock) -> None:
+def test_watchdog_fails_only_stalled_tasks(cloud: Cloud, deps: Wired, clock: Clock) -> None:
     # Given a task idle since 10:00:00 and one that moved at 10:04:50
     stalled = _submit(cloud, deps)
     clock.now += timedelta(seconds=290)
     fresh = _submit(cloud, deps)
     # When the watchdog runs at 10:05:01 with STALL_SECONDS 300
     clock.now += timedelta(seconds=11)
-    assert steps.watchdog(deps) == 1
+    assert watchdog(deps.watchdog) == 1
     # Then only the idle one FAILED, with a message saying where and for how long
-    snapshot = steps.get_task(stalled, deps)
+    snapshot = task_api.get_task(stalled, "ana", deps.api)
     assert snapshot.status is TaskStatus.FAILED
     assert snapshot.error is not None
     assert snapshot.error.message == "stalled in extract: no progress for 301 s"
-    assert steps.get_task(fresh, deps).status is TaskStatus.ACCEPTED
+    assert task_api.get_task(fresh, "ana", deps.api).status is TaskStatus.ACCEPTED
     assert len(_of_type(cloud.published_events(), "TaskFailed")) == 1
 
 
 def test_watchdog_fails_a_task_whose_message_was_dead_lettered_without_telling_it(
-    cloud: Cloud, deps: Deps
+    cloud: Cloud, deps: Wired
 ) -> None:
     # Given two active tasks and, in a transform DLQ, a message of the first one (its last delivery
     # died before the handler ran) plus a message that is not a Busline event
@@ -405,22 +391,22 @@ def test_watchdog_fails_a_task_whose_message_was_dead_lettered_without_telling_i
     body = {"detail-type": "ChunkExtracted", "detail": {"taskId": dead, "phase": "transform", "chunk": 3, "key": "k", "rows": 1}}
     cloud.sqs.send_message(QueueUrl=dlq_url, MessageBody=json.dumps(body))
     cloud.sqs.send_message(QueueUrl=dlq_url, MessageBody="not json")
-    deps.dead_letters = DeadLetterQueues(cloud.sqs, [dlq_url])
+    deps.watchdog.dead_letters = DeadLetterQueues(cloud.sqs, [dlq_url])
     # When the watchdog runs (long before STALL_SECONDS)
-    assert steps.watchdog(deps) == 1
+    assert watchdog(deps.watchdog) == 1
     # Then that task is FAILED naming the phase and chunk, the other one is untouched
-    snapshot = steps.get_task(dead, deps)
+    snapshot = task_api.get_task(dead, "ana", deps.api)
     assert snapshot.status is TaskStatus.FAILED
     assert snapshot.error is not None
     assert (snapshot.error.phase, snapshot.error.chunk) == ("transform", 3)
     assert snapshot.error.message.startswith("dead-lettered after 1 deliveries")
-    assert steps.get_task(alive, deps).status is TaskStatus.ACCEPTED
+    assert task_api.get_task(alive, "ana", deps.api).status is TaskStatus.ACCEPTED
     assert len(_of_type(cloud.published_events(), "TaskFailed")) == 1
     # And both messages are still in the DLQ, visible, for `busline dlq replay`
     attributes = cloud.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["All"])["Attributes"]
     assert (attributes["ApproximateNumberOfMessages"], attributes["ApproximateNumberOfMessagesNotVisible"]) == ("2", "0")
     # And a second run fails nothing more
-    assert steps.watchdog(deps) == 0
+    assert watchdog(deps.watchdog) == 0
 
 
 # --- progress -------------------------------------------------------------------------------------
@@ -432,44 +418,42 @@ def _stream_image(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_push_progress_coalesces_a_batch_to_one_push_per_connection(
-    cloud: Cloud, deps: Deps, pusher: RecordingPusher
+    cloud: Cloud, deps: Wired, pusher: RecordingPusher
 ) -> None:
     # Given a task with two subscribed connections, one gone connection, and one watching another task
     task_id = _submit(cloud, deps)
-    assert deps.connections is not None
     for connection_id in ("c1", "c2", "gone"):
-        deps.connections.add(connection_id, task_id)
-    deps.connections.add("elsewhere", "another-task")
+        deps.connections.connections.add(connection_id, task_id)
+    deps.connections.connections.add("elsewhere", "another-task")
     pusher.gone.add("gone")
-    item = deps.tasks.get(task_id)
-    assert item is not None
+    item = cloud.tasks_table.get_item(Key={"taskId": task_id})["Item"]
     # When a stream batch carries 50 images of that task
     images = [_stream_image({**item, "updatedAtMs": int(item["updatedAtMs"]) + n}) for n in range(50)]
-    sent = steps.push_progress(images, deps)
+    sent = progress.push_progress(images, deps.stream)
     # Then each live connection got exactly one message, the newest snapshot, and the gone one was dropped
     assert sent == 2
     assert sorted(connection_id for connection_id, _ in pusher.pushes) == ["c1", "c2"]
     assert {payload["updatedAtMs"] for _, payload in pusher.pushes} == {int(item["updatedAtMs"]) + 49}
-    assert sorted(deps.connections.for_task(task_id)) == ["c1", "c2"]
+    assert sorted(deps.connections.connections.for_task(task_id)) == ["c1", "c2"]
 
 
 def test_subscribe_pushes_the_current_snapshot_or_an_error(
-    cloud: Cloud, deps: Deps, pusher: RecordingPusher
+    cloud: Cloud, deps: Wired, pusher: RecordingPusher
 ) -> None:
     # Given a task and a connected client
     task_id = _submit(cloud, deps)
-    steps.connect("c1", deps)
+    progress.connect("c1", deps.connections)
     # When the client subscribes to it, then to an unknown task
-    assert steps.subscribe("c1", task_id, deps) is True
-    assert steps.subscribe("c1", "no-such-task", deps) is False
+    assert progress.subscribe("c1", task_id, deps.connections) is True
+    assert progress.subscribe("c1", "no-such-task", deps.connections) is False
     # Then it got the snapshot at once, then an error naming the task
     assert [payload.get("taskId") for _, payload in pusher.pushes] == [task_id, None]
     assert pusher.pushes[0][1]["status"] == "ACCEPTED"
     assert pusher.pushes[1][1] == {"error": "task no-such-task not found"}
-    assert deps.connections is not None and deps.connections.for_task(task_id) == ["c1"]
+    assert deps.connections.connections.for_task(task_id) == ["c1"]
     # When it disconnects / Then it is no longer subscribed
-    steps.disconnect("c1", deps)
-    assert deps.connections.for_task(task_id) == []
+    progress.disconnect("c1", deps.connections)
+    assert deps.connections.connections.for_task(task_id) == []
 
 
 class _FlakyWarehouse(FakeWarehouse):
@@ -484,22 +468,22 @@ class _FlakyWarehouse(FakeWarehouse):
         return super().load_chunk(*args, **kwargs)
 
 
-def test_a_failed_load_ensures_the_table_again_on_the_retry(cloud: Cloud, deps: Deps) -> None:
+def test_a_failed_load_ensures_the_table_again_on_the_retry(cloud: Cloud, deps: Wired) -> None:
     # Given a warehouse whose first load fails
     flaky = _FlakyWarehouse()
-    deps.warehouse_factory = lambda: flaky
+    deps.load.warehouse_factory = lambda: flaky
     task_id = _submit(cloud, deps)
-    steps.extract_task(TaskSubmitted(taskId=task_id), deps)
+    etl_steps.extract_task(TaskSubmitted(taskId=task_id), deps.extract)
     for detail in _of_type(cloud.published_events(), "ChunkExtracted"):
-        steps.transform_chunk(ChunkExtracted.model_validate(detail), deps)
+        etl_steps.transform_chunk(ChunkExtracted.model_validate(detail), deps.transform)
     first = ChunkTransformed.model_validate(_of_type(cloud.published_events(), "ChunkTransformed")[0])
     # When the load fails, then is retried
     with pytest.raises(LoadFailed):
-        steps.load_chunk(first, deps)
-    assert steps.load_chunk(first, deps) == first.rows
+        etl_steps.load_chunk(first, deps.load)
+    assert etl_steps.load_chunk(first, deps.load) == first.rows
     # Then the retry ensured the table again before loading
     assert flaky.ensure_calls == 2
-    assert steps.get_task(task_id, deps).phases.load.done == 1
+    assert task_api.get_task(task_id, "ana", deps.api).phases.load.done == 1
 
 
 class _PublisherFailingOnce:
@@ -510,6 +494,9 @@ class _PublisherFailingOnce:
         self.detail_type = detail_type
         self.refused = 0
 
+    def publish(self, detail_type: str, detail: Any) -> None:
+        self.publish_many([(detail_type, detail)])
+
     def publish_many(self, events: Any) -> int:
         events = list(events)
         if not self.refused and any(detail_type == self.detail_type for detail_type, _ in events):
@@ -518,29 +505,28 @@ class _PublisherFailingOnce:
         return self.inner.publish_many(events)
 
 
-def test_a_lost_task_succeeded_is_announced_by_the_redelivery(cloud: Cloud, deps: Deps) -> None:
+def test_a_lost_task_succeeded_is_announced_by_the_redelivery(cloud: Cloud, deps: Wired) -> None:
     # Given a task whose TaskSucceeded cannot be published the first time
     task_id = _submit(cloud, deps)
-    assert deps.publisher is not None
-    deps.publisher = _PublisherFailingOnce(deps.publisher, "TaskSucceeded")  # type: ignore[assignment]
-    steps.extract_task(TaskSubmitted(taskId=task_id), deps)
+    deps.load.lifecycle.publisher = _PublisherFailingOnce(deps.load.lifecycle.publisher, "TaskSucceeded")  # type: ignore[assignment]
+    etl_steps.extract_task(TaskSubmitted(taskId=task_id), deps.extract)
     for detail in _of_type(cloud.published_events(), "ChunkExtracted"):
-        steps.transform_chunk(ChunkExtracted.model_validate(detail), deps)
+        etl_steps.transform_chunk(ChunkExtracted.model_validate(detail), deps.transform)
     transformed = [
         ChunkTransformed.model_validate(d) for d in _of_type(cloud.published_events(), "ChunkTransformed")
     ]
-    steps.load_chunk(transformed[0], deps)
-    steps.load_chunk(transformed[1], deps)
+    etl_steps.load_chunk(transformed[0], deps.load)
+    etl_steps.load_chunk(transformed[1], deps.load)
     # When the last load completes the task but the announcement fails, and SQS redelivers that load
     with pytest.raises(PublishFailed):
-        steps.load_chunk(transformed[2], deps)
-    assert steps.get_task(task_id, deps).status is TaskStatus.SUCCEEDED
-    steps.load_chunk(transformed[2], deps)
+        etl_steps.load_chunk(transformed[2], deps.load)
+    assert task_api.get_task(task_id, "ana", deps.api).status is TaskStatus.SUCCEEDED
+    etl_steps.load_chunk(transformed[2], deps.load)
     # Then TaskSucceeded went out exactly once, and the counts are unchanged
     events = cloud.published_events()
     assert len(_of_type(events, "TaskSucceeded")) == 1
     assert [note["status"] for note in cloud.notifications()] == ["SUCCEEDED"]
-    assert steps.get_task(task_id, deps).counts.loaded == LOADED
+    assert task_api.get_task(task_id, "ana", deps.api).counts.loaded == LOADED
     # And a further redelivery announces nothing more
-    steps.load_chunk(transformed[2], deps)
+    etl_steps.load_chunk(transformed[2], deps.load)
     assert _of_type(cloud.published_events(), "TaskSucceeded") == []

@@ -1,17 +1,28 @@
-"""TasksRepository against moto DynamoDB: listing, exactly-once counting, fan-in and recovery."""
+"""TasksRepository against moto DynamoDB: the item round trip, listing, and each event as one
+conditional write (exactly-once counting, fan-in under races). Recovery after a failure, which takes
+more than one event, is tested through TaskLifecycle."""
 
 from __future__ import annotations
 
 import threading
 from datetime import timedelta
-from typing import Any
 
 import pytest
+from busline_core.bus import EventPublisher, Notifier
 from busline_core.contracts import Phase, TaskStatus
-from busline_core.errors import InvalidTask
+from busline_core.lifecycle import TaskLifecycle
+from busline_core.task_state import (
+    ChunkCounted,
+    ChunkFailedFinally,
+    ExtractCompleted,
+    ExtractStarted,
+    PhaseCompleted,
+    TaskAbandoned,
+    TaskState,
+)
 from busline_core.tasks_repo import TasksRepository
 
-from .conftest import Clock, Cloud
+from .conftest import BUS, Clock, Cloud
 
 
 @pytest.fixture
@@ -19,31 +30,38 @@ def repo(cloud: Cloud, clock: Clock) -> TasksRepository:
     return TasksRepository(cloud.tasks_table, clock=clock)
 
 
-def _item(repo: TasksRepository, task_id: str = "t1") -> dict[str, Any]:
-    item = repo.get(task_id)
-    assert item is not None, f"task {task_id} is missing"
-    return item
+@pytest.fixture
+def lifecycle(cloud: Cloud, repo: TasksRepository) -> TaskLifecycle:
+    return TaskLifecycle(repo, EventPublisher(cloud.events, BUS), Notifier(cloud.sns, cloud.topic_arn))
+
+
+def _state(repo: TasksRepository, task_id: str = "t1") -> TaskState:
+    state = repo.get(task_id)
+    assert state is not None, f"task {task_id} is missing"
+    return state
 
 
 def _new_task(repo: TasksRepository, clock: Clock, task_id: str = "t1", owner: str = "ana") -> None:
-    repo.create(task_id, owner, "flights", '{"x": 1}', clock())
+    repo.create(TaskState.submitted(task_id, owner, "flights", '{"x": 1}', clock()))
 
 
 def _extracted(repo: TasksRepository, clock: Clock, chunks: int, read: int = 100) -> None:
     _new_task(repo, clock)
-    repo.start_phase("t1", Phase.EXTRACT)
-    repo.complete_extract("t1", chunks, read)
+    repo.apply("t1", ExtractStarted())
+    repo.apply("t1", ExtractCompleted(chunks, read))
+
+
+def _count(repo: TasksRepository, phase: Phase, chunk: int, **counts: int) -> bool:
+    return repo.apply("t1", ChunkCounted(phase, chunk, counts)) is not None
 
 
 def test_create_then_get_returns_an_accepted_snapshot(repo: TasksRepository, clock: Clock) -> None:
     # Given a created task
     _new_task(repo, clock)
     # When it is read back
-    snapshot = repo.snapshot(_item(repo))
+    snapshot = _state(repo).snapshot()
     # Then it is ACCEPTED with every phase pending and zero counts
-    assert snapshot.taskId == "t1"
-    assert snapshot.owner == "ana"
-    assert snapshot.pipeline == "flights"
+    assert (snapshot.taskId, snapshot.owner, snapshot.pipeline) == ("t1", "ana", "flights")
     assert snapshot.status is TaskStatus.ACCEPTED
     assert snapshot.createdAt == "2026-11-22T10:00:00.000Z"
     assert snapshot.updatedAtMs == int(clock().timestamp() * 1000)
@@ -65,46 +83,39 @@ def test_list_by_owner_is_newest_first_and_paginates(repo: TasksRepository, cloc
     _new_task(repo, clock, "other", owner="bob")
     # When ana's tasks are listed two at a time
     pages = []
-    token = None
+    position = None
     while True:
-        items, token = repo.list_by_owner("ana", 2, token)
-        pages.append([item["taskId"] for item in items])
-        if token is None:
+        states, position = repo.list_by_owner("ana", 2, position)
+        pages.append([state.task_id for state in states])
+        if position is None:
             break
+        assert TasksRepository.is_owner_position(position, "ana")
+        assert not TasksRepository.is_owner_position(position, "bob")
     # Then they come newest first, 2 + 2 + 1, without bob's task
     flat = [task_id for page in pages for task_id in page]
     assert flat == ["task-4", "task-3", "task-2", "task-1", "task-0"]
     assert [len(page) for page in pages if page] == [2, 2, 1]
 
 
-def test_list_by_owner_rejects_a_forged_token(repo: TasksRepository) -> None:
-    # Given a token that this API never issued / When listing / Then InvalidTask names nextToken
-    with pytest.raises(InvalidTask, match="nextToken"):
-        repo.list_by_owner("ana", 2, "%%%not-base64%%%")
-
-
-def test_record_chunk_done_counts_a_redelivered_chunk_once(repo: TasksRepository, clock: Clock) -> None:
+def test_a_redelivered_chunk_is_counted_once(repo: TasksRepository, clock: Clock) -> None:
     # Given a task in transform
     _extracted(repo, clock, chunks=3)
     # When chunk 1 is reported done twice
-    first = repo.record_chunk_done("t1", Phase.TRANSFORM, 1, {"filtered": 2, "rejected": 1})
-    second = repo.record_chunk_done("t1", Phase.TRANSFORM, 1, {"filtered": 2, "rejected": 1})
-    # Then the second report is "already counted" and the counters moved once
-    assert first is not None
-    assert second is None
-    snapshot = repo.snapshot(_item(repo))
-    assert snapshot.phases.transform.done == 1
-    assert snapshot.phases.transform.total == 3
-    assert snapshot.counts.filtered == 2
-    assert snapshot.counts.rejected == 1
+    first = _count(repo, Phase.TRANSFORM, 1, filtered=2, rejected=1)
+    second = _count(repo, Phase.TRANSFORM, 1, filtered=2, rejected=1)
+    # Then the second report is refused and the counters moved once
+    assert (first, second) == (True, False)
+    snapshot = _state(repo).snapshot()
+    assert (snapshot.phases.transform.done, snapshot.phases.transform.total) == (1, 3)
+    assert (snapshot.counts.filtered, snapshot.counts.rejected) == (2, 1)
     assert snapshot.status is TaskStatus.TRANSFORMING
 
 
 def test_phase_completes_exactly_once_under_racing_callers(repo: TasksRepository, clock: Clock) -> None:
     # Given a task whose 2 transform chunks are done
     _extracted(repo, clock, chunks=2)
-    repo.record_chunk_done("t1", Phase.TRANSFORM, 0, {"filtered": 0, "rejected": 0})
-    repo.record_chunk_done("t1", Phase.TRANSFORM, 1, {"filtered": 0, "rejected": 0})
+    _count(repo, Phase.TRANSFORM, 0)
+    _count(repo, Phase.TRANSFORM, 1)
     # When 8 threads try to complete the transform phase at the same moment
     barrier = threading.Barrier(8)
     wins: list[bool] = []
@@ -112,7 +123,7 @@ def test_phase_completes_exactly_once_under_racing_callers(repo: TasksRepository
 
     def race() -> None:
         barrier.wait()
-        won = repo.try_complete_phase("t1", Phase.TRANSFORM)
+        won = repo.apply("t1", PhaseCompleted(Phase.TRANSFORM)) is not None
         with lock:
             wins.append(won)
 
@@ -123,96 +134,117 @@ def test_phase_completes_exactly_once_under_racing_callers(repo: TasksRepository
         thread.join()
     # Then exactly one of them won, and the task moved on to LOADING
     assert sorted(wins) == [False] * 7 + [True]
-    assert _item(repo)["status"] == TaskStatus.LOADING.value
+    assert _state(repo).status is TaskStatus.LOADING
 
 
-def test_phase_does_not_complete_before_all_chunks_or_before_extract(
-    repo: TasksRepository, clock: Clock
-) -> None:
+def test_chunks_counted_concurrently_are_all_counted(repo: TasksRepository, clock: Clock) -> None:
+    # Given a task with 40 transform chunks
+    _extracted(repo, clock, chunks=40)
+    # When 8 threads count all 40 chunks, each chunk twice
+    barrier = threading.Barrier(8)
+
+    def count(worker: int) -> None:
+        barrier.wait()
+        for chunk in range(40):
+            if chunk % 4 == worker % 4:
+                _count(repo, Phase.TRANSFORM, chunk, filtered=1)
+
+    threads = [threading.Thread(target=count, args=(worker,)) for worker in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then every chunk counts exactly once
+    state = _state(repo)
+    assert (state.transform.done, len(state.transform.chunks), state.counts.filtered) == (40, 40, 40)
+
+
+def test_phase_does_not_complete_before_all_chunks_or_before_extract(repo: TasksRepository, clock: Clock) -> None:
     # Given a task still extracting, with one transform chunk already done
     _new_task(repo, clock)
-    repo.start_phase("t1", Phase.EXTRACT)
-    repo.record_chunk_done("t1", Phase.TRANSFORM, 0, {"filtered": 0, "rejected": 0})
+    repo.apply("t1", ExtractStarted())
+    _count(repo, Phase.TRANSFORM, 0)
     # When someone tries to complete transform / Then it cannot: the total is unknown
-    assert repo.try_complete_phase("t1", Phase.TRANSFORM) is False
+    assert repo.apply("t1", PhaseCompleted(Phase.TRANSFORM)) is None
     # Given extract then completes with 2 chunks / Then one done chunk is still not enough
-    repo.complete_extract("t1", 2, 10)
-    assert repo.try_complete_phase("t1", Phase.TRANSFORM) is False
-    assert _item(repo)["status"] == TaskStatus.TRANSFORMING.value
+    repo.apply("t1", ExtractCompleted(2, 10))
+    assert repo.apply("t1", PhaseCompleted(Phase.TRANSFORM)) is None
+    assert _state(repo).status is TaskStatus.TRANSFORMING
 
 
-def test_failed_chunk_that_later_succeeds_lets_the_task_succeed(repo: TasksRepository, clock: Clock) -> None:
+def test_a_failed_chunk_that_later_succeeds_lets_the_task_succeed(
+    repo: TasksRepository, lifecycle: TaskLifecycle, clock: Clock, cloud: Cloud
+) -> None:
     # Given a task with 2 chunks: chunk 0 transformed and loaded, chunk 1 failed its last delivery
     _extracted(repo, clock, chunks=2)
-    repo.record_chunk_done("t1", Phase.TRANSFORM, 0, {"filtered": 0, "rejected": 0})
-    repo.record_chunk_done("t1", Phase.LOAD, 0, {"loaded": 5})
-    assert repo.fail("t1", Phase.TRANSFORM, 1, "boom") is True
-    assert repo.fail("t1", Phase.TRANSFORM, 1, "boom again") is False  # already FAILED: not failed "again"
-    failed = repo.snapshot(_item(repo))
+    lifecycle.chunk_counted(ChunkCounted(Phase.TRANSFORM, 0, {"filtered": 0, "rejected": 0}), "t1")
+    lifecycle.chunk_counted(ChunkCounted(Phase.LOAD, 0, {"loaded": 5}), "t1")
+    assert lifecycle.final_delivery_failed("t1", Phase.TRANSFORM, 1, "boom") is True
+    assert lifecycle.final_delivery_failed("t1", Phase.TRANSFORM, 1, "boom again") is False  # already FAILED
+    failed = _state(repo).snapshot()
     assert failed.status is TaskStatus.FAILED
-    assert failed.error is not None and failed.error.model_dump() == {
-        "phase": "transform",
-        "chunk": 1,
-        "message": "boom",
-    }
+    assert failed.error is not None
+    assert failed.error.model_dump() == {"phase": "transform", "chunk": 1, "message": "boom"}
     assert failed.phases.transform.status == "failed"
-    assert repo.try_complete_phase("t1", Phase.TRANSFORM) is False
-    # When the replayed chunk 1 succeeds (transform then load)
-    recovered = repo.record_chunk_done("t1", Phase.TRANSFORM, 1, {"filtered": 1, "rejected": 0})
-    # Then the task is back in its phase status, without error, and can complete
-    assert recovered is not None and recovered["status"] == TaskStatus.TRANSFORMING.value
-    assert "error" not in recovered
-    assert repo.try_complete_phase("t1", Phase.TRANSFORM) is True
-    repo.record_chunk_done("t1", Phase.LOAD, 1, {"loaded": 4})
-    assert repo.try_complete_phase("t1", Phase.LOAD) is True
-    final = repo.snapshot(_item(repo))
+    assert repo.apply("t1", PhaseCompleted(Phase.TRANSFORM)) is None
+    # When the replayed chunk 1 succeeds: transform, then load
+    lifecycle.chunk_counted(ChunkCounted(Phase.TRANSFORM, 1, {"filtered": 1, "rejected": 0}), "t1")
+    # Then the task went back to its phase and completed transform without error
+    recovered = _state(repo)
+    assert (recovered.status, recovered.error, recovered.transform.completed) == (TaskStatus.LOADING, None, True)
+    lifecycle.chunk_counted(ChunkCounted(Phase.LOAD, 1, {"loaded": 4}), "t1")
+    final = _state(repo).snapshot()
     assert final.status is TaskStatus.SUCCEEDED
     assert final.counts.model_dump() == {"read": 100, "filtered": 1, "rejected": 0, "loaded": 9}
     assert final.error is None
+    assert [note["status"] for note in cloud.notifications()] == ["FAILED", "SUCCEEDED"]
 
 
-def test_two_failed_chunks_recover_only_when_both_succeed(repo: TasksRepository, clock: Clock) -> None:
+def test_two_failed_chunks_recover_only_when_both_succeed(
+    repo: TasksRepository, lifecycle: TaskLifecycle, clock: Clock
+) -> None:
     # Given two failed transform chunks
     _extracted(repo, clock, chunks=2)
-    repo.fail("t1", Phase.TRANSFORM, 0, "first")
-    repo.fail("t1", Phase.TRANSFORM, 1, "second")
+    lifecycle.final_delivery_failed("t1", Phase.TRANSFORM, 0, "first")
+    lifecycle.final_delivery_failed("t1", Phase.TRANSFORM, 1, "second")
     # When only one of them succeeds / Then the task stays FAILED with the first error
-    item = repo.record_chunk_done("t1", Phase.TRANSFORM, 0, {"filtered": 0, "rejected": 0})
-    assert item is not None and item["status"] == TaskStatus.FAILED.value
-    error = repo.snapshot(item).error
-    assert error is not None and error.message == "first"
-    # When the other succeeds too / Then it recovers
-    item = repo.record_chunk_done("t1", Phase.TRANSFORM, 1, {"filtered": 0, "rejected": 0})
-    assert item is not None and item["status"] == TaskStatus.TRANSFORMING.value
+    lifecycle.chunk_counted(ChunkCounted(Phase.TRANSFORM, 0, {}), "t1")
+    state = _state(repo)
+    assert state.status is TaskStatus.FAILED
+    assert state.error is not None and state.error.message == "first"
+    # When the other succeeds too / Then it recovers, and transform completes
+    lifecycle.chunk_counted(ChunkCounted(Phase.TRANSFORM, 1, {}), "t1")
+    assert _state(repo).status is TaskStatus.LOADING
 
 
-def test_terminal_failure_never_recovers(repo: TasksRepository, clock: Clock) -> None:
+def test_terminal_failure_never_recovers(repo: TasksRepository, lifecycle: TaskLifecycle, clock: Clock) -> None:
     # Given a task failed terminally (unreadable source)
     _new_task(repo, clock)
-    assert repo.fail("t1", Phase.EXTRACT, None, "source unreadable", terminal=True) is True
+    assert lifecycle.abandon("t1", Phase.EXTRACT, "source unreadable") is True
     # When a late chunk is counted / Then the task stays FAILED
-    item = repo.record_chunk_done("t1", Phase.TRANSFORM, 0, {"filtered": 0, "rejected": 0})
-    assert item is not None and item["status"] == TaskStatus.FAILED.value
+    lifecycle.chunk_counted(ChunkCounted(Phase.TRANSFORM, 0, {}), "t1")
+    assert _state(repo).status is TaskStatus.FAILED
 
 
-def test_succeeded_task_cannot_fail(repo: TasksRepository, clock: Clock) -> None:
+def test_a_succeeded_task_cannot_fail(repo: TasksRepository, clock: Clock) -> None:
     # Given a task with zero chunks that completed every phase
     _extracted(repo, clock, chunks=0, read=0)
-    assert repo.try_complete_phase("t1", Phase.TRANSFORM) is True
-    assert repo.try_complete_phase("t1", Phase.LOAD) is True
+    assert repo.apply("t1", PhaseCompleted(Phase.TRANSFORM)) is not None
+    assert repo.apply("t1", PhaseCompleted(Phase.LOAD)) is not None
     # When a stale failure arrives / Then it changes nothing
-    assert repo.fail("t1", Phase.LOAD, 0, "late") is False
-    assert _item(repo)["status"] == TaskStatus.SUCCEEDED.value
+    assert repo.apply("t1", ChunkFailedFinally(Phase.LOAD, 0, "late")) is None
+    assert repo.apply("t1", TaskAbandoned(Phase.LOAD, "late")) is None
+    assert _state(repo).status is TaskStatus.SUCCEEDED
 
 
 def test_timings_report_phase_durations(repo: TasksRepository, clock: Clock) -> None:
     # Given extract started at 10:00:00 and completed 2.5 s later
     _new_task(repo, clock)
-    repo.start_phase("t1", Phase.EXTRACT)
+    repo.apply("t1", ExtractStarted())
     clock.now += timedelta(seconds=2.5)
-    repo.complete_extract("t1", 1, 7)
+    repo.apply("t1", ExtractCompleted(1, 7))
     # When the snapshot is taken / Then extract shows its duration and counts
-    snapshot = repo.snapshot(_item(repo))
+    snapshot = _state(repo).snapshot()
     assert snapshot.timings["extract"].seconds == 2.5
     assert snapshot.timings["extract"].startedAt == "2026-11-22T10:00:00.000Z"
     assert snapshot.phases.extract.model_dump() == {"done": 1, "total": 1, "status": "completed"}
@@ -223,9 +255,9 @@ def test_timings_report_phase_durations(repo: TasksRepository, clock: Clock) -> 
 def test_list_active_skips_finished_tasks(repo: TasksRepository, clock: Clock) -> None:
     # Given one running, one failed and one accepted task
     _new_task(repo, clock, "running")
-    repo.start_phase("running", Phase.EXTRACT)
+    repo.apply("running", ExtractStarted())
     _new_task(repo, clock, "failed")
-    repo.fail("failed", Phase.EXTRACT, None, "x", terminal=True)
+    repo.apply("failed", TaskAbandoned(Phase.EXTRACT, "x"))
     _new_task(repo, clock, "accepted")
     # When the active tasks are listed / Then the failed one is not among them
-    assert sorted(item["taskId"] for item in repo.list_active()) == ["accepted", "running"]
+    assert sorted(state.task_id for state in repo.list_active()) == ["accepted", "running"]

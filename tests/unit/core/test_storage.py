@@ -5,13 +5,12 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import boto3
 import pytest
+from busline_core.contracts import Reject
 from busline_core.errors import ChunkFailed, InvalidTask
 from busline_core.storage import ChunkStore
-from busline_core.transform import Reject
 from moto import mock_aws
 
 BUCKET = "data"
@@ -68,13 +67,13 @@ def _put_rejects(store: ChunkStore, task_id: str, per_chunk: dict[int, int]) -> 
     return rows
 
 
-def _all_pages(store: ChunkStore, prefix: str, limit: int) -> list[list[dict[str, Any]]]:
+def _all_pages(store: ChunkStore, task_id: str, limit: int) -> list[list[Reject]]:
     pages = []
-    token = None
+    position = None
     while True:
-        page, token = store.iter_rejects(prefix, after=token, limit=limit)
+        page, position = store.iter_rejects(task_id, limit, position)
         pages.append(page)
-        if token is None:
+        if position is None:
             return pages
         assert len(pages) < 100, "pagination does not terminate"
 
@@ -85,39 +84,32 @@ def test_rejects_are_paged_across_chunk_files_in_order(store: ChunkStore) -> Non
     _put_rejects(store, "t2", {0: 4})  # another task's rejects must not leak in
     assert len(expected) == 15
     # When listed 4 at a time
-    pages = _all_pages(store, ChunkStore.rejects_prefix("t1"), limit=4)
-    # Then the pages hold 4, 4, 4, 3 rejects, each once, in chunk then row order, and the last has no token
+    pages = _all_pages(store, "t1", limit=4)
+    # Then the pages hold 4, 4, 4, 3 rejects, each once, in chunk then row order, and the last has no position
     assert [len(page) for page in pages] == [4, 4, 4, 3]
-    assert [item["row"] for page in pages for item in page] == expected
-    assert pages[0][0] == {"row": 0, "reason": "reason 0", "data": {"n": "0"}}
+    assert [item.row for page in pages for item in page] == expected
+    assert pages[0][0] == Reject(row=0, reason="reason 0", data={"n": "0"})
 
 
-def test_page_ending_exactly_at_the_last_reject_has_no_token(store: ChunkStore) -> None:
+def test_page_ending_exactly_at_the_last_reject_has_no_next_position(store: ChunkStore) -> None:
     _put_rejects(store, "t1", {0: 3, 1: 3})
-    pages = _all_pages(store, ChunkStore.rejects_prefix("t1"), limit=3)
+    pages = _all_pages(store, "t1", limit=3)
     assert [len(page) for page in pages] == [3, 3]
 
 
 def test_no_rejects_gives_one_empty_page(store: ChunkStore) -> None:
-    assert store.iter_rejects(ChunkStore.rejects_prefix("t9"), after=None, limit=10) == ([], None)
+    assert store.iter_rejects("t9", 10) == ([], None)
 
 
-def test_bad_token_and_limit_are_invalid_requests(store: ChunkStore) -> None:
+def test_a_position_of_another_task_is_an_invalid_request(store: ChunkStore) -> None:
+    # Given a position within t1's rejects
     _put_rejects(store, "t1", {0: 3})
-    page, token = store.iter_rejects(ChunkStore.rejects_prefix("t1"), after=None, limit=2)
-    assert len(page) == 2
-    assert token is not None
+    page, position = store.iter_rejects("t1", 2)
+    assert (len(page), position) == (2, {"k": "tasks/t1/rejects/000000.jsonl", "i": 2})
+    # When it is used to list t2's rejects, or is not a position at all / Then InvalidPage names nextToken
     with pytest.raises(InvalidTask, match="nextToken: belongs to another listing"):
-        store.iter_rejects(ChunkStore.rejects_prefix("t2"), after=token, limit=2)
-    with pytest.raises(InvalidTask, match="nextToken: not a token"):
-        store.iter_rejects(ChunkStore.rejects_prefix("t1"), after="garbage!", limit=2)
-    with pytest.raises(InvalidTask, match="limit: must be between 1 and 1000"):
-        store.iter_rejects(ChunkStore.rejects_prefix("t1"), after=None, limit=0)
-
-
-def test_start_token_is_accepted_as_the_design_doc_spells_it(store: ChunkStore) -> None:
-    _put_rejects(store, "t1", {0: 3})
-    _, token = store.iter_rejects(ChunkStore.rejects_prefix("t1"), limit=2)
-    page, token = store.iter_rejects(ChunkStore.rejects_prefix("t1"), limit=2, start_token=token)
-    assert [item["row"] for item in page] == [2]
-    assert token is None
+        store.iter_rejects("t2", 2, position)
+    with pytest.raises(InvalidTask, match="nextToken: belongs to another listing"):
+        store.iter_rejects("t1", 2, {"k": "tasks/t1/rejects/000000.jsonl", "i": -1})
+    # And the next page from the position holds the last reject
+    assert [item.row for item in store.iter_rejects("t1", 2, position)[0]] == [2]

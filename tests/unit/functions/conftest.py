@@ -21,7 +21,8 @@ from moto import mock_aws
 
 @pytest.fixture
 def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
-    """moto with the template's resources, and the environment the template gives every function."""
+    """moto with template.yaml's resources (provisioned by the local cloud's provisioner), and the
+    environment the template gives every function, pointing at them."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
@@ -35,10 +36,11 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
         created = create_resources()
         for name, value in {
             "TASKS_TABLE": created.tasks_table, "CONNECTIONS_TABLE": created.connections_table,
-            "IDEMPOTENCY_TABLE": "busline-idempotency", "DATA_BUCKET": created.bucket, "EVENT_BUS_NAME": created.bus,
+            "IDEMPOTENCY_TABLE": created.idempotency_table, "DATA_BUCKET": created.bucket, "EVENT_BUS_NAME": created.bus,
             "NOTIFICATION_TOPIC_ARN": created.topic_arn,
             "FAULTS_PARAMETER": created.faults_parameter, "CHUNK_ROWS": "20000", "MAX_RECEIVE_COUNT": "3",
             "STALL_SECONDS": "300", "DATABASE_SECRET_ARN": "", "WEBSOCKET_MANAGEMENT_ENDPOINT": WS_ENDPOINT,
+            "PAGE_TOKEN_SECRET_ARN": created.stack.name("PageTokenSecret") if created.stack else "",
         }.items():
             monkeypatch.setenv(name, value)
         parameters.clear_caches()
@@ -48,12 +50,14 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
 
 @pytest.fixture
 def load_handler(cloud: Cloud) -> Iterator[Any]:
-    """Import src/<folder>/app.py as a fresh module (a cold start) inside the moto session."""
+    """Import src/<folder>/app.py (or src/<folder>/<module>.py for "folder/module") as a fresh module
+    (a cold start) inside the moto session."""
     loaded: list[str] = []
 
-    def load(folder: str) -> ModuleType:
-        name = f"busline_handler_{folder}_{uuid.uuid4().hex}"
-        spec = importlib.util.spec_from_file_location(name, REPO / "src" / folder / "app.py")
+    def load(handler: str) -> ModuleType:
+        folder, _, module_name = handler.partition("/")
+        name = f"busline_handler_{folder}_{module_name}_{uuid.uuid4().hex}"
+        spec = importlib.util.spec_from_file_location(name, REPO / "src" / folder / f"{module_name or 'app'}.py")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module

@@ -7,14 +7,18 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import boto3
 from aws_lambda_powertools.utilities import parameters
 
+from busline.localcloud.in_process import ProvisionedStack, provision_in_process
+
 REPO = Path(__file__).resolve().parents[3]
 EVENTS = REPO / "events"
+TEMPLATE = REPO / "template.yaml"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 WS_API_ID = "w1x2y3z4v5"
@@ -37,7 +41,7 @@ class FakeLambdaContext:
 
 @dataclass
 class Cloud:
-    """What the fixture created in moto, plus helpers to read what the handlers did."""
+    """What the fixture provisioned in moto from template.yaml, plus helpers to read what the handlers did."""
 
     bucket: str
     bus: str
@@ -46,6 +50,8 @@ class Cloud:
     faults_parameter: str
     observer_queue_url: str
     topic_arn: str
+    idempotency_table: str = ""
+    stack: ProvisionedStack | None = None  # every physical name and output of the template
 
     def published(self) -> list[dict[str, Any]]:
         """Every event put on the bus since the last call (a catch-all rule feeds an SQS queue)."""
@@ -63,6 +69,15 @@ class Cloud:
     def task(self, task_id: str) -> dict[str, Any]:
         table = boto3.resource("dynamodb", region_name=REGION).Table(self.tasks_table)
         return table.get_item(Key={"taskId": task_id}, ConsistentRead=True)["Item"]
+
+    def age_task(self, task_id: str, age: timedelta) -> None:
+        """Make a task look as if its last change was `age` ago (what the watchdog looks at)."""
+        table = boto3.resource("dynamodb", region_name=REGION).Table(self.tasks_table)
+        table.update_item(
+            Key={"taskId": task_id},
+            UpdateExpression="SET updatedAtMs = updatedAtMs - :age",
+            ExpressionAttributeValues={":age": int(age.total_seconds() * 1000)},
+        )
 
     def set_faults(self, value: str) -> None:
         boto3.client("ssm", region_name=REGION).put_parameter(
@@ -83,56 +98,21 @@ class Cloud:
 
 
 def create_resources() -> Cloud:
-    dynamodb = boto3.client("dynamodb", region_name=REGION)
-    dynamodb.create_table(
-        TableName="busline-tasks",
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "taskId", "AttributeType": "S"},
-            {"AttributeName": "owner", "AttributeType": "S"},
-            {"AttributeName": "createdAt", "AttributeType": "S"},
-        ],
-        KeySchema=[{"AttributeName": "taskId", "KeyType": "HASH"}],
-        GlobalSecondaryIndexes=[{
-            "IndexName": "byOwner",
-            "KeySchema": [{"AttributeName": "owner", "KeyType": "HASH"}, {"AttributeName": "createdAt", "KeyType": "RANGE"}],
-            "Projection": {"ProjectionType": "ALL"},
-        }],
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )
-    dynamodb.create_table(
-        TableName="busline-connections",
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "connectionId", "AttributeType": "S"},
-            {"AttributeName": "taskId", "AttributeType": "S"},
-        ],
-        KeySchema=[{"AttributeName": "connectionId", "KeyType": "HASH"}],
-        GlobalSecondaryIndexes=[{
-            "IndexName": "byTask",
-            "KeySchema": [{"AttributeName": "taskId", "KeyType": "HASH"}],
-            "Projection": {"ProjectionType": "ALL"},
-        }],
-    )
-    dynamodb.create_table(
-        TableName="busline-idempotency",
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-    )
-    boto3.client("s3", region_name=REGION).create_bucket(Bucket="busline-data")
+    """template.yaml's resources, made by the local cloud's provisioner in the running mock_aws(), plus
+    an observer queue (test instrumentation) that receives every event put on the bus."""
+    stack = provision_in_process(TEMPLATE, region=REGION)
+    bus = stack.name("EventBus")
     events = boto3.client("events", region_name=REGION)
-    events.create_event_bus(Name="busline-bus")
     sqs = boto3.client("sqs", region_name=REGION)
     observer_url = sqs.create_queue(QueueName="busline-observer")["QueueUrl"]
     observer_arn = sqs.get_queue_attributes(QueueUrl=observer_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name="observe-all", EventBusName="busline-bus", EventPattern=json.dumps({"source": ["busline"]}))
-    events.put_targets(Rule="observe-all", EventBusName="busline-bus", Targets=[{"Id": "observer", "Arn": observer_arn}])
-    topic_arn = boto3.client("sns", region_name=REGION).create_topic(Name="busline-notifications")["TopicArn"]
-    boto3.client("ssm", region_name=REGION).put_parameter(Name="/busline/test/faults", Value="none", Type="String")
+    events.put_rule(Name="observe-all", EventBusName=bus, EventPattern=json.dumps({"source": ["busline"]}))
+    events.put_targets(Rule="observe-all", EventBusName=bus, Targets=[{"Id": "observer", "Arn": observer_arn}])
     return Cloud(
-        bucket="busline-data", bus="busline-bus", tasks_table="busline-tasks", connections_table="busline-connections",
-        faults_parameter="/busline/test/faults", observer_queue_url=observer_url, topic_arn=topic_arn,
+        bucket=stack.name("DataBucket"), bus=bus, tasks_table=stack.name("TasksTable"),
+        connections_table=stack.name("ConnectionsTable"), faults_parameter=stack.name("FaultsParameter"),
+        observer_queue_url=observer_url, topic_arn=stack.name("NotificationTopic"),
+        idempotency_table=stack.name("IdempotencyTable"), stack=stack,
     )
 
 
@@ -187,13 +167,24 @@ def numbered_rows(count: int) -> list[dict[str, Any]]:
     ]
 
 
-def extracted_task(cloud: Cloud, deps: Any, rows: int = 250) -> tuple[str, list[dict[str, Any]]]:
+def submit(spec: dict[str, Any]) -> str:
+    """Submit as the API function would (its deps built from the environment the template gives it)."""
+    from busline_core import task_api
+    from busline_core.deps import build_api_deps
+    from busline_core.settings import ApiSettings
+
+    return task_api.submit_task(spec, "local-user", build_api_deps(ApiSettings())).taskId
+
+
+def extracted_task(cloud: Cloud, rows: int = 250) -> tuple[str, list[dict[str, Any]]]:
     """A task over `numbered_rows(rows)` submitted and extracted (chunks of 100) by the steps themselves;
     returns its id and the ChunkExtracted events the extract published."""
-    from busline_core import steps
+    from busline_core import etl_steps
     from busline_core.contracts import TaskSubmitted
+    from busline_core.deps import build_extract_deps
+    from busline_core.settings import ExtractSettings
 
     uri = upload_csv(cloud, "inputs/payments.csv", numbered_rows(rows))
-    task_id = steps.submit_task(small_spec(uri), "local-user", deps).taskId
-    steps.extract_task(TaskSubmitted(taskId=task_id), deps)
+    task_id = submit(small_spec(uri))
+    etl_steps.extract_task(TaskSubmitted(taskId=task_id), build_extract_deps(ExtractSettings()))
     return task_id, of_type(cloud.published(), "ChunkExtracted")

@@ -141,3 +141,27 @@ def test_openapi_schema_is_served(cloud: Cloud, load_handler: Any, context: Fake
     assert status == 200
     assert sorted(schema["paths"]) == ["/tasks", "/tasks/{taskId}", "/tasks/{taskId}/rejects"]
     assert sorted(schema["paths"]["/tasks"]) == ["get", "post"]
+
+
+def test_a_forged_or_foreign_page_token_is_400_naming_next_token(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given three tasks, listed one per page, with tokens signed by the stack's generated secret
+    api = load_handler("api")
+    for _ in range(3):
+        assert post(api, context, {"pipeline": "flights", "params": {}})[0] == 202
+    status, first = get(api, context, "/tasks", {"limit": "1"})
+    assert (status, len(first["items"])) == (200, 1)
+    status, second = get(api, context, "/tasks", {"limit": "1", "nextToken": first["nextToken"]})
+    assert (status, len(second["items"])) == (200, 1)
+    assert second["items"][0]["taskId"] != first["items"][0]["taskId"]
+    task_id = first["items"][0]["taskId"]
+    # When a made-up token, a list token used for rejects, and a token with a flipped byte are sent
+    forged = get(api, context, "/tasks", {"nextToken": "eyJ0YXNrSWQiOiJ4In0"})
+    foreign = get(api, context, f"/tasks/{task_id}/rejects", {"nextToken": first["nextToken"]})
+    payload, signature = first["nextToken"].split(".")
+    flipped = get(api, context, "/tasks", {"nextToken": f"{payload}.{'A' if signature[0] != 'A' else 'B'}{signature[1:]}"})
+    # Then each is a 400 naming nextToken, never a 500
+    for status, body in (forged, foreign, flipped):
+        assert status == 400
+        assert [error["field"] for error in body["errors"]] == ["nextToken"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from busline_core import steps
 from handler_kit import (
     Cloud,
     FakeLambdaContext,
@@ -13,6 +12,7 @@ from handler_kit import (
     of_type,
     small_spec,
     sqs_event,
+    submit,
     upload_csv,
 )
 
@@ -20,7 +20,7 @@ from handler_kit import (
 def submitted_task(cloud: Cloud, handler: Any, rows: int = 250) -> tuple[str, dict[str, Any]]:
     """A task over a CSV of `rows` rows in chunks of 100, and the TaskSubmitted event that announced it."""
     uri = upload_csv(cloud, "inputs/payments.csv", numbered_rows(rows))
-    task_id = steps.submit_task(small_spec(uri), "local-user", handler.deps).taskId
+    task_id = submit(small_spec(uri))
     [announcement] = of_type(cloud.published(), "TaskSubmitted")
     return task_id, announcement
 

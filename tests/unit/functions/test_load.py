@@ -5,16 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from busline_core import steps
-from busline_core.contracts import ChunkExtracted
+from busline_core import etl_steps
+from busline_core.contracts import ChunkExtracted, LoadOutcome
+from busline_core.deps import build_transform_deps
 from busline_core.errors import LoadFailed
+from busline_core.settings import TransformSettings
 from handler_kit import Cloud, FakeLambdaContext, event_file, extracted_task, of_type, sqs_event
-
-
-@dataclass
-class LoadOutcome:
-    rows: int
-    already_loaded: bool
 
 
 @dataclass
@@ -33,18 +29,18 @@ class FakeWarehouse:
         if self.fail_with:
             raise LoadFailed(self.fail_with)
         if (task_id, chunk) in self.ledger:
-            return LoadOutcome(self.ledger[(task_id, chunk)], already_loaded=True)
+            return LoadOutcome(rows=self.ledger[(task_id, chunk)], already_loaded=True)
         for row in rows:
             self.rows[tuple(row[k] for k in target.key)] = row
         self.ledger[(task_id, chunk)] = len(rows)
-        return LoadOutcome(len(rows), already_loaded=False)
+        return LoadOutcome(rows=len(rows), already_loaded=False)
 
 
 def transformed_task(cloud: Cloud, handler: Any) -> tuple[str, list[dict[str, Any]], FakeWarehouse]:
     """A 250-row task extracted and transformed by the steps, with the handler's warehouse faked."""
-    task_id, chunks = extracted_task(cloud, handler.deps)
+    task_id, chunks = extracted_task(cloud)
     for chunk in chunks:
-        steps.transform_chunk(ChunkExtracted.model_validate(chunk["detail"]), handler.deps)
+        etl_steps.transform_chunk(ChunkExtracted.model_validate(chunk["detail"]), build_transform_deps(TransformSettings()))
     warehouse = FakeWarehouse()
     handler.deps.warehouse_factory = lambda: warehouse
     return task_id, of_type(cloud.published(), "ChunkTransformed"), warehouse

@@ -1,15 +1,15 @@
-"""src/progress/app.py: the stream handler, the WebSocket routes and the watchdog."""
+"""src/progress: the stream handler (stream.py), the WebSocket routes (routes.py) and the watchdog."""
 
 from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import boto3
-from busline_core import steps
-from handler_kit import REGION, Cloud, FakeLambdaContext, event_file, of_type, small_spec
+from busline_core.progress import USAGE
+from handler_kit import REGION, Cloud, FakeLambdaContext, event_file, of_type, small_spec, submit
 
 SAMPLE_TASK = "5f0c2a7e-8d41-4b9a-9a3e-6c1d2b7f4e10"  # the task in events/progress_stream.json and ws_subscribe.json
 
@@ -31,11 +31,11 @@ def connection(cloud: Cloud, connection_id: str) -> dict[str, Any] | None:
 
 def test_connect_subscribe_and_disconnect(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
     # Given a submitted task and the WebSocket routes' function
-    progress = load_handler("progress")
-    task_id = steps.submit_task(small_spec(f"s3://{cloud.bucket}/in.csv"), "local-user", progress.deps).taskId
+    routes = load_handler("progress/routes")
+    task_id = submit(small_spec(f"s3://{cloud.bucket}/in.csv"))
     # When a client connects and subscribes to the task
-    connected = progress.ws_handler(ws_event("ws_connect.json", "conn-A"), context)
-    subscribed = progress.ws_handler(ws_event("ws_subscribe.json", "conn-A", body={"action": "subscribe", "taskId": task_id}), context)
+    connected = routes.lambda_handler(ws_event("ws_connect.json", "conn-A"), context)
+    subscribed = routes.lambda_handler(ws_event("ws_subscribe.json", "conn-A", body={"action": "subscribe", "taskId": task_id}), context)
     # Then both answer 200, the subscription is stored and the current snapshot was pushed at once
     assert connected == {"statusCode": 200}
     assert subscribed == {"statusCode": 200}
@@ -43,7 +43,7 @@ def test_connect_subscribe_and_disconnect(cloud: Cloud, load_handler: Any, conte
     [snapshot] = cloud.pushed("conn-A")
     assert (snapshot["taskId"], snapshot["status"]) == (task_id, "ACCEPTED")
     # When it disconnects / Then the connection is forgotten
-    assert progress.ws_handler(ws_event("ws_connect.json", "conn-A", route="$disconnect"), context) == {"statusCode": 200}
+    assert routes.lambda_handler(ws_event("ws_connect.json", "conn-A", route="$disconnect"), context) == {"statusCode": 200}
     assert connection(cloud, "conn-A") is None
 
 
@@ -51,25 +51,25 @@ def test_subscribe_to_an_unknown_task_and_unknown_actions_get_a_message(
     cloud: Cloud, load_handler: Any, context: FakeLambdaContext
 ) -> None:
     # Given the sample subscribe event (its task does not exist here) and a message with no route
-    progress = load_handler("progress")
-    progress.ws_handler(ws_event("ws_connect.json", "conn-B"), context)
+    routes = load_handler("progress/routes")
+    routes.lambda_handler(ws_event("ws_connect.json", "conn-B"), context)
     # When both are handled
-    subscribed = progress.ws_handler(ws_event("ws_subscribe.json", "conn-B"), context)
-    defaulted = progress.ws_handler(ws_event("ws_subscribe.json", "conn-B", route="$default", body={"hello": 1}), context)
+    subscribed = routes.lambda_handler(ws_event("ws_subscribe.json", "conn-B"), context)
+    defaulted = routes.lambda_handler(ws_event("ws_subscribe.json", "conn-B", route="$default", body={"hello": 1}), context)
     # Then each answers 200 and pushes exactly one explanatory message
     assert subscribed == defaulted == {"statusCode": 200}
-    assert cloud.pushed("conn-B") == [{"error": f"task {SAMPLE_TASK} not found"}, progress.USAGE]
+    assert cloud.pushed("conn-B") == [{"error": f"task {SAMPLE_TASK} not found"}, USAGE]
 
 
 def test_stream_batch_is_coalesced_into_one_push_per_subscriber(
     cloud: Cloud, load_handler: Any, context: FakeLambdaContext
 ) -> None:
     # Given two connections subscribed to the sample task (recorded directly: the task is only in the stream)
-    progress = load_handler("progress")
+    stream = load_handler("progress/stream")
     for connection_id in ("conn-C", "conn-D"):
-        progress.deps.connections.subscribe(connection_id, SAMPLE_TASK)
+        stream.deps.connections.subscribe(connection_id, SAMPLE_TASK)
     # When the sample stream batch (two MODIFY records of that task) is handled
-    progress.stream_handler(event_file("progress_stream.json"), context)
+    stream.lambda_handler(event_file("progress_stream.json"), context)
     # Then each connection got exactly one message: the newest snapshot
     for connection_id in ("conn-C", "conn-D"):
         [message] = cloud.pushed(connection_id)
@@ -80,14 +80,13 @@ def test_stream_batch_is_coalesced_into_one_push_per_subscriber(
 
 def test_watchdog_fails_a_stalled_task_only(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
     # Given two tasks, one last updated 10 minutes ago (STALL_SECONDS is 300)
-    progress = load_handler("progress")
-    fresh = steps.submit_task(small_spec(f"s3://{cloud.bucket}/in.csv"), "local-user", progress.deps).taskId
-    progress.deps.clock = lambda: datetime.now(UTC) - timedelta(minutes=10)
-    stalled = steps.submit_task(small_spec(f"s3://{cloud.bucket}/in.csv"), "local-user", progress.deps).taskId
-    progress.deps.clock = lambda: datetime.now(UTC)
+    watchdog = load_handler("progress/watchdog")
+    fresh = submit(small_spec(f"s3://{cloud.bucket}/in.csv"))
+    stalled = submit(small_spec(f"s3://{cloud.bucket}/in.csv"))
+    cloud.age_task(stalled, timedelta(minutes=10))
     cloud.published()
     # When the scheduled event arrives
-    progress.watchdog_handler(event_file("watchdog_schedule.json"), context)
+    watchdog.lambda_handler(event_file("watchdog_schedule.json"), context)
     # Then only the stalled task is FAILED, with a message naming the phase, and announced once
     assert cloud.task(fresh)["status"] == "ACCEPTED"
     task = cloud.task(stalled)

@@ -24,7 +24,7 @@ def test_transforms_each_chunk_once_and_completes_the_phase(
 ) -> None:
     # Given a task over 250 rows extracted into 3 chunks
     transform = load_handler("transform")
-    task_id, chunks = extracted_task(cloud, transform.deps)
+    task_id, chunks = extracted_task(cloud)
     assert len(chunks) == 3
     # When each ChunkExtracted record is handled (the second chunk twice: a redelivery)
     results = [transform.lambda_handler(sqs_event("transform_sqs.json", chunk), context) for chunk in chunks]
@@ -50,7 +50,7 @@ def test_a_failing_chunk_is_reported_and_fails_the_task_on_its_last_delivery(
 ) -> None:
     # Given an extracted task and the fault switch failing transforms
     transform = load_handler("transform")
-    task_id, chunks = extracted_task(cloud, transform.deps)
+    task_id, chunks = extracted_task(cloud)
     cloud.set_faults("transform:fail")
     # When chunk 1 fails on its first and on its last (3rd) delivery
     first = sqs_event("transform_sqs.json", chunks[1], receive_count=1)

@@ -1,6 +1,6 @@
 """provision(): real resources in a moto server, and the CloudModel the runtime/sources/gateways read.
 
-Also one end-to-end smoke test of `busline local up` through `running_cloud`.
+The smoke tests that start `busline local up` itself are in tests/integration/local_up.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from busline.localcloud.demo import DEMO_FILES, demo_data_dir, upload_demo_data
 from busline.localcloud.model import CloudModel, Endpoints, PortInUse, ProvisionError
 from busline.localcloud.provision import SNS_BRIDGE_TYPE, dependency_order, provision
 from busline.localcloud.template import load_and_translate
-from busline.localcloud.testing import free_base_port, running_cloud
+from busline.localcloud.testing import free_base_port
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "provision"
 REGION = "us-east-1"
@@ -343,27 +343,7 @@ def test_busy_port_is_reported_by_number_and_role() -> None:
             check_ports_free("127.0.0.1", base)
 
 
-# -- `busline local up` end to end ---------------------------------------------------------------
-
-
-def test_local_up_serves_an_api_function(cloud_data_dir: Path) -> None:
-    # Given the smoke template (one function behind GET /hello/{name}) and a parameter override
-    with running_cloud(
-        FIXTURES / "smoke" / "template.yaml", cloud_data_dir, extra_args=["--param", "Greeting=hi"], timeout_s=60
-    ) as cloud:
-        # Then endpoints.json has every documented key
-        assert sorted(cloud.endpoints) == [
-            "aws", "chaos", "management", "outputs", "postgres", "region", "rest", "web", "websocket",
-        ]
-        assert cloud.endpoints["outputs"] == {"ApiUrl": f"http://127.0.0.1:{cloud.base_port}/Prod"}
-        # When the function is called through the local REST gateway
-        with urllib.request.urlopen(f"{cloud.endpoints['outputs']['ApiUrl']}/hello/ada", timeout=30) as response:
-            body = json.loads(response.read())
-        assert body == {"name": "ada", "greeting": "hi"}
-    # And after SIGTERM it exits cleanly and removes endpoints.json
-    assert cloud.process.returncode == 0
-    assert not (cloud_data_dir / "endpoints.json").exists()
-    assert processes_mentioning(str(cloud_data_dir)) == []
+# -- `busline local up` refusals that start nothing ------------------------------------------------
 
 
 def test_local_up_reports_a_local_cloud_error_in_one_line(tmp_path: Path) -> None:
@@ -375,29 +355,3 @@ def test_local_up_reports_a_local_cloud_error_in_one_line(tmp_path: Path) -> Non
     assert result.exit_code == 1
     assert " ".join(result.output.split()) == f"error: template {tmp_path / 'missing.yaml'} does not exist (pass --template)"
     assert "Traceback" not in result.output
-
-
-def test_local_up_refuses_an_unsupported_resource_and_stops_what_it_started(
-    tmp_path: Path, cloud_data_dir: Path
-) -> None:
-    # Given a template with an EC2 VPC (moto and Postgres are already up when provisioning refuses it)
-    data_dir = cloud_data_dir
-    unsupported = tmp_path / "template.yaml"
-    unsupported.write_text((FIXTURES / "unsupported.yaml").read_text())
-    # When `busline local up` runs / Then it exits 1 naming the resource
-    with pytest.raises(RuntimeError, match=r"exited with 1:\s+error: Network: AWS::EC2::VPC is not supported"), \
-            running_cloud(unsupported, data_dir, timeout_s=60):
-        pass
-    # And the Postgres it started is gone
-    assert processes_mentioning(str(data_dir)) == []
-
-
-def processes_mentioning(text: str) -> list[int]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if text in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                found.append(int(cmdline.parent.name))
-        except OSError:
-            continue  # the process ended while we looked
-    return found

@@ -52,7 +52,10 @@ def runtime(tmp_path: Path) -> Iterator[FunctionRuntime]:
         _function("SleepyFunction", "handlers.sleepy", timeout_s=1.0),
         _function("BoomFunction", "handlers.boom"),
         _function("BrokenFunction", "broken_import.handler"),
-        _function("NarrowFunction", "handlers.sleepy", reserved_concurrency=1),
+        _function("NarrowFunction", "handlers.interval", reserved_concurrency=1,
+                  environment={"RECORD_FILE": str(tmp_path / "narrow.jsonl")}),
+        _function("CutOffFunction", "handlers.sleep_then_record", timeout_s=1.0,
+                  environment={"RECORD_FILE": str(tmp_path / "cut-off.jsonl")}),
         _function("PowertoolsFunction", "powertools_app.handler"),
     )
     rt = FunctionRuntime(model, tmp_path)
@@ -104,25 +107,30 @@ def test_request_ids_differ_per_invocation(runtime: FunctionRuntime) -> None:
     assert len(ids) == 3
 
 
-def test_timeout_kills_the_worker_and_the_next_invocation_gets_a_fresh_one(runtime: FunctionRuntime) -> None:
-    # Given a function with a 1 s Timeout that is warm
-    warm = runtime.invoke("SleepyFunction", {"sleep": 0}, trigger="test")
+def test_timeout_kills_the_worker_and_the_next_invocation_gets_a_fresh_one(
+    runtime: FunctionRuntime, tmp_path: Path
+) -> None:
+    # Given a function with a 1 s Timeout that records each invocation it finishes, warm
+    finished = tmp_path / "cut-off.jsonl"
+    warm = runtime.invoke("CutOffFunction", {"sleep": 0}, trigger="test")
     assert warm.ok
+    assert len(finished.read_text().splitlines()) == 1
 
-    # When an invocation runs past the Timeout
-    started = time.monotonic()
-    late = runtime.invoke("SleepyFunction", {"sleep": 10}, trigger="test")
+    # When an invocation would sleep 10 s, past the Timeout
+    late = runtime.invoke("CutOffFunction", {"sleep": 10}, trigger="test")
 
-    # Then it is cut off at the Timeout with Lambda's message, and the worker process is gone
-    assert time.monotonic() - started < 3
+    # Then it returns before the handler finished (no second record), with Lambda's message,
+    # and the worker process is gone, so the handler never finishes later either
+    assert len(finished.read_text().splitlines()) == 1
     assert (late.ok, late.timed_out, late.killed) == (False, True, False)
     assert late.error == "Task timed out after 1.00 seconds"
     assert not psutil.pid_exists(warm.payload["pid"]) or psutil.Process(warm.payload["pid"]).status() == "zombie"
 
     # And the next invocation works in a new worker
-    after = runtime.invoke("SleepyFunction", {"sleep": 0}, trigger="test")
+    after = runtime.invoke("CutOffFunction", {"sleep": 0}, trigger="test")
     assert after.ok
     assert after.payload["pid"] != warm.payload["pid"]
+    assert len(finished.read_text().splitlines()) == 2
 
 
 def test_handler_exception_is_reported_with_its_type_and_logged(runtime: FunctionRuntime, tmp_path: Path) -> None:
@@ -155,8 +163,8 @@ def test_unknown_function_names_it(runtime: FunctionRuntime) -> None:
         runtime.invoke("Nope", {}, trigger="test")
 
 
-def test_reserved_concurrency_one_serialises_invocations(runtime: FunctionRuntime) -> None:
-    # Given a function capped at one concurrent execution, warm
+def test_reserved_concurrency_one_serialises_invocations(runtime: FunctionRuntime, tmp_path: Path) -> None:
+    # Given a function capped at one concurrent execution that records when each invocation ran, warm
     runtime.invoke("NarrowFunction", {"sleep": 0}, trigger="test")
     results = []
 
@@ -165,14 +173,15 @@ def test_reserved_concurrency_one_serialises_invocations(runtime: FunctionRuntim
         results.append(runtime.invoke("NarrowFunction", {"sleep": 0.3}, trigger="test"))
 
     threads = [threading.Thread(target=call) for _ in range(3)]
-    started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
-    # Then they ran one after the other in the single worker
-    assert time.monotonic() - started >= 0.9
+    # Then all four ran one after the other (none started before the previous one ended) in the single worker
+    spans = sorted((entry["start"], entry["end"]) for entry in map(json.loads, (tmp_path / "narrow.jsonl").read_text().splitlines()))
+    assert len(spans) == 4
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
     assert len({result.payload["pid"] for result in results}) == 1
     assert len(runtime.worker_pids()) == 1
 
@@ -268,7 +277,14 @@ def test_worker_outlives_the_thread_that_first_invoked_it(runtime: FunctionRunti
     thread = threading.Thread(target=lambda: results.append(runtime.invoke("EchoFunction", {}, trigger="test")))
     thread.start()
     thread.join()
-    time.sleep(0.2)
+    # A worker tied to its starting thread would get its kill signal as that OS thread exits, which
+    # is done once the kernel has removed the thread's task entry.
+    assert thread.native_id is not None
+    task_entry = Path(f"/proc/self/task/{thread.native_id}")
+    deadline = time.monotonic() + 5
+    while task_entry.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not task_entry.exists()
 
     # When the function is invoked again from another thread
     again = runtime.invoke("EchoFunction", {}, trigger="test")

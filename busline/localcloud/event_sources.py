@@ -52,6 +52,21 @@ class EventSource:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._threads_lock = threading.Lock()
+        self._settled = 0
+        self._settled_lock = threading.Lock()
+
+    @property
+    def settled(self) -> int:
+        """How many deliveries this source has finished with (see each subclass for what one is).
+
+        Lets a caller wait for work to be done instead of sleeping until nothing more seems to happen.
+        """
+        with self._settled_lock:
+            return self._settled
+
+    def _count_settled(self, count: int = 1) -> None:
+        with self._settled_lock:
+            self._settled += count
 
     def start(self) -> None:
         raise NotImplementedError
@@ -217,11 +232,14 @@ class SqsPoller(EventSource):
         }
 
     def _invoke_and_settle(self, records: list[dict[str, Any]], settle: bool) -> None:
+        # One settled delivery = one invocation returned and, unless it is a chaos duplicate, its
+        # successful records deleted.
         try:
             result = self.runtime.invoke(self.mapping.function, {"Records": records}, trigger=self.trigger)
             if settle:
                 self._delete(self._succeeded(records, result))
         finally:
+            self._count_settled()
             self._slots.release()
 
     def _succeeded(self, records: list[dict[str, Any]], result: InvocationResult) -> list[dict[str, Any]]:
@@ -336,6 +354,8 @@ class StreamPoller(EventSource):
                 iterator = response.get("NextShardIterator")
                 fresh = [self._record(raw) for raw in response.get("Records", [])]
                 kept = [record for record in fresh if self._matches(record)]
+                # A stream's settled count is in records: dropped by the filter now, or delivered below.
+                self._count_settled(len(fresh) - len(kept))
                 if kept and not pending:
                     first_pending_at = time.monotonic()
                 pending.extend(kept)
@@ -344,6 +364,7 @@ class StreamPoller(EventSource):
                                or iterator is None):
                 batch, pending = pending[:self.mapping.batch_size], pending[self.mapping.batch_size:]
                 self._process(shard_id, batch, attempt=0)
+                self._count_settled(len(batch))
                 first_pending_at = time.monotonic()
                 if self._stopping.is_set():
                     return

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 from busline_core.errors import SourceUnreadable
-from busline_core.sources import iter_chunks, iter_records, open_source
+from busline_core.readers import iter_chunks, iter_records, open_source
 from moto import mock_aws
 
 BUCKET = "data"

@@ -1,0 +1,209 @@
+"""What each kind of function works with, one typed class per kind, and how each is built once per
+container (module scope of the handler) from that function's settings.
+
+A step that needs something its function is not wired with is a mypy error, not a run-time surprise.
+Nothing here knows where it runs: boto3 picks up AWS_ENDPOINT_URL (the local cloud) by itself.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import Any, Protocol
+
+from .bus import EventPublisher, Notifier
+from .connections import ConnectionsRepository, WebSocketPusher
+from .contracts import LoadOutcome
+from .dead_letters import DeadLetterQueues
+from .lifecycle import TaskLifecycle
+from .paging import PageTokens
+from .secrets import active_faults, database_url, page_token_key
+from .settings import (
+    ApiSettings,
+    ConnectionsSettings,
+    ExtractSettings,
+    LoadSettings,
+    StreamSettings,
+    TransformSettings,
+    WatchdogSettings,
+)
+from .spec import OutputColumn, TargetSpec, TaskSpec
+from .storage import ChunkStore
+from .task_state import utc_now
+from .tasks_repo import TasksRepository
+from .transform import ReferenceTable
+
+Clock = Callable[[], datetime]
+Faults = Callable[[], frozenset[str]]
+
+
+class Warehouse(Protocol):
+    """What the load step needs of warehouse.Warehouse (a fake stands in for Postgres in unit tests)."""
+
+    def ensure_table(self, target: TargetSpec, columns: list[OutputColumn]) -> None: ...
+
+    def load_chunk(
+        self,
+        task_id: str,
+        chunk: int,
+        target: TargetSpec,
+        columns: list[OutputColumn],
+        rows: list[dict[str, Any]],
+    ) -> LoadOutcome: ...
+
+
+def no_faults() -> frozenset[str]:
+    return frozenset()
+
+
+@dataclass
+class WarmCache:
+    """Per-container memory: reused across invocations of a warm Lambda, never shared between them."""
+
+    specs: OrderedDict[str, TaskSpec] = field(default_factory=OrderedDict)
+    references: dict[tuple[Any, ...], ReferenceTable] = field(default_factory=dict)
+    ensured_tables: set[tuple[str, str]] = field(default_factory=set)
+    warehouse: Warehouse | None = None
+
+
+@dataclass
+class ApiDeps:
+    tasks: TasksRepository
+    publisher: EventPublisher
+    chunks: ChunkStore
+    page_tokens: PageTokens
+    data_bucket: str
+    chunk_rows: int = 20000  # chunkRows of a request that does not say
+    clock: Clock = utc_now
+
+
+@dataclass
+class StepDeps:
+    """What extract, transform and load share: the task, its chunks, the fan-in, the fault switch."""
+
+    tasks: TasksRepository
+    lifecycle: TaskLifecycle
+    chunks: ChunkStore
+    faults: Faults = no_faults
+    clock: Clock = utc_now
+    cache: WarmCache = field(default_factory=WarmCache)
+
+
+@dataclass
+class ExtractDeps(StepDeps):
+    pass
+
+
+@dataclass
+class TransformDeps(StepDeps):
+    pass
+
+
+@dataclass
+class LoadDeps(StepDeps):
+    warehouse_factory: Callable[[], Warehouse] = field(kw_only=True)
+
+
+@dataclass
+class StreamDeps:
+    connections: ConnectionsRepository
+    pusher: WebSocketPusher
+
+
+@dataclass
+class ConnectionsDeps:
+    tasks: TasksRepository
+    connections: ConnectionsRepository
+    pusher: WebSocketPusher
+
+
+@dataclass
+class WatchdogDeps:
+    tasks: TasksRepository
+    lifecycle: TaskLifecycle
+    dead_letters: DeadLetterQueues | None = None  # the step DLQs it peeks at
+    stall_seconds: int = 300
+    clock: Clock = utc_now
+
+
+# --- built once per container from the function's settings -----------------------------------------
+
+
+def _lifecycle(tasks: TasksRepository, settings: ExtractSettings | TransformSettings | LoadSettings | WatchdogSettings) -> TaskLifecycle:
+    return TaskLifecycle(
+        tasks, EventPublisher.for_bus(settings.event_bus_name), Notifier.for_topic(settings.notification_topic_arn)
+    )
+
+
+def _faults(settings: ExtractSettings | TransformSettings | LoadSettings) -> Faults:
+    return partial(active_faults, settings.faults_parameter) if settings.faults_parameter else no_faults
+
+
+def build_api_deps(settings: ApiSettings) -> ApiDeps:
+    return ApiDeps(
+        tasks=TasksRepository.from_table_name(settings.tasks_table),
+        publisher=EventPublisher.for_bus(settings.event_bus_name),
+        chunks=ChunkStore.for_bucket(settings.data_bucket),
+        page_tokens=PageTokens(partial(page_token_key, settings.page_token_secret_arn)),
+        data_bucket=settings.data_bucket,
+        chunk_rows=settings.chunk_rows,
+    )
+
+
+def _step_parts(settings: ExtractSettings | TransformSettings | LoadSettings) -> dict[str, Any]:
+    tasks = TasksRepository.from_table_name(settings.tasks_table)
+    return {
+        "tasks": tasks,
+        "lifecycle": _lifecycle(tasks, settings),
+        "chunks": ChunkStore.for_bucket(settings.data_bucket),
+        "faults": _faults(settings),
+    }
+
+
+def build_extract_deps(settings: ExtractSettings) -> ExtractDeps:
+    return ExtractDeps(**_step_parts(settings))
+
+
+def build_transform_deps(settings: TransformSettings) -> TransformDeps:
+    return TransformDeps(**_step_parts(settings))
+
+
+def _open_warehouse(settings: LoadSettings) -> Warehouse:
+    # Imported here: psycopg is only needed (and only initialised) by the load function.
+    from .warehouse import Warehouse as PostgresWarehouse
+
+    return PostgresWarehouse(settings.database_url or database_url(settings.database_secret_arn))
+
+
+def build_load_deps(settings: LoadSettings) -> LoadDeps:
+    return LoadDeps(**_step_parts(settings), warehouse_factory=partial(_open_warehouse, settings))
+
+
+def build_stream_deps(settings: StreamSettings) -> StreamDeps:
+    return StreamDeps(
+        connections=ConnectionsRepository.from_table_name(settings.connections_table),
+        pusher=WebSocketPusher(settings.websocket_management_endpoint),
+    )
+
+
+def build_connections_deps(settings: ConnectionsSettings) -> ConnectionsDeps:
+    return ConnectionsDeps(
+        tasks=TasksRepository.from_table_name(settings.tasks_table),
+        connections=ConnectionsRepository.from_table_name(settings.connections_table),
+        pusher=WebSocketPusher(settings.websocket_management_endpoint),
+    )
+
+
+def build_watchdog_deps(settings: WatchdogSettings) -> WatchdogDeps:
+    tasks = TasksRepository.from_table_name(settings.tasks_table)
+    return WatchdogDeps(
+        tasks=tasks,
+        lifecycle=_lifecycle(tasks, settings),
+        dead_letters=DeadLetterQueues.from_urls(settings.dead_letter_queue_urls)
+        if settings.dead_letter_queue_urls
+        else None,
+        stall_seconds=settings.stall_seconds,
+    )

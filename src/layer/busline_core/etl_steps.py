@@ -1,0 +1,244 @@
+"""The ETL steps: extract a task's source into chunks, transform a chunk, load a chunk.
+
+Every step may run more than once for the same input (SQS at-least-once delivery, Lambda retries,
+DLQ redrives, the local cloud's chaos mode), so each is re-runnable: outputs go to deterministic S3
+keys, follow-up events are published before the chunk is counted (a crash in between re-publishes,
+and the conditional count downstream absorbs the duplicate), and what the count means for the task
+is lifecycle.py's business.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, TypeVar
+
+from aws_lambda_powertools import Logger
+from pydantic import BaseModel
+
+from .contracts import (
+    CHUNK_EXTRACTED,
+    CHUNK_TRANSFORMED,
+    ChunkExtracted,
+    ChunkTransformed,
+    Phase,
+    TaskStatus,
+    TaskSubmitted,
+)
+from .deps import ExtractDeps, LoadDeps, StepDeps, TransformDeps, Warehouse
+from .errors import BuslineError, ChunkFailed, LoadFailed, SourceUnreadable
+from .readers import iter_chunks, iter_records, open_source
+from .spec import JoinSpec, TaskSpec, output_columns
+from .storage import ChunkStore
+from .task_state import ChunkCounted, ExtractProgressed, ExtractStarted, iso
+from .transform import ReferenceTable, transform_rows
+
+logger = Logger(child=True)
+
+# ChunkExtracted events are sent in PutEvents batches, but never held back longer than this, so the
+# transform of the first chunks overlaps the extract of the next ones.
+EXTRACT_FLUSH_SECONDS = 0.25
+EXTRACT_FLUSH_EVENTS = 10  # the PutEvents batch
+WARM_SPEC_CACHE = 64
+
+Detail = TypeVar("Detail", TaskSubmitted, ChunkExtracted, ChunkTransformed)
+StepDepsT = TypeVar("StepDepsT", bound=StepDeps)
+
+PHASE_OF_DETAIL: dict[type[BaseModel], Phase] = {
+    TaskSubmitted: Phase.EXTRACT,
+    ChunkExtracted: Phase.TRANSFORM,
+    ChunkTransformed: Phase.LOAD,
+}
+
+
+def _check_fault_switch(phase: Phase, deps: StepDeps) -> None:
+    if f"{phase.value}:fail" in deps.faults():
+        raise ChunkFailed(f"deliberate fault: the fault switch says {phase.value}:fail")
+
+
+def _spec_of(task_id: str, deps: StepDeps) -> TaskSpec | None:
+    """The task's spec, from this warm container's cache or the task (None: no such task)."""
+    specs = deps.cache.specs
+    if task_id in specs:
+        specs.move_to_end(task_id)
+        return specs[task_id]
+    state = deps.tasks.get(task_id)
+    if state is None:
+        return None
+    spec = TaskSpec.model_validate_json(state.spec_json)
+    specs[task_id] = spec
+    while len(specs) > WARM_SPEC_CACHE:
+        specs.popitem(last=False)
+    return spec
+
+
+@dataclass(frozen=True)
+class ChunkWork:
+    """What transform and load both start from: the chunk's task spec and its rows."""
+
+    spec: TaskSpec
+    rows: list[dict[str, Any]]
+    started_at: str
+
+
+def _chunk_prologue(detail: ChunkExtracted | ChunkTransformed, deps: StepDeps) -> ChunkWork | None:
+    """The fault switch, the task's spec and the chunk's rows; None for a task that does not exist."""
+    started_at = iso(deps.clock())
+    phase = PHASE_OF_DETAIL[type(detail)]
+    _check_fault_switch(phase, deps)
+    spec = _spec_of(detail.taskId, deps)
+    if spec is None:
+        logger.warning(f"{type(detail).__name__} for an unknown task: ignored", extra={"task_id": detail.taskId})
+        return None
+    return ChunkWork(spec=spec, rows=deps.chunks.get_rows(detail.key), started_at=started_at)
+
+
+# --- extract --------------------------------------------------------------------------------------
+
+
+def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
+    """Stream the source into chunks in S3 and announce each chunk; returns the rows read."""
+    task_id = detail.taskId
+    state = deps.tasks.get(task_id)
+    if state is None:
+        logger.warning("TaskSubmitted for an unknown task: ignored", extra={"task_id": task_id})
+        return 0
+    if state.status is TaskStatus.SUCCEEDED:
+        deps.lifecycle.advance(task_id, state)  # only re-announces, if the announcement was lost
+        return state.counts.read
+    if state.status is TaskStatus.FAILED and state.error_terminal:
+        return 0
+    if state.extract.completed:
+        deps.lifecycle.extract_redelivered(task_id)
+        return state.counts.read
+    _check_fault_switch(Phase.EXTRACT, deps)
+    spec = TaskSpec.model_validate_json(state.spec_json)
+    deps.tasks.apply(task_id, ExtractStarted())
+
+    publisher = deps.lifecycle.publisher
+    pending: list[tuple[str, BaseModel]] = []
+    oldest_pending = 0.0
+    chunks = read = 0
+    source = spec.source
+    with open_source(source.uri, deps.chunks.s3_client) as stream:
+        records = iter_records(
+            stream, source.format, name_hint=source.uri, delimiter=source.delimiter, null_values=source.nullValues
+        )
+        if source.limit is not None:
+            records = islice(records, source.limit)
+        for index, rows in enumerate(iter_chunks(records, spec.chunkRows)):
+            key = ChunkStore.chunk_key(task_id, Phase.EXTRACT.value, index)
+            deps.chunks.put_rows(key, rows)
+            chunks, read = index + 1, read + len(rows)
+            if not pending:
+                oldest_pending = time.monotonic()
+            pending.append((CHUNK_EXTRACTED, ChunkExtracted(taskId=task_id, chunk=index, key=key, rows=len(rows))))
+            if len(pending) >= EXTRACT_FLUSH_EVENTS or time.monotonic() - oldest_pending >= EXTRACT_FLUSH_SECONDS:
+                publisher.publish_many(pending)
+                pending.clear()
+                deps.tasks.apply(task_id, ExtractProgressed(chunks, read))
+    publisher.publish_many(pending)
+    deps.lifecycle.extract_completed(task_id, chunks, read)
+    return read
+
+
+# --- transform ------------------------------------------------------------------------------------
+
+
+def _reference(join: JoinSpec, deps: StepDeps) -> ReferenceTable:
+    key_columns = list(join.on.values())
+    cache_key = (join.uri, join.format, join.delimiter, tuple(join.nullValues), tuple(key_columns))
+    table = deps.cache.references.get(cache_key)
+    if table is None:
+        with open_source(join.uri, deps.chunks.s3_client) as stream:
+            records = iter_records(
+                stream, join.format, name_hint=join.uri, delimiter=join.delimiter, null_values=join.nullValues
+            )
+            try:
+                table = ReferenceTable.from_records(records, key_columns)
+            except ValueError as error:
+                raise SourceUnreadable(join.uri, f"join {join.name}: {error}") from error
+        deps.cache.references[cache_key] = table
+    return table
+
+
+def transform_chunk(detail: ChunkExtracted, deps: TransformDeps) -> int:
+    """Type, filter and join one chunk; returns the rows that go on to load."""
+    work = _chunk_prologue(detail, deps)
+    if work is None:
+        return 0
+    task_id, spec = detail.taskId, work.spec
+    refs = {join.name: _reference(join, deps) for join in spec.joins}
+    result = transform_rows(work.rows, spec, refs, first_row=detail.chunk * spec.chunkRows + 1)
+
+    key = ChunkStore.chunk_key(task_id, Phase.TRANSFORM.value, detail.chunk)
+    deps.chunks.put_rows(key, result.rows)
+    deps.chunks.put_rejects(ChunkStore.rejects_key(task_id, detail.chunk), result.rejects)
+    transformed = ChunkTransformed(taskId=task_id, chunk=detail.chunk, key=key, rows=len(result.rows))
+    deps.lifecycle.publisher.publish(CHUNK_TRANSFORMED, transformed)
+    counts = {"filtered": result.filtered, "rejected": len(result.rejects)}
+    deps.lifecycle.chunk_counted(ChunkCounted(Phase.TRANSFORM, detail.chunk, counts, work.started_at), task_id)
+    return len(result.rows)
+
+
+# --- load -----------------------------------------------------------------------------------------
+
+
+def _warehouse(deps: LoadDeps) -> Warehouse:
+    if deps.cache.warehouse is None:
+        deps.cache.warehouse = deps.warehouse_factory()
+    return deps.cache.warehouse
+
+
+def load_chunk(detail: ChunkTransformed, deps: LoadDeps) -> int:
+    """Write one transformed chunk into the warehouse (exactly once, by its ledger); returns rows loaded."""
+    work = _chunk_prologue(detail, deps)
+    if work is None:
+        return 0
+    spec = work.spec
+    warehouse = _warehouse(deps)
+    columns = output_columns(spec)
+    table_id = (spec.target.schema_, spec.target.table)
+    if table_id not in deps.cache.ensured_tables:
+        warehouse.ensure_table(spec.target, columns)
+        deps.cache.ensured_tables.add(table_id)
+    try:
+        outcome = warehouse.load_chunk(detail.taskId, detail.chunk, spec.target, columns, work.rows)
+    except LoadFailed:
+        # The table may have been dropped behind this warm container's back: re-ensure on the retry.
+        deps.cache.ensured_tables.discard(table_id)
+        raise
+    loaded = int(outcome.rows)
+    deps.lifecycle.chunk_counted(ChunkCounted(Phase.LOAD, detail.chunk, {"loaded": loaded}, work.started_at), detail.taskId)
+    return loaded
+
+
+# --- failures -------------------------------------------------------------------------------------
+
+
+def record_final_failure(
+    detail: TaskSubmitted | ChunkExtracted | ChunkTransformed, error: BaseException | str, deps: StepDeps
+) -> bool:
+    """The last delivery of a record failed: the task turns FAILED (phase, chunk, error) until a DLQ
+    replay of that record succeeds. True when this call failed the task."""
+    chunk = detail.chunk if isinstance(detail, ChunkExtracted | ChunkTransformed) else None
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return deps.lifecycle.final_delivery_failed(
+        detail.taskId, PHASE_OF_DETAIL[type(detail)], chunk, message
+    )
+
+
+def run_step(work: Callable[[Detail, StepDepsT], int], detail: Detail, deps: StepDepsT) -> int:
+    """Run one step on one record. A failure no retry can mend (`retryable` False: an unreadable source
+    or join file) fails the task now, for good, instead of letting SQS redeliver the same bytes until
+    the DLQ; anything else is raised for SQS to redeliver."""
+    try:
+        return work(detail, deps)
+    except BuslineError as error:
+        if error.retryable:
+            raise
+        logger.warning("unretryable failure", extra={"task_id": detail.taskId, "error": error.message})
+        deps.lifecycle.abandon(detail.taskId, PHASE_OF_DETAIL[type(detail)], error.message)
+        return 0

@@ -1,0 +1,159 @@
+"""Fan-in and announcements: what follows a task's state change, in the order it must happen.
+
+The steps report facts (a chunk was counted, extract completed, a delivery failed for the last time);
+this module applies them as state-machine events (tasks_repo), then does what the new state calls for:
+complete the next phase (publishing PhaseCompleted), and once the task is final, publish
+TaskSucceeded/TaskFailed and notify SNS, once. Every decision is taken on the state that the caller's
+own atomic write produced, so the writer of the last chunk always sees every chunk.
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger
+
+from .bus import EventPublisher, Notifier
+from .contracts import PHASE_COMPLETED, PHASE_ORDER, Phase, TaskFinished, TaskStatus
+from .contracts import PhaseCompleted as PhaseCompletedDetail
+from .task_state import (
+    Announced,
+    ChunkCounted,
+    ChunkFailedFinally,
+    ExtractCompleted,
+    ExtractCompletedWhileFailed,
+    FailureCleared,
+    PhaseCompleted,
+    Recovered,
+    Stalled,
+    TaskAbandoned,
+    TaskState,
+)
+from .tasks_repo import TasksRepository
+
+logger = Logger(child=True)
+
+
+class TaskLifecycle:
+    def __init__(self, tasks: TasksRepository, publisher: EventPublisher, notifier: Notifier) -> None:
+        self.tasks = tasks
+        self.publisher = publisher
+        self.notifier = notifier
+
+    # --- facts the steps report ---------------------------------------------------------------
+
+    def extract_completed(self, task_id: str, chunks: int, read: int) -> None:
+        outcome = self.tasks.apply(task_id, ExtractCompleted(chunks, read)) or self.tasks.apply(
+            task_id, ExtractCompletedWhileFailed(chunks, read)
+        )
+        if outcome is None:
+            # A redelivery after the work was done: only make sure nothing after it was left undone.
+            self.advance(task_id, self._cleared(task_id, Phase.EXTRACT, None))
+            return
+        self._publish_phase_completed(task_id, Phase.EXTRACT, chunks)
+        state = outcome.after
+        if state.status is TaskStatus.FAILED:
+            # a replayed extract: its own failure is mended now
+            state = self._cleared(task_id, Phase.EXTRACT, None) or state
+        self.advance(task_id, state)
+
+    def extract_redelivered(self, task_id: str) -> None:
+        """Extract ran to completion before: clear its failure (a replay) and finish what is left."""
+        self.advance(task_id, self._cleared(task_id, Phase.EXTRACT, None))
+
+    def chunk_counted(self, event: ChunkCounted, task_id: str) -> None:
+        outcome = self.tasks.apply(task_id, event)
+        if outcome is None:
+            # Already counted by an earlier delivery, which may have died before the completion check
+            # or may be the chunk a DLQ replay is retrying: clear its failure, then check completions.
+            self.advance(task_id, self._cleared(task_id, event.phase, event.chunk))
+            return
+        self.advance(task_id, self._recover(task_id, outcome.after))
+
+    def final_delivery_failed(self, task_id: str, phase: Phase, chunk: int | None, message: str) -> bool:
+        """A record's last delivery failed; True when this call turned the task FAILED."""
+        outcome = self.tasks.apply(task_id, ChunkFailedFinally(phase, chunk, message))
+        if outcome is None or not outcome.newly_failed:
+            return False
+        self.announce(task_id)
+        return True
+
+    def abandon(self, task_id: str, phase: Phase, message: str) -> bool:
+        """Fail the task for good (nothing a retry could mend); True when this call failed it."""
+        outcome = self.tasks.apply(task_id, TaskAbandoned(phase, message))
+        if outcome is None or not outcome.newly_failed:
+            return False
+        self.announce(task_id)
+        return True
+
+    def stalled(self, state: TaskState, phase: Phase, message: str) -> bool:
+        """Fail `state`'s task if it has not changed since it was read; True when this call failed it."""
+        if self.tasks.apply(state.task_id, Stalled(phase, message, state.updated_at_ms)) is None:
+            return False
+        self.announce(state.task_id)
+        return True
+
+    # --- what follows ---------------------------------------------------------------------------
+
+    def advance(self, task_id: str, state: TaskState | None) -> None:
+        """Complete whatever phase the state allows (transform, then load), then announce success."""
+        if state is None:
+            state = self.tasks.get(task_id)
+            if state is None:
+                return
+        if state.unannounced_success:
+            # The completion was written but its announcement died with the writer: at least once.
+            self.announce(task_id)
+            return
+        for _ in PHASE_ORDER:
+            phase = state.completable_phase()
+            if phase is None:
+                return
+            outcome = self.tasks.apply(task_id, PhaseCompleted(phase))
+            if outcome is None:
+                # Someone else completed it (or a failure intervened): decide from fresh state.
+                fresh = self.tasks.get(task_id)
+                if fresh is None:
+                    return
+                state = fresh
+                continue
+            total = outcome.after.phase(phase).total or 0
+            self._publish_phase_completed(task_id, phase, total)
+            state = outcome.after
+            if phase is Phase.LOAD:
+                self.announce(task_id)
+                return
+
+    def announce(self, task_id: str) -> TaskFinished | None:
+        """TaskSucceeded/TaskFailed on the bus and the SNS notification, from the task as it is now."""
+        state = self.tasks.get(task_id)
+        if state is None:
+            return None
+        snapshot = state.snapshot()
+        finished = TaskFinished(taskId=task_id, status=snapshot.status, counts=snapshot.counts, error=snapshot.error)
+        self.publisher.publish(finished.detail_type, finished)
+        self.notifier.task_finished(finished)
+        self.tasks.apply(task_id, Announced(snapshot.status))
+        logger.info("task finished", extra={"task_id": task_id, "status": snapshot.status.value})
+        return finished
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _publish_phase_completed(self, task_id: str, phase: Phase, chunks: int) -> None:
+        self.publisher.publish(PHASE_COMPLETED, PhaseCompletedDetail(taskId=task_id, phase=phase, chunks=chunks))
+
+    def _cleared(self, task_id: str, phase: Phase, chunk: int | None) -> TaskState | None:
+        outcome = self.tasks.apply(task_id, FailureCleared(phase, chunk))
+        return None if outcome is None else self._recover(task_id, outcome.after)
+
+    def _recover(self, task_id: str, state: TaskState) -> TaskState:
+        """Back to how far it got when nothing is failing any more (a replay mended the last chunk)."""
+        for _ in range(2):  # once more if extract completed between the read and the write
+            if state.status is not TaskStatus.FAILED or state.failing or state.error_terminal:
+                return state
+            outcome = self.tasks.apply(task_id, Recovered(state.progress_status()))
+            if outcome is not None:
+                return outcome.after
+            fresh = self.tasks.get(task_id)
+            if fresh is None:
+                return state
+            state = fresh
+        return state

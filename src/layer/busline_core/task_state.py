@@ -1,0 +1,545 @@
+"""The task's state machine: what a task is (`TaskState`), what can happen to it (the events), and,
+in one table, which event is allowed from which state and what it changes.
+
+Pure: no I/O. `tasks_repo` turns each event into one conditional DynamoDB UpdateItem whose condition
+is the guard below and whose update is the effect below (tests/unit/control/test_task_state.py walks
+every (state, event) pair through both and checks they agree). The steps never look at the item; they
+send an event and read the resulting `TaskState`.
+
+Why the guards are what they are (exactly once, with at-least-once delivery everywhere):
+- a chunk is counted only if it is not in its phase's chunk set, so a redelivered chunk changes nothing;
+- a phase completes only once, only after the phase before it, and only when done == total, so of two
+  racing last chunks exactly one completes it and publishes the follow-up events;
+- a FAILED task keeps counting chunks (a DLQ replay may still recover it) but completes no phase;
+- a failure is remembered per chunk (`failing`); when the last failing chunk succeeds the task goes
+  back to the status of how far it got (`Recovered`); a terminal failure never recovers;
+- SUCCEEDED is final: no failure can overwrite it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from .contracts import (
+    PHASE_ORDER,
+    Counts,
+    Phase,
+    PhaseProgress,
+    Phases,
+    PhaseTiming,
+    TaskError,
+    TaskSnapshot,
+    TaskStatus,
+)
+
+COUNTERS: Final = ("read", "filtered", "rejected", "loaded")
+ACTIVE_STATUSES: Final = (
+    TaskStatus.ACCEPTED,
+    TaskStatus.EXTRACTING,
+    TaskStatus.TRANSFORMING,
+    TaskStatus.LOADING,
+)
+FINAL_STATUSES: Final = (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
+_M = TypeVar("_M", bound=BaseModel)
+ERROR_MESSAGE_LIMIT: Final = 2000  # characters of an error kept on the task (the item is at most 400 KB)
+
+
+def _with(model: _M, **changes: Any) -> _M:
+    return model.model_copy(update=changes)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def failure_member(phase: Phase, chunk: int | None) -> str:
+    """How a failing chunk (or a whole phase, for extract) is named in `TaskState.failing`."""
+    return f"{phase.value}:{chunk}" if chunk is not None else phase.value
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class PhaseState(_Frozen):
+    done: int = 0
+    total: int | None = None  # known once extract completed
+    chunks: frozenset[int] = frozenset()  # transform and load: the chunks counted so far
+    started_at: str | None = None
+    completed_at: str | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.completed_at is not None
+
+
+class TaskState(_Frozen):
+    task_id: str
+    owner: str
+    pipeline: str
+    spec_json: str
+    status: TaskStatus
+    created_at: str
+    updated_at: str
+    updated_at_ms: int
+    extract: PhaseState = PhaseState()
+    transform: PhaseState = PhaseState()
+    load: PhaseState = PhaseState()
+    counts: Counts = Counts()
+    error: TaskError | None = None  # the first error; kept while the task is FAILED
+    failing: frozenset[str] = frozenset()  # failure_member()s whose last delivery failed
+    error_terminal: bool = False  # no chunk can recover this failure
+    announced: TaskStatus | None = None  # the final status already told to the bus and SNS
+
+    @classmethod
+    def submitted(cls, task_id: str, owner: str, pipeline: str, spec_json: str, now: datetime) -> TaskState:
+        return cls(
+            task_id=task_id,
+            owner=owner,
+            pipeline=pipeline,
+            spec_json=spec_json,
+            status=TaskStatus.ACCEPTED,
+            created_at=iso(now),
+            updated_at=iso(now),
+            updated_at_ms=epoch_ms(now),
+        )
+
+    def phase(self, phase: Phase) -> PhaseState:
+        return {Phase.EXTRACT: self.extract, Phase.TRANSFORM: self.transform, Phase.LOAD: self.load}[phase]
+
+    def with_phase(self, phase: Phase, **changes: object) -> TaskState:
+        return self.model_copy(update={phase.value: self.phase(phase).model_copy(update=changes)})
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def progress_status(self) -> TaskStatus:
+        """The status of how far the task got, ignoring failures (what a recovered task shows)."""
+        for phase in PHASE_ORDER:
+            if not self.phase(phase).completed:
+                return phase_status(phase)
+        return TaskStatus.SUCCEEDED
+
+    def completable_phase(self) -> Phase | None:
+        """The phase whose fan-in is complete and that a `PhaseCompleted` event may now close."""
+        for phase in (Phase.TRANSFORM, Phase.LOAD):
+            if _phase_may_complete(self, phase):
+                return phase
+        return None
+
+    @property
+    def unannounced_success(self) -> bool:
+        """SUCCEEDED was written but its announcement died with the writer: announce it again."""
+        return self.status is TaskStatus.SUCCEEDED and self.announced is not TaskStatus.SUCCEEDED
+
+    def snapshot(self) -> TaskSnapshot:
+        error = self.error if self.status is TaskStatus.FAILED else None
+        return TaskSnapshot(
+            taskId=self.task_id,
+            owner=self.owner,
+            pipeline=self.pipeline,
+            status=self.status,
+            createdAt=self.created_at,
+            updatedAt=self.updated_at,
+            updatedAtMs=self.updated_at_ms,
+            phases=Phases(**{phase.value: self._progress(phase, error) for phase in PHASE_ORDER}),
+            counts=self.counts,
+            timings={
+                phase.value: timing for phase in PHASE_ORDER if (timing := self._timing(phase)) is not None
+            },
+            error=error,
+        )
+
+    def _progress(self, phase: Phase, error: TaskError | None) -> PhaseProgress:
+        state = self.phase(phase)
+        if state.completed:
+            shown = "completed"
+        elif error is not None and error.phase is phase:
+            shown = "failed"
+        elif state.started_at is not None or state.done > 0:
+            shown = "running"
+        else:
+            shown = "pending"
+        return PhaseProgress(done=state.done, total=state.total, status=shown)  # type: ignore[arg-type]
+
+    def _timing(self, phase: Phase) -> PhaseTiming | None:
+        state = self.phase(phase)
+        if state.started_at is None and state.completed_at is None:
+            return None
+        seconds = None
+        if state.started_at and state.completed_at:
+            elapsed = datetime.fromisoformat(state.completed_at) - datetime.fromisoformat(state.started_at)
+            seconds = round(max(elapsed.total_seconds(), 0.0), 3)
+        return PhaseTiming(startedAt=state.started_at, completedAt=state.completed_at, seconds=seconds)
+
+
+def phase_status(phase: Phase) -> TaskStatus:
+    return {
+        Phase.EXTRACT: TaskStatus.EXTRACTING,
+        Phase.TRANSFORM: TaskStatus.TRANSFORMING,
+        Phase.LOAD: TaskStatus.LOADING,
+    }[phase]
+
+
+def _previous(phase: Phase) -> Phase:
+    return PHASE_ORDER[PHASE_ORDER.index(phase) - 1]
+
+
+def _phase_may_complete(state: TaskState, phase: Phase) -> bool:
+    current = state.phase(phase)
+    return (
+        state.status is not TaskStatus.FAILED
+        and state.phase(_previous(phase)).completed
+        and not current.completed
+        and current.total is not None
+        and current.done == current.total
+    )
+
+
+# --- events: what can happen to a task ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExtractStarted:
+    """The extract step begins reading the source."""
+
+
+@dataclass(frozen=True)
+class ExtractProgressed:
+    """`chunks` chunks (and `read` rows) are in S3 so far; only for the progress view."""
+
+    chunks: int
+    read: int
+
+
+@dataclass(frozen=True)
+class ExtractCompleted:
+    """The source is read: the chunk count becomes every phase's total (the fan-in target)."""
+
+    chunks: int
+    read: int
+
+
+@dataclass(frozen=True)
+class ExtractCompletedWhileFailed:
+    """As ExtractCompleted, for a task a failing chunk holds FAILED: the totals are facts all the same."""
+
+    chunks: int
+    read: int
+
+
+@dataclass(frozen=True)
+class ChunkCounted:
+    """A transform or load chunk is done: count it (once) and add its row counts."""
+
+    phase: Phase
+    chunk: int
+    counts: Mapping[str, int] = field(default_factory=dict)
+    started_at: str | None = None  # when this chunk's work began: the phase's start, if it is the first
+
+
+@dataclass(frozen=True)
+class PhaseCompleted:
+    """Every chunk of transform (then load) is counted; load's completion makes the task SUCCEEDED."""
+
+    phase: Phase
+
+
+@dataclass(frozen=True)
+class ChunkFailedFinally:
+    """A record's last delivery failed: the task turns FAILED until that chunk succeeds (DLQ replay)."""
+
+    phase: Phase
+    chunk: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class FailureCleared:
+    """A chunk that had failed has now succeeded (a replay, or a redelivery of a counted chunk)."""
+
+    phase: Phase
+    chunk: int | None
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """Nothing is failing any more: the task shows how far it got again (`status`, as the caller read
+    it; refused if extract completed meanwhile, so a stale read cannot set a stale status)."""
+
+    status: TaskStatus
+
+
+@dataclass(frozen=True)
+class TaskAbandoned:
+    """A failure no retry can mend (an unreadable source, an event that could not be published)."""
+
+    phase: Phase
+    message: str
+
+
+@dataclass(frozen=True)
+class Stalled:
+    """The watchdog saw no progress since `seen_updated_at_ms`: fail the task for good."""
+
+    phase: Phase
+    message: str
+    seen_updated_at_ms: int
+
+
+@dataclass(frozen=True)
+class Announced:
+    """TaskSucceeded/TaskFailed and the SNS notification went out for `status`."""
+
+    status: TaskStatus
+
+
+TaskEvent = (
+    ExtractStarted
+    | ExtractProgressed
+    | ExtractCompleted
+    | ExtractCompletedWhileFailed
+    | ChunkCounted
+    | PhaseCompleted
+    | ChunkFailedFinally
+    | FailureCleared
+    | Recovered
+    | TaskAbandoned
+    | Stalled
+    | Announced
+)
+
+
+# --- the transition table -------------------------------------------------------------------------
+
+
+def _stamped(state: TaskState, now: datetime) -> TaskState:
+    return _with(state, updated_at=iso(now), updated_at_ms=epoch_ms(now))
+
+
+def _failed(state: TaskState, phase: Phase, chunk: int | None, message: str, now: datetime) -> TaskState:
+    error = state.error or TaskError(phase=phase, chunk=chunk, message=message[:ERROR_MESSAGE_LIMIT])
+    return _stamped(_with(state, status=TaskStatus.FAILED, error=error), now)
+
+
+def _extract_started(state: TaskState, event: ExtractStarted, now: datetime) -> TaskState:
+    started = state.extract.started_at or iso(now)
+    return _stamped(_with(state, status=TaskStatus.EXTRACTING).with_phase(Phase.EXTRACT, started_at=started), now)
+
+
+def _extract_progressed(state: TaskState, event: ExtractProgressed, now: datetime) -> TaskState:
+    state = _with(state, counts=state.counts.model_copy(update={"read": event.read}))
+    return _stamped(state.with_phase(Phase.EXTRACT, done=event.chunks), now)
+
+
+def _with_totals(state: TaskState, chunks: int, read: int, now: datetime) -> TaskState:
+    state = _with(
+        state,
+        counts=state.counts.model_copy(update={"read": read}),
+        extract=_with(
+            state.extract,
+            done=chunks,
+            total=chunks,
+            started_at=state.extract.started_at or iso(now),
+            completed_at=iso(now),
+        ),
+        transform=_with(state.transform, total=chunks),
+        load=_with(state.load, total=chunks),
+    )
+    return _stamped(state, now)
+
+
+def _extract_completed(state: TaskState, event: ExtractCompleted, now: datetime) -> TaskState:
+    return _with(_with_totals(state, event.chunks, event.read, now), status=TaskStatus.TRANSFORMING)
+
+
+def _extract_completed_while_failed(
+    state: TaskState, event: ExtractCompletedWhileFailed, now: datetime
+) -> TaskState:
+    return _with_totals(state, event.chunks, event.read, now)
+
+
+def _chunk_counted(state: TaskState, event: ChunkCounted, now: datetime) -> TaskState:
+    phase = state.phase(event.phase)
+    counts = state.counts.model_copy(
+        update={name: getattr(state.counts, name) + amount for name, amount in event.counts.items()}
+    )
+    state = _with(
+        state,
+        counts=counts,
+        failing=state.failing - {failure_member(event.phase, event.chunk)},
+    ).with_phase(
+        event.phase,
+        done=phase.done + 1,
+        chunks=phase.chunks | {event.chunk},
+        started_at=phase.started_at or event.started_at or iso(now),
+    )
+    return _stamped(state, now)
+
+
+def _phase_completed(state: TaskState, event: PhaseCompleted, now: datetime) -> TaskState:
+    phase = state.phase(event.phase)
+    status = TaskStatus.SUCCEEDED if event.phase is Phase.LOAD else TaskStatus.LOADING
+    state = _with(state, status=status).with_phase(
+        event.phase, completed_at=iso(now), started_at=phase.started_at or iso(now)
+    )
+    return _stamped(state, now)
+
+
+def _chunk_failed(state: TaskState, event: ChunkFailedFinally, now: datetime) -> TaskState:
+    failed = _failed(state, event.phase, event.chunk, event.message, now)
+    return _with(failed, failing=failed.failing | {failure_member(event.phase, event.chunk)})
+
+
+def _failure_cleared(state: TaskState, event: FailureCleared, now: datetime) -> TaskState:
+    return _stamped(_with(state, failing=state.failing - {failure_member(event.phase, event.chunk)}), now)
+
+
+def _recovered(state: TaskState, event: Recovered, now: datetime) -> TaskState:
+    return _stamped(_with(state, status=state.progress_status(), error=None), now)
+
+
+def _abandoned(state: TaskState, event: TaskAbandoned, now: datetime) -> TaskState:
+    return _with(_failed(state, event.phase, None, event.message, now), error_terminal=True)
+
+
+def _stalled(state: TaskState, event: Stalled, now: datetime) -> TaskState:
+    return _with(_failed(state, event.phase, None, event.message, now), error_terminal=True)
+
+
+def _announced(state: TaskState, event: Announced, now: datetime) -> TaskState:
+    return _with(state, announced=event.status)  # not progress: updatedAt stays
+
+
+E = TypeVar("E")
+
+
+@dataclass(frozen=True)
+class Transition(Generic[E]):
+    allowed_when: str  # the guard in words, for the design doc
+    guard: Callable[[TaskState, E], bool]
+    effect: Callable[[TaskState, E, datetime], TaskState]
+
+
+def _extract_may_start(state: TaskState, event: ExtractStarted) -> bool:
+    return not state.is_final and not state.extract.completed
+
+
+def _extract_may_progress(state: TaskState, event: ExtractProgressed) -> bool:
+    return not state.extract.completed and state.extract.done < event.chunks
+
+
+def _extract_may_complete(state: TaskState, event: ExtractCompleted) -> bool:
+    return not state.extract.completed and state.status is not TaskStatus.FAILED
+
+
+def _extract_may_complete_while_failed(state: TaskState, event: ExtractCompletedWhileFailed) -> bool:
+    return not state.extract.completed and state.status is TaskStatus.FAILED
+
+
+def _chunk_not_counted(state: TaskState, event: ChunkCounted) -> bool:
+    return event.chunk not in state.phase(event.phase).chunks
+
+
+def _phase_completable(state: TaskState, event: PhaseCompleted) -> bool:
+    return _phase_may_complete(state, event.phase)
+
+
+def _not_succeeded(state: TaskState, event: ChunkFailedFinally | TaskAbandoned) -> bool:
+    return state.status is not TaskStatus.SUCCEEDED
+
+
+def _chunk_is_failing(state: TaskState, event: FailureCleared) -> bool:
+    return failure_member(event.phase, event.chunk) in state.failing
+
+
+def _may_recover(state: TaskState, event: Recovered) -> bool:
+    return (
+        state.status is TaskStatus.FAILED
+        and not state.failing
+        and not state.error_terminal
+        and state.progress_status() is event.status
+    )
+
+
+def _unchanged_and_active(state: TaskState, event: Stalled) -> bool:
+    return not state.is_final and state.updated_at_ms == event.seen_updated_at_ms
+
+
+def _always(state: TaskState, event: Announced) -> bool:
+    return True
+
+
+TRANSITIONS: Final[dict[type, Transition[Any]]] = {
+    ExtractStarted: Transition("not SUCCEEDED or FAILED; extract not completed", _extract_may_start, _extract_started),
+    ExtractProgressed: Transition(
+        "extract not completed; more chunks than recorded so far", _extract_may_progress, _extract_progressed
+    ),
+    ExtractCompleted: Transition(
+        "extract not completed; not FAILED", _extract_may_complete, _extract_completed
+    ),
+    ExtractCompletedWhileFailed: Transition(
+        "extract not completed; FAILED (and left FAILED)",
+        _extract_may_complete_while_failed,
+        _extract_completed_while_failed,
+    ),
+    ChunkCounted: Transition("the chunk is not yet counted in its phase", _chunk_not_counted, _chunk_counted),
+    PhaseCompleted: Transition(
+        "previous phase completed, this one not; done == total; not FAILED", _phase_completable, _phase_completed
+    ),
+    ChunkFailedFinally: Transition("not SUCCEEDED", _not_succeeded, _chunk_failed),
+    FailureCleared: Transition("the chunk is among the failing ones", _chunk_is_failing, _failure_cleared),
+    Recovered: Transition(
+        "FAILED; nothing failing; not a terminal failure; got as far as the event says", _may_recover, _recovered
+    ),
+    TaskAbandoned: Transition("not SUCCEEDED", _not_succeeded, _abandoned),
+    Stalled: Transition(
+        "not SUCCEEDED or FAILED; unchanged since the watchdog read it", _unchanged_and_active, _stalled
+    ),
+    Announced: Transition("always", _always, _announced),
+}
+
+
+def validate(event: TaskEvent) -> None:
+    """Events that make no sense whatever the state (a programming error, not a refusal)."""
+    if isinstance(event, ChunkCounted | PhaseCompleted) and event.phase is Phase.EXTRACT:
+        raise ValueError(f"{type(event).__name__}: extract is counted by ExtractCompleted, not per chunk")
+    if isinstance(event, ChunkCounted):
+        unknown = set(event.counts) - set(COUNTERS)
+        if unknown:
+            raise ValueError(f"unknown counters {sorted(unknown)}; expected some of {COUNTERS}")
+
+
+def decide(state: TaskState, event: TaskEvent, now: datetime) -> TaskState | None:
+    """The state after `event`, or None when the table does not allow it from `state`."""
+    validate(event)
+    transition = TRANSITIONS[type(event)]
+    if not transition.guard(state, event):
+        return None
+    return transition.effect(state, event, now)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A transition that happened: the task just before and just after it (one atomic write)."""
+
+    before: TaskState
+    after: TaskState
+
+    @property
+    def newly_failed(self) -> bool:
+        return self.before.status is not TaskStatus.FAILED and self.after.status is TaskStatus.FAILED
