@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
 from busline_core.dead_letters import parse_body
+from busline_core.tasks_repo import TasksRepository
 from rich.console import Console
 from rich.table import Table
 
@@ -173,43 +174,33 @@ def select_pairs(deployment: Deployment, queue: str | None) -> list[QueuePair]:
 
 
 class TaskErrors:
-    """The last error recorded on each task item (tasks table `error`), looked up once per task."""
+    """The error recorded on each task, read through the layer's own repository, once per task."""
 
     def __init__(self, deployment: Deployment) -> None:
-        self._table_name = deployment.tasks_table_name()
-        self._dynamodb = deployment.client("dynamodb") if self._table_name else None
+        table_name = deployment.tasks_table_name()
+        self._table_name = table_name
+        self._tasks = TasksRepository(deployment.resource("dynamodb").Table(table_name)) if table_name else None
         self._cache: dict[str, str] = {}
 
     def for_task(self, task_id: str | None) -> str:
-        if task_id is None or self._dynamodb is None:
+        if task_id is None or self._tasks is None:
             return ""
         if task_id not in self._cache:
             self._cache[task_id] = self._lookup(task_id)
         return self._cache[task_id]
 
     def _lookup(self, task_id: str) -> str:
-        assert self._dynamodb is not None
+        assert self._tasks is not None
         try:
-            item = self._dynamodb.get_item(TableName=self._table_name, Key={"taskId": {"S": task_id}}).get("Item")
+            state = self._tasks.get(task_id)
         except (ClientError, BotoCoreError) as error:
             return f"(tasks table {self._table_name}: {error})"
-        if item is None:
+        if state is None:
             return "(task not in the tasks table)"
-        return _error_text(item.get("error"))
-
-
-def _error_text(attribute: dict[str, Any] | None) -> str:
-    if not attribute or "NULL" in attribute:
-        return ""
-    if "S" in attribute:
-        return str(attribute["S"])
-    if "M" in attribute:
-        fields = attribute["M"]
-        message = fields.get("message", {}).get("S", "")
-        where = [f"{name} {fields[name].get('S') or fields[name].get('N')}" for name in ("phase", "chunk")
-                 if name in fields and "NULL" not in fields[name]]
-        return f"{', '.join(where)}: {message}" if where else message
-    return json.dumps(attribute)
+        if state.error is None:
+            return ""
+        where = f"phase {state.error.phase.value}" + (f", chunk {state.error.chunk}" if state.error.chunk is not None else "")
+        return f"{where}: {state.error.message}"
 
 
 class Throttle:

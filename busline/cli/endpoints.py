@@ -76,7 +76,7 @@ class Deployment:
             raise EndpointsError(f"{self.origin} does not say where the REST API is (no 'rest' / RestApiUrl)")
         return self.rest_url
 
-    def client(self, service: str) -> Any:
+    def _boto_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"region_name": self.region}
         if self.aws_endpoint:
             kwargs["endpoint_url"] = self.aws_endpoint
@@ -84,7 +84,13 @@ class Deployment:
             # moto accepts any key; fixed dummies also spare a credential-chain lookup (which may probe IMDS).
             kwargs["aws_access_key_id"] = "testing"
             kwargs["aws_secret_access_key"] = "testing"
-        return boto3.client(service, **kwargs)  # type: ignore[call-overload]
+        return kwargs
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, **self._boto_kwargs())  # type: ignore[call-overload]
+
+    def resource(self, service: str) -> Any:
+        return boto3.resource(service, **self._boto_kwargs())  # type: ignore[call-overload]
 
     def queue_pairs(self) -> list[QueuePair]:
         pairs = []

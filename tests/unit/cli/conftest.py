@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 import typer
+from busline_core.task_state import TaskState
+from busline_core.tasks_repo import TasksRepository
 from moto import mock_aws
 from typer.testing import CliRunner
 
@@ -79,6 +82,12 @@ class FakeDeployment:
             MessageAttributes={"origin": {"DataType": "String", "StringValue": "test"}},
         )
         return str(sent["MessageId"])
+
+    def failed_task(self, task_id: str, failure: Any) -> None:
+        """A task recorded as the API records it, then failed by `failure` (a state-machine event)."""
+        tasks = TasksRepository(self.table)
+        tasks.create(TaskState.submitted(task_id, "local-user", "adhoc", "{}", datetime.now(UTC)))
+        assert tasks.apply(task_id, failure) is not None
 
     def depth(self, url: str) -> int:
         attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])

@@ -7,6 +7,8 @@ import re
 
 import typer
 from botocore.exceptions import ClientError
+from busline_core.contracts import Phase
+from busline_core.task_state import ChunkFailedFinally, TaskAbandoned
 from typer.testing import CliRunner
 
 from busline.cli import dlq
@@ -43,8 +45,7 @@ def test_list_shows_exact_depth_and_source_of_every_dlq(runner, cli_app, deploym
 
 def test_show_lists_messages_with_task_error_and_does_not_consume_them(runner, cli_app, deployment):
     # Given a failed task with its error on the task item and two of its chunks in the transform DLQ
-    deployment.table.put_item(Item={"taskId": "task-a", "status": "FAILED",
-                                    "error": {"phase": "transform", "chunk": 3, "message": "boom in chunk 3"}})
+    deployment.failed_task("task-a", ChunkFailedFinally(Phase.TRANSFORM, 3, "boom in chunk 3"))
     first = deployment.dead_letter("transform", "task-a", chunk=3)
     second = deployment.dead_letter("transform", "task-a", chunk=4)
 
@@ -212,8 +213,8 @@ def test_missing_outputs_are_reported(runner, cli_app, aws_env, tmp_path):
 
 
 def test_show_json_lists_every_field(runner, cli_app, deployment):
-    # Given one extract message (TaskSubmitted has no phase or chunk) of a task whose item has a string error
-    deployment.table.put_item(Item={"taskId": "task-x", "status": "FAILED", "error": "source unreadable"})
+    # Given one extract message (TaskSubmitted has no phase or chunk) of a task that failed in extract
+    deployment.failed_task("task-x", TaskAbandoned(Phase.EXTRACT, "source unreadable"))
     message_id = deployment.dead_letter("extract", "task-x")
 
     # When showing it as JSON
@@ -224,7 +225,7 @@ def test_show_json_lists_every_field(runner, cli_app, deployment):
     [row] = json.loads(result.stdout)
     assert {key: value for key, value in row.items() if key != "sentAt"} == {
         "queue": "busline-ExtractDeadLetterQueue", "messageId": message_id, "taskId": "task-x", "phase": "extract",
-        "chunk": None, "detailType": "TaskSubmitted", "receiveCount": 1, "lastError": "source unreadable",
+        "chunk": None, "detailType": "TaskSubmitted", "receiveCount": 1, "lastError": "phase extract: source unreadable",
     }
     assert deployment.depth(deployment.dlq_url("extract")) == 1
 

@@ -5,6 +5,7 @@ must agree with the table to the last attribute (the conditional write is the ta
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -206,3 +207,15 @@ def test_the_repository_writes_exactly_the_table(cloud: Cloud, clock: Clock) -> 
         if outcome is not None:
             assert (outcome.before, outcome.after) == (state, expected)
     assert mismatches == []
+
+
+def test_the_design_doc_shows_every_transition_with_its_guard() -> None:
+    # Given the transition table in docs/design.md
+    design = (Path(__file__).resolve().parents[3] / "docs" / "design.md").read_text()
+    table = design.split("| event | allowed when | effect |")[1].split("\n\n")[0]
+    rows = {
+        cells[1].strip().strip("`").split("(")[0]: cells[2].strip()
+        for cells in (line.split("|") for line in table.strip().splitlines()[1:])
+    }
+    # Then it names every event with the guard the code checks
+    assert rows == {event.__name__: transition.allowed_when for event, transition in TRANSITIONS.items()}
