@@ -91,6 +91,11 @@ class StepDeps:
     clock: Clock = utc_now
     cache: WarmCache = field(default_factory=WarmCache)
 
+    @property
+    def publisher(self) -> EventPublisher:
+        """The bus a step publishes its chunk events to: the same one its lifecycle announces on."""
+        return self.lifecycle.publisher
+
 
 @dataclass
 class ExtractDeps(StepDeps):

@@ -117,7 +117,7 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
     spec = TaskSpec.model_validate_json(state.spec_json)
     deps.tasks.apply(task_id, ExtractStarted())
 
-    publisher = deps.lifecycle.publisher
+    publisher = deps.publisher
     pending: list[tuple[str, BaseModel]] = []
     oldest_pending = 0.0
     chunks = read = 0
@@ -177,7 +177,7 @@ def transform_chunk(detail: ChunkExtracted, deps: TransformDeps) -> int:
     deps.chunks.put_rows(key, result.rows)
     deps.chunks.put_rejects(ChunkStore.rejects_key(task_id, detail.chunk), result.rejects)
     transformed = ChunkTransformed(taskId=task_id, chunk=detail.chunk, key=key, rows=len(result.rows))
-    deps.lifecycle.publisher.publish(CHUNK_TRANSFORMED, transformed)
+    deps.publisher.publish(CHUNK_TRANSFORMED, transformed)
     counts = {"filtered": result.filtered, "rejected": len(result.rejects)}
     deps.lifecycle.chunk_counted(ChunkCounted(Phase.TRANSFORM, detail.chunk, counts, work.started_at), task_id)
     return len(result.rows)
