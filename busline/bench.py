@@ -57,10 +57,10 @@ TERMINAL = ("SUCCEEDED", "FAILED")
 # --- talking to the local cloud -------------------------------------------------------------------
 
 
-def _http_json(method: str, url: str, body: Any = None) -> Any:
+def _http_json(method: str, url: str, token: str, body: Any = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
+        url, data=data, method=method, headers={"Content-Type": "application/json", "Authorization": token}
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -79,15 +79,18 @@ class FollowedTask:
     messages: int = 0
 
 
-def run_task(endpoints: dict[str, Any], body: dict[str, Any]) -> FollowedTask:
-    """Submit `body`, follow it on the WebSocket until its terminal snapshot, return what was seen."""
+def run_task(endpoints: dict[str, Any], body: dict[str, Any], token: str) -> FollowedTask:
+    """Submit `body` as the user of `token`, follow it on the WebSocket until its terminal snapshot, return
+    what was seen."""
     from websockets.sync.client import connect
+
+    from busline.localcloud.testing import websocket_url
 
     latencies: list[float] = []
     messages = 0
-    with connect(endpoints["websocket"], open_timeout=10, max_size=None) as socket:
+    with connect(websocket_url(endpoints, token), open_timeout=30, max_size=None) as socket:
         started = time.monotonic()
-        accepted = _http_json("POST", endpoints["rest"] + "/tasks", body)
+        accepted = _http_json("POST", endpoints["rest"] + "/tasks", token, body)
         task_id = accepted["taskId"]
         socket.send(json.dumps({"action": "subscribe", "taskId": task_id}))
         deadline = started + TASK_TIMEOUT_S
@@ -107,7 +110,7 @@ def run_task(endpoints: dict[str, Any], body: dict[str, Any]) -> FollowedTask:
             if message["status"] in TERMINAL:
                 seconds = time.monotonic() - started
                 break
-    final = _http_json("GET", f"{endpoints['rest']}/tasks/{task_id}")
+    final = _http_json("GET", f"{endpoints['rest']}/tasks/{task_id}", token)
     if final["status"] != "SUCCEEDED":
         raise RuntimeError(f"task {task_id} ended {final['status']}: {final.get('error')}")
     # the first frame answers `subscribe` (the snapshot as stored), so it measures the subscribe, not a push
@@ -208,7 +211,7 @@ def upload_subset(s3: Any, bucket: str, rows: int, work_dir: Path) -> str:
     with gzip.open(path, "wb") as target:
         for line in _flights_lines(rows):
             target.write(line)
-    key = f"bench/{path.name}"
+    key = f"shared/bench/{path.name}"  # shared/: a prefix every owner's tasks may read
     s3.upload_file(str(path), bucket, key)
     return f"s3://{bucket}/{key}"
 
@@ -452,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import boto3
 
-    from busline.localcloud.testing import running_cloud
+    from busline.localcloud.testing import running_cloud, user_tokens
 
     own_dir = args.data_dir is None
     data_dir = Path(tempfile.mkdtemp(prefix="busline-bench-")) if own_dir else args.data_dir
@@ -469,16 +472,18 @@ def main(argv: list[str] | None = None) -> int:
                 "s3", endpoint_url=endpoints["aws"], region_name=endpoints["region"],
                 aws_access_key_id="testing", aws_secret_access_key="testing",
             )  # fmt: skip
+            # signed in before anything is measured: Cognito's calls are not a chunk's
+            token = user_tokens(endpoints, "bench").access_token
             print("warm-up task (starts every function's worker) …", file=sys.stderr)
             warmup_uri = upload_subset(s3, bucket, WARMUP_ROWS, data_dir)
-            warmup = run_task(endpoints, flights_body(bucket, "flights_warmup", warmup_uri))
+            warmup = run_task(endpoints, flights_body(bucket, "flights_warmup", warmup_uri), token)
 
             source_uri = upload_subset(s3, bucket, args.rows, data_dir) if args.rows is not None else None
             print("measured run …", file=sys.stderr)
             _recorder(endpoints["aws"], "reset-recording")
             _recorder(endpoints["aws"], "start-recording")
             try:
-                run = run_task(endpoints, flights_body(bucket, FLIGHTS_TABLE, source_uri))
+                run = run_task(endpoints, flights_body(bucket, FLIGHTS_TABLE, source_uri), token)
             finally:
                 _recorder(endpoints["aws"], "stop-recording")
             try:

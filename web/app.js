@@ -11,6 +11,10 @@ const STALE_MS = 8000;
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 15000;
 const REJECTS_PAGE = 50;
+// Refresh an access token this long before it expires, so no request goes out with a dying one.
+const TOKEN_MARGIN_MS = 60000;
+// Tokens live as long as the tab (sessionStorage), never in a cookie the API would have to trust.
+const SESSION_KEY = "busline.session";
 
 const state = {
   config: null,
@@ -25,6 +29,8 @@ const state = {
   rejectsLoadedFor: null,
   rejectTokens: [null], // token of each page seen, so "previous" can go back
   rejectPage: 0,
+  session: null, // {username, accessToken, refreshToken, expiresAt}
+  started: false,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -65,16 +71,124 @@ function describeErrorBody(status, body) {
   return `HTTP ${status}\n${lines.join("\n")}`;
 }
 
+// ------------------------------------------------------------------ sign-in (Cognito)
+
+// Cognito's own API, as any AWS SDK calls it: InitiateAuth needs no AWS credentials, only the app client.
+async function cognito(action, payload) {
+  const auth = state.config.auth;
+  const endpoint = auth.cognitoEndpoint || `https://cognito-idp.${auth.region}.amazonaws.com/`;
+  const response = await fetch(endpoint, {
+    method: "POST",
+    headers: {
+      "Content-Type": "application/x-amz-json-1.1",
+      "X-Amz-Target": `AWSCognitoIdentityProviderService.${action}`,
+    },
+    body: JSON.stringify(payload),
+  });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.message || body.__type || `HTTP ${response.status}`);
+  return body;
+}
+
+function keepSession(username, result, refreshToken) {
+  state.session = {
+    username,
+    accessToken: result.AccessToken,
+    refreshToken: result.RefreshToken || refreshToken,
+    expiresAt: Date.now() + 1000 * (result.ExpiresIn || 3600),
+  };
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
+}
+
+async function signIn(username, password) {
+  const result = await cognito("InitiateAuth", {
+    AuthFlow: "USER_PASSWORD_AUTH",
+    ClientId: state.config.auth.clientId,
+    AuthParameters: { USERNAME: username, PASSWORD: password },
+  });
+  if (!result.AuthenticationResult) {
+    throw new Error(`Cognito asks for ${result.ChallengeName}: set a permanent password for this user first`);
+  }
+  keepSession(username, result.AuthenticationResult, null);
+}
+
+function signOut(reason) {
+  state.session = null;
+  sessionStorage.removeItem(SESSION_KEY);
+  if (state.socket) {
+    const socket = state.socket;
+    state.socket = null;
+    state.socketOpen = false;
+    socket.close();
+  }
+  clearTimeout(state.reconnectTimer);
+  stopPolling();
+  showSignIn(reason || "");
+}
+
+async function accessToken() {
+  const session = state.session;
+  if (!session) throw new Error("Not signed in.");
+  if (Date.now() < session.expiresAt - TOKEN_MARGIN_MS) return session.accessToken;
+  try {
+    const result = await cognito("InitiateAuth", {
+      AuthFlow: "REFRESH_TOKEN_AUTH",
+      ClientId: state.config.auth.clientId,
+      AuthParameters: { REFRESH_TOKEN: session.refreshToken },
+    });
+    keepSession(session.username, result.AuthenticationResult, session.refreshToken);
+    return state.session.accessToken;
+  } catch (error) {
+    signOut("Your session has ended; sign in again.");
+    throw new Error("Your session has ended; sign in again.");
+  }
+}
+
+function showSignIn(message) {
+  $("app").hidden = true;
+  $("who").hidden = true;
+  $("signin").hidden = false;
+  $("signin-hint").textContent = message;
+  const demo = state.config && state.config.auth && state.config.auth.demoUser;
+  if (demo && !$("signin-username").value) {
+    // the local cloud's demo user: a new password each start, so the form is filled in for you
+    $("signin-username").value = demo.username;
+    $("signin-password").value = demo.password;
+    if (!message) $("signin-hint").textContent = "Local cloud: signed in as the demo user when you press Sign in.";
+  }
+}
+
+function showApp() {
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("who").hidden = false;
+  $("who-name").textContent = `signed in as ${state.session.username}`;
+  if (!state.started) {
+    state.started = true;
+    setInterval(watchForSilence, 1000);
+  }
+  connectSocket();
+  refreshTaskList();
+}
+
 // ------------------------------------------------------------------ REST
 
 async function api(path, options = {}) {
   if (!state.config) throw new Error("The page is still loading its configuration; try again in a moment.");
   const url = state.config.rest.replace(/\/$/, "") + path;
+  const token = await accessToken();
   let response;
   try {
-    response = await fetch(url, { ...options, headers: { "Content-Type": "application/json", ...(options.headers || {}) } });
+    response = await fetch(url, {
+      ...options,
+      headers: { "Content-Type": "application/json", Authorization: token, ...(options.headers || {}) },
+    });
   } catch (error) {
     throw new Error(`Cannot reach the API at ${url}: ${error.message}`);
+  }
+  if (response.status === 401) {
+    signOut("The API refused your sign-in; sign in again.");
+    throw new Error("Not signed in (HTTP 401).");
   }
   const text = await response.text();
   let body = null;
@@ -247,13 +361,17 @@ function setLive(liveState, text) {
   live.textContent = text;
 }
 
-function connectSocket() {
+async function connectSocket() {
   clearTimeout(state.reconnectTimer);
+  if (!state.session) return;
   let socket;
   try {
-    socket = new WebSocket(state.config.websocket);
+    // a browser cannot set headers on a WebSocket: the $connect authorizer reads the token from the query
+    const token = await accessToken();
+    const url = `${state.config.websocket.replace(/\/$/, "")}/?token=${encodeURIComponent(token)}`;
+    socket = new WebSocket(url);
   } catch (error) {
-    scheduleReconnect();
+    if (state.session) scheduleReconnect();
     return;
   }
   state.socket = socket;
@@ -281,7 +399,7 @@ function connectSocket() {
     }
   });
   socket.addEventListener("close", () => {
-    if (state.socket !== socket) return;
+    if (state.socket !== socket || !state.session) return;
     state.socketOpen = false;
     state.socket = null;
     scheduleReconnect();
@@ -369,6 +487,16 @@ function bindControls() {
     submit(spec).catch((error) => showError(error.message));
   });
   $("refresh-tasks").addEventListener("click", refreshTaskList);
+  $("sign-out").addEventListener("click", () => signOut("Signed out."));
+  $("signin-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    clearError();
+    signIn($("signin-username").value.trim(), $("signin-password").value)
+      .then(showApp)
+      .catch((error) => {
+        $("signin-hint").textContent = `Sign-in refused: ${error.message}`;
+      });
+  });
   $("rejects-next").addEventListener("click", () => {
     state.rejectPage += 1;
     loadRejects().catch((error) => showError(error.message));
@@ -391,9 +519,20 @@ async function main() {
     return;
   }
   document.body.dataset.ready = "true";
-  connectSocket();
-  setInterval(watchForSilence, 1000);
-  refreshTaskList();
+  if (!state.config.auth) {
+    showError("This deployment has no sign-in configured (no 'auth' in /config.json).");
+    return;
+  }
+  try {
+    state.session = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+  } catch (_) {
+    state.session = null;
+  }
+  if (state.session) {
+    showApp();
+  } else {
+    showSignIn("");
+  }
 }
 
 main();

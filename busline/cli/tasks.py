@@ -15,7 +15,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from busline.cli import progress_view
+from busline.auth import SignInError
+from busline.cli import progress_view, session
 from busline.cli.endpoints import (
     Deployment,
     EndpointsError,
@@ -52,11 +53,16 @@ class ApiUnreachable(Exception):
 
 
 class ApiClient:
-    """The Busline REST API over urllib (no extra dependency)."""
+    """The Busline REST API over urllib (no extra dependency), signed in with `token()` when given."""
 
-    def __init__(self, base_url: str, timeout_s: float = HTTP_TIMEOUT_S) -> None:
+    def __init__(self, base_url: str, timeout_s: float = HTTP_TIMEOUT_S,
+                 token: Callable[[], str | None] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self._token = token or (lambda: None)
+
+    def current_token(self) -> str | None:
+        return self._token()
 
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._request("POST", "/tasks", body)
@@ -71,9 +77,11 @@ class ApiClient:
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         url = self.base_url + path
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, method=method, headers={
-            "Content-Type": "application/json", "Accept": "application/json",
-        })
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        token = self._token()
+        if token:
+            headers["Authorization"] = token
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return _parse_body(response.read())
@@ -183,15 +191,21 @@ def _deployment(endpoints: Path | None, stack: str | None, region: str | None) -
 
 def _api(deployment: Deployment) -> ApiClient:
     try:
-        return ApiClient(deployment.require_rest_url())
-    except EndpointsError as error:
+        rest_url = deployment.require_rest_url()
+        session.access_token(deployment)  # sign in or refresh now, so a problem shows before any request
+    except (EndpointsError, session.NotSignedIn, SignInError) as error:
         err_console.print(str(error), style="red", markup=False)
         raise typer.Exit(EXIT_FAILED) from None
+    # asked again per request: a long --follow outlives an access token, and this refreshes it
+    return ApiClient(rest_url, token=lambda: session.access_token(deployment))
 
 
 def _fail_on_api_error(error: ApiError | ApiUnreachable, task_id: str | None = None) -> typer.Exit:
     if isinstance(error, ApiUnreachable):
         err_console.print(f"{error} (is `busline local up` running?)", style="red", markup=False)
+        return typer.Exit(EXIT_FAILED)
+    if error.status == 401:
+        err_console.print("the API refused the sign-in (HTTP 401): run `busline login` again", style="red", markup=False)
         return typer.Exit(EXIT_FAILED)
     if error.status == 404 and task_id:
         err_console.print(f"task {task_id} not found", style="red", markup=False)
@@ -240,8 +254,12 @@ def _follow_websocket(
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
     from websockets.sync.client import connect
 
+    token = api.current_token()
+    # browsers cannot set headers on a WebSocket, so the API takes the token in the query string (never
+    # printed: messages below name the bare URL)
+    signed_url = f"{url.rstrip('/')}/?{urllib.parse.urlencode({'token': token})}" if token else url
     try:
-        connection = connect(url, open_timeout=WEBSOCKET_OPEN_TIMEOUT_S, close_timeout=2)
+        connection = connect(signed_url, open_timeout=WEBSOCKET_OPEN_TIMEOUT_S, close_timeout=2)
     except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
         raise _WebSocketUnavailable(f"cannot connect to {url}: {error}") from None
     with connection:

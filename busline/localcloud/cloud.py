@@ -24,12 +24,14 @@ from typing import Any, Protocol
 import boto3
 from rich.console import Console
 
+from busline.auth import create_user, new_password
 from busline.localcloud.chaos import ChaosConfig
 from busline.localcloud.demo import upload_demo_data
 from busline.localcloud.event_sources import build_event_sources
 from busline.localcloud.gateways import RestGateway, StaticSite, WebSocketGateway
 from busline.localcloud.intrinsics import DEFAULT_ACCOUNT_ID
 from busline.localcloud.model import CloudModel, Endpoints, LocalCloudError, PortInUse
+from busline.localcloud.oauth2 import TOKEN_PATH, TokenEndpoint
 from busline.localcloud.postgres import start_postgres
 from busline.localcloud.provision import SNS_BRIDGE_TYPE, provision
 from busline.localcloud.runtime import FunctionRuntime
@@ -37,7 +39,9 @@ from busline.localcloud.template import load_and_translate
 
 DATABASE_URL_PARAMETER = "DatabaseUrl"
 ENDPOINTS_FILE = "endpoints.json"
-_PORT_ROLES = ("REST API", "WebSocket API", "web page", "moto (AWS APIs)", "@connections management API")
+DEMO_USERNAME = "demo"
+_PORT_ROLES = ("REST API", "WebSocket API", "web page", "moto (AWS APIs)", "@connections management API",
+               "Cognito OAuth2 token endpoint")
 
 
 class _Startable(Protocol):
@@ -187,13 +191,14 @@ class LocalCloud:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._start_moto(options.port + 3)
 
-        postgres_url, stop_postgres = start_postgres(self.data_dir)
-        self._stop_steps.append(("PostgreSQL", stop_postgres))
-        endpoints = Endpoints.for_base_port(options.host, options.port, postgres=postgres_url)
+        postgres = start_postgres(self.data_dir)
+        self._stop_steps.append(("PostgreSQL", postgres.stop))
+        # endpoints.json gets the administrator's URL (tests, operators); the functions get the load role's.
+        endpoints = Endpoints.for_base_port(options.host, options.port, postgres=postgres.url)
 
         parameters = dict(options.parameters)
         if DATABASE_URL_PARAMETER in (cfn.get("Parameters") or {}):
-            parameters.setdefault(DATABASE_URL_PARAMETER, postgres_url)  # an explicit --param still wins
+            parameters.setdefault(DATABASE_URL_PARAMETER, postgres.load_url)  # an explicit --param still wins
         self.model = model = provision(cfn, endpoints, parameters, options.region, DEFAULT_ACCOUNT_ID)
 
         runtime = FunctionRuntime(model, self.data_dir, chaos=self.chaos, verbose=options.verbose)
@@ -212,10 +217,15 @@ class LocalCloud:
                 WebSocketGateway(model, runtime, options.host, options.port + 1, options.port + 4),
             ),
         ]
+        if "UserPoolId" in model.outputs:
+            cognito = self._aws_client("cognito-idp", endpoints)
+            self.endpoints_json["auth"] = self._auth_section(model, endpoints, cognito)
+            parts.append(("the OAuth2 token endpoint",
+                          TokenEndpoint(cognito, options.region, options.host, options.port + 5)))
         web_dir = self.template.parent / "web"
         self._serves_web = web_dir.is_dir()
         if self._serves_web:
-            parts.append(("the web page", StaticSite(web_dir, self.endpoints_json, options.host, options.port + 2)))
+            parts.append(("the web page", StaticSite(web_dir, self._page_config(), options.host, options.port + 2)))
         else:
             self.console.print(f"no web page: {web_dir} does not exist", highlight=False)
         for bridge in model.resources.values():
@@ -233,16 +243,51 @@ class LocalCloud:
 
         if options.demo:
             keys = upload_demo_data(model, self._aws_client("s3", endpoints))
-            self.console.print(f"demo data: {len(keys)} files in s3://{model.outputs['DataBucketName']}/nycflights13/")
+            self.console.print(f"demo data: {len(keys)} files in s3://{model.outputs['DataBucketName']}/shared/nycflights13/")
 
         self._write_endpoints_file()
+
+    def _page_config(self) -> dict[str, Any]:
+        """What the browser page needs: where the APIs are and how to sign in, never a secret it has no
+        use for (the database URL, the machine client's secret)."""
+        info = self.endpoints_json
+        config: dict[str, Any] = {key: info[key] for key in ("rest", "websocket", "region") if key in info}
+        auth = info.get("auth")
+        if auth:
+            config["auth"] = {key: auth[key] for key in ("region", "cognitoEndpoint", "userPoolId", "clientId",
+                                                         "demoUser")}
+        return config
+
+    def _auth_section(self, model: CloudModel, endpoints: Endpoints, cognito: Any) -> dict[str, Any]:
+        """Where and how to sign in, with a demo user made the way an operator makes one on AWS."""
+        pool_id = model.outputs["UserPoolId"]
+        password = new_password()  # a new one each start: it is only ever written to endpoints.json
+        demo_sub = create_user(cognito, pool_id, DEMO_USERNAME, password)
+        auth: dict[str, Any] = {
+            "region": self.options.region,
+            "cognitoEndpoint": endpoints.aws,
+            "userPoolId": pool_id,
+            "clientId": model.outputs.get("UserPoolClientId", ""),
+            "demoUser": {"username": DEMO_USERNAME, "password": password, "sub": demo_sub},
+        }
+        machine_client = model.outputs.get("MachineClientId")
+        if machine_client:
+            secret = cognito.describe_user_pool_client(UserPoolId=pool_id, ClientId=machine_client)
+            auth["machineClient"] = {
+                "clientId": machine_client,
+                "clientSecret": secret["UserPoolClient"].get("ClientSecret", ""),
+                "tokenUrl": endpoints.oauth + TOKEN_PATH,
+                "scope": " ".join(secret["UserPoolClient"].get("AllowedOAuthScopes", [])),
+            }
+        return auth
 
     def _start_moto(self, port: int) -> None:
         from moto.server import ThreadedMotoServer  # heavy import, only needed here
 
-        from busline.localcloud.moto_patches import make_dynamodb_atomic
+        from busline.localcloud.moto_patches import keep_put_bodies, make_dynamodb_atomic
 
         make_dynamodb_atomic()
+        keep_put_bodies()
 
         if not self.options.verbose:
             logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call otherwise
@@ -269,7 +314,10 @@ class LocalCloud:
     def _write_endpoints_file(self) -> None:
         path = self.data_dir / ENDPOINTS_FILE
         temporary = path.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(self.endpoints_json, indent=2) + "\n")
+        # it holds the demo user's password: readable by this user only
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as stream:
+            stream.write(json.dumps(self.endpoints_json, indent=2) + "\n")
         os.replace(temporary, path)  # readers poll for the file: never let them see half of it
         self._stop_steps.append((ENDPOINTS_FILE, lambda: path.unlink(missing_ok=True)))
 
@@ -299,12 +347,23 @@ class LocalCloud:
             f"  {info['chaos']}",
             f"  endpoints: {self.data_dir / ENDPOINTS_FILE}   logs: {self.data_dir / 'logs'}",
         ]
+        auth = info.get("auth")
+        if auth:
+            demo = auth["demoUser"]
+            lines += [
+                "[bold]Sign in[/bold] (Cognito user pool " + auth["userPoolId"] + "):",
+                f"  user {demo['username']}   password {demo['password']}   (new each start; the page is prefilled)",
+                "  terminal: .venv/bin/busline login   (stores tokens; every busline command uses them)",
+                "  a token for curl or the WebSocket: TOKEN=$(.venv/bin/busline token)",
+                f"  WebSocket: {info['websocket']}/?token=$TOKEN",
+            ]
         if self.options.demo:
             lines += [
-                "[bold]Run the flights demo[/bold] (nycflights13 -> Postgres table flights):",
-                f"  in a browser: {info['web']}  -> 'Run flights demo'",
+                "[bold]Run the flights demo[/bold] (nycflights13 -> Postgres table flights in your schema):",
+                f"  in a browser: {info['web']}  -> sign in -> 'Run flights demo'",
                 "  in a terminal: .venv/bin/busline submit flights --follow",
-                f"""  with curl: curl -s -XPOST {info['rest']}/tasks -d '{{"pipeline": "flights"}}'""",
+                f"""  with curl: curl -s -XPOST {info['rest']}/tasks -H "Authorization: $TOKEN" """
+                """-d '{"pipeline": "flights"}'""",
             ]
         lines.append("  Ctrl+C to stop")
         for line in lines:

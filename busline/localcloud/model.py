@@ -21,7 +21,8 @@ class Endpoints:
     web: str  # static web page, e.g. http://127.0.0.1:3002
     aws: str  # moto server, e.g. http://127.0.0.1:3003
     management: str  # @connections management API, e.g. http://127.0.0.1:3004
-    postgres: str  # postgresql://... URL the functions get as DATABASE_URL
+    postgres: str  # postgresql://... the administrator's URL (the functions get a least-privileged role's)
+    oauth: str = ""  # the user pool domain's OAuth2 endpoints, e.g. http://127.0.0.1:3005
 
     @classmethod
     def for_base_port(cls, host: str, port: int, postgres: str = "") -> Endpoints:
@@ -33,6 +34,7 @@ class Endpoints:
             aws=f"http://{host}:{port + 3}",
             management=f"http://{host}:{port + 4}",
             postgres=postgres,
+            oauth=f"http://{host}:{port + 5}",
         )
 
     def as_json(self) -> dict[str, str]:
@@ -43,6 +45,7 @@ class Endpoints:
             "aws": self.aws,
             "management": self.management,
             "postgres": self.postgres,
+            "oauth": self.oauth,
         }
 
 
@@ -106,12 +109,28 @@ class ScheduleSpec:
 
 
 @dataclass
+class RestAuthorizer:
+    """One entry of the OpenAPI body's securitySchemes (x-amazon-apigateway-authorizer)."""
+
+    name: str
+    kind: str  # "cognito_user_pools", "token" or "request"
+    provider_arns: list[str] = field(default_factory=list)  # cognito_user_pools: the user pools
+    function: str | None = None  # token / request: the authorizer function's logical id
+    identity_sources: list[str] = field(default_factory=list)  # "method.request.header.Authorization", ...
+    identity_validation: str | None = None  # token: identityValidationExpression
+    ttl_s: int = 300  # authorizerResultTtlInSeconds (0: no caching)
+
+
+@dataclass
 class RestRoute:
-    function: str
+    function: str  # "" for a mock integration (SAM's CORS preflight)
     method: str  # GET, POST, ..., or ANY
     path: str  # "/tasks/{id}", "/{proxy+}"
     api_logical_id: str = ""
     stage: str = "Prod"
+    authorizer: RestAuthorizer | None = None
+    scopes: list[str] = field(default_factory=list)  # the method's authorization scopes (Cognito)
+    mock_headers: dict[str, str] | None = None  # a mock integration answers 200 with these headers
 
 
 @dataclass
@@ -145,6 +164,8 @@ class CloudModel:
     stream_mappings: list[StreamMapping] = field(default_factory=list)
     schedules: list[ScheduleSpec] = field(default_factory=list)
     rest_routes: list[RestRoute] = field(default_factory=list)
+    # api logical id -> gateway response type (DEFAULT_4XX, UNAUTHORIZED, ...) -> headers to add
+    rest_gateway_responses: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     ws_apis: list[WsApi] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
 

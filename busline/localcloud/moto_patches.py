@@ -1,4 +1,5 @@
-"""Make moto's server honour the atomicity AWS promises, where Busline relies on it.
+"""Make moto's server behave as AWS does where Busline relies on it: DynamoDB's atomicity, and S3 keeping
+the body of a PUT (keep_put_bodies).
 
 DynamoDB applies each single-item request atomically. moto evaluates conditions, applies updates and
 builds responses in plain Python under a multi-threaded server, so two concurrent UpdateItems can
@@ -64,3 +65,28 @@ def atomic_dynamodb() -> Iterator[None]:
                 del handler.call_action  # it was inherited: let the base class's show through again
             else:
                 handler.call_action = own
+
+
+_put_bodies_kept = False
+
+
+def keep_put_bodies() -> None:
+    """For the rest of the process: a PUT's body is the object, whatever its Content-Type says.
+
+    moto's server hands every request with a form Content-Type to werkzeug's form parser, which eats
+    the body. Python's urllib sends `application/x-www-form-urlencoded` with any PUT that names no
+    type, so a file PUT through a presigned upload URL (POST /uploads) was stored empty, where S3
+    stores the bytes. No AWS API sends an HTML form with PUT, so PUT bodies are never parsed as one.
+    """
+    global _put_bodies_kept
+    if _put_bodies_kept:
+        return
+    from moto.core.request import Request
+
+    wants_form = Request.want_form_data_parsed
+
+    def want_form_data_parsed(self: Any) -> bool:
+        return self.method != "PUT" and bool(wants_form.__get__(self))
+
+    Request.want_form_data_parsed = property(want_form_data_parsed)  # type: ignore[method-assign,assignment]
+    _put_bodies_kept = True

@@ -1,24 +1,44 @@
-"""A real PostgreSQL for the local cloud: pgserver's bundled binaries, or the one DATABASE_URL names."""
+"""A real PostgreSQL for the local cloud: pgserver's bundled binaries, or the one DATABASE_URL names.
+
+The load function does not get the superuser: it connects as LOAD_ROLE, which has only what Busline
+needs (the README's "Database role" section lists the same GRANTs for RDS), so the local cloud finds a
+missing grant before a deployment does.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import secrets
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from busline.localcloud.model import LocalCloudError
 
 PG_SUBDIR = "pg"
+LOAD_ROLE = "busline_load"
 
 
-def start_postgres(data_dir: Path) -> tuple[str, Callable[[], None]]:
-    """Return (psycopg URL, stop). With DATABASE_URL set nothing is started and stop does nothing."""
+class LocalPostgres(NamedTuple):
+    url: str  # the administrator's: tests and operators (endpoints.json "postgres")
+    load_url: str  # LOAD_ROLE's: what the template's DatabaseUrl gets
+    stop: Callable[[], None]
+
+
+def start_postgres(data_dir: Path) -> LocalPostgres:
+    """Start pgserver in `data_dir` and provision LOAD_ROLE in it.
+
+    With DATABASE_URL set nothing is started, stop does nothing and that URL is used as given for both:
+    the local cloud does not create roles or revoke privileges on a server it does not own (point
+    DATABASE_URL at a role with the README's grants to run the functions with least privilege there).
+    """
     external = os.environ.get("DATABASE_URL")
     if external:
-        return external, lambda: None
+        return LocalPostgres(external, external, lambda: None)
     # pgserver logs every step at INFO and warns about XDG_RUNTIME_DIR; neither helps the user.
     logging.getLogger("pgserver").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -41,7 +61,55 @@ def start_postgres(data_dir: Path) -> tuple[str, Callable[[], None]]:
             stopped = True
             server.cleanup()
 
-    return server.get_uri(), stop
+    url = server.get_uri()
+    try:
+        load_url = provision_load_role(url)
+    except Exception as exc:  # psycopg's errors, or a URL pgserver shaped differently
+        stop()
+        raise LocalCloudError(f"could not create the load function's role {LOAD_ROLE}: {exc}") from exc
+    return LocalPostgres(url, load_url, stop)
+
+
+def provision_load_role(admin_url: str) -> str:
+    """Create (or refresh) LOAD_ROLE on the server `admin_url` reaches, and return its URL.
+
+    The role may connect to this database, create schemas in it (the `busline` catalog and one per
+    owner, which it then owns) and use temporary tables (the COPY staging table); it has nothing on
+    `public` and no other grant. Its password is new on every start and only ever sent as a SCRAM
+    verifier, so it appears in no server log.
+    """
+    import psycopg  # imported late: only the local cloud's start needs it here
+    from psycopg import sql
+
+    password = secrets.token_urlsafe(24)  # URL- and JSON-safe: it goes into a URL inside the secret's JSON
+    role = sql.Identifier(LOAD_ROLE)
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        verifier = connection.pgconn.encrypt_password(password.encode(), LOAD_ROLE.encode(), b"scram-sha-256")
+        with connection.transaction():
+            exists = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (LOAD_ROLE,)).fetchone()
+            if exists is None:
+                connection.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+            connection.execute(
+                sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(role, sql.Literal(verifier.decode()))
+            )
+            connection.execute(
+                sql.SQL("GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {} TO {}").format(
+                    sql.Identifier(connection.info.dbname), role
+                )
+            )
+            # PUBLIC's USAGE on public is the default; without it the role sees nothing there either.
+            connection.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+            connection.execute(sql.SQL("REVOKE ALL ON SCHEMA public FROM {}").format(role))
+    return _with_user(admin_url, LOAD_ROLE, password)
+
+
+def _with_user(url: str, user: str, password: str) -> str:
+    """`url` with another user and password (pgserver's URLs carry the socket folder in the query)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("not a postgresql:// URL")
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"))
 
 
 def _check_reachable_by_pgserver_user(pg_dir: Path) -> None:

@@ -13,12 +13,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PORTS_PER_CLOUD = 5
+from busline.auth import Tokens, UserPool, create_user, new_password, sign_in
+
+PORTS_PER_CLOUD = 6
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -152,3 +155,39 @@ class FolderCloud:
     def teardown_hook(self, item: Any, nextitem: Any) -> None:
         if nextitem is None or not self.holds(Path(nextitem.path)):
             self.close()
+
+
+def user_tokens(endpoints: dict[str, Any], username: str) -> Tokens:
+    """Sign in to a running local cloud as `username`, creating the user first as an operator would
+    (the demo user already exists and keeps its password)."""
+    pool = UserPool.from_endpoints(endpoints)
+    demo = endpoints["auth"]["demoUser"]
+    if username == demo["username"]:
+        return sign_in(pool, username, demo["password"])
+    password = new_password()
+    create_user(pool.client(), pool.user_pool_id, username, password)
+    return sign_in(pool, username, password)
+
+
+def websocket_url(endpoints: dict[str, Any], token: str) -> str:
+    """The WebSocket URL with the access token in the query string, as a browser has to send it."""
+    return f"{endpoints['websocket'].rstrip('/')}/?{urllib.parse.urlencode({'token': token})}"
+
+
+@contextlib.contextmanager
+def moto_server(host: str = "127.0.0.1") -> Iterator[str]:
+    """A moto server on a free loopback port, for tests that need moto over HTTP (presigned URLs, Cognito's
+    JWKS) without a whole local cloud; yields its endpoint and frees the port afterwards."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port = int(probe.getsockname()[1])
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        if server._server is not None:
+            server._server.server_close()  # shutdown() alone leaves the port bound

@@ -16,18 +16,26 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from busline_core import task_api
-from busline_core.contracts import RejectPage, SubmitTaskRequest, TaskPage, TaskSnapshot, TaskStatus
+from busline_core.contracts import (
+    RejectPage,
+    SubmitTaskRequest,
+    TaskPage,
+    TaskSnapshot,
+    TaskStatus,
+    UploadRequest,
+    UploadTicket,
+)
 from busline_core.deps import build_api_deps
-from busline_core.errors import BuslineError, InvalidTask, SourceUnreadable, TaskNotFound
+from busline_core.errors import BuslineError, InvalidTask, NotSignedIn, SourceUnreadable, TaskNotFound
+from busline_core.identity import owner_from_claims
 from busline_core.paging import DEFAULT_REJECTS_PAGE, DEFAULT_TASKS_PAGE, MAX_PAGE_SIZE
 from busline_core.settings import ApiSettings
 from pydantic import BaseModel
 
-LOCAL_OWNER = "local-user"  # no authorizer in front of the API (local cloud, or an open dev stage)
-
 # The HTTP status of each error; the most specific class listed wins, anything else is a 500.
 HTTP_STATUS: dict[type[BuslineError], int] = {
     InvalidTask: 400,
+    NotSignedIn: 401,
     TaskNotFound: 404,
     SourceUnreadable: 422,
 }
@@ -40,7 +48,8 @@ deps = build_api_deps(ApiSettings())
 
 
 def current_owner() -> str:
-    return app.current_event.request_context.authorizer.principal_id or LOCAL_OWNER
+    """The verified `sub` the Cognito authorizer put on the request; never a default."""
+    return owner_from_claims(app.current_event.request_context.authorizer.claims)
 
 
 def http_status(error: BuslineError) -> int:
@@ -92,6 +101,12 @@ def list_rejects(
     return task_api.list_rejects(taskId, current_owner(), limit, next_token, deps)
 
 
+@app.post("/uploads")
+def create_upload(request: Annotated[UploadRequest, Body()]) -> Response[UploadTicket]:
+    ticket = task_api.create_upload(request, current_owner(), deps)
+    return Response(status_code=201, content_type=content_types.APPLICATION_JSON, body=ticket)
+
+
 @app.exception_handler(BuslineError)
 def busline_error(error: BuslineError) -> Response:
     status = http_status(error)
@@ -105,6 +120,9 @@ def busline_error(error: BuslineError) -> Response:
 
 @app.exception_handler(RequestValidationError)
 def invalid_request(error: RequestValidationError) -> Response:
+    refused = task_api.refused_target(error.errors())
+    if refused is not None:
+        return busline_error(refused)
     # Powertools' default 422 keeps only loc and type; the reason ("key column 'x' is not among the
     # columns") is what the user needs to fix the request.
     detail = [{"loc": list(e.get("loc", ())), "type": e.get("type"), "msg": e.get("msg")} for e in error.errors()]

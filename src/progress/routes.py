@@ -21,13 +21,18 @@ deps = build_connections_deps(ConnectionsSettings())
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = event["requestContext"]
     route, connection_id = request["routeKey"], request["connectionId"]
-    logger.append_keys(route=route, connection_id=connection_id)
-    if route == "$connect":
-        progress.connect(connection_id, deps)
-    elif route == "$disconnect":
+    # the $connect authorizer's principal, handed by API Gateway to every route of the connection
+    owner = (request.get("authorizer") or {}).get("principalId")
+    logger.append_keys(route=route, connection_id=connection_id, owner=owner)
+    if route == "$disconnect":
         progress.disconnect(connection_id, deps)
+    elif not isinstance(owner, str) or not owner:
+        logger.warning("no authorizer principal on the connection: refused")
+        return {"statusCode": 401}
+    elif route == "$connect":
+        progress.connect(connection_id, owner, deps)
     elif route == "subscribe" and isinstance(task_id := _message(event).get("taskId"), str) and task_id:
-        progress.subscribe(connection_id, task_id, deps)
+        progress.subscribe(connection_id, owner, task_id, deps)
     else:
         progress.usage(connection_id, deps)
     return {"statusCode": 200}

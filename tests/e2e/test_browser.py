@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from busline.localcloud.testing import user_tokens
+
 pytestmark = pytest.mark.e2e
 
 # the first API call or WebSocket $connect starts a worker (spawn + imports): seconds on a busy box
@@ -16,9 +18,23 @@ STEP_TIMEOUT_MS = 60_000
 RUN_TIMEOUT_MS = 600_000  # on a busy 2-CPU box a flights run took over 4 minutes
 
 
-def _listed_tasks(rest_url: str) -> int:
-    with urllib.request.urlopen(f"{rest_url}/tasks?limit=1000", timeout=30) as response:
+def _listed_tasks(endpoints: dict[str, Any]) -> int:
+    """How many tasks the demo user (the one the page signs in as) has."""
+    token = user_tokens(endpoints, endpoints["auth"]["demoUser"]["username"]).access_token
+    request = urllib.request.Request(f"{endpoints['rest']}/tasks?limit=1000", headers={"Authorization": token})
+    with urllib.request.urlopen(request, timeout=30) as response:
         return len(json.loads(response.read())["items"])
+
+
+def sign_in(page: Any, web_url: str) -> None:
+    """Open the page and sign in with the form as the local cloud prefills it (the demo user)."""
+    from playwright.sync_api import expect
+
+    page.goto(web_url)
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.get_by_test_id("signin")).to_be_visible()
+    page.get_by_test_id("signin-submit").click()
+    expect(page.get_by_test_id("who-name")).to_have_text("signed in as demo")
 
 
 @pytest.fixture(autouse=True)
@@ -41,9 +57,8 @@ def test_demo_button_runs_the_flights_demo_to_success(browser: Any, e2e_cloud: A
     try:
         # Given the page served by the local cloud, configured from /config.json, and the tasks the
         # shared cloud already holds (the app suite may have run first)
-        tasks_before = _listed_tasks(e2e_cloud.endpoints["rest"])
-        page.goto(e2e_cloud.endpoints["web"])
-        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        tasks_before = _listed_tasks(e2e_cloud.endpoints)
+        sign_in(page, e2e_cloud.endpoints["web"])
         expect(page.get_by_test_id("live")).to_have_attribute("data-state", "live")
 
         # When the demo button is clicked
@@ -79,9 +94,8 @@ def test_invalid_spec_shows_a_readable_error(browser: Any, e2e_cloud: Any) -> No
 
     page = browser.new_page()
     try:
-        # Given the page
-        page.goto(e2e_cloud.endpoints["web"])
-        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        # Given the signed-in page
+        sign_in(page, e2e_cloud.endpoints["web"])
         # When a spec with an unknown pipeline is pasted and submitted
         page.locator("#adhoc summary").click()
         page.get_by_test_id("spec-input").fill('{"pipeline": "no_such_pipeline"}')
@@ -115,9 +129,9 @@ def test_page_falls_back_to_polling_when_the_websocket_is_unavailable(browser: A
     )
     # Given a 300-row CSV in the data bucket and an ad-hoc spec for it
     rows = "".join(f"{number},item {number}\n" for number in range(1, 301))
-    s3.put_object(Bucket=bucket, Key="e2e/items.csv", Body=("id,name\n" + rows).encode())
+    s3.put_object(Bucket=bucket, Key="shared/e2e/items.csv", Body=("id,name\n" + rows).encode())
     spec = {
-        "source": {"uri": f"s3://{bucket}/e2e/items.csv", "format": "csv"},
+        "source": {"uri": f"s3://{bucket}/shared/e2e/items.csv", "format": "csv"},
         "columns": [{"name": "id", "type": "int", "required": True}, {"name": "name", "type": "string"}],
         "target": {"table": "e2e_items", "key": ["id"], "mode": "upsert"},
     }
@@ -127,7 +141,7 @@ def test_page_falls_back_to_polling_when_the_websocket_is_unavailable(browser: A
         "window.WebSocket = class { constructor() { throw new Error('blocked by the test'); } };"
     )
     try:
-        page.goto(endpoints["web"])
+        sign_in(page, endpoints["web"])
         expect(page.get_by_test_id("live")).to_have_attribute("data-state", "polling")
         # When the spec is pasted and submitted
         page.locator("#adhoc summary").click()
@@ -142,5 +156,40 @@ def test_page_falls_back_to_polling_when_the_websocket_is_unavailable(browser: A
         # and says there is nothing rejected
         expect(page.locator("#rejects-empty")).to_be_visible()
         expect(page.get_by_test_id("error")).to_be_hidden()
+    finally:
+        page.close()
+
+
+def test_the_page_asks_to_sign_in_and_refuses_a_wrong_password(browser: Any, e2e_cloud: Any) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    api_calls: list[str] = []
+    page.on("request", lambda request: api_calls.append(request.url)
+            if request.url.startswith(e2e_cloud.endpoints["rest"]) else None)
+    try:
+        # Given the page, opened without a session
+        page.goto(e2e_cloud.endpoints["web"])
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        # Then it shows only the sign-in form, prefilled with the local cloud's demo user
+        expect(page.get_by_test_id("signin")).to_be_visible()
+        expect(page.locator("#app")).to_be_hidden()
+        expect(page.get_by_test_id("signin-username")).to_have_value("demo")
+        # When a wrong password is tried
+        page.get_by_test_id("signin-password").fill("Wrong-password-1")
+        page.get_by_test_id("signin-submit").click()
+        # Then Cognito's refusal is shown, the form stays, and the API was never called
+        expect(page.get_by_test_id("signin-hint")).to_contain_text("Sign-in refused")
+        expect(page.locator("#app")).to_be_hidden()
+        assert api_calls == []
+        # When the right password is given, then the user signs out again
+        page.get_by_test_id("signin-password").fill(e2e_cloud.endpoints["auth"]["demoUser"]["password"])
+        page.get_by_test_id("signin-submit").click()
+        expect(page.get_by_test_id("who-name")).to_have_text("signed in as demo")
+        expect(page.get_by_test_id("live")).to_have_attribute("data-state", "live")
+        page.get_by_test_id("sign-out").click()
+        # Then the form is back and the session is gone from the tab
+        expect(page.get_by_test_id("signin")).to_be_visible()
+        assert page.evaluate("sessionStorage.getItem('busline.session')") is None
     finally:
         page.close()

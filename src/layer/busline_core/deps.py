@@ -30,6 +30,7 @@ from .settings import (
     TransformSettings,
     WatchdogSettings,
 )
+from .source_access import SourceAccess, parse_bucket_list
 from .spec import OutputColumn, TargetSpec, TaskSpec
 from .storage import ChunkStore
 from .task_state import utc_now
@@ -41,14 +42,16 @@ Faults = Callable[[], frozenset[str]]
 
 
 class Warehouse(Protocol):
-    """What the load step needs of warehouse.Warehouse (a fake stands in for Postgres in unit tests)."""
+    """What the load step needs of warehouse.Warehouse (a fake stands in for Postgres in unit tests).
+    `owner` is the task's: its tables live in its own schema (tenancy.py)."""
 
-    def ensure_table(self, target: TargetSpec, columns: list[OutputColumn]) -> None: ...
+    def ensure_table(self, owner: str, target: TargetSpec, columns: list[OutputColumn]) -> None: ...
 
     def load_chunk(
         self,
         task_id: str,
         chunk: int,
+        owner: str,
         target: TargetSpec,
         columns: list[OutputColumn],
         rows: list[dict[str, Any]],
@@ -59,13 +62,21 @@ def no_faults() -> frozenset[str]:
     return frozenset()
 
 
+@dataclass(frozen=True)
+class TaskPlan:
+    """What the chunk steps need of a task, which never changes once it is submitted."""
+
+    owner: str
+    spec: TaskSpec
+
+
 @dataclass
 class WarmCache:
     """Per-container memory: reused across invocations of a warm Lambda, never shared between them."""
 
-    specs: OrderedDict[str, TaskSpec] = field(default_factory=OrderedDict)
+    tasks: OrderedDict[str, TaskPlan] = field(default_factory=OrderedDict)
     references: dict[tuple[Any, ...], ReferenceTable] = field(default_factory=dict)
-    ensured_tables: set[tuple[str, str]] = field(default_factory=set)
+    ensured_tables: set[tuple[str, str]] = field(default_factory=set)  # (owner, table)
     warehouse: Warehouse | None = None
 
 
@@ -78,6 +89,11 @@ class ApiDeps:
     data_bucket: str
     chunk_rows: int = 20000  # chunkRows of a request that does not say
     clock: Clock = utc_now
+    readable_buckets: tuple[str, ...] = ()  # the operator's extra source buckets (ReadableBuckets)
+
+    @property
+    def source_access(self) -> SourceAccess:
+        return SourceAccess.of(self.data_bucket, self.readable_buckets)
 
 
 @dataclass
@@ -155,6 +171,7 @@ def build_api_deps(settings: ApiSettings) -> ApiDeps:
         page_tokens=PageTokens(partial(page_token_key, settings.page_token_secret_arn)),
         data_bucket=settings.data_bucket,
         chunk_rows=settings.chunk_rows,
+        readable_buckets=parse_bucket_list(settings.readable_buckets),
     )
 
 

@@ -35,6 +35,15 @@ class InvalidPage(InvalidTask):
         super().__init__(f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
+class NotSignedIn(BuslineError):
+    """The request carries no verified identity (the API's authorizer is missing or was bypassed)."""
+
+    retryable = False
+
+    def __init__(self, reason: str = "sign in: no verified identity on the request") -> None:
+        super().__init__(reason)
+
+
 class TaskNotFound(BuslineError):
     """No such task, or not the caller's: the two answer alike."""
 
@@ -62,6 +71,14 @@ class ChunkFailed(BuslineError):
 
 class LoadFailed(BuslineError):
     """Writing a chunk into the warehouse failed; the message names table/column/row."""
+
+
+class TargetRefused(LoadFailed):
+    """The target is not a table Busline may write for the task's owner (one it did not create and no
+    operator mapped, or a mapping outside the owner's schema); the catalog will not change by itself,
+    so the task fails at once instead of being retried into the DLQ."""
+
+    retryable = False
 
 
 class PublishFailed(BuslineError):

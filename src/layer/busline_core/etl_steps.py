@@ -27,7 +27,7 @@ from .contracts import (
     TaskStatus,
     TaskSubmitted,
 )
-from .deps import ExtractDeps, LoadDeps, StepDeps, TransformDeps, Warehouse
+from .deps import ExtractDeps, LoadDeps, StepDeps, TaskPlan, TransformDeps, Warehouse
 from .errors import BuslineError, ChunkFailed, LoadFailed, SourceUnreadable
 from .readers import iter_chunks, iter_records, open_source
 from .spec import JoinSpec, TaskSpec, output_columns
@@ -41,7 +41,7 @@ logger = Logger(child=True)
 # transform of the first chunks overlaps the extract of the next ones.
 EXTRACT_FLUSH_SECONDS = 0.25
 EXTRACT_FLUSH_EVENTS = 10  # the PutEvents batch
-WARM_SPEC_CACHE = 64
+WARM_TASK_CACHE = 64
 
 Detail = TypeVar("Detail", TaskSubmitted, ChunkExtracted, ChunkTransformed)
 StepDepsT = TypeVar("StepDepsT", bound=StepDeps)
@@ -58,26 +58,27 @@ def _check_fault_switch(phase: Phase, deps: StepDeps) -> None:
         raise ChunkFailed(f"deliberate fault: the fault switch says {phase.value}:fail")
 
 
-def _spec_of(task_id: str, deps: StepDeps) -> TaskSpec | None:
-    """The task's spec, from this warm container's cache or the task (None: no such task)."""
-    specs = deps.cache.specs
-    if task_id in specs:
-        specs.move_to_end(task_id)
-        return specs[task_id]
+def _plan_of(task_id: str, deps: StepDeps) -> TaskPlan | None:
+    """The task's owner and spec, from this warm container's cache or the task (None: no such task)."""
+    plans = deps.cache.tasks
+    if task_id in plans:
+        plans.move_to_end(task_id)
+        return plans[task_id]
     state = deps.tasks.get(task_id)
     if state is None:
         return None
-    spec = TaskSpec.model_validate_json(state.spec_json)
-    specs[task_id] = spec
-    while len(specs) > WARM_SPEC_CACHE:
-        specs.popitem(last=False)
-    return spec
+    plan = TaskPlan(owner=state.owner, spec=TaskSpec.model_validate_json(state.spec_json))
+    plans[task_id] = plan
+    while len(plans) > WARM_TASK_CACHE:
+        plans.popitem(last=False)
+    return plan
 
 
 @dataclass(frozen=True)
 class ChunkWork:
-    """What transform and load both start from: the chunk's task spec and its rows."""
+    """What transform and load both start from: the chunk's task (owner, spec) and its rows."""
 
+    owner: str
     spec: TaskSpec
     rows: list[dict[str, Any]]
     started_at: str
@@ -88,11 +89,11 @@ def _chunk_prologue(detail: ChunkExtracted | ChunkTransformed, deps: StepDeps) -
     started_at = iso(deps.clock())
     phase = PHASE_OF_DETAIL[type(detail)]
     _check_fault_switch(phase, deps)
-    spec = _spec_of(detail.taskId, deps)
-    if spec is None:
+    plan = _plan_of(detail.taskId, deps)
+    if plan is None:
         logger.warning(f"{type(detail).__name__} for an unknown task: ignored", extra={"task_id": detail.taskId})
         return None
-    return ChunkWork(spec=spec, rows=deps.chunks.get_rows(detail.key), started_at=started_at)
+    return ChunkWork(owner=plan.owner, spec=plan.spec, rows=deps.chunks.get_rows(detail.key), started_at=started_at)
 
 
 # --- extract --------------------------------------------------------------------------------------
@@ -197,17 +198,18 @@ def load_chunk(detail: ChunkTransformed, deps: LoadDeps) -> int:
     work = _chunk_prologue(detail, deps)
     if work is None:
         return 0
-    spec = work.spec
+    spec, owner = work.spec, work.owner
     warehouse = _warehouse(deps)
     columns = output_columns(spec)
-    table_id = (spec.target.schema_, spec.target.table)
+    table_id = (owner, spec.target.table)
     if table_id not in deps.cache.ensured_tables:
-        warehouse.ensure_table(spec.target, columns)
+        warehouse.ensure_table(owner, spec.target, columns)
         deps.cache.ensured_tables.add(table_id)
     try:
-        outcome = warehouse.load_chunk(detail.taskId, detail.chunk, spec.target, columns, work.rows)
+        outcome = warehouse.load_chunk(detail.taskId, detail.chunk, owner, spec.target, columns, work.rows)
     except LoadFailed:
-        # The table may have been dropped behind this warm container's back: re-ensure on the retry.
+        # The table may have been dropped (or unmapped) behind this warm container's back: re-ensure on
+        # the retry.
         deps.cache.ensured_tables.discard(table_id)
         raise
     loaded = int(outcome.rows)

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import InvalidTask
-from .spec import DEFAULT_CHUNK_ROWS, IDENTIFIER_PATTERN, MAX_CHUNK_ROWS, MIN_CHUNK_ROWS, TaskSpec
+from .spec import DEFAULT_CHUNK_ROWS, MAX_CHUNK_ROWS, MIN_CHUNK_ROWS, TaskSpec, table_name_problem
 
 
 class InvalidPipeline(InvalidTask, ValueError):
@@ -48,10 +48,11 @@ FLIGHTS_KEY = ["year", "month", "day", "carrier", "flight", "origin"]
 def _flights(params: dict[str, Any], data_bucket: str) -> dict[str, Any]:
     _only_params(params, {"chunkRows", "table", "limit"})
     table = params.get("table", "flights")
-    if not isinstance(table, str) or not IDENTIFIER_PATTERN.match(table):
-        raise InvalidPipeline(
-            "params.table", f"{table!r} is not a valid table name (lower case letters, digits and _)"
-        )
+    if not isinstance(table, str):
+        raise InvalidPipeline("params.table", f"{table!r} is not a table name")
+    problem = table_name_problem(table)
+    if problem is not None:
+        raise InvalidPipeline("params.table", problem)
     chunk_rows = params.get("chunkRows", DEFAULT_CHUNK_ROWS)
     if (
         isinstance(chunk_rows, bool)
@@ -64,7 +65,7 @@ def _flights(params: dict[str, Any], data_bucket: str) -> dict[str, Any]:
     limit = params.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InvalidPipeline("params.limit", f"{limit!r} is not a positive integer (the first N flights)")
-    base = f"s3://{data_bucket}/nycflights13"
+    base = f"s3://{data_bucket}/shared/nycflights13"  # shared/: readable by every owner (source_access.py)
     return {
         "source": {"uri": f"{base}/flights.csv.zip", "format": "csv", "nullValues": ["NA", ""], "limit": limit},
         "columns": [

@@ -1,5 +1,9 @@
 """Live progress: the WebSocket routes (connect, subscribe, disconnect) and the pushes that follow
-every change of a task (from the tasks table's stream)."""
+every change of a task (from the tasks table's stream).
+
+A connection belongs to whoever signed in on $connect: it may subscribe only to that owner's tasks
+(another owner's task answers exactly like a missing one), and pushes go only to the owner's connections.
+"""
 
 from __future__ import annotations
 
@@ -37,26 +41,28 @@ def push_progress(new_images: list[dict[str, Any]], deps: StreamDeps) -> int:
     """Push the newest snapshot of each task in a stream batch to its subscribers; returns messages sent."""
     sent = 0
     for task_id, state in _newest_per_task(new_images).items():
-        subscribers = deps.connections.for_task(task_id)
-        if not subscribers:
+        # subscribe() already refused other owners; checking again here keeps a stray row from leaking
+        receivers = [s.connection_id for s in deps.connections.for_task(task_id) if s.owner == state.owner]
+        if not receivers:
             continue
         payload = state.snapshot().model_dump(mode="json")
-        sent += sum(1 for connection_id in subscribers if _send(connection_id, payload, deps))
+        sent += sum(1 for connection_id in receivers if _send(connection_id, payload, deps))
     return sent
 
 
-def connect(connection_id: str, deps: ConnectionsDeps) -> None:
-    deps.connections.add(connection_id)
+def connect(connection_id: str, owner: str, deps: ConnectionsDeps) -> None:
+    deps.connections.add(connection_id, owner)
 
 
 def disconnect(connection_id: str, deps: ConnectionsDeps) -> None:
     deps.connections.remove(connection_id)
 
 
-def subscribe(connection_id: str, task_id: str, deps: ConnectionsDeps) -> bool:
-    """Record the subscription and push the current snapshot at once; False for an unknown task."""
+def subscribe(connection_id: str, owner: str, task_id: str, deps: ConnectionsDeps) -> bool:
+    """Record the subscription and push the current snapshot at once; False for an unknown task
+    (or one of another owner: the caller cannot tell the two apart)."""
     state = deps.tasks.get(task_id)
-    if state is None:
+    if state is None or state.owner != owner:
         _send(connection_id, {"error": f"task {task_id} not found"}, deps)
         return False
     deps.connections.subscribe(connection_id, task_id)

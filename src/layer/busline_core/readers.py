@@ -53,12 +53,25 @@ def open_source(uri: str, s3_client: Any) -> Iterator[BinaryIO]:
         yield stream
 
 
+def s3_location(uri: str) -> tuple[str, str] | None:
+    """(bucket, key) of an s3:// URI exactly as it is read here, None for any other scheme.
+
+    source_access.py checks what a task may read with this same function, so the key it allows is the
+    key that is fetched.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme.lower() != "s3":
+        return None
+    return parts.netloc, unquote(parts.path.lstrip("/"))
+
+
 @contextmanager
 def _open_raw(uri: str, s3_client: Any) -> Iterator[BinaryIO]:
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
-    if scheme == "s3":
-        bucket, key = parts.netloc, unquote(parts.path.lstrip("/"))
+    location = s3_location(uri)
+    if location is not None:
+        bucket, key = location
         if not bucket or not key:
             raise SourceUnreadable(uri, "an S3 URI needs a bucket and a key")
         try:
@@ -321,4 +334,4 @@ def iter_chunks(records: Iterable[RecordT], chunk_rows: int) -> Iterator[list[Re
         yield chunk
 
 
-__all__ = ["iter_chunks", "iter_records", "open_source"]
+__all__ = ["iter_chunks", "iter_records", "open_source", "s3_location"]

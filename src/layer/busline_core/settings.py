@@ -37,6 +37,9 @@ class ApiSettings(_PublishingSettings):
     chunk_rows: int = Field(default=DEFAULT_CHUNK_ROWS, ge=MIN_CHUNK_ROWS, le=MAX_CHUNK_ROWS)  # when a request does not say
     # the secret whose value signs page tokens (paging.py); the key itself is never in the environment
     page_token_secret_arn: str = Field(min_length=1)
+    # comma-separated buckets (template parameter ReadableBuckets) whose every object a task may read,
+    # besides the owner's uploads and shared/ in the data bucket (source_access.py); empty: none
+    readable_buckets: str = ""
 
 
 class ExtractSettings(_StepSettings):
@@ -73,3 +76,17 @@ class WatchdogSettings(_PublishingSettings):
     stall_seconds: int = Field(default=300, ge=1)
     # comma-separated step DLQ URLs the watchdog reads (without consuming) for tasks never told
     dead_letter_queue_urls: str = ""
+
+
+class AuthorizerSettings(BaseSettings):
+    """WebSocketAuthorizerFunction: verifies Cognito access tokens of one pool."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    user_pool_id: str = Field(min_length=1)
+    # comma-separated app client ids whose tokens are accepted; empty: any client of the pool
+    user_pool_client_ids: str = ""
+
+    @property
+    def client_ids(self) -> list[str]:
+        return [client.strip() for client in self.user_pool_client_ids.split(",") if client.strip()]

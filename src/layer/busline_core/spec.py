@@ -2,7 +2,7 @@
 
 It is the body of an ad hoc `POST /tasks` and the output of a named pipeline, so every rule a
 bad spec could break is checked here, before anything is recorded, with a message naming the field.
-The JSON field names are the documented ones (camelCase `nullValues`, `chunkRows`; `as`, `schema`).
+The JSON field names are the documented ones (camelCase `nullValues`, `chunkRows`; `as`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 ColumnType = Literal["string", "int", "float", "decimal", "bool", "date", "timestamp"]
 SourceFormat = Literal["csv", "ndjson", "json"]
@@ -27,6 +29,14 @@ LIST_OPS: frozenset[str] = frozenset({"in", "not_in"})
 
 # Postgres identifiers we create ourselves: lower case so they never need quoting by users, 63 bytes max.
 IDENTIFIER_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# Busline's own tables (the ledger, the catalog, the staging table of a load) are named busline_*; a target
+# of that name could be mistaken for one of them by an operator, so it is refused.
+RESERVED_TABLE_PREFIX = "busline_"
+
+# The pydantic error type of a refused target: the API answers it with 400 naming the field (a well-formed
+# request that is not an acceptable task), not with the 422 of a malformed body.
+TARGET_REFUSED = "target_refused"
 
 # Rows per chunk: small enough that a chunk fits a Lambda's memory and time, big enough that the
 # per-chunk AWS calls stay a small share of the work.
@@ -138,6 +148,39 @@ def _check_identifier(value: str) -> str:
     return value
 
 
+def table_name_problem(value: str) -> str | None:
+    """Why `value` cannot be a target table, or None. A target is a plain table name: Busline picks the
+    schema (the owner's own), so a schema-qualified or quoted name is refused rather than reinterpreted."""
+    if "." in value or '"' in value:
+        return (
+            f"'{value}' is not a plain table name: a spec names a table, never a schema "
+            "(Busline writes your tables into your own schema)"
+        )
+    if not IDENTIFIER_PATTERN.match(value):
+        return (
+            f"'{value}' is not a valid table name (lower case letters, digits and _, "
+            "not starting with a digit, at most 63 characters)"
+        )
+    if value.startswith(RESERVED_TABLE_PREFIX):
+        return f"'{value}': table names starting with '{RESERVED_TABLE_PREFIX}' are reserved for Busline's own tables"
+    return None
+
+
+def _check_table_name(value: str) -> str:
+    problem = table_name_problem(value)
+    if problem is not None:
+        raise PydanticCustomError(TARGET_REFUSED, "{problem}", {"problem": problem})
+    return value
+
+
+def _refuse_schema(value: object) -> None:
+    raise PydanticCustomError(
+        TARGET_REFUSED,
+        "a spec names a table, never a schema: Busline writes each owner's tables into the owner's own "
+        "schema; remove target.schema",
+    )
+
+
 def _check_uri(value: str) -> str:
     parts = urlsplit(value)
     scheme = parts.scheme.lower()
@@ -162,12 +205,13 @@ def _is_loopback(host: str) -> bool:
 
 
 Identifier = Annotated[str, AfterValidator(_check_identifier)]
+TableName = Annotated[str, AfterValidator(_check_table_name)]
 SourceUri = Annotated[str, AfterValidator(_check_uri)]
 NonEmptyText = Annotated[str, Field(min_length=1)]
 
 
 class _SpecModel(BaseModel):
-    # populate_by_name: a spec dumped without by_alias (as_, schema_) still parses back.
+    # populate_by_name: a spec dumped without by_alias (as_) still parses back.
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
@@ -220,10 +264,14 @@ class JoinSpec(_SpecModel):
 
 
 class TargetSpec(_SpecModel):
-    table: Identifier
+    table: TableName  # in the owner's own schema (tenancy.py); never qualified
     key: list[str] = Field(min_length=1)
     mode: Literal["insert", "upsert"] = "upsert"
-    schema_: Identifier = Field("public", alias="schema")
+    # `schema` was removed: it stays a field only so that a spec still giving it is refused by name, with
+    # the reason, instead of as an unknown field. Never set, never dumped.
+    schema_: SkipJsonSchema[Annotated[None, BeforeValidator(_refuse_schema)]] = Field(
+        None, alias="schema", exclude=True
+    )
 
 
 class OutputColumn(NamedTuple):

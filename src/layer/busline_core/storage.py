@@ -1,8 +1,10 @@
-"""Chunks and rejects in the data bucket: the only code that writes or reads them.
+"""Chunks and rejects in the data bucket: the only code that writes or reads them; and the presigned
+URLs users upload their own sources with.
 
 Rows travel between the steps as gzipped JSON Lines (events carry only the key), rejects as plain
 JSON Lines so a person can read them with any tool. Layout (docs/design.md):
   tasks/<taskId>/<phase>/<chunk:06d>.jsonl.gz   and   tasks/<taskId>/rejects/<chunk:06d>.jsonl
+Uploads go to uploads/<owner>/<uuid>/<file name> (source_access.py says who may read them).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from .contracts import Reject
 from .errors import ChunkFailed, InvalidPage
@@ -36,7 +39,9 @@ class ChunkStore:
 
     @classmethod
     def for_bucket(cls, bucket: str) -> ChunkStore:
-        return cls(boto3.client("s3"), bucket)
+        # botocore still presigns S3 URLs with the legacy SigV2 unless told otherwise; SigV4 is what every
+        # region accepts (API calls are SigV4 either way). AWS_ENDPOINT_URL (the local cloud) still applies.
+        return cls(boto3.client("s3", config=Config(signature_version="s3v4")), bucket)
 
     @property
     def s3_client(self) -> Any:
@@ -56,6 +61,23 @@ class ChunkStore:
     @staticmethod
     def rejects_prefix(task_id: str) -> str:
         return f"tasks/{task_id}/rejects/"
+
+    # --- uploads --------------------------------------------------------------------------------
+
+    def presigned_put(self, key: str, expires_in: int, content_type: str | None = None) -> str:
+        """A URL that lets whoever holds it PUT one object at `key` for `expires_in` seconds.
+
+        Signing is local (no S3 call); the URL carries this function's own right to PutObject, which is
+        why the API's role may put under uploads/ and nowhere else. A content type, when given, is
+        signed too: the uploader must then send that exact Content-Type header.
+        """
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if content_type is not None:
+            params["ContentType"] = content_type
+        url: str = self._s3.generate_presigned_url(
+            "put_object", Params=params, ExpiresIn=expires_in, HttpMethod="PUT"
+        )
+        return url
 
     # --- rows -----------------------------------------------------------------------------------
 

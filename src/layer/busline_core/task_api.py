@@ -1,12 +1,14 @@
-"""The API's use cases: submit a task, read it, list the owner's tasks, page through its rejects.
+"""The API's use cases: submit a task, read it, list the owner's tasks, page through its rejects, hand
+out an upload URL.
 
-Every read is scoped to the caller: another owner's task answers exactly like a missing one.
+Every read is scoped to the caller: another owner's task answers exactly like a missing one, and a task
+may only read the sources source_access.py allows its owner.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -21,36 +23,58 @@ from .contracts import (
     TaskPage,
     TaskSnapshot,
     TaskSubmitted,
+    UploadRequest,
+    UploadTicket,
 )
 from .deps import ApiDeps
 from .errors import InvalidPage, InvalidTask, TaskNotFound
 from .paging import check_limit
 from .pipelines import expand_pipeline
-from .spec import TaskSpec
+from .source_access import upload_prefix
+from .spec import TARGET_REFUSED, TaskSpec
 from .task_state import TaskAbandoned, TaskState
 from .tasks_repo import TasksRepository
 
 logger = Logger(child=True)
 
 ADHOC_PIPELINE = "adhoc"
+# Long enough to upload a big file over a slow line, short enough that a leaked URL soon stops working.
+UPLOAD_URL_SECONDS = 900
 
 
-def _field_errors(error: ValidationError) -> list[dict[str, str]]:
+def _field_errors(details: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
     found = []
-    for detail in error.errors():
-        location = [str(part) for part in detail["loc"]]
+    for detail in details:
+        location = [str(part) for part in detail.get("loc", ())]
+        if location and location[0] == "body":
+            location = location[1:]  # the API's request validation says where the request held it
         if location and location[0] in ("spec", "pipeline"):
             location = location[1:]  # the union's tag, not a field of the request
-        found.append({"field": ".".join(location) or "body", "message": detail["msg"]})
+        found.append({"field": ".".join(location) or "body", "message": str(detail.get("msg", ""))})
     return found
 
 
-def _invalid(error: ValidationError, prefix: str = "") -> InvalidTask:
-    errors = _field_errors(error)
-    if prefix:
-        errors = [{**entry, "field": f"{prefix}.{entry['field']}"} for entry in errors]
+def _invalid_fields(errors: list[dict[str, str]]) -> InvalidTask:
     summary = "; ".join(f"{entry['field']}: {entry['message']}" for entry in errors)
     return InvalidTask(f"invalid task: {summary}", errors=errors)
+
+
+def _invalid(error: ValidationError, prefix: str = "") -> InvalidTask:
+    errors = _field_errors(error.errors())
+    if prefix:
+        errors = [{**entry, "field": f"{prefix}.{entry['field']}"} for entry in errors]
+    return _invalid_fields(errors)
+
+
+def refused_target(details: Iterable[Mapping[str, Any]]) -> InvalidTask | None:
+    """The 400 for a request body whose target Busline refuses (a schema, a qualified or reserved table),
+    or None. The API's request model finds these before submit_task runs and would answer 422 like a
+    malformed body; a well-formed request Busline will not run is a 400, whichever layer notices it.
+    Every error of the body is listed, so the user sees all of them at once."""
+    details = list(details)
+    if not any(detail.get("type") == TARGET_REFUSED for detail in details):
+        return None
+    return _invalid_fields(_field_errors(details))
 
 
 def _resolve_spec(
@@ -87,6 +111,7 @@ def submit_task(
         TaskSpec.model_validate_json(spec_json)
     except ValidationError as error:
         raise _invalid(error) from error
+    deps.source_access.check(spec, owner)
 
     state = deps.tasks.create(TaskState.submitted(str(uuid.uuid4()), owner, pipeline, spec_json, deps.clock()))
     try:
@@ -131,3 +156,23 @@ def list_rejects(task_id: str, owner: str, limit: int, next_token: str | None, d
     items, position = deps.chunks.iter_rejects(task_id, limit, start)
     token = None if position is None else deps.page_tokens.encode(listing, position)
     return RejectPage(items=items, nextToken=token)
+
+
+def create_upload(request: UploadRequest | Mapping[str, Any], owner: str, deps: ApiDeps) -> UploadTicket:
+    """A presigned PUT URL for a new object under the owner's upload prefix, and the URI a spec names it by.
+
+    Each upload gets its own random folder, so two uploads of orders.csv never overwrite each other
+    and a URI that has been used in a task keeps meaning the same bytes.
+    """
+    if isinstance(request, Mapping):
+        try:
+            request = UploadRequest.model_validate(request)
+        except ValidationError as error:
+            raise _invalid(error) from error
+    key = f"{upload_prefix(owner)}{uuid.uuid4()}/{request.fileName}"
+    url = deps.chunks.presigned_put(key, UPLOAD_URL_SECONDS, request.contentType)
+    headers = {"Content-Type": request.contentType} if request.contentType else {}
+    logger.info("upload url issued", extra={"key": key, "owner": owner})
+    return UploadTicket(
+        uploadUrl=url, uri=f"s3://{deps.data_bucket}/{key}", expiresIn=UPLOAD_URL_SECONDS, headers=headers
+    )

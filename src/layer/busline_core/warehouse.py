@@ -3,6 +3,8 @@
 The ledger row of a chunk is written in the same transaction as the chunk's rows, so a redelivered
 or replayed chunk finds its ledger row and loads nothing. Rows go in with COPY into a temporary table
 (the fastest path psycopg offers) and from there into the target with one INSERT … SELECT.
+Which table a task may write, in which schema, is tenancy.py's business: a target is always a table the
+catalog records for the task's owner, inside the owner's schema.
 Every identifier is composed with psycopg.sql; no SQL is built by string formatting.
 """
 
@@ -16,11 +18,12 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
+from . import tenancy
 from .contracts import LoadOutcome
 from .errors import LoadFailed
 from .spec import POSTGRES_TYPES, OutputColumn, TargetSpec
+from .tenancy import LEDGER, TableRef
 
-LEDGER_TABLE = "busline_ledger"
 _STAGE_TABLE = "busline_stage"
 _ORDINAL_COLUMN = "busline_ordinal_"  # position of a row in its chunk: the last duplicate wins
 
@@ -61,120 +64,110 @@ class Warehouse:
 
     # --- operations -----------------------------------------------------------------------------
 
-    def ensure_table(self, target: TargetSpec, columns: Sequence[OutputColumn]) -> None:
-        """Create the target schema/table (PRIMARY KEY = target.key) and the ledger if missing.
+    def ensure_table(self, owner: str, target: TargetSpec, columns: Sequence[OutputColumn]) -> None:
+        """Make `target.table` a table `owner` may load: the catalog, the owner's schema and the table
+        (PRIMARY KEY = target.key) are created and recorded if missing.
 
         An existing table must already have every column with the same type: loading into a table
         of another shape would fail chunk after chunk with a less helpful message.
         """
-        table_name = f"{target.schema_}.{target.table}"
         names = [column.name for column in columns]
         missing_key = [key for key in target.key if key not in names]
         if missing_key:
             raise LoadFailed(
-                f"table {table_name}: key column {', '.join(missing_key)} is not among the columns"
+                f"table {target.table}: key column {', '.join(missing_key)} is not among the columns"
             )
 
         def create(connection: psycopg.Connection[Any]) -> None:
             with connection.transaction():
-                # CREATE … IF NOT EXISTS is not safe against concurrent creators (duplicate pg_type
-                # rows); these locks serialise them. Always ledger first, then table: no deadlock.
-                self._advisory_lock(connection, LEDGER_TABLE)
-                connection.execute(
-                    sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {} (task_id text NOT NULL, chunk integer NOT NULL, "
-                        "rows integer NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now(), "
-                        "PRIMARY KEY (task_id, chunk))"
-                    ).format(sql.Identifier(LEDGER_TABLE))
-                )
-                self._advisory_lock(connection, table_name)
-                schema_exists = connection.execute(
-                    "SELECT 1 FROM pg_namespace WHERE nspname = %s", (target.schema_,)
-                ).fetchone()
-                if schema_exists is None:
-                    # Only when missing: CREATE SCHEMA needs the CREATE privilege even if it exists.
+                tenancy.ensure_catalog(connection)
+                ref, missing = tenancy.claim_table(connection, owner, target.table)
+                if missing:
+                    definitions = [
+                        sql.SQL("{} {}").format(sql.Identifier(column.name), sql.SQL(POSTGRES_TYPES[column.type]))
+                        for column in columns
+                    ]
                     connection.execute(
-                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(target.schema_))
+                        sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
+                            ref.identifier,
+                            sql.SQL(", ").join(definitions),
+                            sql.SQL(", ").join(map(sql.Identifier, target.key)),
+                        )
                     )
-                definitions = [
-                    sql.SQL("{} {}").format(sql.Identifier(column.name), sql.SQL(POSTGRES_TYPES[column.type]))
-                    for column in columns
-                ]
-                connection.execute(
-                    sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
-                        _qualified(target),
-                        sql.SQL(", ").join(definitions),
-                        sql.SQL(", ").join(map(sql.Identifier, target.key)),
-                    )
-                )
                 existing = dict(
                     connection.execute(
                         "SELECT column_name, data_type FROM information_schema.columns "
                         "WHERE table_schema = %s AND table_name = %s",
-                        (target.schema_, target.table),
+                        (ref.schema, ref.relation),
                     ).fetchall()
                 )
                 for column in columns:
                     wanted = _INFORMATION_SCHEMA_TYPES[POSTGRES_TYPES[column.type]]
                     found = existing.get(column.name)
                     if found is None:
-                        raise LoadFailed(f"table {table_name} exists without column {column.name}")
+                        raise LoadFailed(f"table {ref} exists without column {column.name}")
                     if found != wanted:
                         raise LoadFailed(
-                            f"table {table_name}: column {column.name} is {found}, the spec needs {wanted}"
+                            f"table {ref}: column {column.name} is {found}, the spec needs {wanted}"
                         )
 
-        self._run(f"table {table_name}", create)
+        self._run(f"table {target.table}", create)
 
     def load_chunk(
         self,
         task_id: str,
         chunk: int,
+        owner: str,
         target: TargetSpec,
         columns: Sequence[OutputColumn],
         rows: Iterable[Mapping[str, Any]],
     ) -> LoadOutcome:
         """Write one chunk's rows in ONE transaction with its ledger row (see the module doc)."""
-        table_name = f"{target.schema_}.{target.table}"
         names = [column.name for column in columns]
         row_list = rows if isinstance(rows, list) else list(rows)
+        where = f"table {target.table}, chunk {chunk}"
 
         def load(connection: psycopg.Connection[Any]) -> LoadOutcome:
+            nonlocal where  # errors name the table written once the catalog has said which it is
             with connection.transaction(), connection.cursor() as cursor:
                 cursor.execute(
                     sql.SQL(
                         "INSERT INTO {} (task_id, chunk, rows, loaded_at) VALUES (%s, %s, 0, now()) "
                         "ON CONFLICT DO NOTHING RETURNING rows"
-                    ).format(sql.Identifier(LEDGER_TABLE)),
+                    ).format(LEDGER),
                     (task_id, chunk),
                 )
                 if cursor.fetchone() is None:
                     # Loaded by an earlier delivery (which committed before our insert returned).
                     cursor.execute(
-                        sql.SQL("SELECT rows FROM {} WHERE task_id = %s AND chunk = %s").format(
-                            sql.Identifier(LEDGER_TABLE)
-                        ),
+                        sql.SQL("SELECT rows FROM {} WHERE task_id = %s AND chunk = %s").format(LEDGER),
                         (task_id, chunk),
                     )
                     recorded = cursor.fetchone()
                     return LoadOutcome(rows=int(recorded[0]) if recorded else 0, already_loaded=True)
 
-                written = self._write_rows(cursor, target, names, row_list) if row_list else 0
+                ref = tenancy.resolve_table(connection, owner, target.table)
+                where = f"table {ref}, chunk {chunk}"
+                written = self._write_rows(cursor, ref, target, names, row_list) if row_list else 0
                 cursor.execute(
                     sql.SQL(
                         "UPDATE {} SET rows = %s, loaded_at = now() WHERE task_id = %s AND chunk = %s"
-                    ).format(sql.Identifier(LEDGER_TABLE)),
+                    ).format(LEDGER),
                     (written, task_id, chunk),
                 )
                 return LoadOutcome(rows=written, already_loaded=False)
 
-        return self._run(f"table {table_name}, chunk {chunk}", load)
+        return self._run(lambda: where, load)
 
     # --- internals ------------------------------------------------------------------------------
 
     @staticmethod
     def _write_rows(
-        cursor: psycopg.Cursor[Any], target: TargetSpec, names: list[str], rows: list[Mapping[str, Any]]
+        cursor: psycopg.Cursor[Any],
+        ref: TableRef,
+        target: TargetSpec,
+        names: list[str],
+        rows: list[Mapping[str, Any]],
     ) -> int:
         stage = sql.Identifier(_STAGE_TABLE)
         ordinal = sql.Identifier(_ORDINAL_COLUMN)
@@ -182,7 +175,7 @@ class Warehouse:
         key_list = sql.SQL(", ").join(map(sql.Identifier, target.key))
         cursor.execute(
             sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
-                stage, _qualified(target)
+                stage, ref.identifier
             )
         )
         cursor.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint").format(stage, ordinal))
@@ -195,7 +188,7 @@ class Warehouse:
         if target.mode == "insert":
             cursor.execute(
                 sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY {}").format(
-                    _qualified(target), column_list, column_list, stage, ordinal
+                    ref.identifier, column_list, column_list, stage, ordinal
                 )
             )
         else:
@@ -217,7 +210,7 @@ class Warehouse:
                     "INSERT INTO {} ({}) SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, {} DESC "
                     "ON CONFLICT ({}) {}"
                 ).format(
-                    _qualified(target),
+                    ref.identifier,
                     column_list,
                     key_list,
                     column_list,
@@ -229,10 +222,6 @@ class Warehouse:
                 )
             )
         return cursor.rowcount
-
-    @staticmethod
-    def _advisory_lock(connection: psycopg.Connection[Any], name: str) -> None:
-        connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"busline:{name}",))
 
     def _connect(self) -> psycopg.Connection[Any]:
         if self._connection is not None and not self._connection.closed and not self._connection.broken:
@@ -257,7 +246,8 @@ class Warehouse:
                 self._connection.close()
             self._connection = None
 
-    def _run(self, what: str, operation: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def _run(self, what: str | Callable[[], str], operation: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """`what` names the operation in an error; a callable, when the operation learns the name as it goes."""
         with self._lock:
             for attempt in (1, 2):
                 connection = self._connect()
@@ -269,14 +259,14 @@ class Warehouse:
                     if attempt == 1 and connection.broken:
                         self._discard()
                         continue
-                    raise LoadFailed(f"{what}: {_describe(exc)}") from exc
+                    raise LoadFailed(f"{_name(what)}: {_describe(exc)}") from exc
                 except psycopg.Error as exc:
-                    raise LoadFailed(f"{what}: {_describe(exc)}") from exc
+                    raise LoadFailed(f"{_name(what)}: {_describe(exc)}") from exc
         raise AssertionError("unreachable")
 
 
-def _qualified(target: TargetSpec) -> sql.Composable:
-    return sql.Identifier(target.schema_, target.table)
+def _name(what: str | Callable[[], str]) -> str:
+    return what if isinstance(what, str) else what()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from websockets.sync.client import connect
 
-from busline.localcloud.testing import RunningCloud
+from busline.localcloud.testing import RunningCloud, user_tokens, websocket_url
 
 TASK_TIMEOUT_S = 600.0  # generous: on a busy 2-CPU box a flights run took over 4 minutes
 TERMINAL = ("SUCCEEDED", "FAILED")
@@ -39,16 +39,21 @@ class ApiResponse:
 
 
 class Api:
-    """A tiny REST client: every call returns status + parsed JSON, errors included (tests assert on them)."""
+    """A tiny REST client signed in as one user: every call returns status + parsed JSON, errors included
+    (tests assert on them)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str | None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.token = token
 
-    def call(self, method: str, path: str, body: Any = None) -> ApiResponse:
+    def call(self, method: str, path: str, body: Any = None, *, authorization: str | None = None) -> ApiResponse:
+        """`authorization` replaces the user's token (tests of refused tokens); None sends the user's."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.base_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json"}
+        token = self.token if authorization is None else authorization
+        if token:
+            headers["Authorization"] = token
+        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return ApiResponse(response.status, _parse(response.read()))
@@ -120,11 +125,12 @@ class ProgressRecording:
 
 
 def follow_task(
-    websocket_url: str, api: Api, body: dict[str, Any], timeout_s: float = TASK_TIMEOUT_S
+    endpoints: dict[str, Any], api: Api, body: dict[str, Any], timeout_s: float = TASK_TIMEOUT_S
 ) -> ProgressRecording:
-    """Connect, submit `body`, subscribe, and record every message until the terminal one."""
+    """Connect as the API's user, submit `body`, subscribe, and record every message until the terminal one."""
     started = time.monotonic()
-    with connect(websocket_url, open_timeout=10) as socket:
+    assert api.token is not None
+    with connect(websocket_url(endpoints, api.token), open_timeout=30) as socket:
         task_id = api.submit(body)
         socket.send(json.dumps({"action": "subscribe", "taskId": task_id}))
         recording = ProgressRecording(task_id)
@@ -158,7 +164,14 @@ def cloud(demo_cloud: RunningCloud) -> RunningCloud:
 
 @pytest.fixture(scope="session")
 def api(cloud: RunningCloud) -> Api:
-    return Api(cloud.endpoints["rest"])
+    """alice: the user every app test acts as, unless it says otherwise."""
+    return Api(cloud.endpoints["rest"], user_tokens(cloud.endpoints, "alice").access_token)
+
+
+@pytest.fixture(scope="session")
+def bob(cloud: RunningCloud) -> Api:
+    """A second tenant of the same stack."""
+    return Api(cloud.endpoints["rest"], user_tokens(cloud.endpoints, "bob").access_token)
 
 
 @pytest.fixture(scope="session")
@@ -186,4 +199,4 @@ def pg(cloud: RunningCloud) -> Iterator[psycopg.Connection[Any]]:
 @pytest.fixture(scope="session")
 def flights_run(cloud: RunningCloud, api: Api) -> ProgressRecording:
     """The flights demo, submitted once and followed live over the WebSocket from submission to the end."""
-    return follow_task(cloud.endpoints["websocket"], api, {"pipeline": "flights", "params": {}})
+    return follow_task(cloud.endpoints, api, {"pipeline": "flights", "params": {}})

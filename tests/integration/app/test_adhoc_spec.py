@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from busline_core.tenancy import owner_table
+from psycopg import sql
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +122,7 @@ def spec_for(bucket: str, prefix: str, table: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def adhoc_run(api: Any, s3: Any, data_bucket: str) -> dict[str, Any]:
     rows = build_source()
-    prefix = f"adhoc/{uuid.uuid4().hex[:10]}"
+    prefix = f"shared/adhoc/{uuid.uuid4().hex[:10]}"  # shared/: data an operator seeded, readable by every owner
     table = f"adhoc_orders_{uuid.uuid4().hex[:8]}"
     s3.put_object(Bucket=data_bucket, Key=f"{prefix}/orders.ndjson.gz", Body=ndjson_gz(rows))
     s3.put_object(Bucket=data_bucket, Key=f"{prefix}/products.csv", Body=products_csv())
@@ -153,9 +155,9 @@ def test_adhoc_target_table_has_one_row_per_key(
 ) -> None:
     # Given the finished ad-hoc task
     expected: Expected = adhoc_run["expected"]
-    table = adhoc_run["table"]
-    # When the target table is read directly
-    ids = [row[0] for row in pg.execute(f"SELECT id FROM {table} ORDER BY id").fetchall()]
+    table = owner_table(adhoc_run["final"]["owner"], adhoc_run["table"])
+    # When the target table (in the submitter's schema) is read directly
+    ids = [row[0] for row in pg.execute(sql.SQL("SELECT id FROM {} ORDER BY id").format(table)).fetchall()]
     # Then it holds each surviving order once: the 200 repeats were upserted, not duplicated
     assert ids == sorted(expected.loaded_ids)
     assert len(ids) == expected.transformed - sum(
@@ -170,8 +172,9 @@ def test_adhoc_rows_are_typed_and_joined(adhoc_run: dict[str, Any], pg: psycopg.
     source = order(order_id)
     # When its row is read back
     row = pg.execute(
-        f"SELECT id, sku, qty, price, shipped, day, status, product_name, category FROM {adhoc_run['table']} "
-        "WHERE id = %s",
+        sql.SQL(
+            "SELECT id, sku, qty, price, shipped, day, status, product_name, category FROM {} WHERE id = %s"
+        ).format(owner_table(adhoc_run["final"]["owner"], adhoc_run["table"])),
         (order_id,),
     ).fetchone()
     # Then every column has its Postgres type and the joined values

@@ -15,7 +15,7 @@ _TAGS = {"body", "spec", "pipeline"}
 
 def valid_spec(bucket: str) -> dict[str, Any]:
     return {
-        "source": {"uri": f"s3://{bucket}/validation/orders.csv", "format": "csv"},
+        "source": {"uri": f"s3://{bucket}/shared/validation/orders.csv", "format": "csv"},
         "columns": [{"name": "id", "type": "int", "required": True}, {"name": "note", "type": "string"}],
         "target": {"table": "validation_orders", "key": ["id"], "mode": "upsert"},
     }
@@ -103,7 +103,7 @@ def test_unknown_pipeline_is_refused_naming_the_pipeline_and_records_nothing(api
 
 def test_the_valid_spec_used_above_is_accepted(api: Any, s3: Any, data_bucket: str) -> None:
     # Given the unbroken spec the cases above start from, with its three-row source in S3
-    s3.put_object(Bucket=data_bucket, Key="validation/orders.csv", Body=b"id,note\n1,a\n2,b\n3,NA\n")
+    s3.put_object(Bucket=data_bucket, Key="shared/validation/orders.csv", Body=b"id,note\n1,a\n2,b\n3,NA\n")
     before = len(api.all_tasks())
     # When it is submitted
     response = api.call("POST", "/tasks", valid_spec(data_bucket))
@@ -115,3 +115,58 @@ def test_the_valid_spec_used_above_is_accepted(api: Any, s3: Any, data_bucket: s
     final = api.wait_terminal(response.body["taskId"], timeout_s=120)
     assert final["status"] == "SUCCEEDED", final
     assert final["counts"] == {"read": 3, "filtered": 0, "rejected": 0, "loaded": 3}
+
+
+@pytest.mark.parametrize(
+    ("target", "field", "message"),
+    [
+        (
+            {"schema": "public"},
+            "target.schema",
+            "a spec names a table, never a schema: Busline writes each owner's tables into the owner's own "
+            "schema; remove target.schema",
+        ),
+        (
+            {"table": "public.validation_orders"},
+            "target.table",
+            "'public.validation_orders' is not a plain table name: a spec names a table, never a schema "
+            "(Busline writes your tables into your own schema)",
+        ),
+        (
+            {"table": "busline_ledger"},
+            "target.table",
+            "'busline_ledger': table names starting with 'busline_' are reserved for Busline's own tables",
+        ),
+    ],
+    ids=["schema", "schema-qualified-table", "reserved-table"],
+)
+def test_a_target_outside_the_submitters_schema_is_400_naming_the_field(
+    api: Any, data_bucket: str, target: dict[str, str], field: str, message: str
+) -> None:
+    # Given the tasks recorded so far and a spec that says where its table goes
+    before = len(api.all_tasks())
+    spec = copy.deepcopy(valid_spec(data_bucket))
+    spec["target"].update(target)
+    # When it is submitted
+    response = api.call("POST", "/tasks", spec)
+    # Then it is a 400 (well-formed, but not a task Busline will run) naming exactly that field, and why
+    assert response.status == 400, response.text
+    assert response.body["errors"] == [{"field": field, "message": message}]
+    # and no task was recorded
+    assert len(api.all_tasks()) == before
+
+
+def test_a_pipeline_table_outside_the_submitters_schema_is_400_naming_the_parameter(api: Any) -> None:
+    # Given the tasks recorded so far / When the flights pipeline is asked to load into public.flights
+    before = len(api.all_tasks())
+    response = api.call("POST", "/tasks", {"pipeline": "flights", "params": {"table": "public.flights"}})
+    # Then it is a 400 naming the parameter, and nothing was recorded
+    assert response.status == 400, response.text
+    assert response.body["errors"] == [
+        {
+            "field": "params.table",
+            "message": "'public.flights' is not a plain table name: a spec names a table, never a schema "
+            "(Busline writes your tables into your own schema)",
+        }
+    ]
+    assert len(api.all_tasks()) == before

@@ -10,6 +10,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from busline_core.tenancy import CATALOG_SCHEMA, owner_table, schema_for
+from psycopg import sql
 
 from busline.localcloud.demo import demo_data_dir
 
@@ -108,16 +110,30 @@ def test_flights_table_holds_exactly_the_loaded_rows(
 ) -> None:
     # Given the finished flights demo
     assert flights_run.final["status"] == "SUCCEEDED"
-    # When Postgres is asked directly
-    (count,) = pg.execute("SELECT count(*) FROM flights").fetchone() or (None,)
-    (cancelled,) = pg.execute("SELECT count(*) FROM flights WHERE dep_time IS NULL").fetchone() or (None,)
+    owner = flights_run.final["owner"]
+    flights = owner_table(owner, "flights")
+    # When Postgres is asked directly about the submitter's flights table
+    (count,) = pg.execute(sql.SQL("SELECT count(*) FROM {}").format(flights)).fetchone() or (None,)
+    (cancelled,) = pg.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE dep_time IS NULL").format(flights)
+    ).fetchone() or (None,)
     (unnamed,) = pg.execute(
-        "SELECT count(*) FROM flights WHERE dest_name IS NULL OR airline_name IS NULL"
+        sql.SQL("SELECT count(*) FROM {} WHERE dest_name IS NULL OR airline_name IS NULL").format(flights)
     ).fetchone() or (None,)
     # Then it holds the loaded rows, none cancelled and all joined
     assert count == expected.loaded
     assert cancelled == 0
     assert unnamed == 0
+    # And the table is the submitter's, created by Busline in the submitter's schema
+    recorded = pg.execute(
+        sql.SQL("SELECT owner, schema_name, relation, origin FROM {} WHERE table_name = 'flights'").format(
+            sql.Identifier(CATALOG_SCHEMA, "tables")
+        )
+    ).fetchall()
+    assert (owner, schema_for(owner), "flights", "created") in recorded
+    # And no flights table exists outside an owner's schema (public included), whoever else ran the demo
+    present = pg.execute("SELECT table_schema FROM information_schema.tables WHERE table_name = 'flights'").fetchall()
+    assert {schema for (schema,) in present} == {schema for _, schema, _, _ in recorded}
 
 
 def test_flights_rejects_list_each_rejected_row_with_its_reason(

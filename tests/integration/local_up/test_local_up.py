@@ -23,7 +23,7 @@ def test_local_up_serves_an_api_function(cloud_data_dir: Path) -> None:
     ) as cloud:
         # Then endpoints.json has every documented key
         assert sorted(cloud.endpoints) == [
-            "aws", "chaos", "management", "outputs", "postgres", "region", "rest", "web", "websocket",
+            "aws", "chaos", "management", "oauth", "outputs", "postgres", "region", "rest", "web", "websocket",
         ]
         assert cloud.endpoints["outputs"] == {"ApiUrl": f"http://127.0.0.1:{cloud.base_port}/Prod"}
         # When the function is called through the local REST gateway

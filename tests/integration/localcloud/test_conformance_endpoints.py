@@ -13,7 +13,7 @@ from busline.localcloud.testing import RunningCloud
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
-REQUIRED_KEYS = {"rest", "websocket", "web", "aws", "management", "postgres", "region", "outputs"}
+REQUIRED_KEYS = {"rest", "websocket", "web", "aws", "management", "postgres", "oauth", "region", "outputs"}
 
 
 def test_endpoints_json_has_every_key_on_the_ports_of_the_base(cloud: RunningCloud) -> None:
@@ -21,13 +21,14 @@ def test_endpoints_json_has_every_key_on_the_ports_of_the_base(cloud: RunningClo
     base = cloud.base_port
     # When we read the endpoints.json it wrote
     endpoints = json.loads((cloud.data_dir / "endpoints.json").read_text())
-    # Then every documented key is there, each service on its own port of the block P..P+4
+    # Then every documented key is there, each service on its own port of the block P..P+5
     assert REQUIRED_KEYS - endpoints.keys() == set()
     assert endpoints["rest"] == f"http://127.0.0.1:{base}"
     assert endpoints["websocket"] == f"ws://127.0.0.1:{base + 1}"
     assert endpoints["web"] == f"http://127.0.0.1:{base + 2}"
     assert endpoints["aws"] == f"http://127.0.0.1:{base + 3}"
     assert endpoints["management"] == f"http://127.0.0.1:{base + 4}"
+    assert endpoints["oauth"] == f"http://127.0.0.1:{base + 5}"
     assert isinstance(endpoints["region"], str) and endpoints["region"] != ""
 
 
@@ -78,8 +79,10 @@ def test_static_site_serves_the_page_and_config_json(cloud: RunningCloud) -> Non
     # When we fetch the page and /config.json
     page = http("GET", f"{web}/")
     config = http("GET", f"{web}/config.json")
-    # Then the page is the template folder's web/index.html and the config is endpoints.json
+    # Then the page is the template folder's web/index.html, and the config is what a page needs of
+    # endpoints.json: where the APIs are, never the database URL (this template has no user pool)
+    endpoints = json.loads((cloud.data_dir / "endpoints.json").read_text())
     assert page.status == 200
     assert b"Busline local-cloud fixture" in page.body
     assert config.status == 200
-    assert config.json() == json.loads((cloud.data_dir / "endpoints.json").read_text())
+    assert config.json() == {key: endpoints[key] for key in ("rest", "websocket", "region")}

@@ -31,8 +31,10 @@ from typing import Any
 
 import boto3
 import psycopg
+from busline_core.tenancy import LEDGER, owner_table
+from psycopg import sql
 
-from busline.localcloud.testing import RunningCloud, disposable_cloud
+from busline.localcloud.testing import RunningCloud, disposable_cloud, user_tokens
 
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATE = REPO / "template.yaml"
@@ -219,7 +221,7 @@ def upload_task(
     """Sources in S3 and the ad-hoc spec loading them into a table of their own."""
     bucket = cloud.endpoints["outputs"]["DataBucketName"]
     s3 = aws_client(cloud.endpoints, "s3")
-    prefix = f"resilience/{name}-{uuid.uuid4().hex[:8]}"
+    prefix = f"shared/resilience/{name}-{uuid.uuid4().hex[:8]}"
     s3.put_object(Bucket=bucket, Key=f"{prefix}/orders.csv", Body=csv_bytes(rows))
     s3.put_object(Bucket=bucket, Key=f"{prefix}/regions.csv", Body=csv_bytes(region_rows()))
     table = f"{name}_{uuid.uuid4().hex[:8]}"
@@ -237,16 +239,17 @@ def upload_task(
 
 
 class Api:
-    """Tiny REST client; a non-2xx answer fails with the status and body so the test output says why."""
+    """Tiny REST client signed in as the cloud's demo user; a non-2xx answer fails with the status and body
+    so the test output says why."""
 
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, endpoints: dict[str, Any]) -> None:
+        self.base_url = str(endpoints["rest"]).rstrip("/")
+        self.token = user_tokens(endpoints, endpoints["auth"]["demoUser"]["username"]).access_token
 
     def _call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.base_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json", "Authorization": self.token}
+        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read() or b"null")
@@ -342,16 +345,20 @@ def set_fault_switch(endpoints: dict[str, Any], value: str) -> None:
     time.sleep(1.5)
 
 
-def table_rows(database_url: str, table: str) -> dict[int, tuple[Any, ...]]:
+def table_rows(database_url: str, owner: str, table: str) -> dict[int, tuple[Any, ...]]:
+    """The rows of `owner`'s `table` (in the owner's schema), by id."""
+    columns = sql.SQL(", ").join(sql.Identifier(name) for name in TABLE_COLUMNS.split(", "))
     with psycopg.connect(database_url, autocommit=True) as connection:
-        rows = connection.execute(f"SELECT {TABLE_COLUMNS} FROM {table}").fetchall()
+        rows = connection.execute(
+            sql.SQL("SELECT {} FROM {}").format(columns, owner_table(owner, table))
+        ).fetchall()
     return {int(row[0]): tuple(row) for row in rows}
 
 
-def duplicate_keys(database_url: str, table: str) -> list[tuple[Any, ...]]:
+def duplicate_keys(database_url: str, owner: str, table: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(database_url, autocommit=True) as connection:
         return connection.execute(
-            f"SELECT id, count(*) FROM {table} GROUP BY id HAVING count(*) > 1"
+            sql.SQL("SELECT id, count(*) FROM {} GROUP BY id HAVING count(*) > 1").format(owner_table(owner, table))
         ).fetchall()
 
 
@@ -361,7 +368,7 @@ def ledger(database_url: str, task_id: str) -> list[tuple[int, int]]:
         return [
             (int(chunk), int(rows))
             for chunk, rows in connection.execute(
-                "SELECT chunk, rows FROM busline_ledger WHERE task_id = %s ORDER BY chunk", (task_id,)
+                sql.SQL("SELECT chunk, rows FROM {} WHERE task_id = %s ORDER BY chunk").format(LEDGER), (task_id,)
             ).fetchall()
         ]
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from busline_core.tenancy import owner_table
+from psycopg import sql
 
 from busline.localcloud.demo import demo_data_dir
 
@@ -126,7 +128,7 @@ def plan_tasks(
 ) -> list[PlannedTask]:
     """`count` different tasks: formats, source locations, load modes and sizes vary with the index."""
     regions = csv_bytes(region_rows())
-    s3.put_object(Bucket=bucket, Key=f"resilience/{run}/regions.csv", Body=regions)
+    s3.put_object(Bucket=bucket, Key=f"shared/resilience/{run}/regions.csv", Body=regions)
     served[f"/{run}/regions.csv"] = regions
     planned = []
     for index in range(count):
@@ -139,10 +141,10 @@ def plan_tasks(
             served[f"/{run}/{name}"] = body
             source_uri = f"{http_base}/{run}/{name}"
         else:
-            s3.put_object(Bucket=bucket, Key=f"resilience/{run}/{name}", Body=body)
-            source_uri = f"s3://{bucket}/resilience/{run}/{name}"
+            s3.put_object(Bucket=bucket, Key=f"shared/resilience/{run}/{name}", Body=body)
+            source_uri = f"s3://{bucket}/shared/resilience/{run}/{name}"
         regions_uri = (
-            f"{http_base}/{run}/regions.csv" if index % 2 else f"s3://{bucket}/resilience/{run}/regions.csv"
+            f"{http_base}/{run}/regions.csv" if index % 2 else f"s3://{bucket}/shared/resilience/{run}/regions.csv"
         )
         table = f"chaos_{run}_t{index}"
         spec = order_spec(source_uri, "csv" if as_csv else "ndjson", regions_uri, table, mode, CHUNK_ROWS)
@@ -166,7 +168,7 @@ def run_under_chaos(chaos_spec: str, task_count: int) -> ChaosRun:
         local_cloud("chaos", [*CHAOS_CLOUD_ARGS, "--chaos", chaos_spec]) as cloud,
     ):
         endpoints = cloud.endpoints
-        api = Api(endpoints["rest"])
+        api = Api(endpoints)
         planned = plan_tasks(
             task_count - 1,
             run,
@@ -188,17 +190,20 @@ def run_under_chaos(chaos_spec: str, task_count: int) -> ChaosRun:
         )
         database = endpoints["postgres"]
         if flights.final["status"] == "SUCCEEDED":
+            table = owner_table(flights.final["owner"], flights_table)
+            key = sql.SQL(", ").join(sql.Identifier(name) for name in FLIGHTS_KEY.split(", "))
             with psycopg.connect(database, autocommit=True) as connection:
-                counted = connection.execute(f"SELECT count(*) FROM {flights_table}").fetchone()
+                counted = connection.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
                 flights.rows_in_table = counted[0] if counted else 0
                 flights.duplicate_keys = len(connection.execute(
-                    f"SELECT {FLIGHTS_KEY} FROM {flights_table} GROUP BY {FLIGHTS_KEY} HAVING count(*) > 1"
+                    sql.SQL("SELECT {} FROM {} GROUP BY {} HAVING count(*) > 1").format(key, table, key)
                 ).fetchall())
             flights.ledger = ledger(database, flights_id)
         for task_id, task in by_id.items():
             if final[task_id]["status"] == "SUCCEEDED":
-                result.tables[task_id] = table_rows(database, task.table)
-                result.duplicates[task_id] = duplicate_keys(database, task.table)
+                owner = final[task_id]["owner"]
+                result.tables[task_id] = table_rows(database, owner, task.table)
+                result.duplicates[task_id] = duplicate_keys(database, owner, task.table)
                 result.ledgers[task_id] = ledger(database, task_id)
         result.injected = json.loads((cloud.data_dir / "chaos.json").read_text())
     print(

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from busline.localcloud.testing import RunningCloud
+from busline.localcloud.testing import RunningCloud, websocket_url
 
 from .resilience_support import (
     DRILL_MAX_RECEIVE_COUNT,
@@ -50,12 +50,12 @@ def transform_poisoned(drill_cloud: RunningCloud) -> Iterator[None]:
 
 
 def follow_until_terminal(
-    websocket_url: str, api: Api, spec: dict[str, Any], timeout_s: float
+    signed_url: str, api: Api, spec: dict[str, Any], timeout_s: float
 ) -> list[dict[str, Any]]:
     """Connect, submit, subscribe; every snapshot pushed until the terminal one."""
     messages: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
-    with connect(websocket_url, open_timeout=10) as socket:
+    with connect(signed_url, open_timeout=30) as socket:
         task_id = api.submit(spec)
         socket.send(json.dumps({"action": "subscribe", "taskId": task_id}))
         while True:
@@ -79,7 +79,7 @@ def test_poisoned_chunks_reach_the_dlq_and_fail_the_task(
     # (stalled_task is only requested to start the watchdog drill early; it runs alongside this one)
     # Given transform fails every delivery (fault switch), and a 1,500-row task (2 chunks) followed over the WebSocket
     endpoints = drill_cloud.endpoints
-    api = Api(endpoints["rest"])
+    api = Api(endpoints)
     sqs = aws_client(endpoints, "sqs")
     dlq_url = endpoints["outputs"]["TransformDeadLetterQueueUrl"]
     assert queue_depth(sqs, dlq_url) == (0, 0)
@@ -87,7 +87,7 @@ def test_poisoned_chunks_reach_the_dlq_and_fail_the_task(
     started = time.monotonic()
 
     # When the task runs
-    messages = follow_until_terminal(endpoints["websocket"], api, spec, timeout_s=POISON_BOUND_S)
+    messages = follow_until_terminal(websocket_url(endpoints, api.token), api, spec, timeout_s=POISON_BOUND_S)
     seconds = time.monotonic() - started
     task_id = messages[-1]["taskId"]
 
@@ -163,7 +163,7 @@ def stalled_task(drill_cloud: RunningCloud) -> StalledTask:
     as if every transform message had been lost. Started before the poison drill so that the watchdog's
     StallSeconds of idling overlap it instead of adding to the folder's run time."""
     endpoints = drill_cloud.endpoints
-    api = Api(endpoints["rest"])
+    api = Api(endpoints)
     events = aws_client(endpoints, "events")
     sqs = aws_client(endpoints, "sqs")
     bus = endpoints["outputs"]["EventBusName"]
@@ -192,7 +192,7 @@ def test_watchdog_fails_a_task_whose_chunks_stop_moving(
     drill_cloud: RunningCloud, stalled_task: StalledTask
 ) -> None:
     # Given a task whose extracted chunks never reached transform (their messages were lost)
-    api = Api(drill_cloud.endpoints["rest"])
+    api = Api(drill_cloud.endpoints)
 
     # When it sits idle for longer than StallSeconds while the watchdog ticks (every 5 s here)
     remaining_s = STALL_BOUND_S - (time.monotonic() - stalled_task.submitted)

@@ -49,7 +49,7 @@ def wait_for_depth(sqs: Any, queue_url: str, visible: int, timeout_s: float) -> 
 def test_replayed_dlq_messages_finish_the_failed_task_exactly_once(drill_cloud: RunningCloud) -> None:
     endpoints = drill_cloud.endpoints
     endpoints_file = str(drill_cloud.data_dir / "endpoints.json")
-    api = Api(endpoints["rest"])
+    api = Api(endpoints)
     sqs = aws_client(endpoints, "sqs")
     dlq_url = endpoints["outputs"]["TransformDeadLetterQueueUrl"]
     expected = expect(ROWS)
@@ -105,8 +105,8 @@ def test_replayed_dlq_messages_finish_the_failed_task_exactly_once(drill_cloud: 
     for phase in ("extract", "transform", "load"):
         assert final["phases"][phase] == {"done": CHUNKS, "total": CHUNKS, "status": "completed"}, phase
     table = spec["target"]["table"]
-    assert table_rows(endpoints["postgres"], table) == expected.table
-    assert duplicate_keys(endpoints["postgres"], table) == []
+    assert table_rows(endpoints["postgres"], final["owner"], table) == expected.table
+    assert duplicate_keys(endpoints["postgres"], final["owner"], table) == []
     assert ledger(endpoints["postgres"], task_id) == [(0, 1000 - _not_loaded(0)), (1, 500 - _not_loaded(1))]
     assert queue_depth(sqs, dlq_url) == (0, 0)
 

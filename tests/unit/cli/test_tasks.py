@@ -161,7 +161,7 @@ def test_submit_spec_fills_in_stack_outputs(runner, cli_app, fake_api, tmp_path)
     posted = fake_api.requests[0][2]
     expected = json.loads((SPECS / "airports.json").read_text().replace("${DataBucketName}", "demo-bucket"))
     assert posted == expected
-    assert posted["source"]["uri"] == "s3://demo-bucket/nycflights13/airports.csv"
+    assert posted["source"]["uri"] == "s3://demo-bucket/shared/nycflights13/airports.csv"
 
 
 def test_submit_maps_422_to_field_errors_and_exit_2(runner, cli_app, fake_api, tmp_path):

@@ -143,23 +143,27 @@ def cloud(atomic_dynamodb: None) -> Iterator[Cloud]:
 @dataclass
 class FakeWarehouse:
     """Postgres stand-in with the same contract: a ledger per (task, chunk) makes loads exactly-once,
-    and upsert keeps the last row per key."""
+    upsert keeps the last row per key, and each owner's tables are its own (keyed by table name, with
+    the owners that loaded into each in `owners`)."""
 
     tables: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict)
+    owners: dict[str, set[str]] = field(default_factory=dict)
     ledger: dict[tuple[str, int], int] = field(default_factory=dict)
     ensure_calls: int = 0
     load_calls: int = 0
 
-    def ensure_table(self, target: Any, columns: list[Any]) -> None:
+    def ensure_table(self, owner: str, target: Any, columns: list[Any]) -> None:
         self.ensure_calls += 1
         self.tables.setdefault(target.table, {})
+        self.owners.setdefault(target.table, set()).add(owner)
 
     def load_chunk(
-        self, task_id: str, chunk: int, target: Any, columns: list[Any], rows: list[dict[str, Any]]
+        self, task_id: str, chunk: int, owner: str, target: Any, columns: list[Any], rows: list[dict[str, Any]]
     ) -> LoadOutcome:
         self.load_calls += 1
         if (task_id, chunk) in self.ledger:
             return LoadOutcome(rows=self.ledger[(task_id, chunk)], already_loaded=True)
+        assert owner in self.owners[target.table], f"{owner} loads {target.table} before ensuring it"
         table = self.tables[target.table]
         for row in rows:
             table[tuple(row[name] for name in target.key)] = row

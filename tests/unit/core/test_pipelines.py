@@ -14,7 +14,7 @@ def test_flights_expands_to_the_documented_spec() -> None:
     spec = expand_pipeline("flights", {}, "demo-data")
     # Then it reads the demo zip, types all 19 columns, filters cancelled flights, joins twice
     assert isinstance(spec, TaskSpec)
-    assert spec.source.uri == "s3://demo-data/nycflights13/flights.csv.zip"
+    assert spec.source.uri == "s3://demo-data/shared/nycflights13/flights.csv.zip"
     assert len(spec.columns) == 19
     required = [c.name for c in spec.columns if c.required]
     assert required == ["year", "month", "day", "carrier", "flight", "origin", "dest"]
@@ -23,7 +23,7 @@ def test_flights_expands_to_the_documented_spec() -> None:
         ("airlines", {"carrier": "carrier"}, True),
         ("airports", {"dest": "faa"}, True),
     ]
-    assert spec.joins[1].uri == "s3://demo-data/nycflights13/airports.csv"
+    assert spec.joins[1].uri == "s3://demo-data/shared/nycflights13/airports.csv"
     assert spec.target.table == "flights"
     assert spec.target.key == ["year", "month", "day", "carrier", "flight", "origin"]
     assert spec.target.mode == "upsert"
@@ -54,6 +54,9 @@ def test_unknown_pipeline_is_named() -> None:
         ({"chunkRows": 10}, "params.chunkRows"),
         ({"chunkRows": "many"}, "params.chunkRows"),
         ({"table": "Bad-Name"}, "params.table"),
+        ({"table": "analytics.flights"}, "params.table"),
+        ({"table": "busline_ledger"}, "params.table"),
+        ({"table": 7}, "params.table"),
         ({"colour": "red"}, "params.colour"),
         ({"limit": 0}, "params.limit"),
         ({"limit": "all"}, "params.limit"),

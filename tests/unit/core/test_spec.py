@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 import pytest
-from busline_core.spec import TaskSpec, output_columns
+from busline_core.spec import TARGET_REFUSED, TaskSpec, output_columns
 from pydantic import ValidationError
 
 
@@ -47,10 +47,9 @@ def test_valid_spec_parses_with_defaults_and_round_trips() -> None:
     assert spec.chunkRows == 20000
     assert spec.source.nullValues == ["NA", ""]
     assert spec.target.mode == "upsert"
-    assert spec.target.schema_ == "public"
     dumped = spec.model_dump(by_alias=True)
     assert dumped["joins"][0]["columns"][0]["as"] == "dest_name"
-    assert dumped["target"]["schema"] == "public"
+    assert dumped["target"] == {"table": "trips", "key": ["id"], "mode": "upsert"}  # no schema: Busline picks it
     assert TaskSpec.model_validate(dumped) == spec
     # and a dump without aliases parses too (stored specs may be either)
     assert TaskSpec.model_validate(spec.model_dump()) == spec
@@ -179,3 +178,56 @@ def test_chunk_rows_bounds(chunk_rows: int) -> None:
 def test_at_least_one_column() -> None:
     spec = copy.deepcopy(_spec(columns=[], filters=[], joins=[]))
     assert "columns" in _error(spec)
+
+
+def _refusals(spec: dict[str, Any]) -> list[tuple[str, str, str]]:
+    with pytest.raises(ValidationError) as caught:
+        TaskSpec.model_validate(spec)
+    return [(".".join(map(str, e["loc"])), e["type"], e["msg"]) for e in caught.value.errors()]
+
+
+def test_a_target_schema_is_refused_by_name() -> None:
+    # Given a spec that still says where the table goes (the removed field)
+    spec = _spec(target={"table": "trips", "key": ["id"], "schema": "public"})
+    # When validated / Then exactly that field is refused, as a target refusal, with the reason
+    assert _refusals(spec) == [
+        (
+            "target.schema",
+            TARGET_REFUSED,
+            "a spec names a table, never a schema: Busline writes each owner's tables into the owner's own "
+            "schema; remove target.schema",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            "other.trips",
+            "'other.trips' is not a plain table name: a spec names a table, never a schema "
+            "(Busline writes your tables into your own schema)",
+        ),
+        (
+            '"t_abc"."trips"',
+            '\'"t_abc"."trips"\' is not a plain table name: a spec names a table, never a schema '
+            "(Busline writes your tables into your own schema)",
+        ),
+        (
+            "Trips",
+            "'Trips' is not a valid table name (lower case letters, digits and _, not starting with a digit, "
+            "at most 63 characters)",
+        ),
+        (
+            "trips; drop table x",
+            "'trips; drop table x' is not a valid table name (lower case letters, digits and _, not starting "
+            "with a digit, at most 63 characters)",
+        ),
+        ("busline_ledger", "'busline_ledger': table names starting with 'busline_' are reserved for Busline's own tables"),
+    ],
+)
+def test_a_target_table_that_is_not_a_plain_unreserved_name_is_refused(table: str, message: str) -> None:
+    # Given a target table that is qualified, quoted, not an identifier, or one of Busline's own names
+    spec = _spec(target={"table": table, "key": ["id"]})
+    # When validated / Then target.table is refused, as a target refusal, saying why
+    assert _refusals(spec) == [("target.table", TARGET_REFUSED, message)]

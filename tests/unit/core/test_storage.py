@@ -1,10 +1,13 @@
-"""ChunkStore: layout, gzip JSONL round trip, rejects pagination with opaque tokens (moto S3)."""
+"""ChunkStore: layout, gzip JSONL round trip, rejects pagination with opaque tokens (moto S3); presigned
+upload URLs, PUT to over real HTTP (a moto server on loopback)."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import urllib.request
 from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
@@ -12,6 +15,9 @@ from busline_core.contracts import Reject
 from busline_core.errors import ChunkFailed, InvalidTask
 from busline_core.storage import ChunkStore
 from moto import mock_aws
+
+from busline.localcloud.moto_patches import keep_put_bodies
+from busline.localcloud.testing import moto_server
 
 BUCKET = "data"
 
@@ -113,3 +119,59 @@ def test_a_position_of_another_task_is_an_invalid_request(store: ChunkStore) -> 
         store.iter_rejects("t1", 2, {"k": "tasks/t1/rejects/000000.jsonl", "i": -1})
     # And the next page from the position holds the last reject
     assert [item.row for item in store.iter_rejects("t1", 2, position)[0]] == [2]
+
+
+# --- presigned uploads ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def moto_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A moto server on loopback, patched and reached through AWS_ENDPOINT_URL as the local cloud does."""
+    keep_put_bodies()
+    with moto_server() as endpoint:
+        for name, value in {
+            "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        yield endpoint
+
+
+def test_a_presigned_put_stores_the_object_through_plain_http(moto_endpoint: str) -> None:
+    # Given the store as the API function builds it (ChunkStore.for_bucket), against a moto server
+    store = ChunkStore.for_bucket(BUCKET)
+    store.s3_client.create_bucket(Bucket=BUCKET)
+    key = "uploads/alice/8d1f/orders.csv"
+    # When a URL is presigned for a key and a client PUTs a file to it with urllib (no AWS SDK, no
+    # credentials, and urllib's default Content-Type, application/x-www-form-urlencoded)
+    url = store.presigned_put(key, 900)
+    body = b"id,note\n1,a\n2,b\n"
+    request = urllib.request.Request(url, data=body, method="PUT")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        status = response.status
+    # Then the URL is a SigV4 one on the configured endpoint, and the object holds exactly those bytes
+    assert status == 200
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}" == moto_endpoint
+    assert parts.path == f"/{BUCKET}/{key}"
+    query = parse_qs(parts.query)
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    assert query["X-Amz-Expires"] == ["900"]
+    assert store.s3_client.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body
+
+
+def test_a_presigned_put_with_a_content_type_signs_that_header(moto_endpoint: str) -> None:
+    # Given a URL presigned for a CSV upload
+    store = ChunkStore.for_bucket(BUCKET)
+    store.s3_client.create_bucket(Bucket=BUCKET)
+    url = store.presigned_put("uploads/alice/2c4e/orders.csv", 60, content_type="text/csv")
+    # When the file is PUT with that Content-Type
+    request = urllib.request.Request(url, data=b"id\n1\n", method="PUT", headers={"Content-Type": "text/csv"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    # Then the header is among the signed ones, and the object keeps it
+    assert "content-type" in parse_qs(urlsplit(url).query)["X-Amz-SignedHeaders"][0].split(";")
+    stored = store.s3_client.head_object(Bucket=BUCKET, Key="uploads/alice/2c4e/orders.csv")
+    assert stored["ContentType"] == "text/csv"

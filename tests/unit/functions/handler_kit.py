@@ -21,6 +21,8 @@ EVENTS = REPO / "events"
 TEMPLATE = REPO / "template.yaml"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
+# the signed-in caller of the sample events (events/api_*.json claims, events/ws_*.json principal)
+OWNER = "7d3f6a2e-5b1c-4e8a-9f40-2c6b1d8e9a73"
 WS_API_ID = "w1x2y3z4v5"
 WS_ENDPOINT = f"https://{WS_API_ID}.execute-api.{REGION}.amazonaws.com/dev"
 
@@ -173,7 +175,7 @@ def submit(spec: dict[str, Any]) -> str:
     from busline_core.deps import build_api_deps
     from busline_core.settings import ApiSettings
 
-    return task_api.submit_task(spec, "local-user", build_api_deps(ApiSettings())).taskId
+    return task_api.submit_task(spec, OWNER, build_api_deps(ApiSettings())).taskId
 
 
 def extracted_task(cloud: Cloud, rows: int = 250) -> tuple[str, list[dict[str, Any]]]:
@@ -184,7 +186,7 @@ def extracted_task(cloud: Cloud, rows: int = 250) -> tuple[str, list[dict[str, A
     from busline_core.deps import build_extract_deps
     from busline_core.settings import ExtractSettings
 
-    uri = upload_csv(cloud, "inputs/payments.csv", numbered_rows(rows))
+    uri = upload_csv(cloud, f"uploads/{OWNER}/payments.csv", numbered_rows(rows))
     task_id = submit(small_spec(uri))
     etl_steps.extract_task(TaskSubmitted(taskId=task_id), build_extract_deps(ExtractSettings()))
     return task_id, of_type(cloud.published(), "ChunkExtracted")

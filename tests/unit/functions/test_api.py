@@ -6,7 +6,7 @@ import copy
 import json
 from typing import Any
 
-from handler_kit import Cloud, FakeLambdaContext, event_file, of_type
+from handler_kit import OWNER, Cloud, FakeLambdaContext, event_file, of_type
 
 
 def post(api: Any, context: FakeLambdaContext, body: Any) -> tuple[int, dict[str, Any], dict[str, list[str]]]:
@@ -37,7 +37,7 @@ def test_post_task_answers_202_and_publishes_exactly_one_task_submitted(
     api = load_handler("api")
     # When it is invoked
     status, body, headers = post(api, context, {"pipeline": "flights", "params": {}})
-    # Then the task is accepted, with links, for the fixed local owner
+    # Then the task is accepted, with links, for the signed-in caller (the claims' sub)
     assert status == 202
     task_id = body["taskId"]
     assert body == {
@@ -46,7 +46,7 @@ def test_post_task_answers_202_and_publishes_exactly_one_task_submitted(
         "links": {"self": f"/tasks/{task_id}", "progress": json.dumps({"action": "subscribe", "taskId": task_id})},
     }
     assert headers["Access-Control-Allow-Origin"] == ["*"]
-    assert cloud.task(task_id)["owner"] == "local-user"
+    assert cloud.task(task_id)["owner"] == OWNER
     # And exactly one TaskSubmitted went to the bus, naming that task
     published = cloud.published()
     assert [(e["detail-type"], e["source"], e["detail"]) for e in published] == [
@@ -136,10 +136,10 @@ def test_rejects_of_unknown_task_is_404_and_bad_limit_is_422(
 
 
 def test_openapi_schema_is_served(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
-    # When the schema is asked for / Then it lists the four routes
+    # When the schema is asked for / Then it lists the five routes
     status, schema = get(load_handler("api"), context, "/swagger", {"format": "json"})
     assert status == 200
-    assert sorted(schema["paths"]) == ["/tasks", "/tasks/{taskId}", "/tasks/{taskId}/rejects"]
+    assert sorted(schema["paths"]) == ["/tasks", "/tasks/{taskId}", "/tasks/{taskId}/rejects", "/uploads"]
     assert sorted(schema["paths"]["/tasks"]) == ["get", "post"]
 
 
@@ -165,3 +165,50 @@ def test_a_forged_or_foreign_page_token_is_400_naming_next_token(
     for status, body in (forged, foreign, flipped):
         assert status == 400
         assert [error["field"] for error in body["errors"]] == ["nextToken"]
+
+
+def _adhoc(target: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "source": {"uri": "s3://busline-data/x.csv", "format": "csv"},
+        "columns": [{"name": "id", "type": "int"}],
+        "target": target,
+    }
+
+
+def test_a_target_outside_the_owners_schema_is_400_naming_the_field(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given ad-hoc specs that say where their table goes: a schema, a qualified table, a reserved name
+    api = load_handler("api")
+    refused = {
+        "target.schema": {"table": "flights", "key": ["id"], "schema": "public"},
+        "target.table": {"table": "t_9317b9cde9a5df1b1125d065.flights", "key": ["id"]},
+    }
+    for field, target in refused.items():
+        # When each is posted
+        status, body, _ = post(api, context, _adhoc(target))
+        # Then 400 (a well-formed request Busline will not run, not a malformed one) names exactly that field
+        assert status == 400, body
+        assert [error["field"] for error in body["errors"]] == [field]
+        assert body["message"].startswith(f"invalid task: {field}: ")
+    status, body, _ = post(api, context, _adhoc({"table": "busline_tables", "key": ["id"]}))
+    assert (status, body["errors"]) == (
+        400,
+        [{"field": "target.table", "message": "'busline_tables': table names starting with 'busline_' are reserved for Busline's own tables"}],
+    )
+    # And nothing was recorded or published
+    assert cloud.published() == []
+
+
+def test_a_refused_target_lists_the_bodys_other_errors_too(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given a spec with a schema and a column of an unknown type
+    spec = _adhoc({"table": "flights", "key": ["id"], "schema": "alice"})
+    spec["columns"][0]["type"] = "integer"
+    # When it is posted
+    status, body, _ = post(load_handler("api"), context, spec)
+    # Then one 400 lists both fields, so the user can fix them at once
+    assert status == 400
+    assert sorted(error["field"] for error in body["errors"]) == ["columns.0.type", "target.schema"]
+    assert cloud.published() == []

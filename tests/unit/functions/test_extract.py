@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from handler_kit import (
+    OWNER,
     Cloud,
     FakeLambdaContext,
     event_file,
@@ -19,7 +20,7 @@ from handler_kit import (
 
 def submitted_task(cloud: Cloud, handler: Any, rows: int = 250) -> tuple[str, dict[str, Any]]:
     """A task over a CSV of `rows` rows in chunks of 100, and the TaskSubmitted event that announced it."""
-    uri = upload_csv(cloud, "inputs/payments.csv", numbered_rows(rows))
+    uri = upload_csv(cloud, f"uploads/{OWNER}/payments.csv", numbered_rows(rows))
     task_id = submit(small_spec(uri))
     [announcement] = of_type(cloud.published(), "TaskSubmitted")
     return task_id, announcement

@@ -8,7 +8,7 @@ from typing import Any
 from busline_core import etl_steps
 from busline_core.contracts import ChunkExtracted, LoadOutcome
 from busline_core.deps import build_transform_deps
-from busline_core.errors import LoadFailed
+from busline_core.errors import LoadFailed, TargetRefused
 from busline_core.settings import TransformSettings
 from handler_kit import Cloud, FakeLambdaContext, event_file, extracted_task, of_type, sqs_event
 
@@ -19,13 +19,18 @@ class FakeWarehouse:
 
     ledger: dict[tuple[str, int], int] = field(default_factory=dict)
     rows: dict[Any, dict[str, Any]] = field(default_factory=dict)
-    ensured: list[str] = field(default_factory=list)
+    ensured: list[tuple[str, str]] = field(default_factory=list)  # (owner, table)
     fail_with: str | None = None
+    refuse_with: str | None = None  # the catalog's answer for a table the owner may not write
 
-    def ensure_table(self, target: Any, columns: list[Any]) -> None:
-        self.ensured.append(target.table)
+    def ensure_table(self, owner: str, target: Any, columns: list[Any]) -> None:
+        if self.refuse_with:
+            raise TargetRefused(self.refuse_with)
+        self.ensured.append((owner, target.table))
 
-    def load_chunk(self, task_id: str, chunk: int, target: Any, columns: list[Any], rows: list[dict[str, Any]]) -> LoadOutcome:
+    def load_chunk(
+        self, task_id: str, chunk: int, owner: str, target: Any, columns: list[Any], rows: list[dict[str, Any]]
+    ) -> LoadOutcome:
         if self.fail_with:
             raise LoadFailed(self.fail_with)
         if (task_id, chunk) in self.ledger:
@@ -65,10 +70,10 @@ def test_loads_each_chunk_once_and_the_task_succeeds_once(
     # When each ChunkTransformed record is handled, the last one twice (a redelivery)
     results = [load.lambda_handler(sqs_event("load_sqs.json", chunk), context) for chunk in chunks]
     results.append(load.lambda_handler(sqs_event("load_sqs.json", chunks[2], receive_count=2), context))
-    # Then all succeeded, 225 distinct rows are in the warehouse, the table was ensured once
+    # Then all succeeded, 225 distinct rows are in the warehouse, the table was ensured once, for the task's owner
     assert results == [{"batchItemFailures": []}] * 4
     assert len(warehouse.rows) == 225
-    assert warehouse.ensured == ["payments"]
+    assert warehouse.ensured == [(cloud.task(task_id)["owner"], "payments")]
     # And the task SUCCEEDED with exact counts, announced exactly once
     task = cloud.task(task_id)
     assert (task["status"], task["count_read"], task["count_filtered"], task["count_rejected"], task["count_loaded"]) == (
@@ -99,3 +104,22 @@ def test_a_failing_load_is_reported_and_fails_the_task_on_its_last_delivery(
     assert (task["status"], task["error"]["phase"], task["error"]["chunk"]) == ("FAILED", "load", 0)
     assert "value too long" in task["error"]["message"]
     assert len(of_type(cloud.published(), "TaskFailed")) == 1
+
+
+def test_a_refused_target_fails_the_task_on_the_first_delivery(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given a transformed task whose table exists in the owner's schema without being Busline's
+    load = load_handler("load")
+    task_id, chunks, warehouse = transformed_task(cloud, load)
+    refusal = "table t_x.payments already exists, but Busline did not create it"
+    warehouse.refuse_with = refusal
+    # When chunk 0 is delivered for the first time
+    result = load.lambda_handler(sqs_event("load_sqs.json", chunks[0], receive_count=1), context)
+    # Then the record is done with (no redelivery can change the catalog), the task FAILED for good in
+    # load with the refusal, announced once, and nothing was loaded
+    assert result == {"batchItemFailures": []}
+    task = cloud.task(task_id)
+    assert (task["status"], task["error"]["phase"], task["error"]["message"]) == ("FAILED", "load", refusal)
+    assert [e["detail"]["status"] for e in of_type(cloud.published(), "TaskFailed")] == ["FAILED"]
+    assert warehouse.rows == {}

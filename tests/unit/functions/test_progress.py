@@ -9,7 +9,7 @@ from typing import Any
 
 import boto3
 from busline_core.progress import USAGE
-from handler_kit import REGION, Cloud, FakeLambdaContext, event_file, of_type, small_spec, submit
+from handler_kit import OWNER, REGION, Cloud, FakeLambdaContext, event_file, of_type, small_spec, submit
 
 SAMPLE_TASK = "5f0c2a7e-8d41-4b9a-9a3e-6c1d2b7f4e10"  # the task in events/progress_stream.json and ws_subscribe.json
 
@@ -32,7 +32,7 @@ def connection(cloud: Cloud, connection_id: str) -> dict[str, Any] | None:
 def test_connect_subscribe_and_disconnect(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
     # Given a submitted task and the WebSocket routes' function
     routes = load_handler("progress/routes")
-    task_id = submit(small_spec(f"s3://{cloud.bucket}/in.csv"))
+    task_id = submit(small_spec(f"s3://{cloud.bucket}/uploads/{OWNER}/in.csv"))
     # When a client connects and subscribes to the task
     connected = routes.lambda_handler(ws_event("ws_connect.json", "conn-A"), context)
     subscribed = routes.lambda_handler(ws_event("ws_subscribe.json", "conn-A", body={"action": "subscribe", "taskId": task_id}), context)
@@ -64,25 +64,28 @@ def test_subscribe_to_an_unknown_task_and_unknown_actions_get_a_message(
 def test_stream_batch_is_coalesced_into_one_push_per_subscriber(
     cloud: Cloud, load_handler: Any, context: FakeLambdaContext
 ) -> None:
-    # Given two connections subscribed to the sample task (recorded directly: the task is only in the stream)
+    # Given two of the owner's connections and one of another owner subscribed to the sample task
+    # (recorded directly: the task is only in the stream)
     stream = load_handler("progress/stream")
     for connection_id in ("conn-C", "conn-D"):
-        stream.deps.connections.subscribe(connection_id, SAMPLE_TASK)
+        stream.deps.connections.add(connection_id, OWNER, SAMPLE_TASK)
+    stream.deps.connections.add("conn-E", "someone-else", SAMPLE_TASK)
     # When the sample stream batch (two MODIFY records of that task) is handled
     stream.lambda_handler(event_file("progress_stream.json"), context)
-    # Then each connection got exactly one message: the newest snapshot
+    # Then each of the owner's connections got exactly one message, the newest snapshot; the other none
     for connection_id in ("conn-C", "conn-D"):
         [message] = cloud.pushed(connection_id)
         assert message["taskId"] == SAMPLE_TASK
         assert message["counts"] == {"read": 336776, "filtered": 2941, "rejected": 156, "loaded": 77411}
         assert message["phases"]["load"]["done"] == 4
+    assert cloud.pushed("conn-E") == []
 
 
 def test_watchdog_fails_a_stalled_task_only(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
     # Given two tasks, one last updated 10 minutes ago (STALL_SECONDS is 300)
     watchdog = load_handler("progress/watchdog")
-    fresh = submit(small_spec(f"s3://{cloud.bucket}/in.csv"))
-    stalled = submit(small_spec(f"s3://{cloud.bucket}/in.csv"))
+    fresh = submit(small_spec(f"s3://{cloud.bucket}/uploads/{OWNER}/in.csv"))
+    stalled = submit(small_spec(f"s3://{cloud.bucket}/uploads/{OWNER}/in.csv"))
     cloud.age_task(stalled, timedelta(minutes=10))
     cloud.published()
     # When the scheduled event arrives
@@ -93,3 +96,35 @@ def test_watchdog_fails_a_stalled_task_only(cloud: Cloud, load_handler: Any, con
     assert task["status"] == "FAILED"
     assert task["error"]["message"].startswith("stalled in extract: no progress for 6")
     assert [e["detail"]["taskId"] for e in of_type(cloud.published(), "TaskFailed")] == [stalled]
+
+
+def test_another_owners_subscribe_answers_like_a_missing_task(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given the owner's task, and bob connected through the authorizer with his own principal
+    routes = load_handler("progress/routes")
+    task_id = submit(small_spec(f"s3://{cloud.bucket}/uploads/{OWNER}/in.csv"))
+    bobs_connect = ws_event("ws_connect.json", "conn-bob")
+    bobs_connect["requestContext"]["authorizer"] = {"principalId": "bob-sub", "owner": "bob-sub"}
+    routes.lambda_handler(bobs_connect, context)
+    # When bob subscribes to the owner's task and to a task that does not exist
+    for wanted in (task_id, "no-such-task"):
+        subscribe = ws_event("ws_subscribe.json", "conn-bob", body={"action": "subscribe", "taskId": wanted})
+        subscribe["requestContext"]["authorizer"] = {"principalId": "bob-sub", "owner": "bob-sub"}
+        assert routes.lambda_handler(subscribe, context) == {"statusCode": 200}
+    # Then both answers read alike, and bob's connection subscribes to nothing
+    assert cloud.pushed("conn-bob") == [{"error": f"task {task_id} not found"}, {"error": "task no-such-task not found"}]
+    assert "taskId" not in connection(cloud, "conn-bob")
+    assert connection(cloud, "conn-bob")["owner"] == "bob-sub"
+
+
+def test_a_connection_without_an_authorizer_principal_is_refused(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given a $connect event that did not pass through the authorizer
+    routes = load_handler("progress/routes")
+    event = ws_event("ws_connect.json", "conn-anon")
+    del event["requestContext"]["authorizer"]
+    # When it is handled / Then it is refused and nothing is stored
+    assert routes.lambda_handler(event, context) == {"statusCode": 401}
+    assert connection(cloud, "conn-anon") is None

@@ -130,10 +130,15 @@ def request(port: int, method: str, path: str, body: bytes | None = None,
 
 
 @contextlib.contextmanager
-def rest_gateway(routes: list[RestRoute], functions: dict[str, Handler]) -> Iterator[tuple[int, FakeRuntime]]:
+def rest_gateway(
+    routes: list[RestRoute], functions: dict[str, Handler],
+    gateway_responses: dict[str, dict[str, dict[str, str]]] | None = None,
+) -> Iterator[tuple[int, FakeRuntime]]:
     runtime = FakeRuntime(functions)
     port = free_port()
-    gateway = RestGateway(make_model(rest_routes=routes), runtime, HOST, port)
+    model = make_model(rest_routes=routes)
+    model.rest_gateway_responses.update(gateway_responses or {})
+    gateway = RestGateway(model, runtime, HOST, port)
     gateway.start()
     try:
         yield port, runtime
@@ -662,3 +667,100 @@ def test_static_site_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     site = StaticSite(tmp_path / "web", {}, HOST, free_port())
     with pytest.raises(Exception, match=r"web directory .*/web does not exist"):
         site.start()
+
+
+# ==================================================================================================
+# REST gateway: Lambda authorizers and gateway responses
+
+
+def _policy(effect: str, resource: str) -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": resource}]}
+
+
+def test_rest_token_authorizer_allows_denies_caches_and_hands_its_context_to_the_function() -> None:
+    from busline.localcloud.model import RestAuthorizer
+
+    # Given a TOKEN authorizer (cached 300 s, token must look like "allow-*" or "deny-*") in front of a route
+    def authorize(event: dict[str, Any]) -> dict[str, Any]:
+        token = event["authorizationToken"]
+        if token == "raise-unauthorized":
+            raise Exception("Unauthorized")  # noqa: TRY002 - API Gateway's contract
+        if token == "explode":
+            raise RuntimeError("bug in the authorizer")
+        effect = "Allow" if token.startswith("allow") else "Deny"
+        # every item, not just this one: the answer is cached and reused for the other items
+        every_item = event["methodArn"].rsplit("/", 1)[0] + "/*"
+        return {"principalId": f"user-{token}", "policyDocument": _policy(effect, every_item),
+                "context": {"tenant": "acme", "tier": 2}}
+
+    authorizer = RestAuthorizer(name="Tokens", kind="token", function="Auth",
+                                identity_sources=["method.request.header.Authorization"],
+                                identity_validation=r"(allow|deny|raise|explode)-?.*", ttl_s=300)
+    routes = [RestRoute(function="Echo", method="GET", path="/items/{id}", stage="dev", authorizer=authorizer)]
+    functions: dict[str, Handler] = {
+        "Echo": lambda event: {"statusCode": 200, "body": json.dumps(event["requestContext"]["authorizer"])},
+        "Auth": authorize,
+    }
+    with rest_gateway(routes, functions) as (port, runtime):
+        # When it is called without a token, with a malformed one, allowed (twice), denied, refused and broken
+        answers = [
+            request(port, "GET", "/dev/items/1"),
+            request(port, "GET", "/dev/items/1", headers={"Authorization": "nonsense"}),
+            request(port, "GET", "/dev/items/1", headers={"Authorization": "allow-ada"}),
+            request(port, "GET", "/dev/items/2", headers={"Authorization": "allow-ada"}),
+            request(port, "GET", "/dev/items/1", headers={"Authorization": "deny-bob"}),
+            request(port, "GET", "/dev/items/1", headers={"Authorization": "raise-unauthorized"}),
+            request(port, "GET", "/dev/items/1", headers={"Authorization": "explode"}),
+        ]
+        auth_events = runtime.events_of("Auth")
+
+    # Then API Gateway's answers come back, and only allowed requests reach the function
+    statuses = [(status, json.loads(body)) for status, _, body in answers]
+    assert statuses[0] == (401, {"message": "Unauthorized"})
+    assert statuses[1] == (401, {"message": "Unauthorized"})
+    assert statuses[4] == (403, {"Message": "User is not authorized to access this resource with an explicit deny"})
+    assert statuses[5] == (401, {"message": "Unauthorized"})
+    assert statuses[6] == (500, {"message": None})
+    for status, context in statuses[2:4]:
+        assert status == 200
+        assert {key: context[key] for key in ("principalId", "tenant", "tier")} == {
+            "principalId": "user-allow-ada", "tenant": "acme", "tier": 2}
+    # And the authorizer ran once per distinct token (the second allow-ada came from the cache; the
+    # missing and malformed tokens never invoked it), with the TOKEN event shape
+    assert [event["authorizationToken"] for event in auth_events] == [
+        "allow-ada", "deny-bob", "raise-unauthorized", "explode"]
+    assert auth_events[0] == {
+        "type": "TOKEN", "authorizationToken": "allow-ada",
+        "methodArn": f"arn:aws:execute-api:us-east-1:123456789012:{auth_events[0]['methodArn'].split(':')[5].split('/')[0]}/dev/GET/items/1",
+    }
+    assert [name for name, _, _ in runtime.calls].count("Echo") == 2
+
+
+def test_rest_request_authorizer_reads_the_query_string_and_gateway_responses_add_headers() -> None:
+    from busline.localcloud.model import RestAuthorizer
+
+    # Given a REQUEST authorizer reading ?key= (no caching) and DEFAULT_4XX headers for the API
+    def authorize(event: dict[str, Any]) -> dict[str, Any]:
+        allowed = event["queryStringParameters"]["key"] == "open-sesame"
+        return {"principalId": "k", "policyDocument": _policy("Allow" if allowed else "Deny", "arn:aws:execute-api:*")}
+
+    authorizer = RestAuthorizer(name="Keys", kind="request", function="Auth",
+                                identity_sources=["method.request.querystring.key"], ttl_s=0)
+    routes = [RestRoute(function="Echo", method="GET", path="/things", stage="dev", authorizer=authorizer,
+                        api_logical_id="Api")]
+    functions: dict[str, Handler] = {"Echo": lambda event: {"statusCode": 200, "body": "{}"}, "Auth": authorize}
+    responses = {"Api": {"DEFAULT_4XX": {"Access-Control-Allow-Origin": "*"}}}
+    with rest_gateway(routes, functions, responses) as (port, runtime):
+        # When it is called without the key, with a wrong one, and with the right one (twice)
+        missing = request(port, "GET", "/dev/things")
+        wrong = request(port, "GET", "/dev/things?key=guess")
+        right = [request(port, "GET", "/dev/things?key=open-sesame") for _ in range(2)]
+    # Then refusals carry the gateway response header, and without caching each request asked the authorizer
+    assert (missing[0], missing[1]["Access-Control-Allow-Origin"]) == (401, "*")
+    assert (wrong[0], wrong[1]["Access-Control-Allow-Origin"]) == (403, "*")
+    assert [status for status, _, _ in right] == [200, 200]
+    auth_events = runtime.events_of("Auth")
+    assert len(auth_events) == 3
+    assert auth_events[0]["type"] == "REQUEST"
+    assert auth_events[0]["httpMethod"] == "GET"
+    assert auth_events[0]["methodArn"].endswith("/dev/GET/things")

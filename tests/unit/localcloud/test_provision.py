@@ -171,12 +171,12 @@ def test_demo_upload_puts_the_five_files_in_the_data_bucket(endpoints: Endpoints
     model = provision_fixture(endpoints, "resources.yaml")
     # When the demo data is uploaded
     keys = upload_demo_data(model, client(endpoints, "s3"))
-    # Then all five nycflights13 files are under nycflights13/ in DataBucketName
-    listed = client(endpoints, "s3").list_objects_v2(Bucket="t-databucket", Prefix="nycflights13/")["Contents"]
+    # Then all five nycflights13 files are under shared/nycflights13/ in DataBucketName, and nothing else is
+    listed = client(endpoints, "s3").list_objects_v2(Bucket="t-databucket")["Contents"]
     assert sorted(item["Key"] for item in listed) == sorted(keys)
-    assert sorted(keys) == [f"nycflights13/{name}" for name in sorted(DEMO_FILES)]
+    assert sorted(keys) == [f"shared/nycflights13/{name}" for name in sorted(DEMO_FILES)]
     sizes = {item["Key"]: item["Size"] for item in listed}
-    assert sizes["nycflights13/airlines.csv"] == (demo_data_dir() / "airlines.csv").stat().st_size
+    assert sizes["shared/nycflights13/airlines.csv"] == (demo_data_dir() / "airlines.csv").stat().st_size
 
 
 def test_secret_parameter_alarm_and_log_group(endpoints: Endpoints) -> None:
