@@ -2,7 +2,7 @@
 
 In-process moto cannot take a real HTTP PUT (urllib goes to the network); `requests` is intercepted by
 mock_aws, so it stands in for the uploader here. The urllib PUT against a moto server is in
-tests/unit/core/test_storage.py, and against the local cloud in tests/integration/app/test_uploads.py.
+tests/unit/core/test_storage.py, and against the local cloud in tests/integration/app/test_uploads.py (the real PUT).
 """
 
 from __future__ import annotations
