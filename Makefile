@@ -3,12 +3,20 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# checkov pins its own dependencies (boto3 among them): it lives in a venv of its own
+CHECKOV_VENV := .venv-checkov
+CHECKOV      := $(CHECKOV_VENV)/bin/checkov
+CHECKOV_PIN  := checkov==3.3.30
 # root on CI and on the dev machines; sudo elsewhere
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-unit bench lint setup chromium clean
 
 setup: $(STAMP)
+
+$(CHECKOV):
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q '$(CHECKOV_PIN)'
 
 $(STAMP): pyproject.toml src/layer/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,12 +41,15 @@ test-unit: setup
 bench: setup
 	$(BIN)/python -m busline.bench --json bench-results.json
 
-lint: setup
+# checkov: every finding fixed, or skipped with its reason in the resource's Metadata; --skip-download
+# keeps it off the network (no guideline lookups).
+lint: setup $(CHECKOV)
 	$(BIN)/ruff check busline src tests
 	$(BIN)/mypy  # the files pyproject.toml lists: busline, the layer and every function
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/sam validate --lint --template template.yaml --region us-east-1
+	$(CHECKOV) --file template.yaml --framework cloudformation --compact --quiet --skip-download
 	$(BIN)/sam build --template template.yaml --build-dir .aws-sam/build
 
 clean:
-	rm -rf $(VENV) .busline .aws-sam
+	rm -rf $(VENV) $(CHECKOV_VENV) .busline .aws-sam

@@ -52,3 +52,27 @@ def cloud_data_dir() -> Iterator[Path]:
     folder = new_data_dir("test")
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def loopback_files(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """(base URL, folder): a temporary folder served over plain http on 127.0.0.1, the way tests serve
+    sources (readable only where AllowLoopbackHttpSources is on, as on the local cloud)."""
+    import http.server
+    import threading
+    from functools import partial
+    from typing import Any
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -38,10 +38,28 @@ from busline.localcloud.runtime import FunctionRuntime
 from busline.localcloud.template import load_and_translate
 
 DATABASE_URL_PARAMETER = "DatabaseUrl"
+LOOPBACK_SOURCES_PARAMETER = "AllowLoopbackHttpSources"
+WEB_ORIGIN_PARAMETER = "WebOrigin"
 ENDPOINTS_FILE = "endpoints.json"
 DEMO_USERNAME = "demo"
 _PORT_ROLES = ("REST API", "WebSocket API", "web page", "moto (AWS APIs)", "@connections management API",
                "Cognito OAuth2 token endpoint")
+
+
+def local_parameters(
+    declared: Mapping[str, Any], given: Mapping[str, str], database_url: str, web_origin: str = ""
+) -> dict[str, str]:
+    """The template parameters of a local stack: each `--param` as given, else, where the template declares
+    them, the local Postgres (the load role's URL), sources on loopback, which is where tests and
+    demos serve http sources from, and the local page as the one browser origin."""
+    parameters = dict(given)
+    local = [(DATABASE_URL_PARAMETER, database_url), (LOOPBACK_SOURCES_PARAMETER, "true")]
+    if web_origin:
+        local.append((WEB_ORIGIN_PARAMETER, web_origin))
+    for name, value in local:
+        if name in declared:
+            parameters.setdefault(name, value)
+    return parameters
 
 
 class _Startable(Protocol):
@@ -196,9 +214,7 @@ class LocalCloud:
         # endpoints.json gets the administrator's URL (tests, operators); the functions get the load role's.
         endpoints = Endpoints.for_base_port(options.host, options.port, postgres=postgres.url)
 
-        parameters = dict(options.parameters)
-        if DATABASE_URL_PARAMETER in (cfn.get("Parameters") or {}):
-            parameters.setdefault(DATABASE_URL_PARAMETER, postgres.load_url)  # an explicit --param still wins
+        parameters = local_parameters(cfn.get("Parameters") or {}, options.parameters, postgres.load_url, endpoints.web)
         self.model = model = provision(cfn, endpoints, parameters, options.region, DEFAULT_ACCOUNT_ID)
 
         runtime = FunctionRuntime(model, self.data_dir, chaos=self.chaos, verbose=options.verbose)

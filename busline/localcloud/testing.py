@@ -34,12 +34,26 @@ def port_is_free(host: str, port: int) -> bool:
         return True
 
 
+def _ephemeral_ports() -> range:
+    """The ports the kernel hands out to outgoing connections: a block chosen inside it can be free when
+    checked and taken by some client socket a moment later, before the cloud binds it."""
+    try:
+        low, high = (int(part) for part in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
 def free_base_port(host: str = "127.0.0.1") -> int:
+    ephemeral = _ephemeral_ports()
     for _ in range(200):
-        base = random.randrange(20000, 60000)
-        if all(port_is_free(host, base + offset) for offset in range(PORTS_PER_CLOUD)):
+        base = random.randrange(20000, 65000)
+        block = range(base, base + PORTS_PER_CLOUD)
+        if block.start in ephemeral or block[-1] in ephemeral:
+            continue
+        if all(port_is_free(host, port) for port in block):
             return base
-    raise RuntimeError("no block of free ports found on loopback")
+    raise RuntimeError("no block of free ports found on loopback outside the ephemeral range")
 
 
 @dataclass

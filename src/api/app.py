@@ -1,7 +1,9 @@
 """REST API: submit a task, read its snapshot, list tasks, page through its rejected rows.
 
-Thin on purpose: validation is Powertools' (422 naming each field), the work is busline_core.task_api,
-and this module is the one place where errors become HTTP statuses.
+Thin on purpose: validation is Powertools' (422 naming each field), bodies are read as strict JSON text by
+busline_core.request_body, the work is busline_core.task_api, and this module is the one place where errors
+become HTTP statuses. Every status an operation can answer is declared in the OpenAPI document (/swagger)
+with its body, including the ones API Gateway answers before the function runs.
 """
 
 from __future__ import annotations
@@ -11,11 +13,20 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.exceptions import ServiceError
+from aws_lambda_powertools.event_handler.middlewares.openapi_validation import (
+    OpenAPIRequestValidationMiddleware,
+)
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.event_handler.types import EventHandlerInstance
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from busline_core import task_api
+from busline_core import request_body, task_api
 from busline_core.contracts import (
     RejectPage,
     SubmitTaskRequest,
@@ -26,9 +37,18 @@ from busline_core.contracts import (
     UploadTicket,
 )
 from busline_core.deps import build_api_deps
-from busline_core.errors import BuslineError, InvalidTask, NotSignedIn, SourceUnreadable, TaskNotFound
+from busline_core.errors import (
+    BuslineError,
+    InvalidTask,
+    NotJsonText,
+    NotSignedIn,
+    RequestTooLarge,
+    SourceUnreadable,
+    TaskNotFound,
+)
 from busline_core.identity import owner_from_claims
-from busline_core.paging import DEFAULT_REJECTS_PAGE, DEFAULT_TASKS_PAGE, MAX_PAGE_SIZE
+from busline_core.limits import MAX_PAGE_SIZE, MAX_TASK_ID_LENGTH
+from busline_core.paging import DEFAULT_REJECTS_PAGE, DEFAULT_TASKS_PAGE
 from busline_core.settings import ApiSettings
 from pydantic import BaseModel
 
@@ -37,14 +57,110 @@ HTTP_STATUS: dict[type[BuslineError], int] = {
     InvalidTask: 400,
     NotSignedIn: 401,
     TaskNotFound: 404,
+    RequestTooLarge: 413,
     SourceUnreadable: 422,
 }
 
 logger = Logger()
 tracer = Tracer()
-app = APIGatewayRestResolver(enable_validation=True, cors=CORSConfig(allow_origin="*"))
+
+
+class StrictJsonBodies(OpenAPIRequestValidationMiddleware):
+    """Powertools' request validation with every body read by request_body.py instead of json.loads.
+
+    Only JSON is taken: Powertools would parse a form or multipart body into something no model means
+    (and a multipart type without a boundary into an uncaught ValueError). A body that is not JSON text
+    is a 422 naming the body, like any other malformed body; one over the byte limit a 413.
+    """
+
+    def _get_body(self, app: EventHandlerInstance) -> Any:
+        event = app.current_event
+        media_type = event.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in ("", content_types.APPLICATION_JSON):
+            problem = f"{media_type} is not {content_types.APPLICATION_JSON}"
+            raise RequestUnsupportedContentType(
+                problem,
+                errors=[{"type": "unsupported_content_type", "loc": ("header", "Content-Type"), "msg": problem}],
+            )
+        try:
+            return request_body.parse(event.body, base64_encoded=bool(event.is_base64_encoded))
+        except NotJsonText as error:
+            location = ("body",) if error.position is None else ("body", error.position)
+            raise RequestValidationError(
+                [{"type": "json_invalid", "loc": location, "msg": f"not JSON text: {error.reason}"}]
+            ) from None
+
+
+settings = ApiSettings()
+app = APIGatewayRestResolver(enable_validation=True, cors=CORSConfig(allow_origin=settings.web_origin))
+# Powertools has no public hook for reading the body; the middleware it builds is replaced before any route runs.
+app._request_validation_middleware = StrictJsonBodies()
 app.enable_swagger(path="/swagger", title="Busline API")
-deps = build_api_deps(ApiSettings())
+deps = build_api_deps(settings)
+
+
+# --- the bodies of the answers that are not a resource (declared in the OpenAPI document) ----------
+
+
+class Message(BaseModel):
+    message: str
+
+
+class FieldError(BaseModel):
+    field: str  # dotted path into the request, e.g. source.uri, joins.0.uri, nextToken, body
+    message: str
+
+
+class Refusal(BaseModel):
+    message: str
+    errors: list[FieldError] = []  # absent when API Gateway answers (413 over its 10 MB)
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]  # where: ["body", "columns", 0, "type"], ["query", "limit"], ["body", 17] (offset)
+    type: str
+    msg: str | None = None
+
+
+class ValidationFailure(BaseModel):
+    statusCode: int
+    detail: list[ValidationIssue]
+
+
+class InternalError(BaseModel):
+    message: str
+    requestId: str  # quote it: the log line of the failure carries it
+
+
+_FAILURES: dict[int, tuple[str, type[BaseModel]]] = {
+    400: ("Well-formed but not acceptable (a pipeline, a parameter, a source, a target, a page token): "
+          "each field at fault in errors", Refusal),
+    401: ("No valid access token (API Gateway answers before the function runs)", Message),
+    403: ("Refused by API Gateway before the function runs", Message),
+    404: ("No such task, or not the caller's (the two answer alike)", Message),
+    413: ("The body or the spec is over its byte limit (README, Limits), or over API Gateway's 10 MB", Refusal),
+    415: ("The body is not sent as application/json", ValidationFailure),
+    422: ("The request does not match its schema or a limit, or the body is not JSON text: each location "
+          "in detail", ValidationFailure),
+    429: ("Throttled by API Gateway", Message),
+    500: ("An unexpected error, told without internals; requestId finds its log line", InternalError),
+}
+# Answered for every operation: by API Gateway before the function runs, or by the catch-all.
+_ALWAYS = (401, 403, 429, 500)
+
+
+def responses(status: int, model: type[BaseModel], description: str, *failures: int) -> dict[int, OpenAPIResponse]:
+    """The OpenAPI responses of an operation: its success and every failure it can answer."""
+    declared: dict[int, OpenAPIResponse] = {
+        status: {"description": description, "content": {content_types.APPLICATION_JSON: {"model": model}}}
+    }
+    for failure in sorted({*failures, *_ALWAYS}):
+        text, body = _FAILURES[failure]
+        declared[failure] = {"description": text, "content": {content_types.APPLICATION_JSON: {"model": body}}}
+    return declared
+
+
+TaskId = Annotated[str, Path(max_length=MAX_TASK_ID_LENGTH)]
 
 
 def current_owner() -> str:
@@ -70,7 +186,10 @@ class TaskAccepted(BaseModel):
     links: TaskLinks
 
 
-@app.post("/tasks")
+@app.post(
+    "/tasks",
+    responses=responses(202, TaskAccepted, "Accepted: recorded and announced; follow it at links", 400, 413, 415, 422),
+)
 def submit_task(request: Annotated[SubmitTaskRequest, Body()]) -> Response[TaskAccepted]:
     snapshot = task_api.submit_task(request, current_owner(), deps)
     subscribe = json.dumps({"action": "subscribe", "taskId": snapshot.taskId})
@@ -79,12 +198,12 @@ def submit_task(request: Annotated[SubmitTaskRequest, Body()]) -> Response[TaskA
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=accepted)
 
 
-@app.get("/tasks/<taskId>")
-def get_task(taskId: str) -> TaskSnapshot:
+@app.get("/tasks/<taskId>", responses=responses(200, TaskSnapshot, "The task's snapshot", 404, 422))
+def get_task(taskId: TaskId) -> TaskSnapshot:
     return task_api.get_task(taskId, current_owner(), deps)
 
 
-@app.get("/tasks")
+@app.get("/tasks", responses=responses(200, TaskPage, "The caller's tasks, newest first", 400, 422))
 def list_tasks(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_TASKS_PAGE,
     next_token: Annotated[str | None, Query(alias="nextToken")] = None,
@@ -92,41 +211,76 @@ def list_tasks(
     return task_api.list_tasks(current_owner(), limit, next_token, deps)
 
 
-@app.get("/tasks/<taskId>/rejects")
+@app.get("/tasks/<taskId>/rejects", responses=responses(200, RejectPage, "The task's rejected rows", 400, 404, 422))
 def list_rejects(
-    taskId: str,
+    taskId: TaskId,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_REJECTS_PAGE,
     next_token: Annotated[str | None, Query(alias="nextToken")] = None,
 ) -> RejectPage:
     return task_api.list_rejects(taskId, current_owner(), limit, next_token, deps)
 
 
-@app.post("/uploads")
+@app.post("/uploads", responses=responses(201, UploadTicket, "PUT the file to uploadUrl, then name uri", 413, 415, 422))
 def create_upload(request: Annotated[UploadRequest, Body()]) -> Response[UploadTicket]:
     ticket = task_api.create_upload(request, current_owner(), deps)
     return Response(status_code=201, content_type=content_types.APPLICATION_JSON, body=ticket)
 
 
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
 @app.exception_handler(BuslineError)
 def busline_error(error: BuslineError) -> Response:
     status = http_status(error)
+    if status >= 500:
+        return internal_error(error)
     body: dict[str, Any] = {"message": error.message}
     if isinstance(error, InvalidTask):
         body["errors"] = error.errors
-    if status >= 500:
-        logger.exception("request failed")
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+    return _json(status, body)
+
+
+def _validation_failure(status: int, errors: Any) -> Response:
+    # Powertools' default keeps only loc and type; the reason ("key column 'x' is not among the
+    # columns", "nested deeper than the limit of 16 levels") is what the user needs to fix the request.
+    detail = [{"loc": list(e.get("loc", ())), "type": e.get("type"), "msg": e.get("msg")} for e in errors]
+    return _json(status, {"statusCode": status, "detail": detail})
 
 
 @app.exception_handler(RequestValidationError)
 def invalid_request(error: RequestValidationError) -> Response:
+    if any(tuple(e.get("loc", ()))[:1] == ("response",) for e in error.errors()):
+        # Powertools reports an answer that does not match its own model as a request error: it is ours.
+        return internal_error(error)
     refused = task_api.refused_target(error.errors())
     if refused is not None:
         return busline_error(refused)
-    # Powertools' default 422 keeps only loc and type; the reason ("key column 'x' is not among the
-    # columns") is what the user needs to fix the request.
-    detail = [{"loc": list(e.get("loc", ())), "type": e.get("type"), "msg": e.get("msg")} for e in error.errors()]
-    return Response(status_code=422, content_type=content_types.APPLICATION_JSON, body={"statusCode": 422, "detail": detail})
+    return _validation_failure(422, error.errors())
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def unsupported_media_type(error: RequestUnsupportedContentType) -> Response:
+    return _validation_failure(415, error.errors())
+
+
+@app.exception_handler(ServiceError)
+def service_error(error: ServiceError) -> Response:
+    # Powertools' own answers (404 for a path no route serves); the catch-all below would take them otherwise.
+    return _json(int(error.status_code), {"message": error.msg})
+
+
+def _request_id() -> str:
+    context = app.current_event.get("requestContext") or {}
+    return str(context.get("requestId") or getattr(app.lambda_context, "aws_request_id", "") or "unknown")
+
+
+@app.exception_handler(Exception)
+def internal_error(error: Exception) -> Response:
+    """Anything unexpected: a 500 that says nothing of the internals, with the id to find its log line."""
+    request_id = _request_id()
+    logger.error("request failed", exc_info=error, extra={"requestId": request_id})
+    return _json(500, {"message": "internal error", "requestId": request_id})
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

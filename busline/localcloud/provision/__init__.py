@@ -61,6 +61,7 @@ HANDLERS: dict[str, Handler] = {
     "AWS::Events::EventBus": events.event_bus,
     "AWS::Events::Rule": events.rule,
     "AWS::S3::Bucket": s3.bucket,
+    "AWS::S3::BucketPolicy": s3.bucket_policy,
     "AWS::SNS::Topic": sns.topic,
     "AWS::SNS::Subscription": sns.subscription,
     "AWS::SNS::TopicPolicy": sns.topic_policy,

@@ -1,7 +1,8 @@
-"""AWS::S3::Bucket, created in moto with versioning, CORS and tags."""
+"""AWS::S3::Bucket, created in moto with versioning, CORS and tags; AWS::S3::BucketPolicy, checked and recorded."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from busline.localcloud.model import ProvisionedResource, ProvisionError
@@ -42,3 +43,15 @@ def bucket(ctx: ProvisionContext, logical_id: str, resource: dict[str, Any], pro
 def _cors_rule(rule: dict[str, Any]) -> dict[str, Any]:
     renamed = {"Id": "ID", "MaxAge": "MaxAgeSeconds", "ExposedHeaders": "ExposeHeaders"}
     return {renamed.get(key, key): (int(value) if key == "MaxAge" else value) for key, value in rule.items()}
+
+
+def bucket_policy(ctx: ProvisionContext, logical_id: str, resource: dict[str, Any], props: dict[str, Any]) -> ProvisionedResource:
+    """Recorded, not put into moto: moto enforces bucket policies, and the local AWS endpoint is plain http
+    on loopback standing in for AWS's https one, so the usual TLS-only statement (aws:SecureTransport)
+    would refuse every request. The document must still be a policy, as CloudFormation would insist."""
+    bucket_name = str(props["Bucket"])
+    document = props.get("PolicyDocument")
+    if not isinstance(document, dict) or not document.get("Statement"):
+        raise ProvisionError(f"{logical_id}: PolicyDocument must be a policy with at least one Statement")
+    json.dumps(document)  # a value no JSON can carry would be refused by CloudFormation too
+    return provisioned(logical_id, resource, bucket_name)

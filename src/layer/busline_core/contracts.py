@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SqsRecordModel
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Json, RootModel, Tag
 
+from .limits import MAX_CONTENT_TYPE_LENGTH, MAX_FILE_NAME_LENGTH, MAX_PIPELINE_NAME_LENGTH
 from .spec import TaskSpec
 
 EVENT_SOURCE = "busline"
@@ -197,7 +198,7 @@ class LoadOutcome(_Wire):
 class PipelineRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    pipeline: str = Field(min_length=1, max_length=64)
+    pipeline: str = Field(min_length=1, max_length=MAX_PIPELINE_NAME_LENGTH)
     params: dict[str, Any] = {}
 
 
@@ -224,7 +225,6 @@ class SubmitTaskRequest(
 
 # The name becomes the last part of an S3 key and of the s3:// URI a spec names, so it is kept to
 # characters that mean the same in both (no '%', '?', '#', spaces) and never starts with a dot.
-MAX_UPLOAD_FILE_NAME = 200
 _UPLOAD_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # type/subtype with optional ;key=value parameters: nothing that could break out of a header line
 _CONTENT_TYPE = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(; ?[A-Za-z0-9!#$&^_.+-]+=[A-Za-z0-9!#$&^_.+-]+)*$"
@@ -243,9 +243,9 @@ def _check_file_name(value: str) -> str:
 class UploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    fileName: Annotated[str, Field(min_length=1, max_length=MAX_UPLOAD_FILE_NAME), AfterValidator(_check_file_name)]
+    fileName: Annotated[str, Field(min_length=1, max_length=MAX_FILE_NAME_LENGTH), AfterValidator(_check_file_name)]
     # Signed into the URL when given, so the PUT must then carry exactly this Content-Type.
-    contentType: str | None = Field(default=None, max_length=127, pattern=_CONTENT_TYPE)
+    contentType: str | None = Field(default=None, max_length=MAX_CONTENT_TYPE_LENGTH, pattern=_CONTENT_TYPE)
 
 
 class UploadTicket(_Wire):

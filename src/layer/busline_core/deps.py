@@ -90,10 +90,11 @@ class ApiDeps:
     chunk_rows: int = 20000  # chunkRows of a request that does not say
     clock: Clock = utc_now
     readable_buckets: tuple[str, ...] = ()  # the operator's extra source buckets (ReadableBuckets)
+    allow_loopback_http: bool = False  # AllowLoopbackHttpSources (the local cloud)
 
     @property
     def source_access(self) -> SourceAccess:
-        return SourceAccess.of(self.data_bucket, self.readable_buckets)
+        return SourceAccess.of(self.data_bucket, self.readable_buckets, allow_loopback_http=self.allow_loopback_http)
 
 
 @dataclass
@@ -114,12 +115,19 @@ class StepDeps:
 
 
 @dataclass
-class ExtractDeps(StepDeps):
+class SourceStepDeps(StepDeps):
+    """The steps that read sources: extract (the source) and transform (the joins)."""
+
+    allow_loopback_http: bool = False  # AllowLoopbackHttpSources (the local cloud)
+
+
+@dataclass
+class ExtractDeps(SourceStepDeps):
     pass
 
 
 @dataclass
-class TransformDeps(StepDeps):
+class TransformDeps(SourceStepDeps):
     pass
 
 
@@ -172,6 +180,7 @@ def build_api_deps(settings: ApiSettings) -> ApiDeps:
         data_bucket=settings.data_bucket,
         chunk_rows=settings.chunk_rows,
         readable_buckets=parse_bucket_list(settings.readable_buckets),
+        allow_loopback_http=settings.allow_loopback_http_sources,
     )
 
 
@@ -186,11 +195,11 @@ def _step_parts(settings: ExtractSettings | TransformSettings | LoadSettings) ->
 
 
 def build_extract_deps(settings: ExtractSettings) -> ExtractDeps:
-    return ExtractDeps(**_step_parts(settings))
+    return ExtractDeps(**_step_parts(settings), allow_loopback_http=settings.allow_loopback_http_sources)
 
 
 def build_transform_deps(settings: TransformSettings) -> TransformDeps:
-    return TransformDeps(**_step_parts(settings))
+    return TransformDeps(**_step_parts(settings), allow_loopback_http=settings.allow_loopback_http_sources)
 
 
 def _open_warehouse(settings: LoadSettings) -> Warehouse:

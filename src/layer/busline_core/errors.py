@@ -35,6 +35,25 @@ class InvalidPage(InvalidTask):
         super().__init__(f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
+class RequestTooLarge(InvalidTask):
+    """A request body or a spec over a size limit (limits.py); `field` names what is too large."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
+class NotJsonText(BuslineError):
+    """A request body that is not JSON text (RFC 8259, with I-JSON's stricter rules) within the body
+    limits; `position` is the offset in the body where it went wrong, when known."""
+
+    retryable = False
+
+    def __init__(self, reason: str, position: int | None = None) -> None:
+        super().__init__(f"body: not JSON text: {reason}")
+        self.reason = reason
+        self.position = position
+
+
 class NotSignedIn(BuslineError):
     """The request carries no verified identity (the API's authorizer is missing or was bypassed)."""
 

@@ -123,7 +123,7 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
     oldest_pending = 0.0
     chunks = read = 0
     source = spec.source
-    with open_source(source.uri, deps.chunks.s3_client) as stream:
+    with open_source(source.uri, deps.chunks.s3_client, allow_loopback_http=deps.allow_loopback_http) as stream:
         records = iter_records(
             stream, source.format, name_hint=source.uri, delimiter=source.delimiter, null_values=source.nullValues
         )
@@ -148,12 +148,12 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
 # --- transform ------------------------------------------------------------------------------------
 
 
-def _reference(join: JoinSpec, deps: StepDeps) -> ReferenceTable:
+def _reference(join: JoinSpec, deps: TransformDeps) -> ReferenceTable:
     key_columns = list(join.on.values())
     cache_key = (join.uri, join.format, join.delimiter, tuple(join.nullValues), tuple(key_columns))
     table = deps.cache.references.get(cache_key)
     if table is None:
-        with open_source(join.uri, deps.chunks.s3_client) as stream:
+        with open_source(join.uri, deps.chunks.s3_client, allow_loopback_http=deps.allow_loopback_http) as stream:
             records = iter_records(
                 stream, join.format, name_hint=join.uri, delimiter=join.delimiter, null_values=join.nullValues
             )

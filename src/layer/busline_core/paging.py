@@ -1,4 +1,4 @@
-"""Pages of a listing: the page-size limits and the one page-token codec.
+"""Pages of a listing: the default page sizes and the one page-token codec (the limits are limits.py's).
 
 A token is the position where the next page starts, signed (HMAC-SHA256) together with the listing
 it belongs to. The position is ours (a DynamoDB key, an S3 key and a line number), so a token a client
@@ -18,11 +18,10 @@ from functools import cached_property
 from typing import Any, Final
 
 from .errors import InvalidPage
+from .limits import MAX_PAGE_SIZE, MAX_TOKEN_LENGTH
 
-MAX_PAGE_SIZE: Final = 1000
 DEFAULT_TASKS_PAGE: Final = 20
 DEFAULT_REJECTS_PAGE: Final = 100
-MAX_TOKEN_LENGTH: Final = 2048  # far above any token we issue; a longer one is refused unread
 
 
 def check_limit(limit: int, field: str = "limit") -> None:

@@ -8,7 +8,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import InvalidTask
-from .spec import DEFAULT_CHUNK_ROWS, MAX_CHUNK_ROWS, MIN_CHUNK_ROWS, TaskSpec, table_name_problem
+from .limits import MAX_CHUNK_ROWS, MIN_CHUNK_ROWS
+from .spec import DEFAULT_CHUNK_ROWS, TaskSpec, table_name_problem
 
 
 class InvalidPipeline(InvalidTask, ValueError):

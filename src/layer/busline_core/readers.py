@@ -16,8 +16,6 @@ import json
 import posixpath
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,8 +24,8 @@ from typing import IO, Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from .errors import SourceUnreadable
+from .safe_http import open_url
 
-HTTP_TIMEOUT_S = 30
 _READ_SIZE = 1 << 16
 _COPY_BUFFER = 1 << 20
 # Besides the data file, archives made on macOS carry resource forks; they are never the data.
@@ -37,12 +35,15 @@ Record = dict[str, str | None]
 
 
 @contextmanager
-def open_source(uri: str, s3_client: Any) -> Iterator[BinaryIO]:
-    """Open `uri` (s3:// or http(s)://) as a binary stream, decompressing `.gz` / `.zip` by suffix."""
+def open_source(uri: str, s3_client: Any, *, allow_loopback_http: bool = False) -> Iterator[BinaryIO]:
+    """Open `uri` (s3:// or http(s)://) as a binary stream, decompressing `.gz` / `.zip` by suffix.
+
+    http(s) goes through safe_http.py; `allow_loopback_http` is the stack's AllowLoopbackHttpSources.
+    """
     parts = urlsplit(uri)
     path = unquote(parts.path)
     with ExitStack() as stack:
-        raw = stack.enter_context(_open_raw(uri, s3_client))
+        raw = stack.enter_context(_open_raw(uri, s3_client, allow_loopback_http))
         lowered = path.lower()
         if lowered.endswith(".gz"):
             stream: BinaryIO = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))  # type: ignore[assignment]
@@ -66,7 +67,7 @@ def s3_location(uri: str) -> tuple[str, str] | None:
 
 
 @contextmanager
-def _open_raw(uri: str, s3_client: Any) -> Iterator[BinaryIO]:
+def _open_raw(uri: str, s3_client: Any, allow_loopback_http: bool) -> Iterator[BinaryIO]:
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     location = s3_location(uri)
@@ -83,13 +84,7 @@ def _open_raw(uri: str, s3_client: Any) -> Iterator[BinaryIO]:
         finally:
             body.close()
     elif scheme in ("http", "https"):
-        try:
-            response = urllib.request.urlopen(uri, timeout=HTTP_TIMEOUT_S)
-        except urllib.error.HTTPError as exc:
-            raise SourceUnreadable(uri, f"HTTP {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            raise SourceUnreadable(uri, f"cannot connect: {getattr(exc, 'reason', exc)}") from exc
-        with response:
+        with open_url(uri, allow_loopback_http=allow_loopback_http) as response:
             yield response
     else:
         raise SourceUnreadable(uri, f"unsupported scheme '{parts.scheme}'")

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .spec import DEFAULT_CHUNK_ROWS, MAX_CHUNK_ROWS, MIN_CHUNK_ROWS
+from .limits import MAX_CHUNK_ROWS, MIN_CHUNK_ROWS
+from .spec import DEFAULT_CHUNK_ROWS
 
 
 class _FunctionSettings(BaseSettings):
@@ -24,6 +25,14 @@ class _PublishingSettings(_FunctionSettings):
     notification_topic_arn: str = ""
 
 
+class _SourceReaderSettings(_FunctionSettings):
+    """The functions that judge or read sources: the API at submit, extract, transform (joins)."""
+
+    # Template parameter AllowLoopbackHttpSources: only the local cloud serves sources on loopback, so
+    # only there may a source be plain http:// (and then only to loopback; safe_http.py).
+    allow_loopback_http_sources: bool = False
+
+
 class _StepSettings(_PublishingSettings):
     data_bucket: str = Field(min_length=1)
     idempotency_table: str = ""
@@ -32,21 +41,23 @@ class _StepSettings(_PublishingSettings):
     faults_parameter: str = ""
 
 
-class ApiSettings(_PublishingSettings):
+class ApiSettings(_PublishingSettings, _SourceReaderSettings):
     data_bucket: str = Field(min_length=1)
     chunk_rows: int = Field(default=DEFAULT_CHUNK_ROWS, ge=MIN_CHUNK_ROWS, le=MAX_CHUNK_ROWS)  # when a request does not say
     # the secret whose value signs page tokens (paging.py); the key itself is never in the environment
     page_token_secret_arn: str = Field(min_length=1)
+    # the one browser origin (the page's scheme://host:port, template parameter WebOrigin) that may call
+    web_origin: str = Field(min_length=1)
     # comma-separated buckets (template parameter ReadableBuckets) whose every object a task may read,
     # besides the owner's uploads and shared/ in the data bucket (source_access.py); empty: none
     readable_buckets: str = ""
 
 
-class ExtractSettings(_StepSettings):
+class ExtractSettings(_StepSettings, _SourceReaderSettings):
     pass
 
 
-class TransformSettings(_StepSettings):
+class TransformSettings(_StepSettings, _SourceReaderSettings):
     pass
 
 

@@ -1,4 +1,5 @@
-"""Which S3 objects a task may read: the tenancy rule for sources and joins, in one place.
+"""Which sources a task may read: the S3 tenancy rule for sources and joins, in one place, and the
+submit-time half of safe_http.py's address rule for http(s) ones.
 
 An `s3://` source or join of a task may name only
   - the owner's own uploads:   s3://<data bucket>/uploads/<owner>/…  (what `POST /uploads` hands out),
@@ -8,7 +9,10 @@ Anything else, another owner's uploads, the pipeline's own `tasks/` chunks, any 
 InvalidTask (400) naming the field, raised before the task is recorded. The functions that read
 sources have an IAM policy granting the same list (template.yaml), so a hole here is not a hole there.
 
-`https://` (and loopback `http://`) sources are left to spec.py's rules, as before.
+An `https://` (or `http://`) source or join is judged by safe_http.url_refusal, with the stack's
+AllowLoopbackHttpSources: what it refuses without DNS (plain http on a deployed stack, a private or
+loopback address, credentials in the URL) is an InvalidTask naming the field too; a name is resolved
+and checked when it is read.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 
 from .errors import InvalidTask
 from .readers import s3_location
+from .safe_http import url_refusal
 from .spec import TaskSpec
 
 UPLOADS_PREFIX = "uploads/"
@@ -55,12 +60,15 @@ def parse_bucket_list(text: str) -> tuple[str, ...]:
 class SourceAccess:
     data_bucket: str
     readable_buckets: frozenset[str] = frozenset()
+    allow_loopback_http: bool = False
 
     @classmethod
-    def of(cls, data_bucket: str, readable_buckets: Iterable[str] = ()) -> SourceAccess:
+    def of(
+        cls, data_bucket: str, readable_buckets: Iterable[str] = (), *, allow_loopback_http: bool = False
+    ) -> SourceAccess:
         # Listing the data bucket itself must not open it whole: its tasks/ and other owners' uploads
         # stay behind the prefix rule whatever the operator lists.
-        return cls(data_bucket, frozenset(readable_buckets) - {data_bucket})
+        return cls(data_bucket, frozenset(readable_buckets) - {data_bucket}, allow_loopback_http)
 
     def check(self, spec: TaskSpec, owner: str) -> None:
         """Raise InvalidTask naming every source or join URI that `owner` may not read."""
@@ -79,7 +87,7 @@ class SourceAccess:
         """Why `owner` may not read `uri`, or None when it may."""
         location = s3_location(uri)
         if location is None:
-            return None
+            return url_refusal(uri, allow_loopback_http=self.allow_loopback_http)
         bucket, key = location
         if bucket in self.readable_buckets:
             return None

@@ -7,7 +7,6 @@ The JSON field names are the documented ones (camelCase `nullValues`, `chunkRows
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 from collections.abc import Callable
@@ -20,6 +19,22 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
+from .limits import (
+    MAX_CHUNK_ROWS,
+    MAX_COLUMNS,
+    MAX_FILTERS,
+    MAX_IDENTIFIER_LENGTH,
+    MAX_IN_VALUES,
+    MAX_JOINS,
+    MAX_KEY_COLUMNS,
+    MAX_NULL_MARKER_LENGTH,
+    MAX_NULL_MARKERS,
+    MAX_ROW_COUNT,
+    MAX_SOURCE_COLUMN_NAME_LENGTH,
+    MAX_URI_LENGTH,
+    MIN_CHUNK_ROWS,
+)
+
 ColumnType = Literal["string", "int", "float", "decimal", "bool", "date", "timestamp"]
 SourceFormat = Literal["csv", "ndjson", "json"]
 FilterOp = Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "is_null", "not_null"]
@@ -28,7 +43,7 @@ SCALAR_OPS: frozenset[str] = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
 LIST_OPS: frozenset[str] = frozenset({"in", "not_in"})
 
 # Postgres identifiers we create ourselves: lower case so they never need quoting by users, 63 bytes max.
-IDENTIFIER_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+IDENTIFIER_PATTERN = re.compile(rf"^[a-z_][a-z0-9_]{{0,{MAX_IDENTIFIER_LENGTH - 1}}}$")
 
 # Busline's own tables (the ledger, the catalog, the staging table of a load) are named busline_*; a target
 # of that name could be mistaken for one of them by an operator, so it is refused.
@@ -38,10 +53,6 @@ RESERVED_TABLE_PREFIX = "busline_"
 # request that is not an acceptable task), not with the 422 of a malformed body.
 TARGET_REFUSED = "target_refused"
 
-# Rows per chunk: small enough that a chunk fits a Lambda's memory and time, big enough that the
-# per-chunk AWS calls stay a small share of the work.
-MIN_CHUNK_ROWS = 100
-MAX_CHUNK_ROWS = 1_000_000
 DEFAULT_CHUNK_ROWS = 20_000
 
 # What each column type becomes in the warehouse.
@@ -143,7 +154,7 @@ def _check_identifier(value: str) -> str:
     if not IDENTIFIER_PATTERN.match(value):
         raise ValueError(
             f"'{value}' is not a valid identifier (lower case letters, digits and _, "
-            "not starting with a digit, at most 63 characters)"
+            f"not starting with a digit, at most {MAX_IDENTIFIER_LENGTH} characters)"
         )
     return value
 
@@ -159,7 +170,7 @@ def table_name_problem(value: str) -> str | None:
     if not IDENTIFIER_PATTERN.match(value):
         return (
             f"'{value}' is not a valid table name (lower case letters, digits and _, "
-            "not starting with a digit, at most 63 characters)"
+            f"not starting with a digit, at most {MAX_IDENTIFIER_LENGTH} characters)"
         )
     if value.startswith(RESERVED_TABLE_PREFIX):
         return f"'{value}': table names starting with '{RESERVED_TABLE_PREFIX}' are reserved for Busline's own tables"
@@ -189,25 +200,23 @@ def _check_uri(value: str) -> str:
             raise ValueError(f"'{value}' must look like s3://bucket/key")
         return value
     if scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"'{value}' must be an s3://, https:// or loopback http:// URI")
-    if scheme == "http" and not _is_loopback(parts.hostname):
-        raise ValueError(f"'{value}': plain http:// is only allowed on loopback hosts; use https://")
-    return value
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
+        raise ValueError(f"'{value}' must be an s3://, https:// or http:// URI")
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is asked for
+    except ValueError as error:
+        raise ValueError(f"'{value}' has an invalid port") from error
+    # Which hosts and schemes a stack may fetch depends on the stack (AllowLoopbackHttpSources), so that
+    # rule is safe_http.py's, applied at submit (source_access.py) and again at every read.
+    return value
 
 
 Identifier = Annotated[str, AfterValidator(_check_identifier)]
 TableName = Annotated[str, AfterValidator(_check_table_name)]
-SourceUri = Annotated[str, AfterValidator(_check_uri)]
-NonEmptyText = Annotated[str, Field(min_length=1)]
+SourceUri = Annotated[str, Field(max_length=MAX_URI_LENGTH), AfterValidator(_check_uri)]
+SourceColumnName = Annotated[str, Field(min_length=1, max_length=MAX_SOURCE_COLUMN_NAME_LENGTH)]
+NullMarkers = Annotated[
+    list[Annotated[str, Field(max_length=MAX_NULL_MARKER_LENGTH)]], Field(max_length=MAX_NULL_MARKERS)
+]
 
 
 class _SpecModel(BaseModel):
@@ -218,11 +227,11 @@ class _SpecModel(BaseModel):
 class SourceSpec(_SpecModel):
     uri: SourceUri
     format: SourceFormat
-    nullValues: list[str] = Field(default_factory=lambda: ["NA", ""])
+    nullValues: NullMarkers = Field(default_factory=lambda: ["NA", ""])
     delimiter: str = Field(",", min_length=1, max_length=1)
     # Read only the first `limit` rows: a sample of a big source (the rest is never downloaded or parsed,
     # except that a .zip has to be fetched whole before its member can be read).
-    limit: int | None = Field(default=None, ge=1)
+    limit: int | None = Field(default=None, ge=1, le=MAX_ROW_COUNT)
 
 
 class ColumnSpec(_SpecModel):
@@ -235,7 +244,7 @@ class FilterSpec(_SpecModel):
     column: str
     op: FilterOp
     value: Any = None
-    values: list[Any] | None = None
+    values: Annotated[list[Any], Field(max_length=MAX_IN_VALUES)] | None = None
 
     @model_validator(mode="after")
     def _operand_present(self) -> FilterSpec:
@@ -247,7 +256,7 @@ class FilterSpec(_SpecModel):
 
 
 class JoinColumn(_SpecModel):
-    name: NonEmptyText  # column of the reference source
+    name: SourceColumnName  # column of the reference source
     as_: Identifier = Field(alias="as")  # output column name
     type: ColumnType = "string"
 
@@ -256,16 +265,16 @@ class JoinSpec(_SpecModel):
     name: Identifier
     uri: SourceUri
     format: SourceFormat = "csv"
-    on: dict[str, NonEmptyText] = Field(min_length=1)  # left (spec) column -> reference column
-    columns: list[JoinColumn] = Field(min_length=1)
+    on: dict[str, SourceColumnName] = Field(min_length=1)  # left (spec) column -> reference column
+    columns: list[JoinColumn] = Field(min_length=1, max_length=MAX_COLUMNS)
     required: bool = False
-    nullValues: list[str] = Field(default_factory=lambda: ["NA", ""])
+    nullValues: NullMarkers = Field(default_factory=lambda: ["NA", ""])
     delimiter: str = Field(",", min_length=1, max_length=1)
 
 
 class TargetSpec(_SpecModel):
     table: TableName  # in the owner's own schema (tenancy.py); never qualified
-    key: list[str] = Field(min_length=1)
+    key: list[str] = Field(min_length=1, max_length=MAX_KEY_COLUMNS)
     mode: Literal["insert", "upsert"] = "upsert"
     # `schema` was removed: it stays a field only so that a spec still giving it is refused by name, with
     # the reason, instead of as an unknown field. Never set, never dumped.
@@ -281,9 +290,9 @@ class OutputColumn(NamedTuple):
 
 class TaskSpec(_SpecModel):
     source: SourceSpec
-    columns: list[ColumnSpec] = Field(min_length=1)
-    filters: list[FilterSpec] = Field(default_factory=list)
-    joins: list[JoinSpec] = Field(default_factory=list)
+    columns: list[ColumnSpec] = Field(min_length=1, max_length=MAX_COLUMNS)
+    filters: list[FilterSpec] = Field(default_factory=list, max_length=MAX_FILTERS)
+    joins: list[JoinSpec] = Field(default_factory=list, max_length=MAX_JOINS)
     target: TargetSpec
     chunkRows: int = Field(DEFAULT_CHUNK_ROWS, ge=MIN_CHUNK_ROWS, le=MAX_CHUNK_ROWS)
 
@@ -310,6 +319,11 @@ class TaskSpec(_SpecModel):
                         f"joins[{j}].columns[{c}].as: duplicate output column '{join_column.as_}'"
                     )
                 outputs.add(join_column.as_)
+        if len(outputs) > MAX_COLUMNS:
+            raise ValueError(
+                f"joins: {len(self.columns)} columns and {len(outputs) - len(self.columns)} join columns make "
+                f"{len(outputs)} output columns, over the limit of {MAX_COLUMNS}"
+            )
 
         seen_key: set[str] = set()
         for k, key_column in enumerate(self.target.key):

@@ -27,7 +27,8 @@ from .contracts import (
     UploadTicket,
 )
 from .deps import ApiDeps
-from .errors import InvalidPage, InvalidTask, TaskNotFound
+from .errors import InvalidPage, InvalidTask, RequestTooLarge, TaskNotFound
+from .limits import MAX_SPEC_BYTES
 from .paging import check_limit
 from .pipelines import expand_pipeline
 from .source_access import upload_prefix
@@ -106,6 +107,13 @@ def submit_task(
     """Validate, record (ACCEPTED) and announce a task; invalid requests record and publish nothing."""
     pipeline, spec = _resolve_spec(request, deps)
     spec_json = spec.model_dump_json(by_alias=True)
+    stored_bytes = len(spec_json.encode())
+    if stored_bytes > MAX_SPEC_BYTES:
+        # Measured as stored, defaults included: the task item has to hold it (limits.py).
+        raise RequestTooLarge(
+            "body",
+            f"the spec is {stored_bytes:,} bytes as stored (defaults filled in), over the limit of {MAX_SPEC_BYTES:,} bytes",
+        )
     try:
         # A spec built in code (or by a pipeline with odd params) is held to the same rules as a body.
         TaskSpec.model_validate_json(spec_json)

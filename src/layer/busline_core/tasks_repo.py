@@ -26,6 +26,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from .contracts import PHASE_ORDER, Counts, Phase, TaskError, TaskStatus
+from .limits import MAX_TASK_ID_LENGTH
 from .task_state import (
     ACTIVE_STATUSES,
     COUNTERS,
@@ -345,6 +346,8 @@ class TasksRepository:
     # --- reads -------------------------------------------------------------------------------
 
     def get(self, task_id: str) -> TaskState | None:
+        if len(task_id) > MAX_TASK_ID_LENGTH:
+            return None  # we never issue such an id, and DynamoDB would answer its key with an error
         response = self._table.get_item(Key={"taskId": task_id}, ConsistentRead=True)
         item = response.get("Item")
         return None if item is None else state_from_item(item)

@@ -155,6 +155,7 @@ def test_settings_read_the_environment_and_name_what_is_missing(monkeypatch: pyt
     monkeypatch.setenv("DATA_BUCKET", "data")
     monkeypatch.setenv("CHUNK_ROWS", "500")
     monkeypatch.setenv("PAGE_TOKEN_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:123456789012:secret:tokens")
+    monkeypatch.setenv("WEB_ORIGIN", "https://busline.example.com")
     api = ApiSettings()
     assert (api.tasks_table, api.event_bus_name, api.data_bucket, api.chunk_rows) == (
         "tasks",

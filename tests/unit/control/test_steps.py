@@ -3,8 +3,10 @@ in-memory stand-in for the Postgres warehouse only."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from busline_core.contracts import (
     TaskSubmitted,
 )
 from busline_core.dead_letters import DeadLetterQueues
+from busline_core.deps import WarmCache
 from busline_core.errors import ChunkFailed, InvalidTask, LoadFailed, PublishFailed
 from busline_core.watchdog import watchdog
 
@@ -331,6 +334,36 @@ def test_an_unreadable_source_fails_the_task_once(cloud: Cloud, deps: Wired) -> 
     assert snapshot.phases.extract.status == "failed"
     assert len(_of_type(events, "TaskFailed")) == 1
     assert [note["status"] for note in cloud.notifications()] == ["FAILED"]
+
+
+def test_a_join_over_loopback_http_is_read_only_where_the_stack_enables_it(
+    cloud: Cloud, deps: Wired, loopback_files: tuple[str, Path]
+) -> None:
+    # Given the carriers served over plain http on loopback, and the local cloud's setting in the API and
+    # the transform function (which reads joins)
+    base, folder = loopback_files
+    (folder / "carriers.csv").write_bytes(b"code,name\nAA,American\nBB,Blue Sky\n")
+    spec = _spec()
+    spec["joins"][0]["uri"] = f"{base}/carriers.csv"
+    deps.api.allow_loopback_http = deps.transform.allow_loopback_http = True
+    task_id = _submit(cloud, deps, spec)
+    # When every step runs / Then it ends exactly as with the join in S3
+    _run(cloud, deps, task_id)
+    snapshot = task_api.get_task(task_id, "ana", deps.api)
+    assert snapshot.status is TaskStatus.SUCCEEDED
+    assert snapshot.counts.model_dump() == {"read": ROWS, "filtered": FILTERED, "rejected": REJECTED, "loaded": LOADED}
+    # Given a second task, and a transform container of a stack without the setting (defence in depth)
+    second = _submit(cloud, deps, spec)
+    deps.transform = dataclasses.replace(deps.transform, allow_loopback_http=False, cache=WarmCache())
+    # When every step runs / Then the task fails in transform, saying why
+    _run(cloud, deps, second)
+    failed = task_api.get_task(second, "ana", deps.api)
+    assert failed.status is TaskStatus.FAILED
+    assert failed.error is not None and failed.error.phase.value == "transform"
+    assert failed.error.message == (
+        f"source {base}/carriers.csv is unreadable: plain http:// is not allowed on this stack; use https://"
+    )
+    assert failed.counts.loaded == 0
 
 
 def test_a_chunk_that_fails_its_last_delivery_fails_the_task_until_replayed(cloud: Cloud, deps: Wired) -> None:

@@ -261,3 +261,25 @@ def test_list_active_skips_finished_tasks(repo: TasksRepository, clock: Clock) -
     _new_task(repo, clock, "accepted")
     # When the active tasks are listed / Then the failed one is not among them
     assert sorted(state.task_id for state in repo.list_active()) == ["accepted", "running"]
+
+
+class _RecordingTable:
+    """A table that holds nothing and records the keys it was asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def get_item(self, Key: dict[str, str], ConsistentRead: bool) -> dict[str, object]:
+        self.asked.append(Key["taskId"])
+        return {}
+
+
+def test_an_id_longer_than_any_we_issue_is_no_task_and_dynamodb_is_not_asked() -> None:
+    # Given a table that records its reads
+    table = _RecordingTable()
+    repo = TasksRepository(table)
+    # When ids of 64, 65 and 10,000 characters are read
+    found = [repo.get("a" * length) for length in (64, 65, 10_000)]
+    # Then none is a task, and only the 64-character one reached DynamoDB (which refuses keys over 2,048 bytes)
+    assert found == [None, None, None]
+    assert table.asked == ["a" * 64]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from busline_core.errors import InvalidPage
-from busline_core.paging import MAX_PAGE_SIZE, MAX_TOKEN_LENGTH, PageTokens, check_limit
+from busline_core.limits import MAX_PAGE_SIZE, MAX_TOKEN_LENGTH
+from busline_core.paging import PageTokens, check_limit
 
 TOKENS = PageTokens(b"key one")
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import gzip
-import http.server
 import io
 import json
-import threading
 import zipfile
 from collections.abc import Generator, Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -218,31 +215,25 @@ def test_missing_s3_object_is_unreadable(s3: Any) -> None:
     assert caught.value.reason == "no such key"
 
 
-@pytest.fixture
-def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    handler = partial(QuietHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-def test_gzip_over_http_and_404(http_root: tuple[str, Path]) -> None:
-    base, root = http_root
+def test_gzip_over_http_and_404(loopback_files: tuple[str, Path]) -> None:
+    # Given a gzip CSV served on loopback, read as on the local cloud (AllowLoopbackHttpSources true)
+    base, root = loopback_files
     (root / "data.csv.gz").write_bytes(gzip.compress(CSV))
-    with open_source(f"{base}/data.csv.gz", None) as stream:
+    with open_source(f"{base}/data.csv.gz", None, allow_loopback_http=True) as stream:
         assert list(iter_records(stream, "csv")) == EXPECTED
-    with pytest.raises(SourceUnreadable, match="HTTP 404"), open_source(f"{base}/missing.csv", None):
+    with pytest.raises(SourceUnreadable) as caught, open_source(f"{base}/missing.csv", None, allow_loopback_http=True):
         pass
+    assert caught.value.reason == "HTTP 404 Not Found"
+
+
+def test_plain_http_is_refused_where_the_stack_does_not_enable_it(loopback_files: tuple[str, Path]) -> None:
+    # Given the same server, read as on a deployed stack (the default)
+    base, root = loopback_files
+    (root / "data.csv").write_bytes(CSV)
+    # When it is opened / Then it is refused before any connection, saying why
+    with pytest.raises(SourceUnreadable) as caught, open_source(f"{base}/data.csv", None):
+        pass
+    assert caught.value.reason == "plain http:// is not allowed on this stack; use https://"
 
 
 # --- chunks ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""source_access: which s3:// sources and joins an owner's task may name (pure, no AWS)."""
+"""source_access: which sources and joins an owner's task may name (pure, no AWS, no DNS)."""
 
 from __future__ import annotations
 
@@ -128,10 +128,19 @@ def test_listing_the_data_bucket_does_not_open_it_whole() -> None:
     assert refused_fields(spec(f"s3://{DATA}/uploads/{ALICE}/orders.csv"), BOB, access) == ["source.uri"]
 
 
-def test_https_sources_are_not_this_rules_business() -> None:
-    # https:// (and loopback http://) keep spec.py's rules: the S3 rule neither allows nor refuses them
-    task = spec("https://example.com/orders.csv", "http://127.0.0.1:8000/codes.csv")
-    assert refused_fields(task, BOB) == []
+def test_http_sources_are_judged_by_the_address_rule_with_the_stacks_setting() -> None:
+    # Given a public https source, a loopback http join and an https join on a private address
+    task = spec("https://example.com/orders.csv", "http://127.0.0.1:8000/codes.csv", "https://10.0.0.1/more.csv")
+    # When a deployed stack checks it
+    with pytest.raises(InvalidTask) as raised:
+        ACCESS.check(task, BOB)
+    # Then both joins are refused naming the field and why; the public https source passes
+    assert raised.value.errors == [
+        {"field": "joins[0].uri", "message": "plain http:// is not allowed on this stack; use https://"},
+        {"field": "joins[1].uri", "message": "the address is private; Busline reads only from public hosts"},
+    ]
+    # When the local cloud checks it (AllowLoopbackHttpSources) / Then only the private address is refused
+    assert refused_fields(task, BOB, SourceAccess.of(DATA, allow_loopback_http=True)) == ["joins[1].uri"]
 
 
 def test_plain_owners_are_their_own_key_segment() -> None:

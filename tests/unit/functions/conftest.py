@@ -41,6 +41,7 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
             "FAULTS_PARAMETER": created.faults_parameter, "CHUNK_ROWS": "20000", "MAX_RECEIVE_COUNT": "3",
             "STALL_SECONDS": "300", "DATABASE_SECRET_ARN": "", "WEBSOCKET_MANAGEMENT_ENDPOINT": WS_ENDPOINT,
             "PAGE_TOKEN_SECRET_ARN": created.stack.name("PageTokenSecret") if created.stack else "",
+            "WEB_ORIGIN": created.stack.environment("ApiFunction")["WEB_ORIGIN"] if created.stack else "",
         }.items():
             monkeypatch.setenv(name, value)
         parameters.clear_caches()

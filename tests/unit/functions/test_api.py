@@ -45,7 +45,8 @@ def test_post_task_answers_202_and_publishes_exactly_one_task_submitted(
         "status": "ACCEPTED",
         "links": {"self": f"/tasks/{task_id}", "progress": json.dumps({"action": "subscribe", "taskId": task_id})},
     }
-    assert headers["Access-Control-Allow-Origin"] == ["*"]
+    # answered for the one allowed origin (template parameter WebOrigin), never "*"
+    assert headers["Access-Control-Allow-Origin"] == ["http://127.0.0.1:3002"]
     assert cloud.task(task_id)["owner"] == OWNER
     # And exactly one TaskSubmitted went to the bus, naming that task
     published = cloud.published()

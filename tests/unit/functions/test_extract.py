@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
+from busline_core.errors import InvalidTask
 from handler_kit import (
     OWNER,
     Cloud,
@@ -105,3 +108,52 @@ def test_a_body_that_is_not_the_expected_event_is_reported(
     # When it is handled / Then exactly that record is reported as failed
     result = load_handler("extract").lambda_handler(event, context)
     assert result == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+
+
+def _csv(rows: list[dict[str, Any]]) -> bytes:
+    lines = [",".join(rows[0])] + [",".join(str(value) for value in row.values()) for row in rows]
+    return "\n".join(lines).encode()
+
+
+def test_a_loopback_http_source_is_read_only_where_the_stack_enables_it(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch,
+    loopback_files: tuple[str, Path],
+) -> None:
+    # Given 250 rows served over plain http on loopback, and the template's own setting: off
+    base, folder = loopback_files
+    (folder / "payments.csv").write_bytes(_csv(numbered_rows(250)))
+    uri = f"{base}/payments.csv"
+    assert cloud.stack is not None
+    assert cloud.stack.environment("ExtractFunction")["ALLOW_LOOPBACK_HTTP_SOURCES"] == "false"
+    monkeypatch.setenv("ALLOW_LOOPBACK_HTTP_SOURCES", "false")
+    # When the API gets a spec naming it / Then it is refused naming the field, and nothing is recorded
+    with pytest.raises(InvalidTask) as refused:
+        submit(small_spec(uri))
+    assert refused.value.errors == [
+        {"field": "source.uri", "message": "plain http:// is not allowed on this stack; use https://"}
+    ]
+    assert cloud.published() == []
+
+    # Given the local cloud's setting (AllowLoopbackHttpSources=true)
+    monkeypatch.setenv("ALLOW_LOOPBACK_HTTP_SOURCES", "true")
+    task_id = submit(small_spec(uri))
+    [announcement] = of_type(cloud.published(), "TaskSubmitted")
+    stale_id = submit(small_spec(uri))
+    [stale] = of_type(cloud.published(), "TaskSubmitted")
+    # When its extract function gets the first task / Then all 250 rows are read in 3 chunks
+    extract = load_handler("extract")
+    assert extract.lambda_handler(sqs_event("extract_sqs.json", announcement), context) == {"batchItemFailures": []}
+    task = cloud.task(task_id)
+    assert (task["status"], task["count_read"], task["extract_total"]) == ("TRANSFORMING", 250, 3)
+
+    # When an extract function deployed without the setting gets the second task (defence in depth)
+    monkeypatch.setenv("ALLOW_LOOPBACK_HTTP_SOURCES", "false")
+    deployed = load_handler("extract")
+    assert deployed.lambda_handler(sqs_event("extract_sqs.json", stale), context) == {"batchItemFailures": []}
+    # Then that task fails at once, saying why, without a byte read
+    task = cloud.task(stale_id)
+    assert (task["status"], task["error"]["phase"]) == ("FAILED", "extract")
+    assert task["error"]["message"] == (
+        f"source {uri} is unreadable: plain http:// is not allowed on this stack; use https://"
+    )
+    assert task["count_read"] == 0

@@ -1,0 +1,67 @@
+"""Every limit Busline puts on what a caller sends, in one place; the README's "Limits" table lists them.
+
+A request over a limit is refused before anything is recorded, with the field and the limit named. The
+modules that enforce them import them from here; this module imports nothing, so any module may.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- a request body (any route) ------------------------------------------------------------------
+
+# Twice the stored spec's limit: room for whitespace and \u escapes a stored spec drops, while a body
+# is never read past what a spec could need (API Gateway itself allows 10 MB).
+MAX_BODY_BYTES: Final = 128 * 1024
+# A spec nests 5 levels (joins -> columns -> column); a deeper body is a mistake or an attack, and
+# bounding it keeps every parser far from Python's recursion limit.
+MAX_BODY_DEPTH: Final = 16
+# A bigint has 19 digits and a double 17 significant ones; Python refuses to parse an int past 4,300.
+MAX_NUMBER_LENGTH: Final = 100
+
+# --- a task spec -----------------------------------------------------------------------------------
+
+# The task item stores the spec (DynamoDB items are at most 400 KB); 64 KiB leaves the chunk sets and
+# counters most of the item, and is about 25 times the flights spec.
+MAX_SPEC_BYTES: Final = 64 * 1024
+# Rows per chunk: small enough that a chunk fits a Lambda's memory and time, big enough that the
+# per-chunk AWS calls stay a small share of the work.
+MIN_CHUNK_ROWS: Final = 100
+MAX_CHUNK_ROWS: Final = 1_000_000
+# Output columns (the spec's plus every join's): a row of 500 bigints still fits a Postgres page
+# (8 KB; the hard cap is 1,600 columns), and each column costs every row a cast.
+MAX_COLUMNS: Final = 500
+# Postgres indexes at most 32 columns (INDEX_MAX_KEYS), so a longer primary key would fail every load.
+MAX_KEY_COLUMNS: Final = 32
+# Each join's reference table is held in every transform container's memory.
+MAX_JOINS: Final = 10
+# Every filter runs on every row.
+MAX_FILTERS: Final = 50
+# An `in` / `not_in` list is cast to the column type at submit and kept in every transform's memory.
+MAX_IN_VALUES: Final = 1000
+# A null marker is a short token (NA, NULL, \N, -); every value read is looked up among them.
+MAX_NULL_MARKERS: Final = 20
+MAX_NULL_MARKER_LENGTH: Final = 64
+# Postgres truncates identifiers to 63 bytes (NAMEDATALEN - 1); a longer name would silently change.
+MAX_IDENTIFIER_LENGTH: Final = 63
+# A column name of a reference file (a CSV header, a JSON key): longer is not a name.
+MAX_SOURCE_COLUMN_NAME_LENGTH: Final = 255
+# An S3 key is at most 1,024 bytes and most HTTP servers refuse URLs past about 2,000 characters.
+MAX_URI_LENGTH: Final = 2048
+# `source.limit` is a row count: it must fit a bigint, as every count does (and Python's islice).
+MAX_ROW_COUNT: Final = 2**63 - 1
+
+# --- other fields and parameters ------------------------------------------------------------------
+
+# Task ids are 36-character UUIDs; DynamoDB answers a key over 2,048 bytes with an error, not a miss.
+MAX_TASK_ID_LENGTH: Final = 64
+# A pipeline name is a short word (flights).
+MAX_PIPELINE_NAME_LENGTH: Final = 64
+# An uploaded file's name becomes the last segment of an S3 key (at most 1,024 bytes with the prefix).
+MAX_FILE_NAME_LENGTH: Final = 200
+# A media type's type and subtype are at most 127 characters each (RFC 6838); ours are far shorter.
+MAX_CONTENT_TYPE_LENGTH: Final = 127
+# 1,000 task snapshots (about 1 KB each) fit one DynamoDB query (1 MB) and Lambda's 6 MB response.
+MAX_PAGE_SIZE: Final = 1000
+# Far above any page token we issue; a longer one is refused unread.
+MAX_TOKEN_LENGTH: Final = 2048
