@@ -36,6 +36,7 @@ from busline.localcloud.postgres import start_postgres
 from busline.localcloud.provision import SNS_BRIDGE_TYPE, provision
 from busline.localcloud.runtime import FunctionRuntime
 from busline.localcloud.template import load_and_translate
+from busline.localcloud.ttl_sweeper import TtlSweeper, interval_from_environment
 
 DATABASE_URL_PARAMETER = "DatabaseUrl"
 LOOPBACK_SOURCES_PARAMETER = "AllowLoopbackHttpSources"
@@ -124,6 +125,8 @@ class CloudOptions:
     schedule_scale: float = 1.0
     demo: bool = False
     region: str = "us-east-1"
+    # seconds between TTL sweeps; None: BUSLINE_TTL_SWEEP_SECONDS, else 60; 0 or less: expired items stay
+    ttl_sweep_interval_s: float | None = None
 
 
 def check_ports_free(host: str, base_port: int) -> None:
@@ -142,6 +145,10 @@ class LocalCloud:
         if options.schedule_scale <= 0:
             raise LocalCloudError(f"--schedule-scale must be positive, got {options.schedule_scale}")
         self.options = options
+        self.ttl_sweep_interval_s = (
+            interval_from_environment(os.environ) if options.ttl_sweep_interval_s is None
+            else options.ttl_sweep_interval_s
+        )
         self.console = console or Console()
         self.data_dir = options.data_dir.resolve()
         self.template = options.template.resolve()
@@ -253,6 +260,9 @@ class LocalCloud:
                 parts.append((f"the SNS forwarder of {bridge.logical_id}", forwarder))
         for index, source in enumerate(build_event_sources(model, runtime, self.chaos, options.schedule_scale)):
             parts.append((f"event source #{index + 1} ({type(source).__name__})", source))
+        # started last, stopped first: nothing is deleted while the stream pollers shut down
+        if self.ttl_sweep_interval_s > 0:
+            parts.append(("the TTL sweeper", TtlSweeper(self._aws_client("dynamodb", endpoints), self.ttl_sweep_interval_s)))
         for what, part in parts:
             part.start()
             self._stop_steps.append((what, part.stop))

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 from busline_core import tenancy
-from busline_core.errors import LoadFailed, TargetRefused
+from busline_core.errors import DataRefused, LoadFailed, TargetRefused
 from busline_core.pipelines import expand_pipeline
 from busline_core.readers import iter_chunks, iter_records
 from busline_core.spec import OutputColumn, TargetSpec
@@ -283,9 +283,11 @@ def test_insert_mode_duplicate_key_fails_the_chunk_naming_the_key(
     task = f"task-{uuid.uuid4().hex}"
     warehouse.load_chunk(task, 0, owner, target, COLUMNS, [_row(1), _row(2)])
     # When a later chunk repeats key 2
-    with pytest.raises(LoadFailed) as caught:
+    with pytest.raises(DataRefused) as caught:
         warehouse.load_chunk(task, 1, owner, target, COLUMNS, [_row(3), _row(2)])
-    # Then the error names the table and the key, and nothing of that chunk (not even its ledger row) stays
+    # Then the error names the table and the key, is not retried (the same rows would fail again), and
+    # nothing of that chunk (not even its ledger row) stays
+    assert caught.value.retryable is False
     message = str(caught.value)
     assert f"table {schema}.items, chunk 1" in message
     assert "Key (id)=(2) already exists" in message
@@ -298,8 +300,9 @@ def test_insert_mode_duplicate_key_fails_the_chunk_naming_the_key(
 def test_bad_value_names_column_and_chunk_row(warehouse: Warehouse, owner: str) -> None:
     target = _target()
     warehouse.ensure_table(owner, target, COLUMNS)
-    with pytest.raises(LoadFailed) as caught:
+    with pytest.raises(DataRefused) as caught:
         warehouse.load_chunk(f"bad-value-{owner}", 0, owner, target, COLUMNS, [_row(1), _row(2, day="someday")])
+    assert caught.value.retryable is False
     message = str(caught.value)
     assert "invalid input syntax for type date" in message
     assert "chunk row 2, column day" in message
@@ -321,9 +324,11 @@ def test_broken_connection_is_replaced_once(warehouse: Warehouse, database_url: 
 def test_unreachable_database_is_a_load_failure() -> None:
     with (
         Warehouse("postgresql://nobody@127.0.0.1:1/none", connect_timeout=2) as warehouse,
-        pytest.raises(LoadFailed, match="cannot connect to the warehouse"),
+        pytest.raises(LoadFailed, match="cannot connect to the warehouse") as caught,
     ):
         warehouse.ensure_table("anyone", _target(), COLUMNS)
+    # a connection may come back: retried, unlike refused data
+    assert (type(caught.value), caught.value.retryable) == (LoadFailed, True)
 
 
 def test_concurrent_ensure_table_from_threads(load_url: str, database_url: str) -> None:

@@ -81,6 +81,8 @@ HANDLERS: dict[str, Handler] = {
     "AWS::Lambda::EventSourceMapping": lambda_.event_source_mapping,
     "AWS::Lambda::Permission": recorded,
     "AWS::Lambda::LayerVersion": lambda_.layer,
+    # API Gateway's account-wide CloudWatch role: nothing to set locally, where no stage writes access logs
+    "AWS::ApiGateway::Account": recorded,
     "AWS::ApiGateway::RestApi": apigateway.rest_api,
     "AWS::ApiGateway::Deployment": recorded,
     "AWS::ApiGateway::Stage": apigateway.stage,
@@ -90,6 +92,8 @@ HANDLERS: dict[str, Handler] = {
     "AWS::ApiGatewayV2::Authorizer": apigatewayv2.authorizer,
     "AWS::ApiGatewayV2::Stage": apigatewayv2.stage,
     "AWS::ApiGatewayV2::Deployment": recorded,
+    # only ever an ordering device (a conditional DependsOn); nothing signals it
+    "AWS::CloudFormation::WaitConditionHandle": recorded,
 }
 
 # Run after every resource is handled: an API's routes and stage may come in any template order.

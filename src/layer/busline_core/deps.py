@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
@@ -163,7 +163,10 @@ class WatchdogDeps:
 
 def _lifecycle(tasks: TasksRepository, settings: ExtractSettings | TransformSettings | LoadSettings | WatchdogSettings) -> TaskLifecycle:
     return TaskLifecycle(
-        tasks, EventPublisher.for_bus(settings.event_bus_name), Notifier.for_topic(settings.notification_topic_arn)
+        tasks,
+        EventPublisher.for_bus(settings.event_bus_name),
+        Notifier.for_topic(settings.notification_topic_arn),
+        retention=timedelta(days=settings.finished_task_retention_days),
     )
 
 

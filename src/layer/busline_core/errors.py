@@ -8,6 +8,8 @@ API module (src/api/app.py), not here.
 
 from __future__ import annotations
 
+from .redaction import display_url
+
 
 class BuslineError(Exception):
     retryable: bool = True
@@ -79,9 +81,19 @@ class SourceUnreadable(BuslineError):
     retryable = False
 
     def __init__(self, uri: str, reason: str) -> None:
-        super().__init__(f"source {uri} is unreadable: {reason}")
+        # The URI as the owner wrote it may carry credentials or a presigned signature.
+        super().__init__(f"source {display_url(uri)} is unreadable: {reason}")
         self.uri = uri
         self.reason = reason
+
+
+class SourceOverLimit(SourceUnreadable):
+    """A source (or the task it makes) past one of limits.py's source or task limits; `limit` is the
+    constant's name, so the reason names what to change."""
+
+    def __init__(self, uri: str, limit: str, reason: str) -> None:
+        super().__init__(uri, f"{reason} (limit {limit})")
+        self.limit = limit
 
 
 class ChunkFailed(BuslineError):
@@ -96,6 +108,14 @@ class TargetRefused(LoadFailed):
     """The target is not a table Busline may write for the task's owner (one it did not create and no
     operator mapped, or a mapping outside the owner's schema); the catalog will not change by itself,
     so the task fails at once instead of being retried into the DLQ."""
+
+    retryable = False
+
+
+class DataRefused(LoadFailed):
+    """The warehouse refused the chunk's data itself (a Postgres data exception or a constraint the table
+    has beyond Busline's): the same rows will be refused on every delivery, so the task fails at once,
+    naming the row and column. Transform rejects what it knows Postgres refuses; this is the rest."""
 
     retryable = False
 

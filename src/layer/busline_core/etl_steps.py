@@ -28,7 +28,8 @@ from .contracts import (
     TaskSubmitted,
 )
 from .deps import ExtractDeps, LoadDeps, StepDeps, TaskPlan, TransformDeps, Warehouse
-from .errors import BuslineError, ChunkFailed, LoadFailed, SourceUnreadable
+from .errors import BuslineError, ChunkFailed, LoadFailed, SourceOverLimit, SourceUnreadable
+from .limits import MAX_CHUNKS_PER_TASK, MAX_REJECTS_KEPT_PER_CHUNK, MAX_ROWS_PER_TASK
 from .readers import iter_chunks, iter_records, open_source
 from .spec import JoinSpec, TaskSpec, output_columns
 from .storage import ChunkStore
@@ -59,13 +60,17 @@ def _check_fault_switch(phase: Phase, deps: StepDeps) -> None:
 
 
 def _plan_of(task_id: str, deps: StepDeps) -> TaskPlan | None:
-    """The task's owner and spec, from this warm container's cache or the task (None: no such task)."""
+    """The task's owner and spec, from this warm container's cache or the task; None when there is no
+    work to do for it: no such task (or TTL deleted it), or it failed for good (an over-limit source,
+    say), so its chunks still in flight are neither written to S3 nor loaded."""
     plans = deps.cache.tasks
     if task_id in plans:
+        if deps.tasks.failed_for_good(task_id):
+            return None
         plans.move_to_end(task_id)
         return plans[task_id]
     state = deps.tasks.get(task_id)
-    if state is None:
+    if state is None or state.error_terminal:
         return None
     plan = TaskPlan(owner=state.owner, spec=TaskSpec.model_validate_json(state.spec_json))
     plans[task_id] = plan
@@ -91,7 +96,10 @@ def _chunk_prologue(detail: ChunkExtracted | ChunkTransformed, deps: StepDeps) -
     _check_fault_switch(phase, deps)
     plan = _plan_of(detail.taskId, deps)
     if plan is None:
-        logger.warning(f"{type(detail).__name__} for an unknown task: ignored", extra={"task_id": detail.taskId})
+        logger.warning(
+            f"{type(detail).__name__} for a task that is gone or failed for good: ignored",
+            extra={"task_id": detail.taskId},
+        )
         return None
     return ChunkWork(owner=plan.owner, spec=plan.spec, rows=deps.chunks.get_rows(detail.key), started_at=started_at)
 
@@ -130,6 +138,7 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
         if source.limit is not None:
             records = islice(records, source.limit)
         for index, rows in enumerate(iter_chunks(records, spec.chunkRows)):
+            _check_task_size(source.uri, spec.chunkRows, chunks=index + 1, rows=read + len(rows))
             key = ChunkStore.chunk_key(task_id, Phase.EXTRACT.value, index)
             deps.chunks.put_rows(key, rows)
             chunks, read = index + 1, read + len(rows)
@@ -143,6 +152,18 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
     publisher.publish_many(pending)
     deps.lifecycle.extract_completed(task_id, chunks, read)
     return read
+
+
+def _check_task_size(uri: str, chunk_rows: int, *, chunks: int, rows: int) -> None:
+    """Refuse the chunk that takes a task past its size limits, before it is stored or announced."""
+    if chunks > MAX_CHUNKS_PER_TASK:
+        raise SourceOverLimit(
+            uri,
+            "MAX_CHUNKS_PER_TASK",
+            f"more than {MAX_CHUNKS_PER_TASK:,} chunks of {chunk_rows:,} rows: raise chunkRows or split the source",
+        )
+    if rows > MAX_ROWS_PER_TASK:
+        raise SourceOverLimit(uri, "MAX_ROWS_PER_TASK", f"more than {MAX_ROWS_PER_TASK:,} rows: split the source")
 
 
 # --- transform ------------------------------------------------------------------------------------
@@ -176,7 +197,9 @@ def transform_chunk(detail: ChunkExtracted, deps: TransformDeps) -> int:
 
     key = ChunkStore.chunk_key(task_id, Phase.TRANSFORM.value, detail.chunk)
     deps.chunks.put_rows(key, result.rows)
-    deps.chunks.put_rejects(ChunkStore.rejects_key(task_id, detail.chunk), result.rejects)
+    # Every reject is counted; only the first ones are kept, so a source of garbage cannot fill the bucket.
+    kept = result.rejects[:MAX_REJECTS_KEPT_PER_CHUNK]
+    deps.chunks.put_rejects(ChunkStore.rejects_key(task_id, detail.chunk), kept)
     transformed = ChunkTransformed(taskId=task_id, chunk=detail.chunk, key=key, rows=len(result.rows))
     deps.publisher.publish(CHUNK_TRANSFORMED, transformed)
     counts = {"filtered": result.filtered, "rejected": len(result.rejects)}
@@ -226,10 +249,18 @@ def record_final_failure(
     """The last delivery of a record failed: the task turns FAILED (phase, chunk, error) until a DLQ
     replay of that record succeeds. True when this call failed the task."""
     chunk = detail.chunk if isinstance(detail, ChunkExtracted | ChunkTransformed) else None
-    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    message = error if isinstance(error, str) else _shown_error(error)
     return deps.lifecycle.final_delivery_failed(
         detail.taskId, PHASE_OF_DETAIL[type(detail)], chunk, message
     )
+
+
+def _shown_error(error: BaseException) -> str:
+    """What the task's owner reads about `error` (task_state.task_error scrubs it further); the whole
+    error is on the log line of the failure, under the task id."""
+    if isinstance(error, BuslineError):
+        return f"{type(error).__name__}: {error.message}"
+    return f"internal error ({type(error).__name__}); the logs have the details under this task's id"
 
 
 def run_step(work: Callable[[Detail, StepDepsT], int], detail: Detail, deps: StepDepsT) -> int:

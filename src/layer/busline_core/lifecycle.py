@@ -9,6 +9,9 @@ own atomic write produced, so the writer of the last chunk always sees every chu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
 from aws_lambda_powertools import Logger
 
 from .bus import EventPublisher, Notifier
@@ -26,17 +29,31 @@ from .task_state import (
     Stalled,
     TaskAbandoned,
     TaskState,
+    utc_now,
 )
 from .tasks_repo import TasksRepository
 
 logger = Logger(child=True)
 
 
+DEFAULT_RETENTION = timedelta(days=90)  # the template's FinishedTaskRetentionDays default
+
+
 class TaskLifecycle:
-    def __init__(self, tasks: TasksRepository, publisher: EventPublisher, notifier: Notifier) -> None:
+    def __init__(
+        self,
+        tasks: TasksRepository,
+        publisher: EventPublisher,
+        notifier: Notifier,
+        *,
+        retention: timedelta = DEFAULT_RETENTION,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self.tasks = tasks
         self.publisher = publisher
         self.notifier = notifier
+        self.retention = retention  # how long a finished task is kept (DynamoDB TTL)
+        self.clock = clock
 
     # --- facts the steps report ---------------------------------------------------------------
 
@@ -131,7 +148,8 @@ class TaskLifecycle:
         finished = TaskFinished(taskId=task_id, status=snapshot.status, counts=snapshot.counts, error=snapshot.error)
         self.publisher.publish(finished.detail_type, finished)
         self.notifier.task_finished(finished)
-        self.tasks.apply(task_id, Announced(snapshot.status))
+        expires_at = int((self.clock() + self.retention).timestamp()) if state.is_final else None
+        self.tasks.apply(task_id, Announced(snapshot.status, expires_at))
         logger.info("task finished", extra={"task_id": task_id, "status": snapshot.status.value})
         return finished
 

@@ -33,6 +33,10 @@ MAX_CHUNK_ROWS: Final = 1_000_000
 MAX_COLUMNS: Final = 500
 # Postgres indexes at most 32 columns (INDEX_MAX_KEYS), so a longer primary key would fail every load.
 MAX_KEY_COLUMNS: Final = 32
+# A row's key values together, as UTF-8 text: a btree index row holds at most 2,704 bytes (a third of a
+# page), so a longer key fails its load; transform rejects the row instead. (Postgres may compress a long
+# repetitive key under the limit; a rule that cannot know that must stop short of it.)
+MAX_KEY_BYTES: Final = 2000
 # Each join's reference table is held in every transform container's memory.
 MAX_JOINS: Final = 10
 # Every filter runs on every row.
@@ -65,3 +69,38 @@ MAX_CONTENT_TYPE_LENGTH: Final = 127
 MAX_PAGE_SIZE: Final = 1000
 # Far above any page token we issue; a longer one is refused unread.
 MAX_TOKEN_LENGTH: Final = 2048
+
+# --- a source (checked while a task runs: past one, the task fails for good, naming the limit) ------
+
+# Bytes read from the source as stored (before decompression). The extract Lambda streams at roughly
+# 20-60 MB/s and must finish inside its 15-minute timeout; a .zip is also spooled to /tmp (10 GB max).
+MAX_SOURCE_BYTES: Final = 8 * 1024**3
+# Bytes after decompression (.gz, .zip): what the readers actually parse.
+MAX_DECOMPRESSED_BYTES: Final = 32 * 1024**3
+# Text compresses 3-15 times with gzip; a ratio far beyond that is a bomb (zeros compress 1000x). The
+# ratio is judged only past a grace, so a tiny file of repeated values is not mistaken for one.
+MAX_DECOMPRESSION_RATIO: Final = 200
+DECOMPRESSION_RATIO_GRACE_BYTES: Final = 16 * 1024**2
+# Characters of one record (a CSV line or quoted multi-line record, an ndjson line, a JSON array item,
+# line ending included): a chunk holds chunkRows of them in memory; characters, because the bound is
+# checked on decoded text (a character is 1 to 4 bytes of UTF-8).
+MAX_RECORD_LENGTH: Final = 1024**2
+# Nesting of a JSON record (an object is 1): a nested value is kept as JSON text in a string column,
+# and Python's decoder would otherwise stop only at its recursion limit.
+MAX_SOURCE_JSON_DEPTH: Final = 32
+# Fields of one CSV record / keys of one JSON record: Postgres tables hold at most 1,600 columns, and
+# a source far wider than the spec's 500 output columns is not a table.
+MAX_SOURCE_FIELDS: Final = 4096
+
+# --- a task's size ---------------------------------------------------------------------------------
+
+# Chunks of one task. Fan-in keeps each phase's counted chunks (and the failing ones) in the task's one
+# DynamoDB item; at this limit, with the 64 KiB spec and in the worst case, the item is 211 KB of
+# DynamoDB's 400 KB (tests/unit/control/test_task_item_bound.py measures each worst case).
+MAX_CHUNKS_PER_TASK: Final = 10_000
+# Rows of one task: 10,000 chunks of 100,000 rows (the default 20,000-row chunks reach the chunk limit
+# at 200 million rows first). Past it, split the source.
+MAX_ROWS_PER_TASK: Final = 1_000_000_000
+# Rejected rows kept (with their data, for GET /tasks/{id}/rejects) per chunk; the rest are counted in
+# `counts.rejected` but not stored, so a source of garbage cannot fill the bucket.
+MAX_REJECTS_KEPT_PER_CHUNK: Final = 1000

@@ -4,6 +4,12 @@ Sources can be far bigger than a Lambda's memory, so nothing here reads a whole 
 and HTTP responses are streamed, `.gz` is decompressed on the fly, and a `.zip` (whose directory
 sits at the end of the file) is spooled to a temporary file in /tmp and its member streamed.
 Every format yields the same thing, dicts of str or None, so one transform serves them all.
+
+A source is written by a user, so it may be hostile: the source limits of limits.py are enforced while
+reading (bytes as stored, bytes and ratio after decompression, and per record its length, JSON nesting
+and field count). Past one the source is unreadable for good (SourceOverLimit, naming the limit), not
+after memory, /tmp or the Lambda's time have run out. Only a failure of the connection itself (a
+timeout, a reset) propagates as it is, for SQS to retry.
 """
 
 from __future__ import annotations
@@ -12,24 +18,63 @@ import contextlib
 import csv
 import gzip
 import io
+import itertools
 import json
 import posixpath
 import shutil
+import ssl
 import tempfile
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import IO, Any, BinaryIO, TypeVar
+from typing import IO, Any, BinaryIO, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
-from .errors import SourceUnreadable
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import HTTPClientError, IncompleteReadError
+
+from .errors import SourceOverLimit, SourceUnreadable
+from .limits import (
+    DECOMPRESSION_RATIO_GRACE_BYTES,
+    MAX_DECOMPRESSED_BYTES,
+    MAX_DECOMPRESSION_RATIO,
+    MAX_RECORD_LENGTH,
+    MAX_SOURCE_BYTES,
+    MAX_SOURCE_FIELDS,
+    MAX_SOURCE_JSON_DEPTH,
+)
+from .redaction import display_url
 from .safe_http import open_url
 
 _READ_SIZE = 1 << 16
 _COPY_BUFFER = 1 << 20
 # Besides the data file, archives made on macOS carry resource forks; they are never the data.
 _IGNORED_MEMBER_PREFIXES = ("__MACOSX/",)
+# Failures of the connection a source streams over, not of its bytes: a retry may well succeed, so they
+# propagate as they are (SQS redelivers) instead of failing the task. botocore's read timeout is an
+# OSError too, which is why these are sorted out before any OSError is called unreadable.
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    ssl.SSLError,
+    HTTPClientError,
+    BotoConnectionError,
+    IncompleteReadError,
+)
+# S3 answers meaning "not now" rather than "no" (besides any 5xx).
+_S3_RETRY_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable"}
+)
+# A JSON decode error this far before the end of the text read so far is no read boundary: the tokens the
+# decoder can be cut inside (a literal, a number, an escape) are shorter, strings aside.
+_CUT_MARGIN = 32
+
+# csv's per-field limit is process-wide and defaults to 128 KiB, under a record's limit. A field is never
+# longer than its record, which _csv_records bounds before csv sees it, so raising it is safe for all.
+if csv.field_size_limit() < MAX_RECORD_LENGTH:
+    csv.field_size_limit(MAX_RECORD_LENGTH)
 
 Record = dict[str, str | None]
 
@@ -39,19 +84,25 @@ def open_source(uri: str, s3_client: Any, *, allow_loopback_http: bool = False) 
     """Open `uri` (s3:// or http(s)://) as a binary stream, decompressing `.gz` / `.zip` by suffix.
 
     http(s) goes through safe_http.py; `allow_loopback_http` is the stack's AllowLoopbackHttpSources.
+    Reading past MAX_SOURCE_BYTES, MAX_DECOMPRESSED_BYTES or MAX_DECOMPRESSION_RATIO raises
+    SourceOverLimit.
     """
     parts = urlsplit(uri)
     path = unquote(parts.path)
+    # Errors show an http(s) URL as safe_http does: never its query, which may hold a token.
+    shown = uri if parts.scheme.lower() == "s3" else display_url(uri)
     with ExitStack() as stack:
-        raw = stack.enter_context(_open_raw(uri, s3_client, allow_loopback_http))
+        raw = _SourceMeter(stack.enter_context(_open_raw(uri, s3_client, allow_loopback_http)), shown)
         lowered = path.lower()
+        stream: _Meter
         if lowered.endswith(".gz"):
-            stream: BinaryIO = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))  # type: ignore[assignment]
+            inflated = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+            stream = _InflateMeter(inflated, shown, raw)
         elif lowered.endswith(".zip"):
-            stream = stack.enter_context(_open_zip_member(uri, path, raw))
+            stream = stack.enter_context(_open_zip_member(shown, path, raw))
         else:
             stream = raw
-        yield stream
+        yield cast(BinaryIO, stream)
 
 
 def s3_location(uri: str) -> tuple[str, str] | None:
@@ -76,18 +127,42 @@ def _open_raw(uri: str, s3_client: Any, allow_loopback_http: bool) -> Iterator[B
         if not bucket or not key:
             raise SourceUnreadable(uri, "an S3 URI needs a bucket and a key")
         try:
-            body = s3_client.get_object(Bucket=bucket, Key=key)["Body"]
-        except Exception as exc:  # botocore raises many shapes; all mean the same to the task
+            response = s3_client.get_object(Bucket=bucket, Key=key)
+        except Exception as exc:  # botocore raises many shapes; only "not now" is worth a retry
+            if _s3_transient(exc):
+                raise
             raise SourceUnreadable(uri, _describe_s3_error(exc)) from exc
+        body = response["Body"]
         try:
+            _refuse_stored_size(uri, response.get("ContentLength"), "the object")
             yield body
         finally:
             body.close()
     elif scheme in ("http", "https"):
-        with open_url(uri, allow_loopback_http=allow_loopback_http) as response:
-            yield response
+        with open_url(uri, allow_loopback_http=allow_loopback_http) as http_response:
+            # http.client's Content-Length (None when chunked: then only the meter judges).
+            _refuse_stored_size(display_url(uri), getattr(http_response, "length", None), "the response")
+            yield http_response
     else:
         raise SourceUnreadable(uri, f"unsupported scheme '{parts.scheme}'")
+
+
+def _s3_transient(exc: Exception) -> bool:
+    if isinstance(exc, _TRANSIENT):
+        return True
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return status >= 500 or response.get("Error", {}).get("Code", "") in _S3_RETRY_CODES
+
+
+def _refuse_stored_size(uri: str, size: object, what: str) -> None:
+    # A declared size over the limit fails before a byte is read; a wrong one is caught by the meter.
+    if isinstance(size, int) and size > MAX_SOURCE_BYTES:
+        raise SourceOverLimit(
+            uri, "MAX_SOURCE_BYTES", f"{what} is {size:,} bytes, more than {MAX_SOURCE_BYTES:,}"
+        )
 
 
 def _describe_s3_error(exc: Exception) -> str:
@@ -105,18 +180,155 @@ def _describe_s3_error(exc: Exception) -> str:
     return str(exc)
 
 
+# --- meters: the byte limits, judged once per read (a chunk of 8-64 KiB), never per line ----------
+
+
+class _StreamOverLimit(SourceOverLimit):
+    """A byte limit, found below the text; the record reader that meets it says how far it had got."""
+
+    def __init__(self, uri: str, limit: str, detail: str) -> None:
+        super().__init__(uri, limit, detail)
+        self.detail = detail
+
+    def after(self, name: str, lines_done: int) -> SourceOverLimit:
+        where = f"after line {lines_done}" if lines_done else "in line 1"
+        return SourceOverLimit(name, self.limit, f"{where}: {self.detail}")
+
+
+class _Meter(io.BufferedIOBase):
+    """A read-only pass-through that counts the bytes read through it; subclasses judge the count."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self._inner = inner
+        # TextIOWrapper prefers read1; a botocore body has none, so it gets plain reads as before.
+        self._read1 = getattr(inner, "read1", None) or inner.read
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            # A whole-stream read goes chunk by chunk, so the count is judged while it grows.
+            return b"".join(iter(lambda: self.read(_READ_SIZE), b""))
+        return self._counted(self._inner.read(size))
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._counted(self._read1(size if size >= 0 else _READ_SIZE))
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def _counted(self, data: bytes) -> bytes:
+        self.bytes_read += len(data)
+        self._judge()
+        return data
+
+    def _judge(self) -> None:
+        pass
+
+
+class _SourceMeter(_Meter):
+    """The source as stored (S3 body, HTTP response): MAX_SOURCE_BYTES."""
+
+    def __init__(self, inner: Any, uri: str) -> None:
+        super().__init__(inner)
+        self._uri = uri
+
+    def _judge(self) -> None:
+        if self.bytes_read > MAX_SOURCE_BYTES:
+            raise _StreamOverLimit(
+                self._uri, "MAX_SOURCE_BYTES", f"more than {MAX_SOURCE_BYTES:,} bytes read from the source"
+            )
+
+
+class _SpoolMeter(_Meter):
+    """The spooled .zip, seekable for zipfile: counts what a member's decompressor reads."""
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return int(self._inner.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._inner.tell())
+
+
+class _InflateMeter(_Meter):
+    """Decompressed output: MAX_DECOMPRESSED_BYTES, and past the grace MAX_DECOMPRESSION_RATIO against
+    the compressed bytes `packed` has read since `baseline`. A bomb (zeros inflate about 1,000 times)
+    stops a chunk past the grace, having produced some 16 MiB, whatever it would have become."""
+
+    def __init__(self, inner: Any, uri: str, packed: _Meter, baseline: int = 0) -> None:
+        super().__init__(inner)
+        self._uri = uri
+        self._packed = packed
+        self._baseline = baseline
+
+    def _judge(self) -> None:
+        out = self.bytes_read
+        if out > MAX_DECOMPRESSED_BYTES:
+            raise _StreamOverLimit(
+                self._uri,
+                "MAX_DECOMPRESSED_BYTES",
+                f"more than {MAX_DECOMPRESSED_BYTES:,} bytes after decompression",
+            )
+        if out > DECOMPRESSION_RATIO_GRACE_BYTES:
+            packed = self._packed.bytes_read - self._baseline
+            if out > MAX_DECOMPRESSION_RATIO * packed:
+                raise _StreamOverLimit(
+                    self._uri,
+                    "MAX_DECOMPRESSION_RATIO",
+                    f"{out:,} bytes decompressed from {packed:,}, more than {MAX_DECOMPRESSION_RATIO} times as many",
+                )
+
+
 @contextmanager
-def _open_zip_member(uri: str, path: str, raw: BinaryIO) -> Iterator[BinaryIO]:
+def _open_zip_member(uri: str, path: str, raw: _Meter) -> Iterator[_Meter]:
     with ExitStack() as stack:
         spool = stack.enter_context(tempfile.TemporaryFile(prefix="busline-", suffix=".zip"))
         try:
+            # `raw` is metered, so the spool stops at MAX_SOURCE_BYTES, not when /tmp is full.
             shutil.copyfileobj(raw, spool, _COPY_BUFFER)
             spool.seek(0)
-            archive = stack.enter_context(zipfile.ZipFile(spool))
+            packed = _SpoolMeter(spool)
+            archive = stack.enter_context(zipfile.ZipFile(packed))
+        except _TRANSIENT:
+            raise
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise SourceUnreadable(uri, f"not a readable zip archive: {exc}") from exc
         member = _pick_member(uri, path, archive)
-        yield stack.enter_context(archive.open(member))  # type: ignore[misc]
+        _refuse_declared_sizes(uri, member)
+        try:
+            opened = stack.enter_context(archive.open(member))
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError) as exc:
+            # a damaged local header, an unsupported compression method, encryption
+            raise SourceUnreadable(uri, f"cannot open {member.filename} in the zip archive: {exc}") from exc
+        # The directory's sizes can lie (zipfile stops a member at its declared size, but not a bomb
+        # hidden in a declared ratio that looks honest), so the member is metered all the same.
+        yield _InflateMeter(opened, uri, packed, packed.bytes_read)
+
+
+def _refuse_declared_sizes(uri: str, member: zipfile.ZipInfo) -> None:
+    size, packed = member.file_size, member.compress_size
+    if size > MAX_DECOMPRESSED_BYTES:
+        raise SourceOverLimit(
+            uri,
+            "MAX_DECOMPRESSED_BYTES",
+            f"{member.filename} declares {size:,} bytes decompressed, more than {MAX_DECOMPRESSED_BYTES:,}",
+        )
+    if size > DECOMPRESSION_RATIO_GRACE_BYTES and size > MAX_DECOMPRESSION_RATIO * packed:
+        raise SourceOverLimit(
+            uri,
+            "MAX_DECOMPRESSION_RATIO",
+            f"{member.filename} declares {size:,} bytes from {packed:,} compressed, "
+            f"more than {MAX_DECOMPRESSION_RATIO} times as many",
+        )
 
 
 def _pick_member(uri: str, path: str, archive: zipfile.ZipFile) -> zipfile.ZipInfo:
@@ -149,7 +361,9 @@ def iter_records(
     """Records of a csv / ndjson / json (top-level array) stream, values as text or None.
 
     `name_hint` (usually the URI) names the source in errors. Malformed input raises
-    SourceUnreadable naming the line.
+    SourceUnreadable naming the line; a record over a source limit (MAX_RECORD_LENGTH,
+    MAX_SOURCE_JSON_DEPTH, MAX_SOURCE_FIELDS) raises SourceOverLimit. A failing connection
+    (a timeout, a reset) is raised as it is, to be retried.
     """
     nulls = frozenset(null_values)
     # utf-8-sig: spreadsheets like to start CSV exports with a byte-order mark.
@@ -163,6 +377,8 @@ def iter_records(
             yield from _json_array_records(text, name_hint, nulls)
         else:
             raise SourceUnreadable(name_hint, f"unknown format '{fmt}' (csv, ndjson or json)")
+    except _TRANSIENT:
+        raise
     except UnicodeDecodeError as exc:
         raise SourceUnreadable(name_hint, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
@@ -174,20 +390,90 @@ def iter_records(
             text.detach()
 
 
+def _record_too_long(name: str, line: int, what: str) -> SourceOverLimit:
+    return SourceOverLimit(
+        name, "MAX_RECORD_LENGTH", f"line {line}: {what} longer than {MAX_RECORD_LENGTH:,} characters"
+    )
+
+
+def _too_deep(name: str, line: int) -> SourceUnreadable:
+    return _BadRecord.too_deep().at(name, line)
+
+
+def _too_many_fields(name: str, line: int, count: int, what: str) -> SourceOverLimit:
+    return SourceOverLimit(
+        name, "MAX_SOURCE_FIELDS", f"line {line}: {count:,} {what}, more than {MAX_SOURCE_FIELDS:,}"
+    )
+
+
 def _csv_records(text: IO[str], name: str, delimiter: str, nulls: frozenset[str]) -> Iterator[Record]:
-    reader = csv.reader(text, delimiter=delimiter, strict=True)
+    limit = MAX_RECORD_LENGTH
+    read = text.read
+    done = 0  # reader.line_num when the last record was complete
+
+    def lines_in_chunks() -> Iterator[io.StringIO]:
+        # csv.reader fed by the text itself would take a physical line of any length, and keep adding
+        # lines to an open quoted field. So it is fed whole lines a chunk at a time (a Python step per
+        # line would cost some 7% of the whole read), each read sized so that the open record plus the
+        # read stays within the limit: no record can pass it between two chunks unseen.
+        carry = ""  # the start of a line not yet ended
+        handed = ""  # the lines of the last chunk
+        open_record = 0  # characters of the record csv is in the middle of (0 between records)
+        before = 0  # reader.line_num when the last chunk was handed
+        while True:
+            consumed = reader.line_num  # csv asks for more only once it has taken every line handed
+            if done == consumed:
+                open_record = 0
+            elif done >= before:  # rare: a record began in the last chunk and goes on past it
+                open_record = sum(map(len, io.StringIO(handed, newline="").readlines()[done - before :]))
+            else:
+                open_record += len(handed)
+            before = consumed
+            room = limit - open_record - len(carry)
+            if room < 0:
+                raise _record_too_long(name, consumed + 1, "a record")
+            more = read(min(_READ_SIZE, room) or 1)
+            if not more:
+                break
+            # At the limit one more character can only end a line on a lone \r; anything else is over.
+            if not room and not (carry.endswith("\r") and more != "\n"):
+                raise _record_too_long(name, consumed + 1, "a record")
+            nul = more.find("\x00")
+            if nul >= 0:
+                # Python's csv takes NUL as data since 3.11; in a CSV it means a binary file.
+                line = consumed + len(io.StringIO(f"{carry}{more[:nul]}.", newline="").readlines())
+                raise SourceUnreadable(name, f"line {line}: a NUL character (not CSV text)")
+            chunk = carry + more
+            # A final \r may be half of a \r\n, and csv must see the two in one line.
+            end = len(chunk) - 1 if chunk.endswith("\r") else len(chunk)
+            cut = max(chunk.rfind("\n", 0, end), chunk.rfind("\r", 0, end)) + 1
+            handed, carry = chunk[:cut], chunk[cut:]
+            if handed:
+                # newline="" splits at \r, \n and \r\n as the text would, never at the other breaks
+                # str.splitlines knows (\f, \x1c, \u2028...), which are data in a CSV field.
+                yield io.StringIO(handed, newline="")
+        if carry:
+            yield io.StringIO(carry, newline="")
+
+    reader = csv.reader(itertools.chain.from_iterable(lines_in_chunks()), delimiter=delimiter, strict=True)
     try:
         header = next(reader, None)
         if header is None:
             return
+        done = reader.line_num
+        if len(header) > MAX_SOURCE_FIELDS:
+            raise _too_many_fields(name, reader.line_num, len(header), "columns in the header")
         if len(set(header)) != len(header):
-            repeated = sorted({column for column in header if header.count(column) > 1})
+            repeated = sorted(column for column, count in Counter(header).items() if count > 1)
             raise SourceUnreadable(name, f"line 1: repeated column name {', '.join(repeated)}")
         width = len(header)
         for row in reader:
+            done = reader.line_num
             if len(row) != width:
                 if not row:  # blank line
                     continue
+                if len(row) > MAX_SOURCE_FIELDS:
+                    raise _too_many_fields(name, reader.line_num, len(row), "fields")
                 raise SourceUnreadable(
                     name, f"line {reader.line_num}: {len(row)} fields where the header has {width}"
                 )
@@ -201,6 +487,29 @@ def _csv_records(text: IO[str], name: str, delimiter: str, nulls: frozenset[str]
                 }
     except csv.Error as exc:
         raise SourceUnreadable(name, f"line {reader.line_num}: {exc}") from exc
+    except _StreamOverLimit as exc:
+        raise exc.after(name, reader.line_num) from exc
+
+
+class _BadRecord(Exception):
+    """A decoded JSON value that cannot be a record; the caller, which knows the line, reports it."""
+
+    def __init__(self, problem: str, limit: str | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.limit = limit
+
+    @classmethod
+    def too_deep(cls) -> _BadRecord:
+        return cls(f"a record nested more than {MAX_SOURCE_JSON_DEPTH} levels deep", "MAX_SOURCE_JSON_DEPTH")
+
+    def at(self, name: str, line: int) -> SourceUnreadable:
+        reason = f"line {line}: {self.problem}"
+        return (
+            SourceUnreadable(name, reason)
+            if self.limit is None
+            else SourceOverLimit(name, self.limit, reason)
+        )
 
 
 def _as_text(value: Any, nulls: frozenset[str]) -> str | None:
@@ -212,25 +521,63 @@ def _as_text(value: Any, nulls: frozenset[str]) -> str | None:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
-    # Nested values stay JSON, so a string column can still carry them.
+    # Nested values stay JSON, so a string column can still carry them; the record is level 1.
+    if _deeper_than(value, MAX_SOURCE_JSON_DEPTH - 1):
+        raise _BadRecord.too_deep()
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _record_from_object(value: Any, name: str, line: int, nulls: frozenset[str]) -> Record:
+def _deeper_than(value: Any, allowed: int) -> bool:
+    """Whether lists and objects nest more than `allowed` levels in `value` (itself one); no recursion."""
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if level > allowed:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, level + 1))
+    return False
+
+
+def _record_from_object(value: Any, nulls: frozenset[str]) -> Record:
     if not isinstance(value, dict):
-        raise SourceUnreadable(name, f"line {line}: expected a JSON object, got {type(value).__name__}")
+        raise _BadRecord(f"expected a JSON object, got {type(value).__name__}")
+    if len(value) > MAX_SOURCE_FIELDS:
+        raise _BadRecord(f"{len(value):,} keys, more than {MAX_SOURCE_FIELDS:,}", "MAX_SOURCE_FIELDS")
     return {str(key): _as_text(item, nulls) for key, item in value.items()}
 
 
+def _invalid_json(name: str, line: int, exc: ValueError) -> SourceUnreadable:
+    # JSONDecodeError says what it expected; a plain ValueError is e.g. an integer of 5,000 digits.
+    return SourceUnreadable(name, f"line {line}: invalid JSON ({getattr(exc, 'msg', exc)})")
+
+
 def _ndjson_records(text: IO[str], name: str, nulls: frozenset[str]) -> Iterator[Record]:
-    for line_number, line in enumerate(text, start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SourceUnreadable(name, f"line {line_number}: invalid JSON ({exc.msg})") from exc
-        yield _record_from_object(value, name, line_number, nulls)
+    limit = MAX_RECORD_LENGTH
+    readline = text.readline
+    line_number = 0
+    try:
+        # A bounded readline: iterating the text would hold a line of any length.
+        while line := readline(limit + 1):
+            line_number += 1
+            if len(line) > limit:
+                raise _record_too_long(name, line_number, "a line")
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except RecursionError as exc:
+                raise _too_deep(name, line_number) from exc
+            except ValueError as exc:
+                raise _invalid_json(name, line_number, exc) from exc
+            try:
+                record = _record_from_object(value, nulls)
+            except _BadRecord as problem:
+                raise problem.at(name, line_number) from None
+            yield record
+    except _StreamOverLimit as exc:
+        raise exc.after(name, line_number) from exc
 
 
 _WHITESPACE = " \t\r\n"
@@ -239,6 +586,7 @@ _WHITESPACE = " \t\r\n"
 def _json_array_records(text: IO[str], name: str, nulls: frozenset[str]) -> Iterator[Record]:
     """Stream the objects of a top-level JSON array without holding the whole document."""
     decoder = json.JSONDecoder()
+    limit = MAX_RECORD_LENGTH
     buffer = ""
     position = 0
     lines_before = 0  # newlines in text already dropped from the buffer
@@ -247,11 +595,11 @@ def _json_array_records(text: IO[str], name: str, nulls: frozenset[str]) -> Iter
     def line_at(offset: int) -> int:
         return lines_before + buffer.count("\n", 0, offset) + 1
 
-    def fill() -> bool:
+    def fill(size: int = _READ_SIZE) -> bool:
         nonlocal buffer, position, lines_before, eof
         if eof:
             return False
-        more = text.read(_READ_SIZE)
+        more = text.read(size)
         if not more:
             eof = True
             return False
@@ -270,46 +618,66 @@ def _json_array_records(text: IO[str], name: str, nulls: frozenset[str]) -> Iter
             if not fill():
                 return None
 
-    first = next_significant()
-    if first is None:
-        raise SourceUnreadable(name, "empty document (expected a JSON array)")
-    if first != "[":
-        raise SourceUnreadable(name, f"line {line_at(position)}: expected a JSON array")
-    position += 1
-    expect_item = True  # right after '[' or ','
-    first_item = True
-    while True:
-        char = next_significant()
-        if char is None:
-            raise SourceUnreadable(
-                name, f"line {line_at(position)}: unexpected end of document inside the array"
-            )
-        if char == "]" and (first_item or not expect_item):
-            position += 1
-            break
-        if not expect_item:
-            if char != ",":
-                raise SourceUnreadable(name, f"line {line_at(position)}: expected ',' or ']' between items")
-            position += 1
-            expect_item = True
-            continue
+    def decode_item() -> tuple[Any, int]:
         while True:
             try:
-                value, end = decoder.raw_decode(buffer, position)
-                break
+                return decoder.raw_decode(buffer, position)
             except json.JSONDecodeError as exc:
-                # An item cut by the read boundary decodes once more text arrives.
-                if not fill():
-                    raise SourceUnreadable(
-                        name, f"line {line_at(exc.pos)}: invalid JSON ({exc.msg})"
-                    ) from exc
-        yield _record_from_object(value, name, line_at(position), nulls)
-        position = end
-        expect_item = False
-        first_item = False
+                # An item cut by the read boundary decodes once more text arrives, but only up to the
+                # record limit: the buffer never holds more than that of one unfinished item.
+                cut = exc.pos >= len(buffer) - _CUT_MARGIN or exc.msg.startswith("Unterminated string")
+                room = limit + 1 - (len(buffer) - position)
+                if cut and room <= 0:
+                    raise _record_too_long(name, line_at(position), "an item") from exc
+                if not cut or not fill(min(_READ_SIZE, room)):
+                    raise _invalid_json(name, line_at(exc.pos), exc) from exc
+            except RecursionError as exc:
+                raise _too_deep(name, line_at(position)) from exc
+            except ValueError as exc:
+                raise _invalid_json(name, line_at(position), exc) from exc
 
-    if next_significant() is not None:
-        raise SourceUnreadable(name, f"line {line_at(position)}: unexpected content after the array")
+    try:
+        first = next_significant()
+        if first is None:
+            raise SourceUnreadable(name, "empty document (expected a JSON array)")
+        if first != "[":
+            raise SourceUnreadable(name, f"line {line_at(position)}: expected a JSON array")
+        position += 1
+        expect_item = True  # right after '[' or ','
+        first_item = True
+        while True:
+            char = next_significant()
+            if char is None:
+                raise SourceUnreadable(
+                    name, f"line {line_at(position)}: unexpected end of document inside the array"
+                )
+            if char == "]" and (first_item or not expect_item):
+                position += 1
+                break
+            if not expect_item:
+                if char != ",":
+                    raise SourceUnreadable(
+                        name, f"line {line_at(position)}: expected ',' or ']' between items"
+                    )
+                position += 1
+                expect_item = True
+                continue
+            value, end = decode_item()
+            if end - position > limit:  # read whole in one go, before the item could be seen unfinished
+                raise _record_too_long(name, line_at(position), "an item")
+            try:
+                record = _record_from_object(value, nulls)
+            except _BadRecord as problem:
+                raise problem.at(name, line_at(position)) from None
+            yield record
+            position = end
+            expect_item = False
+            first_item = False
+
+        if next_significant() is not None:
+            raise SourceUnreadable(name, f"line {line_at(position)}: unexpected content after the array")
+    except _StreamOverLimit as exc:
+        raise exc.after(name, line_at(position) - 1) from exc
 
 
 RecordT = TypeVar("RecordT")

@@ -37,11 +37,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import BinaryIO, NoReturn
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 from aws_lambda_powertools import Logger
 
 from .errors import SourceUnreadable
+from .redaction import display_url
 
 logger = Logger(child=True)
 
@@ -111,19 +112,6 @@ def _carried_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
     if address in _NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
-
-
-def display_url(url: str) -> str:
-    """`url` as errors show it: scheme, host, port and path; never credentials, query or fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return urlunsplit((parts.scheme.lower(), host if port is None else f"{host}:{port}", parts.path, "", ""))
 
 
 def url_refusal(url: str, *, allow_loopback_http: bool) -> str | None:

@@ -23,6 +23,8 @@ class _PublishingSettings(_FunctionSettings):
     event_bus_name: str = Field(min_length=1)
     # Empty: no SNS notification (the bus still gets TaskSucceeded/TaskFailed).
     notification_topic_arn: str = ""
+    # Template parameter FinishedTaskRetentionDays: DynamoDB's TTL deletes a finished task this long after.
+    finished_task_retention_days: int = Field(default=90, ge=1, le=3650)
 
 
 class _SourceReaderSettings(_FunctionSettings):

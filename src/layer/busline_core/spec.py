@@ -70,13 +70,36 @@ POSTGRES_TYPES: dict[str, str] = {
 # --- casting text to typed, JSON-able values (shared by spec validation and transform) -------------
 
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1  # what an int column holds (Postgres bigint)
+# What a numeric column holds: Postgres refuses a value with more digits before or after the point.
+NUMERIC_MAX_INTEGER_DIGITS = 131_072
+NUMERIC_MAX_SCALE = 16_383
 _BOOLEANS: dict[str, bool] = {
     "true": True, "t": True, "1": True, "yes": True,
     "false": False, "f": False, "0": False, "no": False,
 }  # fmt: skip
 
 
+def is_loadable_text(text: str) -> bool:
+    """Whether Postgres can store `text` as is.
+
+    Postgres text cannot hold NUL, and a str that is not valid Unicode (a lone surrogate, which is
+    what a JSON "\\ud800" decodes to) cannot even be encoded to UTF-8 to be sent: either would fail
+    the load of the whole chunk, on every delivery.
+    """
+    if "\x00" in text:
+        return False
+    if text.isascii():  # O(1) in CPython: the common case never encodes
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _cast_string(text: str) -> str:
+    if not is_loadable_text(text):
+        raise ValueError("not text Postgres can store")
     return text
 
 
@@ -90,6 +113,8 @@ def _cast_int(text: str) -> int:
 def _cast_float(text: str) -> float:
     value = float(text)
     # NaN and infinities are not JSON, and a source that contains them is almost always broken.
+    # Too large a number ('1e309') is an infinity here; too small a one becomes 0.0 or a subnormal,
+    # both of which Postgres double precision takes.
     if not math.isfinite(value):
         raise ValueError("not finite")
     return value
@@ -100,9 +125,18 @@ def _cast_decimal(text: str) -> str:
         value = Decimal(text)
     except InvalidOperation as exc:
         raise ValueError("not a decimal") from exc
-    if not value.is_finite():
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int):  # 'n', 'N' or 'F': a NaN or an infinity
         raise ValueError("not finite")
-    # Kept as text so no precision is lost on the way to Postgres numeric.
+    if -exponent > NUMERIC_MAX_SCALE:
+        raise ValueError("too many digits after the decimal point for numeric")
+    if not value:
+        # Any zero fits, but Postgres refuses to read an exponent past about 1e9 ('0E+2000000000').
+        return str(value) if exponent <= 0 else "0"
+    if value.adjusted() >= NUMERIC_MAX_INTEGER_DIGITS:
+        raise ValueError("too many digits before the decimal point for numeric")
+    # Kept as text so no precision is lost on the way to Postgres numeric, which reads the exponent
+    # notation str() may give ('1E+5').
     return str(value)
 
 
@@ -118,10 +152,19 @@ def _cast_date(text: str) -> str:
 
 
 def _cast_timestamp(text: str) -> str:
+    if "\x00" in text:
+        # fromisoformat stops reading at a NUL: '2013-01-01T10:00\x00junk' would be 10:00.
+        raise ValueError("not a timestamp")
     value = datetime.fromisoformat(text.strip())
     if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat()
+        return value.replace(tzinfo=UTC).isoformat()
+    # In UTC, because Python takes offsets Postgres refuses ('+05:30:15.5'). An instant that falls
+    # outside years 1 to 9999 in UTC has no UTC datetime: refused as a value, not raised as an
+    # OverflowError no caller expects.
+    try:
+        return value.astimezone(UTC).isoformat()
+    except OverflowError:
+        raise ValueError("outside years 1 to 9999 in UTC") from None
 
 
 CASTERS: dict[str, Callable[[str], Any]] = {

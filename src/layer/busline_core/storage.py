@@ -28,8 +28,14 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+# A JSON source may spell half a surrogate pair ("\ud800"): not text, so transform rejects its row (and
+# spells it as an escape in the reject), but the raw chunk must carry it that far instead of failing to
+# encode.
+_UNICODE_ERRORS = "surrogatepass"
+
+
 def _encode_lines(items: Iterable[Any]) -> bytes:
-    return "".join(_dumps(item) + "\n" for item in items).encode("utf-8")
+    return "".join(_dumps(item) + "\n" for item in items).encode("utf-8", _UNICODE_ERRORS)
 
 
 class ChunkStore:
@@ -88,7 +94,7 @@ class ChunkStore:
     def get_rows(self, key: str) -> list[dict[str, Any]]:
         body = self._get(key)
         try:
-            text = gzip.decompress(body).decode("utf-8")
+            text = gzip.decompress(body).decode("utf-8", _UNICODE_ERRORS)
             return [json.loads(line) for line in text.splitlines() if line]
         except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ChunkFailed(f"chunk s3://{self.bucket}/{key} is corrupt: {exc}") from exc

@@ -36,6 +36,7 @@ from .contracts import (
     TaskSnapshot,
     TaskStatus,
 )
+from .redaction import public_message
 
 COUNTERS: Final = ("read", "filtered", "rejected", "loaded")
 ACTIVE_STATUSES: Final = (
@@ -63,6 +64,12 @@ def iso(moment: datetime) -> str:
 
 def epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+def task_error(phase: Phase, chunk: int | None, message: str) -> TaskError:
+    """The error a task keeps and shows its owner: no credentials, hosts or stacks (redaction.py), and
+    short enough for the item."""
+    return TaskError(phase=phase, chunk=chunk, message=public_message(message)[:ERROR_MESSAGE_LIMIT])
 
 
 def failure_member(phase: Phase, chunk: int | None) -> str:
@@ -103,6 +110,9 @@ class TaskState(_Frozen):
     failing: frozenset[str] = frozenset()  # failure_member()s whose last delivery failed
     error_terminal: bool = False  # no chunk can recover this failure
     announced: TaskStatus | None = None  # the final status already told to the bus and SNS
+    # Epoch seconds after which DynamoDB's TTL deletes the finished task (set when its end is announced,
+    # cleared if a DLQ replay brings a FAILED task back to life).
+    expires_at: int | None = None
 
     @classmethod
     def submitted(cls, task_id: str, owner: str, pipeline: str, spec_json: str, now: datetime) -> TaskState:
@@ -303,9 +313,11 @@ class Stalled:
 
 @dataclass(frozen=True)
 class Announced:
-    """TaskSucceeded/TaskFailed and the SNS notification went out for `status`."""
+    """TaskSucceeded/TaskFailed and the SNS notification went out for `status`; the task may be deleted
+    after `expires_at` (epoch seconds; None keeps it)."""
 
     status: TaskStatus
+    expires_at: int | None = None
 
 
 TaskEvent = (
@@ -332,7 +344,7 @@ def _stamped(state: TaskState, now: datetime) -> TaskState:
 
 
 def _failed(state: TaskState, phase: Phase, chunk: int | None, message: str, now: datetime) -> TaskState:
-    error = state.error or TaskError(phase=phase, chunk=chunk, message=message[:ERROR_MESSAGE_LIMIT])
+    error = state.error or task_error(phase, chunk, message)
     return _stamped(_with(state, status=TaskStatus.FAILED, error=error), now)
 
 
@@ -410,7 +422,7 @@ def _failure_cleared(state: TaskState, event: FailureCleared, now: datetime) -> 
 
 
 def _recovered(state: TaskState, event: Recovered, now: datetime) -> TaskState:
-    return _stamped(_with(state, status=state.progress_status(), error=None), now)
+    return _stamped(_with(state, status=state.progress_status(), error=None, expires_at=None), now)
 
 
 def _abandoned(state: TaskState, event: TaskAbandoned, now: datetime) -> TaskState:
@@ -422,7 +434,7 @@ def _stalled(state: TaskState, event: Stalled, now: datetime) -> TaskState:
 
 
 def _announced(state: TaskState, event: Announced, now: datetime) -> TaskState:
-    return _with(state, announced=event.status)  # not progress: updatedAt stays
+    return _with(state, announced=event.status, expires_at=event.expires_at)  # not progress: updatedAt stays
 
 
 E = TypeVar("E")

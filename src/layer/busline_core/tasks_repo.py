@@ -9,7 +9,8 @@ on that, so the caller gets both sides of its own atomic write without reading a
 Item attributes: taskId, owner, pipeline, spec (JSON), status, createdAt, updatedAt, updatedAtMs;
 per phase p: p_startedAt, p_completedAt, p_total (known once extract completed), p_done, p_chunks
 (transform/load: a number set); count_read|filtered|rejected|loaded; error {phase, chunk, message};
-failed (a string set of failing chunks); error_terminal; announced.
+failed (a string set of failing chunks); error_terminal; announced; expiresAt (epoch seconds: the
+table's TTL attribute, set once a finished task is announced).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from .limits import MAX_TASK_ID_LENGTH
 from .task_state import (
     ACTIVE_STATUSES,
     COUNTERS,
-    ERROR_MESSAGE_LIMIT,
     Announced,
     ChunkCounted,
     ChunkFailedFinally,
@@ -51,6 +51,7 @@ from .task_state import (
     epoch_ms,
     failure_member,
     iso,
+    task_error,
     utc_now,
     validate,
 )
@@ -121,6 +122,7 @@ def state_from_item(item: Mapping[str, Any]) -> TaskState:
         failing=frozenset(str(member) for member in item.get("failed", ())),
         error_terminal=bool(item.get("error_terminal", False)),
         announced=None if announced is None else TaskStatus(announced),
+        expires_at=None if item.get("expiresAt") is None else int(item["expiresAt"]),
     )
 
 
@@ -165,6 +167,8 @@ def item_from_state(state: TaskState) -> Item:
         item["error_terminal"] = True
     if state.announced is not None:
         item["announced"] = state.announced.value
+    if state.expires_at is not None:
+        item["expiresAt"] = state.expires_at
     return item
 
 
@@ -299,7 +303,7 @@ def _write_for(event: TaskEvent, now: datetime) -> _Write:
             )
         case Recovered():
             return _Write(
-                f"SET #status = :status, {_STAMP} REMOVE #error",
+                f"SET #status = :status, {_STAMP} REMOVE #error, expiresAt",
                 "#status = :failed AND attribute_not_exists(failed) AND attribute_not_exists(error_terminal) "
                 f"AND {_completion_markers(event.status)}",
                 {**stamp, ":status": event.status.value, ":failed": TaskStatus.FAILED.value},
@@ -326,12 +330,19 @@ def _write_for(event: TaskEvent, now: datetime) -> _Write:
                 {"#status": "status", "#error": "error"},
             )
         case Announced():
-            return _Write("SET announced = :status", _EXISTS, {":status": event.status.value}, {})
+            if event.expires_at is None:
+                return _Write("SET announced = :status REMOVE expiresAt", _EXISTS, {":status": event.status.value}, {})
+            return _Write(
+                "SET announced = :status, expiresAt = :expires",
+                _EXISTS,
+                {":status": event.status.value, ":expires": event.expires_at},
+                {},
+            )
     raise TypeError(f"not a task event: {event!r}")
 
 
 def _error_value(phase: Phase, chunk: int | None, message: str) -> dict[str, Any]:
-    return {"phase": phase.value, "chunk": chunk, "message": message[:ERROR_MESSAGE_LIMIT]}
+    return task_error(phase, chunk, message).model_dump(mode="json")
 
 
 class TasksRepository:
@@ -351,6 +362,16 @@ class TasksRepository:
         response = self._table.get_item(Key={"taskId": task_id}, ConsistentRead=True)
         item = response.get("Item")
         return None if item is None else state_from_item(item)
+
+    def failed_for_good(self, task_id: str) -> bool:
+        """Whether no work on the task can matter any more: it failed for good, or it is gone (TTL)."""
+        response = self._table.get_item(
+            Key={"taskId": task_id},
+            ConsistentRead=True,
+            ProjectionExpression="error_terminal",
+        )
+        item = response.get("Item")
+        return item is None or bool(item.get("error_terminal", False))
 
     def list_by_owner(
         self, owner: str, limit: int, start: Mapping[str, Any] | None = None

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from .contracts import Reject
+from .limits import MAX_KEY_BYTES
 from .spec import (
     BIGINT_MAX,
     BIGINT_MIN,
@@ -27,6 +28,7 @@ from .spec import (
     OutputColumn,
     TaskSpec,
     cast_literal,
+    is_loadable_text,
     output_columns,
 )
 
@@ -42,6 +44,9 @@ __all__ = [
 RawRow = Mapping[str, str | None]
 Key = tuple[str | None, ...]
 _MAX_SHOWN_VALUE = 200  # keep reject reasons readable when a value is a whole paragraph
+# What a failed cast raises: ArithmeticError covers an OverflowError or a decimal signal, which would
+# otherwise fail the whole chunk, on every delivery, instead of rejecting one row.
+_CAST_ERRORS = (ValueError, TypeError, ArithmeticError)
 
 
 @dataclass
@@ -110,7 +115,7 @@ class ReferenceTable:
                     continue
                 try:
                     values.append(cast(text))
-                except (ValueError, TypeError):
+                except _CAST_ERRORS:
                     problem = f"column {name}: {_show(text)} is not a valid {column_type}"
                     break
             # A bad reference value rejects only the rows that join to it, with this reason.
@@ -122,7 +127,41 @@ class ReferenceTable:
 def _show(text: str) -> str:
     if len(text) > _MAX_SHOWN_VALUE:
         text = text[:_MAX_SHOWN_VALUE] + "…"
+    if not is_loadable_text(text):
+        text = _escaped(text)
     return f"'{text}'"
+
+
+def _escaped(text: str) -> str:
+    """`text` with NUL and lone surrogates spelled as escapes (\\x00, \\ud800), so a reason shows them
+    and can be written as UTF-8 JSON (a lone surrogate cannot be encoded at all)."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _reject_data(row: RawRow) -> dict[str, Any]:
+    """The raw row of a reject, as UTF-8 JSON can hold it.
+
+    Every field is kept, in the spec or not, and any of them may hold a lone surrogate: written as
+    is, it would fail the chunk's rejects file on every delivery, so it is spelled as an escape.
+    A NUL needs nothing (JSON escapes it).
+    """
+    data = dict(row)
+    try:
+        if "".join(data).isascii() and "".join(filter(None, data.values())).isascii():
+            return data
+    except TypeError:  # a value that is not text: looked at field by field
+        pass
+    return {_encodable(name): _encodable(value) for name, value in data.items()}
+
+
+def _encodable(value: Any) -> Any:
+    if not isinstance(value, str) or value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 # --- compiled plan ------------------------------------------------------------------------------
@@ -282,7 +321,11 @@ def _cast_column(column: _ColumnPlan, texts: list[str | None], problems: dict[in
             if text is None:
                 problems.setdefault(offset, reason)
     if column.type == "string":
-        return texts
+        # Texts go to Postgres as they are, so each must be one it can store. One look at the whole
+        # column instead of one per cell; only a column that fails it is redone value by value.
+        if is_loadable_text("".join(filter(None, texts))):
+            return texts
+        return _cast_each(column, texts, problems)
 
     fast = _FAST_CASTS.get(column.type)
     if fast is not None:
@@ -294,7 +337,7 @@ def _cast_column(column: _ColumnPlan, texts: list[str | None], problems: dict[in
                 values = list(map(convert, texts))  # type: ignore[arg-type]  # no None: checked above
             if valid(values):
                 return values
-        except (ValueError, TypeError):
+        except _CAST_ERRORS:
             pass
         return _cast_each(column, texts, problems)
 
@@ -306,7 +349,7 @@ def _cast_column(column: _ColumnPlan, texts: list[str | None], problems: dict[in
                 continue
             try:
                 typed[text] = column.cast(text)
-            except (ValueError, TypeError):
+            except _CAST_ERRORS:
                 bad.add(text)
         if bad:
             for offset, text in enumerate(texts):
@@ -326,7 +369,7 @@ def _cast_each(column: _ColumnPlan, texts: list[str | None], problems: dict[int,
             continue
         try:
             values.append(cast(text))
-        except (ValueError, TypeError):
+        except _CAST_ERRORS:
             problems.setdefault(offset, _cast_problem(column, text))
             values.append(None)
     return values
@@ -334,6 +377,23 @@ def _cast_each(column: _ColumnPlan, texts: list[str | None], problems: dict[int,
 
 def _cast_problem(column: _ColumnPlan, text: str) -> str:
     return f"column {column.name}: {_show(text)} is not a valid {column.type}"
+
+
+def _check_key_size(key: Sequence[str], texts_by_column: Mapping[str, list[str | None]], problems: dict[int, str]) -> None:
+    """Reject rows whose key values together pass MAX_KEY_BYTES: their primary key index row would fail
+    the load. A UTF-8 character is at most 4 bytes, so most chunks are cleared by their longest values."""
+    columns = [texts_by_column[name] for name in key if name in texts_by_column]
+    longest = sum(max(map(len, filter(None, texts)), default=0) for texts in columns)
+    if longest * 4 <= MAX_KEY_BYTES:
+        return
+    shown = ", ".join(key)
+    for offset, values in enumerate(zip(*columns, strict=True)):
+        size = sum(len(value.encode("utf-8", "surrogatepass")) for value in values if value is not None)
+        if size > MAX_KEY_BYTES:
+            problems.setdefault(
+                offset,
+                f"key ({shown}): {size:,} bytes, over the limit of {MAX_KEY_BYTES:,} (a Postgres index row holds 2,704)",
+            )
 
 
 def transform_rows(
@@ -356,6 +416,7 @@ def transform_rows(
         texts = [row.get(column.name) for row in rows]
         texts_by_column[column.name] = texts
         values_by_column[column.name] = _cast_column(column, texts, problems)
+    _check_key_size(spec.target.key, texts_by_column, problems)
 
     keep: list[bool] | None = None
     for column_name, column_filter in plan.filters:
@@ -401,7 +462,7 @@ def transform_rows(
                 else:
                     typed.update(zip(join.output_names, match, strict=True))
         if reason is not None:
-            rejects.append(Reject(row=first_row + offset, reason=reason, data=dict(rows[offset])))
+            rejects.append(Reject(row=first_row + offset, reason=reason, data=_reject_data(rows[offset])))
         else:
             output.append(typed)
 

@@ -20,7 +20,7 @@ from psycopg import sql
 
 from . import tenancy
 from .contracts import LoadOutcome
-from .errors import LoadFailed
+from .errors import DataRefused, LoadFailed
 from .spec import POSTGRES_TYPES, OutputColumn, TargetSpec
 from .tenancy import LEDGER, TableRef
 
@@ -260,6 +260,8 @@ class Warehouse:
                         self._discard()
                         continue
                     raise LoadFailed(f"{_name(what)}: {_describe(exc)}") from exc
+                except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                    raise DataRefused(f"{_name(what)}: {_describe(exc)}") from exc
                 except psycopg.Error as exc:
                     raise LoadFailed(f"{_name(what)}: {_describe(exc)}") from exc
         raise AssertionError("unreachable")

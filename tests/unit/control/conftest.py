@@ -239,7 +239,9 @@ def wire(cloud: Cloud, clock: Clock, warehouse: Any, pusher: Any) -> Wired:
 
     def lifecycle() -> TaskLifecycle:
         # one per function, as each function's container builds its own
-        return TaskLifecycle(tasks, EventPublisher(cloud.events, BUS), Notifier(cloud.sns, cloud.topic_arn))
+        return TaskLifecycle(
+            tasks, EventPublisher(cloud.events, BUS), Notifier(cloud.sns, cloud.topic_arn), clock=clock
+        )
 
     return Wired(
         api=ApiDeps(

@@ -43,6 +43,7 @@ T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 STARTED = "2026-11-22T10:00:01.000Z"
 DONE = "2026-11-22T10:00:02.000Z"
 ERROR = TaskError(phase=Phase.TRANSFORM, chunk=1, message="boom")
+EXPIRES_AT = 1_803_000_000  # epoch seconds: when TTL may delete a finished task
 
 _accepted = TaskState.submitted("t", "ana", "adhoc", "{}", T0)
 _extracting = _with(_accepted, status=TaskStatus.EXTRACTING, extract=PhaseState(done=1, started_at=STARTED))
@@ -81,6 +82,8 @@ STATES: dict[str, TaskState] = {
         _transforming,
         status=TaskStatus.FAILED,
         error=ERROR,
+        announced=TaskStatus.FAILED,
+        expires_at=EXPIRES_AT,
         transform=_with(_transforming.transform, done=2, chunks=frozenset({0, 1})),
     ),
     "failed_terminal": _with(
@@ -105,7 +108,7 @@ EVENTS: dict[str, TaskEvent] = {
     "recover": Recovered(TaskStatus.TRANSFORMING),
     "abandon": TaskAbandoned(Phase.EXTRACT, "unreadable"),
     "stall": Stalled(Phase.TRANSFORM, "stalled", _accepted.updated_at_ms),  # every state was read at T0
-    "announce": Announced(TaskStatus.SUCCEEDED),
+    "announce": Announced(TaskStatus.SUCCEEDED, EXPIRES_AT),
 }
 
 # The table: the status each event leads to from each state; "-" refused.
@@ -171,10 +174,16 @@ def test_effects_change_what_they_say_and_nothing_else() -> None:
     assert failed_again is not None
     assert (failed_again.error, failed_again.failing) == (ERROR, frozenset({"transform:1", "load:2"}))
     recovered = decide(STATES["failed_mended"], EVENTS["recover"], NOW)
-    assert recovered is not None and (recovered.error, recovered.status) == (None, TaskStatus.TRANSFORMING)
+    assert recovered is not None
+    # a task a replay brought back to life is no longer due for deletion
+    assert (recovered.error, recovered.status, recovered.expires_at) == (None, TaskStatus.TRANSFORMING, None)
     announced = decide(STATES["succeeded"], EVENTS["announce"], NOW)
     assert announced is not None
-    assert (announced.announced, announced.updated_at) == (TaskStatus.SUCCEEDED, STATES["succeeded"].updated_at)
+    assert (announced.announced, announced.updated_at, announced.expires_at) == (
+        TaskStatus.SUCCEEDED,
+        STATES["succeeded"].updated_at,
+        EXPIRES_AT,
+    )
     extracted = decide(STATES["extracting"], EVENTS["extracted"], NOW)
     assert extracted is not None
     assert [extracted.phase(phase).total for phase in Phase] == [3, 3, 3]

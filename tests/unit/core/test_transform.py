@@ -79,12 +79,12 @@ def test_bool_spellings(text: str, expected: bool) -> None:
     assert transform_rows([{"k": "a", "b": text}], spec, {}, 1).rows == [{"k": "a", "b": expected}]
 
 
-def test_timestamps_naive_become_utc_and_offsets_are_kept() -> None:
+def test_timestamps_become_their_utc_instant_naive_ones_read_as_utc() -> None:
     spec = _spec([{"name": "k", "type": "string"}, {"name": "ts", "type": "timestamp"}], ["k"])
     rows = [{"k": "a", "ts": "2013-01-01 05:06:07"}, {"k": "b", "ts": "2013-01-01T05:06:07-05:00"}]
     assert [r["ts"] for r in transform_rows(rows, spec, {}, 1).rows] == [
         "2013-01-01T05:06:07+00:00",
-        "2013-01-01T05:06:07-05:00",
+        "2013-01-01T10:06:07+00:00",
     ]
 
 
@@ -214,7 +214,7 @@ AIRPORTS: list[dict[str, str | None]] = [
 ]
 
 
-def _join_spec(required: bool) -> TaskSpec:
+def _join_spec(required: bool = False, alt_type: str = "int") -> TaskSpec:
     return _spec(
         [{"name": "id", "type": "int"}, {"name": "dest", "type": "string"}],
         ["id"],
@@ -225,7 +225,7 @@ def _join_spec(required: bool) -> TaskSpec:
                 "on": {"dest": "faa"},
                 "columns": [
                     {"name": "name", "as": "dest_name"},
-                    {"name": "alt", "as": "dest_alt", "type": "int"},
+                    {"name": "alt", "as": "dest_alt", "type": alt_type},
                 ],
                 "required": required,
             }
