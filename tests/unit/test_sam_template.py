@@ -277,9 +277,51 @@ def test_every_policy_check_skipped_in_the_template_says_why(cfn: dict[str, Any]
         for name, resource in template["Resources"].items()
         for skip in ((resource.get("Metadata") or {}).get("checkov") or {}).get("skip", [])
     ]
-    # Then there are 57 of them, each with a reason of at least a sentence
-    assert len(skips) == 57
+    # Then there are 56 of them, each with a reason of at least a sentence
+    assert len(skips) == 56
     assert [(name, skip["id"]) for name, skip in skips if len(skip.get("comment", "")) < 40] == []
+
+
+def test_the_notification_topic_is_encrypted_with_a_key_its_publishers_may_use(cfn: dict[str, Any]) -> None:
+    resources = cfn["Resources"]
+    # Given the topic and its key
+    topic = resources["NotificationTopic"]["Properties"]
+    key = resources["NotificationKey"]["Properties"]
+    # Then the topic is encrypted with the stack's own rotating key
+    assert topic["KmsMasterKeyId"] == {"Ref": "NotificationKey"}
+    assert key["EnableKeyRotation"] is True
+    # And the key policy names no wildcard action or principal; CloudWatch (this account's alarms only)
+    # may encrypt with it
+    statements = {statement["Sid"]: statement for statement in key["KeyPolicy"]["Statement"]}
+    assert [action for s in statements.values() for action in _as_list(s["Action"]) if "*" in action] == []
+    assert [s["Principal"] for s in statements.values() if "*" in json.dumps(s["Principal"])] == []
+    assert statements["CloudWatchAlarmsPublish"]["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert statements["CloudWatchAlarmsPublish"]["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    }
+    # And every function that may publish to the topic may use the key, and no other function may
+    publishers, key_users = set(), set()
+    for name, role in of_type(cfn, "AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            # a conditional policy (ReadableBuckets) is Fn::If [condition, policy, AWS::NoValue]
+            document = policy["Fn::If"][1] if "Fn::If" in policy else policy
+            for statement in document["PolicyDocument"]["Statement"]:
+                actions = set(_as_list(statement["Action"]))
+                if "sns:Publish" in actions:
+                    publishers.add(name)
+                if actions & {"kms:Decrypt", "kms:GenerateDataKey"}:
+                    assert statement["Resource"] == {"Fn::GetAtt": ["NotificationKey", "Arn"]}, name
+                    key_users.add(name)
+    assert publishers == key_users == {
+        "ExtractFunctionRole",
+        "TransformFunctionRole",
+        "LoadFunctionRole",
+        "WatchdogFunctionRole",
+    }
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def test_the_watchdog_peeks_at_the_dead_letter_queues_and_cannot_delete(cfn: dict[str, Any]) -> None:

@@ -145,6 +145,21 @@ def test_topic_subscription_delivers_raw_messages_to_sqs(endpoints: Endpoints) -
     assert [message["Body"] for message in messages] == ["done"]
 
 
+def test_a_topic_is_encrypted_with_the_key_the_stack_creates(endpoints: Endpoints) -> None:
+    # Given a template with a rotating KMS key and a topic encrypted with it
+    model = provision_fixture(endpoints, "encrypted_topic.yaml")
+    key_id = model.resources["Key"].physical_id
+    kms = client(endpoints, "kms")
+    # Then the key exists in moto with its policy and rotation, and the topic names it
+    metadata = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert (metadata["Arn"], metadata["Description"]) == (model.outputs["KeyArn"], "the topic's key")
+    assert kms.get_key_rotation_status(KeyId=key_id)["KeyRotationEnabled"] is True
+    policy = json.loads(kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
+    assert policy["Statement"][0]["Sid"] == "Account"
+    attributes = client(endpoints, "sns").get_topic_attributes(TopicArn=model.resources["Topic"].physical_id)
+    assert attributes["Attributes"]["KmsMasterKeyId"] == key_id
+
+
 def test_rule_with_sns_target_reaches_the_topic_through_the_forwarder(endpoints: Endpoints) -> None:
     # Given a rule targeting an SNS topic (which moto's PutEvents would skip) and a queue subscribed to it
     model = provision_fixture(endpoints, "resources.yaml")
