@@ -27,7 +27,7 @@ DEMO_CLOUD_ARGS = [
     "--param", "QueueVisibilityTimeout=70",
     "--param", "MaxReceiveCount=3",
     "--param", "ChunkRows=20000",
-    "--param", "ProgressBatchWindow=1",
+    "--param", "ProgressFramesPerSecond=4",
 ]  # fmt: skip
 DEMO_CLOUD_START_TIMEOUT_S = 180.0
 

@@ -32,14 +32,30 @@ from busline.localcloud.model import (
     SqsMapping,
     StreamMapping,
 )
+from busline.localcloud.moto_patches import (
+    LONG_POLL_TOKEN_PREFIX,
+    STREAM_WRITES,
+    end_long_polls,
+    long_polls_are_endable,
+    make_sqs_long_polls_endable,
+    wake_stream_readers_on_writes,
+)
 from busline.localcloud.runtime import FunctionRuntime, InvocationResult, console_line
 
 DEFAULT_SQS_CONCURRENCY = 5
+# While a batching window is open, a stream shard is read this often (as before writes woke the poller).
 STREAM_POLL_INTERVAL_S = 0.25
+# An idle shard waits for a write to its table (moto_patches.STREAM_WRITES) at most this long: the
+# fallback when writes cannot wake the poller (a moto in another process), and the idle GetRecords rate.
+STREAM_IDLE_WAIT_S = 1.0
+GET_RECORDS_LIMIT = 1000
 # MaximumRetryAttempts -1 means "until the record expires" (24 h) on AWS; locally that would wedge a shard.
 UNLIMITED_RETRIES_CAP = 10
 RETRY_BACKOFF_S = (0.25, 0.5, 1.0, 2.0)
-SQS_LONG_POLL_S = 1  # short enough that stop() returns promptly
+SQS_LONG_POLL_S = 1  # short enough that stop() returns promptly, where it cannot end the poll
+# SQS's longest long poll, once the poller's polls are known to reach a moto that can end them on stop()
+# (moto_patches.make_sqs_long_polls_endable): one ReceiveMessage per idle 20 s instead of per idle second.
+SQS_ENDABLE_LONG_POLL_S = 20
 STOP_GRACE_S = 3.0
 
 
@@ -146,9 +162,21 @@ class SqsPoller(EventSource):
         self.concurrency = mapping.max_concurrency or DEFAULT_SQS_CONCURRENCY
         self._slots = threading.BoundedSemaphore(self.concurrency)
         self._sqs = aws_client(model, "sqs")
+        self._poll_token = f"{LONG_POLL_TOKEN_PREFIX}{uuid.uuid4().hex}"
 
     def start(self) -> None:
+        make_sqs_long_polls_endable()
         self._spawn(self._receive_loop, name=f"sqs-{self.mapping.logical_id}")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        end_long_polls(self._poll_token)
+        super().stop()
+
+    @property
+    def long_poll_s(self) -> int:
+        # Known only after a first receive: a moto in another process never sees the token.
+        return SQS_ENDABLE_LONG_POLL_S if long_polls_are_endable(self._poll_token) else SQS_LONG_POLL_S
 
     def _receive_loop(self) -> None:
         while not self._stopping.is_set():
@@ -189,18 +217,19 @@ class SqsPoller(EventSource):
         window_ends: float | None = None
         while len(messages) < wanted and not self._stopping.is_set():
             if window_ends is None:
-                wait_s = SQS_LONG_POLL_S
+                wait_s = self.long_poll_s
             else:
                 remaining = window_ends - time.monotonic()
                 if remaining <= 0:
                     break
-                wait_s = min(SQS_LONG_POLL_S, int(remaining))
+                wait_s = min(self.long_poll_s, int(remaining))
             response = self._sqs.receive_message(
                 QueueUrl=self.mapping.queue_url,
                 MaxNumberOfMessages=min(10, wanted - len(messages)),
                 WaitTimeSeconds=wait_s,
                 AttributeNames=["All"],
-                MessageAttributeNames=["All"],
+                # "All" returns every attribute; the token selects none and lets stop() end this poll
+                MessageAttributeNames=["All", self._poll_token],
             )
             received = response.get("Messages", [])
             for message in received:
@@ -307,6 +336,7 @@ class StreamPoller(EventSource):
         self._known_shards: set[str] = set()
 
     def start(self) -> None:
+        wake_stream_readers_on_writes()
         if self.mapping.max_retry_attempts < 0:
             console_line(f"{self.name}: MaximumRetryAttempts -1 (retry until expiry) is capped at "
                          f"{UNLIMITED_RETRIES_CAP} retries locally")
@@ -320,6 +350,11 @@ class StreamPoller(EventSource):
                 f"{self.mapping.table_name}: {exc}"
             ) from exc
         self._spawn(self._discover_shards, name=f"stream-shards-{self.mapping.logical_id}")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        STREAM_WRITES.wake_all()
+        super().stop()
 
     def _shard_ids(self) -> list[str]:
         description = self._streams.describe_stream(StreamArn=self.mapping.stream_arn)["StreamDescription"]
@@ -343,16 +378,22 @@ class StreamPoller(EventSource):
     def _poll_shard(self, shard_id: str, iterator: str | None) -> None:
         pending: list[dict[str, Any]] = []
         first_pending_at = 0.0
+        writes_seen = 0
+        backlog = False
         while not self._stopping.is_set():
             if iterator is not None:
+                # Noted before reading, so a write landing during GetRecords still ends the wait below.
+                writes_seen = STREAM_WRITES.count(self.mapping.table_name)
                 try:
-                    response = self._streams.get_records(ShardIterator=iterator, Limit=1000)
+                    response = self._streams.get_records(ShardIterator=iterator, Limit=GET_RECORDS_LIMIT)
                 except Exception as exc:
                     console_line(f"{self.name}: get_records failed: {type(exc).__name__}: {exc}")
                     self._stopping.wait(1.0)
                     continue
                 iterator = response.get("NextShardIterator")
-                fresh = [self._record(raw) for raw in response.get("Records", [])]
+                raw_records = response.get("Records", [])
+                backlog = len(raw_records) >= GET_RECORDS_LIMIT
+                fresh = [self._record(raw) for raw in raw_records]
                 kept = [record for record in fresh if self._matches(record)]
                 # A stream's settled count is in records: dropped by the filter now, or delivered below.
                 self._count_settled(len(fresh) - len(kept))
@@ -370,7 +411,15 @@ class StreamPoller(EventSource):
                     return
             if iterator is None and not pending:
                 return  # the shard is closed and fully processed
-            self._stopping.wait(STREAM_POLL_INTERVAL_S)
+            if backlog and iterator is not None:
+                continue  # a full page: more records are already waiting
+            if pending:
+                # Only an open batching window leaves records pending: gather until it closes, as before.
+                window_left = first_pending_at + self.mapping.max_batching_window_s - time.monotonic()
+                self._stopping.wait(min(STREAM_POLL_INTERVAL_S, max(0.0, window_left)))
+            else:
+                STREAM_WRITES.wait_beyond(self.mapping.table_name, writes_seen, STREAM_IDLE_WAIT_S,
+                                          self._stopping)
 
     def _matches(self, record: dict[str, Any]) -> bool:
         # Records that match no filter pattern are dropped, exactly as Lambda does: never delivered.

@@ -1,5 +1,6 @@
 """Make moto's server behave as AWS does where Busline relies on it: DynamoDB's atomicity, and S3 keeping
-the body of a PUT (keep_put_bodies).
+the body of a PUT (keep_put_bodies); and let the local cloud's pollers, which run in moto's process, hear
+of new work instead of asking on a timer (wake_stream_readers_on_writes, make_sqs_long_polls_endable).
 
 DynamoDB applies each single-item request atomically. moto evaluates conditions, applies updates and
 builds responses in plain Python under a multi-threaded server, so two concurrent UpdateItems can
@@ -15,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 _DYNAMODB_LOCK = threading.RLock()
 _applied = False
@@ -90,3 +92,167 @@ def keep_put_bodies() -> None:
 
     Request.want_form_data_parsed = property(want_form_data_parsed)  # type: ignore[method-assign,assignment]
     _put_bodies_kept = True
+
+
+# -- DynamoDB streams: wake the readers on writes ---------------------------------------------------
+
+
+class StreamWrites:
+    """How many records this process's moto has appended to each table's stream, and a wait for the next.
+
+    A stream reader notes the count before GetRecords and afterwards waits for it to move: a write that
+    lands during GetRecords (or while the batch is being processed) still wakes it, and an idle reader
+    asks again only when its wait times out.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._counts: dict[str, int] = {}
+
+    def count(self, table_name: str) -> int:
+        with self._changed:
+            return self._counts.get(table_name, 0)
+
+    def appended(self, table_name: str) -> None:
+        with self._changed:
+            self._counts[table_name] = self._counts.get(table_name, 0) + 1
+            self._changed.notify_all()
+
+    def wait_beyond(self, table_name: str, seen: int, timeout_s: float,
+                    stop: threading.Event | None = None) -> bool:
+        """Until the table's count is no longer `seen`, `stop` is set or the time is up; True if written."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._counts.get(table_name, 0) != seen or (stop is not None and stop.is_set()),
+                timeout=timeout_s,
+            )
+            return self._counts.get(table_name, 0) != seen
+
+    def wake_all(self) -> None:
+        """Make every waiter look at its `stop` again (a reader is stopping)."""
+        with self._changed:
+            self._changed.notify_all()
+
+
+STREAM_WRITES = StreamWrites()
+_stream_writes_announced = False
+_patch_lock = threading.Lock()
+
+
+def wake_stream_readers_on_writes() -> None:
+    """For the rest of the process: every record moto appends to a table's stream counts in STREAM_WRITES.
+
+    Only readers in moto's own process hear it (the local cloud's StreamPoller); against a moto elsewhere
+    the count never moves and a reader falls back to its timeout.
+    """
+    global _stream_writes_announced
+    with _patch_lock:
+        if _stream_writes_announced:
+            return
+        try:
+            from moto.dynamodb.models.table import StreamShard
+        except ImportError:  # another moto layout: readers fall back to their timeout, nothing breaks
+            return
+
+        add = StreamShard.add
+
+        @functools.wraps(add)
+        def add_and_announce(self: Any, old: Any, new: Any) -> None:
+            add(self, old, new)
+            STREAM_WRITES.appended(self.table.name)
+
+        StreamShard.add = add_and_announce  # type: ignore[method-assign]
+        _stream_writes_announced = True
+
+
+# -- SQS: long polls that a stopping poller can end -------------------------------------------------
+
+# A ReceiveMessage whose MessageAttributeNames hold a name with this prefix comes from a poller that may
+# end its long poll early (end_long_polls). Any other ReceiveMessage is moto's own, unchanged. The name is
+# a valid attribute name that no message carries, so it selects nothing.
+LONG_POLL_TOKEN_PREFIX: Final = "BuslinePoller_"
+# moto's own long poll also looks again at least this often: a message whose visibility timeout or
+# delay ran out becomes receivable without any notification.
+_RESCAN_S: Final = 1.0
+
+_long_polls_lock = threading.Lock()
+_long_polls_seen: set[str] = set()
+_long_polls_ended: set[str] = set()
+_long_polls_waiting: dict[str, threading.Condition] = {}
+_long_polls_endable = False
+
+
+def long_polls_are_endable(token: str) -> bool:
+    """Whether a ReceiveMessage carrying `token` has reached this process's moto (patched): only then
+    can end_long_polls cut its long polls short, so only then is a long wait safe for its poller."""
+    with _long_polls_lock:
+        return token in _long_polls_seen
+
+
+def end_long_polls(token: str) -> None:
+    """End the long poll carrying `token` now (it returns no messages), and any it starts later."""
+    with _long_polls_lock:
+        _long_polls_ended.add(token)
+        condition = _long_polls_waiting.get(token)
+    if condition is not None:
+        with condition:
+            condition.notify_all()
+
+
+def _ended(token: str) -> bool:
+    with _long_polls_lock:
+        return token in _long_polls_ended
+
+
+def make_sqs_long_polls_endable() -> None:
+    """For the rest of the process: a long poll carrying a poller token (LONG_POLL_TOKEN_PREFIX) waits on
+    the queue the way moto does, but also returns as soon as end_long_polls(token) is called.
+
+    Without it a poller's stop() would have to outwait its ReceiveMessage (up to 20 s), or a poll left
+    running after stop() would take a message and hide it for its visibility timeout, so the pollers
+    could only afford 1 s long polls, i.e. one ReceiveMessage per idle second per queue.
+    """
+    global _long_polls_endable
+    with _patch_lock:
+        if _long_polls_endable:
+            return
+        try:
+            from moto.sqs.models import SQSBackend
+        except ImportError:  # another moto layout: pollers never see their token and keep 1 s polls
+            return
+
+        receive = SQSBackend.receive_message
+
+        @functools.wraps(receive)
+        def receive_message(self: Any, queue_name: str, count: int, wait_seconds_timeout: int,
+                            visibility_timeout: int, message_attribute_names: list[str] | None = None) -> Any:
+            token = next((name for name in message_attribute_names or []
+                          if name.startswith(LONG_POLL_TOKEN_PREFIX)), None)
+            if token is None or not wait_seconds_timeout:
+                return receive(self, queue_name, count, wait_seconds_timeout, visibility_timeout,
+                               message_attribute_names)
+            queue = self.get_queue(queue_name)
+            arrived = getattr(queue, "_messages_lock", None)  # the condition moto notifies on a new message
+            if not isinstance(arrived, threading.Condition):
+                return receive(self, queue_name, count, wait_seconds_timeout, visibility_timeout,
+                               message_attribute_names)
+            deadline = time.monotonic() + wait_seconds_timeout
+            with _long_polls_lock:
+                _long_polls_seen.add(token)
+                _long_polls_waiting[token] = arrived
+            try:
+                while True:
+                    # moto's receive without a wait: one look at the queue (visibility, FIFO groups, DLQ)
+                    result = receive(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
+                    remaining = deadline - time.monotonic()
+                    if result or remaining <= 0 or _ended(token):
+                        return result
+                    with arrived:
+                        arrived.wait_for(lambda: bool(queue.messages) or _ended(token),
+                                         timeout=min(remaining, _RESCAN_S))
+            finally:
+                with _long_polls_lock:
+                    _long_polls_waiting.pop(token, None)
+
+        SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
+        _long_polls_endable = True

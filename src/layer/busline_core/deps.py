@@ -171,7 +171,9 @@ def _lifecycle(tasks: TasksRepository, settings: ExtractSettings | TransformSett
 
 
 def _faults(settings: ExtractSettings | TransformSettings | LoadSettings) -> Faults:
-    return partial(active_faults, settings.faults_parameter) if settings.faults_parameter else no_faults
+    if not settings.faults_parameter:
+        return no_faults
+    return partial(active_faults, settings.faults_parameter, max_age=settings.faults_max_age_seconds)
 
 
 def build_api_deps(settings: ApiSettings) -> ApiDeps:

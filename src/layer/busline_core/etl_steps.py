@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, TypeVar
+from typing import TypeVar
 
+import pyarrow as pa
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
 
@@ -32,9 +33,9 @@ from .errors import BuslineError, ChunkFailed, LoadFailed, SourceOverLimit, Sour
 from .limits import MAX_CHUNKS_PER_TASK, MAX_REJECTS_KEPT_PER_CHUNK, MAX_ROWS_PER_TASK
 from .readers import iter_chunks, iter_records, open_source
 from .spec import JoinSpec, TaskSpec, output_columns
-from .storage import ChunkStore
+from .storage import ChunkStore, raw_table_from_records
 from .task_state import ChunkCounted, ExtractProgressed, ExtractStarted, iso
-from .transform import ReferenceTable, transform_rows
+from .transform import ReferenceTable, transform_table
 
 logger = Logger(child=True)
 
@@ -85,7 +86,7 @@ class ChunkWork:
 
     owner: str
     spec: TaskSpec
-    rows: list[dict[str, Any]]
+    table: pa.Table
     started_at: str
 
 
@@ -101,7 +102,7 @@ def _chunk_prologue(detail: ChunkExtracted | ChunkTransformed, deps: StepDeps) -
             extra={"task_id": detail.taskId},
         )
         return None
-    return ChunkWork(owner=plan.owner, spec=plan.spec, rows=deps.chunks.get_rows(detail.key), started_at=started_at)
+    return ChunkWork(owner=plan.owner, spec=plan.spec, table=deps.chunks.get_table(detail.key), started_at=started_at)
 
 
 # --- extract --------------------------------------------------------------------------------------
@@ -140,7 +141,7 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
         for index, rows in enumerate(iter_chunks(records, spec.chunkRows)):
             _check_task_size(source.uri, spec.chunkRows, chunks=index + 1, rows=read + len(rows))
             key = ChunkStore.chunk_key(task_id, Phase.EXTRACT.value, index)
-            deps.chunks.put_rows(key, rows)
+            deps.chunks.put_table(key, raw_table_from_records(rows))
             chunks, read = index + 1, read + len(rows)
             if not pending:
                 oldest_pending = time.monotonic()
@@ -193,18 +194,18 @@ def transform_chunk(detail: ChunkExtracted, deps: TransformDeps) -> int:
         return 0
     task_id, spec = detail.taskId, work.spec
     refs = {join.name: _reference(join, deps) for join in spec.joins}
-    result = transform_rows(work.rows, spec, refs, first_row=detail.chunk * spec.chunkRows + 1)
+    result = transform_table(work.table, spec, refs, first_row=detail.chunk * spec.chunkRows + 1)
 
     key = ChunkStore.chunk_key(task_id, Phase.TRANSFORM.value, detail.chunk)
-    deps.chunks.put_rows(key, result.rows)
+    deps.chunks.put_table(key, result.table)
     # Every reject is counted; only the first ones are kept, so a source of garbage cannot fill the bucket.
     kept = result.rejects[:MAX_REJECTS_KEPT_PER_CHUNK]
     deps.chunks.put_rejects(ChunkStore.rejects_key(task_id, detail.chunk), kept)
-    transformed = ChunkTransformed(taskId=task_id, chunk=detail.chunk, key=key, rows=len(result.rows))
+    transformed = ChunkTransformed(taskId=task_id, chunk=detail.chunk, key=key, rows=result.table.num_rows)
     deps.publisher.publish(CHUNK_TRANSFORMED, transformed)
     counts = {"filtered": result.filtered, "rejected": len(result.rejects)}
     deps.lifecycle.chunk_counted(ChunkCounted(Phase.TRANSFORM, detail.chunk, counts, work.started_at), task_id)
-    return len(result.rows)
+    return int(result.table.num_rows)
 
 
 # --- load -----------------------------------------------------------------------------------------
@@ -229,7 +230,7 @@ def load_chunk(detail: ChunkTransformed, deps: LoadDeps) -> int:
         warehouse.ensure_table(owner, spec.target, columns)
         deps.cache.ensured_tables.add(table_id)
     try:
-        outcome = warehouse.load_chunk(detail.taskId, detail.chunk, owner, spec.target, columns, work.rows)
+        outcome = warehouse.load_chunk(detail.taskId, detail.chunk, owner, spec.target, columns, work.table)
     except LoadFailed:
         # The table may have been dropped (or unmapped) behind this warm container's back: re-ensure on
         # the retry.

@@ -3,18 +3,84 @@ every change of a task (from the tasks table's stream).
 
 A connection belongs to whoever signed in on $connect: it may subscribe only to that owner's tasks
 (another owner's task answers exactly like a missing one), and pushes go only to the owner's connections.
+
+Pushes are paced per task by `FrameThrottle`: the stream mapping has no batching window, so a change
+reaches its watchers at once, and the throttle keeps a busy task from flooding them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Final
 
 from .deps import ConnectionsDeps, StreamDeps
 from .task_state import TaskState
 from .tasks_repo import state_from_stream_image
 
 USAGE = {"error": 'unknown action; send {"action": "subscribe", "taskId": "<task id>"}'}
+DEFAULT_FRAMES_PER_SECOND: Final = 4
+THROTTLE_MEMORY: Final = 1024  # tasks whose last push a warm container remembers
+
+
+class FrameThrottle:
+    """At most `frames_per_second` pushes per task, without ever holding back the newest state.
+
+    A task's first change goes out at once. A change inside the interval after the task's last push is
+    not dropped: `release` sleeps out the rest of the interval (at most 1 / frames_per_second) and then
+    hands it over. That wait is what keeps the newest frame, because a stream shard is processed by one
+    invocation at a time, in order: the next batch only starts once this one is pushed. A final state
+    (SUCCEEDED, FAILED) is never delayed, and since it is the newest state of its task in the batch and
+    later batches wait for this one, it is also the last frame.
+
+    The last push per task lives in the warm container, for the `capacity` most recently pushed tasks;
+    a cold start (or an evicted task) only means one frame sooner than the pace would allow.
+    """
+
+    def __init__(
+        self,
+        frames_per_second: float = DEFAULT_FRAMES_PER_SECOND,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        capacity: int = THROTTLE_MEMORY,
+    ) -> None:
+        if frames_per_second <= 0:
+            raise ValueError(f"frames_per_second must be positive, got {frames_per_second}")
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.interval_s = 1.0 / frames_per_second
+        self._clock = clock
+        self._sleep = sleep
+        self._capacity = capacity
+        self._last_push: OrderedDict[str, float] = OrderedDict()
+
+    def release(self, finals: Mapping[str, bool]) -> Iterator[str]:
+        """The task ids of one batch (each mapped to whether its state is final), each yielded when it
+        may be pushed: final and unthrottled ones at once, the others in the order their interval ends.
+        A task counts as pushed when it is yielded, so push it before asking for the next."""
+        now = self._clock()
+        delayed: list[tuple[float, str]] = []
+        for task_id, final in finals.items():
+            last = self._last_push.get(task_id)
+            if final or last is None or now - last >= self.interval_s:
+                self._pushed(task_id)
+                yield task_id
+            else:
+                delayed.append((last + self.interval_s, task_id))
+        for due, task_id in sorted(delayed):
+            wait_s = due - self._clock()
+            if wait_s > 0:
+                self._sleep(wait_s)
+            self._pushed(task_id)
+            yield task_id
+
+    def _pushed(self, task_id: str) -> None:
+        self._last_push[task_id] = self._clock()
+        self._last_push.move_to_end(task_id)
+        while len(self._last_push) > self._capacity:
+            self._last_push.popitem(last=False)
 
 
 def _newest_per_task(images: Iterable[Mapping[str, Any]]) -> dict[str, TaskState]:
@@ -37,16 +103,26 @@ def _send(connection_id: str, payload: Mapping[str, Any], deps: StreamDeps | Con
     return False
 
 
-def push_progress(new_images: list[dict[str, Any]], deps: StreamDeps) -> int:
-    """Push the newest snapshot of each task in a stream batch to its subscribers; returns messages sent."""
-    sent = 0
-    for task_id, state in _newest_per_task(new_images).items():
+def push_progress(
+    new_images: list[dict[str, Any]], deps: StreamDeps, throttle: FrameThrottle | None = None
+) -> int:
+    """Push the newest snapshot of each task in a stream batch to its subscribers, paced by `throttle`
+    (none: every task at once); returns messages sent."""
+    newest = _newest_per_task(new_images)
+    receivers: dict[str, list[str]] = {}
+    for task_id, state in newest.items():
         # subscribe() already refused other owners; checking again here keeps a stray row from leaking
-        receivers = [s.connection_id for s in deps.connections.for_task(task_id) if s.owner == state.owner]
-        if not receivers:
-            continue
-        payload = state.snapshot().model_dump(mode="json")
-        sent += sum(1 for connection_id in receivers if _send(connection_id, payload, deps))
+        watching = [s.connection_id for s in deps.connections.for_task(task_id) if s.owner == state.owner]
+        # Unwatched tasks neither wait nor use up their pace: a later subscriber gets the current
+        # snapshot from subscribe() and the next change at once.
+        if watching:
+            receivers[task_id] = watching
+    finals = {task_id: newest[task_id].is_final for task_id in receivers}
+    order = throttle.release(finals) if throttle is not None else iter(finals)
+    sent = 0
+    for task_id in order:
+        payload = newest[task_id].snapshot().model_dump(mode="json")
+        sent += sum(1 for connection_id in receivers[task_id] if _send(connection_id, payload, deps))
     return sent
 
 

@@ -14,8 +14,6 @@ from aws_lambda_powertools.utilities import parameters
 from .errors import ConfigurationError
 
 SECRET_MAX_AGE_SECONDS = 300
-# The fault switch is flipped by tests and operators; one second keeps it responsive and cheap.
-FAULTS_MAX_AGE_SECONDS = 1
 
 
 def database_url(secret_arn: str) -> str:
@@ -52,10 +50,11 @@ def page_token_key(secret_arn: str) -> bytes:
     return key.encode() if isinstance(key, str) else bytes(key)
 
 
-def active_faults(parameter_name: str) -> frozenset[str]:
-    """The fault switch: "none", or comma-separated "<phase>:fail" entries (e.g. "transform:fail")."""
+def active_faults(parameter_name: str, *, max_age: int) -> frozenset[str]:
+    """The fault switch: "none", or comma-separated "<phase>:fail" entries (e.g. "transform:fail"), as read
+    at most once per `max_age` seconds by this container (an SSM read per chunk would be most of its calls)."""
     if not parameter_name:
         return frozenset()
-    value = parameters.get_parameter(parameter_name, max_age=FAULTS_MAX_AGE_SECONDS) or ""
+    value = parameters.get_parameter(parameter_name, max_age=max_age) or ""
     entries = {entry.strip().lower() for entry in str(value).split(",")}
     return frozenset(entry for entry in entries if entry and entry != "none")

@@ -41,6 +41,8 @@ class _StepSettings(_PublishingSettings):
     max_receive_count: int = Field(default=3, ge=1)
     # SSM parameter holding the deliberate fault switch ("none", "transform:fail", ...); empty: no faults
     faults_parameter: str = ""
+    # how long a warm container reuses the switch it read (template parameter FaultSwitchCacheSeconds)
+    faults_max_age_seconds: int = Field(default=60, ge=1, le=3600)
 
 
 class ApiSettings(_PublishingSettings, _SourceReaderSettings):
@@ -76,6 +78,9 @@ class StreamSettings(BaseSettings):
 
     connections_table: str = Field(min_length=1)
     websocket_management_endpoint: str = Field(min_length=1)
+    # Template parameter ProgressFramesPerSecond: most pushes per task and second (progress.FrameThrottle);
+    # a throttled change waits up to 1/N s inside the invocation, so N stays >= 1.
+    progress_frames_per_second: float = Field(default=4, ge=1, le=100)
 
 
 class ConnectionsSettings(_FunctionSettings):

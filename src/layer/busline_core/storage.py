@@ -1,27 +1,29 @@
 """Chunks and rejects in the data bucket: the only code that writes or reads them; and the presigned
 URLs users upload their own sources with.
 
-Rows travel between the steps as gzipped JSON Lines (events carry only the key), rejects as plain
-JSON Lines so a person can read them with any tool. Layout (docs/design.md):
-  tasks/<taskId>/<phase>/<chunk:06d>.jsonl.gz   and   tasks/<taskId>/rejects/<chunk:06d>.jsonl
+Rows travel between the steps as Arrow IPC streams compressed with zstd (events carry only the key): the
+columnar form transform computes on and load COPYs from, with no encoding or parsing per row in between.
+Rejects are plain JSON Lines so a person can read them with any tool. Layout (docs/design.md):
+  tasks/<taskId>/<phase>/<chunk:06d>.arrow   and   tasks/<taskId>/rejects/<chunk:06d>.jsonl
 Uploads go to uploads/<owner>/<uuid>/<file name> (source_access.py says who may read them).
 """
 
 from __future__ import annotations
 
-import gzip
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import boto3
+import pyarrow as pa
 from botocore.config import Config
 
 from .contracts import Reject
 from .errors import ChunkFailed, InvalidPage
 
-# Fast compression: chunks live for minutes and CPU time is what the Lambda bill counts.
-_GZIP_LEVEL = 3
+# zstd at its fastest level: chunks live for minutes and CPU time is what the Lambda bill counts. Measured
+# on a 20,000-flight chunk: 1.8 MB as CSV, 0.4 MB as this, written in ~10 ms.
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_level=1))
 
 
 def _dumps(value: Any) -> str:
@@ -30,8 +32,49 @@ def _dumps(value: Any) -> str:
 
 # A JSON source may spell half a surrogate pair ("\ud800"): not text, so transform rejects its row (and
 # spells it as an escape in the reject), but the raw chunk must carry it that far instead of failing to
-# encode.
+# encode. An Arrow string is valid UTF-8, so such a column travels as binary (raw_table_from_records).
 _UNICODE_ERRORS = "surrogatepass"
+
+
+def raw_table_from_records(records: Sequence[Mapping[str, str | None]]) -> pa.Table:
+    """A raw chunk as a table of text columns, in the order the source first names them. A column that
+    holds text UTF-8 cannot encode is binary (surrogatepass bytes), so the chunk still reaches transform,
+    which rejects those rows by name."""
+    if not records:
+        return pa.table({})
+    names = tuple(records[0])
+    if all(tuple(record) == names for record in records):
+        # Every CSV chunk and most JSON ones: one C-level transpose instead of a lookup per cell.
+        columns = zip(*(tuple(record.values()) for record in records), strict=True)
+        values_of = dict(zip(names, columns, strict=True))
+    else:
+        every_name: dict[str, None] = {}
+        for record in records:
+            every_name.update(dict.fromkeys(record))
+        values_of = {name: tuple(record.get(name) for record in records) for name in every_name}
+    return pa.table({name: _text_column(values) for name, values in values_of.items()})
+
+
+def _text_column(values: tuple[str | None, ...]) -> pa.Array:
+    try:
+        return pa.array(values, pa.string())
+    except (UnicodeEncodeError, pa.ArrowException):
+        return pa.array(
+            [None if value is None else value.encode("utf-8", _UNICODE_ERRORS) for value in values], pa.binary()
+        )
+
+
+def raw_records_of(table: pa.Table) -> list[dict[str, str | None]]:
+    """The records of a raw chunk, as readers yield them (binary columns decoded back)."""
+    columns: dict[str, list[str | None]] = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        values = column.to_pylist()
+        if pa.types.is_binary(column.type):
+            values = [None if value is None else value.decode("utf-8", _UNICODE_ERRORS) for value in values]
+        columns[name] = values
+    if not columns:
+        return [{} for _ in range(table.num_rows)]
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
 def _encode_lines(items: Iterable[Any]) -> bytes:
@@ -58,7 +101,7 @@ class ChunkStore:
 
     @staticmethod
     def chunk_key(task_id: str, phase: str, chunk: int) -> str:
-        return f"tasks/{task_id}/{phase}/{chunk:06d}.jsonl.gz"
+        return f"tasks/{task_id}/{phase}/{chunk:06d}.arrow"
 
     @staticmethod
     def rejects_key(task_id: str, chunk: int) -> str:
@@ -87,16 +130,21 @@ class ChunkStore:
 
     # --- rows -----------------------------------------------------------------------------------
 
-    def put_rows(self, key: str, rows: Iterable[Mapping[str, Any]]) -> None:
-        body = gzip.compress(_encode_lines(rows), compresslevel=_GZIP_LEVEL, mtime=0)
-        self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson")
+    def put_table(self, key: str, table: pa.Table) -> None:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as writer:
+            writer.write_table(table)
+        self._s3.put_object(
+            Bucket=self.bucket, Key=key, Body=sink.getvalue().to_pybytes(),
+            ContentType="application/vnd.apache.arrow.stream",
+        )  # fmt: skip
 
-    def get_rows(self, key: str) -> list[dict[str, Any]]:
+    def get_table(self, key: str) -> pa.Table:
         body = self._get(key)
         try:
-            text = gzip.decompress(body).decode("utf-8", _UNICODE_ERRORS)
-            return [json.loads(line) for line in text.splitlines() if line]
-        except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            with pa.ipc.open_stream(pa.py_buffer(body)) as reader:
+                return reader.read_all()
+        except (pa.ArrowException, OSError) as exc:
             raise ChunkFailed(f"chunk s3://{self.bucket}/{key} is corrupt: {exc}") from exc
 
     # --- rejects --------------------------------------------------------------------------------

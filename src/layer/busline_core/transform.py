@@ -2,26 +2,39 @@
 
 Each source row ends up as exactly one of: an output row, a reject (with its source row number and
 reason) or a filtered row, so read = transformed + rejected + filtered always holds.
-This is the hot loop of the pipeline (hundreds of thousands of rows per task), so it works
-column by column: each column is cast in one comprehension, each filter yields a mask, each join
-looks up all its keys at once, and reference values are cast once per reference table.
+
+This is the hot loop of the pipeline (hundreds of thousands of rows per task), so a chunk is an Apache
+Arrow table and every step runs over whole columns with pyarrow.compute: a column is parsed by one kernel
+and cleared by another (no NUL, every float finite), required values, key sizes and filters are masks,
+and a join looks up all its keys in one hash lookup. The rules themselves are the Python casters of
+spec.py: a kernel stands in for one only where it gives the same answer, and a column of a chunk that its
+kernel cannot clear (a bad value, or text Arrow reads otherwise than Python) is redone value by value with
+the caster, so the result is the same whichever path a column takes. Decimals, booleans, dates and
+timestamps have no kernel that reads them as Python does: they are cast in Python once per distinct value
+of the chunk (a chunk of flights has ~20 distinct hours). Reference values are cast once per reference
+table and kept as Arrow arrays.
+
+A str may hold a lone surrogate (what a JSON "\\ud800" decodes to), which UTF-8 cannot encode: such a value
+travels as the bytes Python's "surrogatepass" encodes it to (a raw chunk holds them in a binary column,
+transform views them as a string column), which are not UTF-8, so no text check clears its column and the
+per-value rules reject its row, spelling the surrogate as an escape.
 """
 
 from __future__ import annotations
 
-import math
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from .contracts import Reject
 from .limits import MAX_KEY_BYTES
 from .spec import (
-    BIGINT_MAX,
-    BIGINT_MIN,
     CASTERS,
     LIST_OPS,
     SCALAR_OPS,
@@ -33,20 +46,64 @@ from .spec import (
 )
 
 __all__ = [
+    "ArrowProjection",
     "OutputColumn",
     "ReferenceTable",
     "Reject",
+    "TableResult",
     "TransformResult",
+    "arrow_type",
     "output_columns",
+    "output_schema",
+    "output_schema_of",
     "transform_rows",
+    "transform_table",
 ]
 
 RawRow = Mapping[str, str | None]
 Key = tuple[str | None, ...]
 _MAX_SHOWN_VALUE = 200  # keep reject reasons readable when a value is a whole paragraph
 # What a failed cast raises: ArithmeticError covers an OverflowError or a decimal signal, which would
-# otherwise fail the whole chunk, on every delivery, instead of rejecting one row.
+# otherwise fail the whole chunk, on every delivery, instead of rejecting one row. A kernel that cannot
+# parse a value raises pa.ArrowInvalid, a ValueError.
 _CAST_ERRORS = (ValueError, TypeError, ArithmeticError)
+
+
+# --- the shape of a transformed table ---------------------------------------------------------------
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int": pa.int64(),  # Postgres bigint
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    # The canonical text the casters give: a decimal keeps every digit (numeric reads it, exponent
+    # included), a date is ISO and a timestamp its UTC instant in ISO form.
+    "decimal": pa.string(),
+    "date": pa.string(),
+    "timestamp": pa.string(),
+}
+
+
+def arrow_type(column_type: str) -> pa.DataType:
+    """The Arrow type holding a column type's values in a transformed table."""
+    return _ARROW_TYPES[column_type]
+
+
+def output_schema(spec: TaskSpec) -> pa.Schema:
+    """The schema of a transformed table: output_columns(spec), in order, each of its arrow_type."""
+    return output_schema_of(output_columns(spec))
+
+
+def output_schema_of(columns: Sequence[OutputColumn]) -> pa.Schema:
+    """The schema of a transformed table with these output columns (what load knows of a spec)."""
+    return pa.schema([pa.field(column.name, arrow_type(column.type)) for column in columns])
+
+
+@dataclass
+class TableResult:
+    table: pa.Table  # the output rows, with output_schema(spec)
+    rejects: list[Reject]
+    filtered: int
 
 
 @dataclass
@@ -54,6 +111,67 @@ class TransformResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     filtered: int = 0
+
+
+# --- text between Python and Arrow ---------------------------------------------------------------
+
+
+def _string_array(texts: Sequence[str | None]) -> pa.Array:
+    """A string array of `texts`; one holding a lone surrogate is carried as "surrogatepass" bytes."""
+    try:
+        return pa.array(texts, pa.string())
+    except UnicodeEncodeError:
+        encoded = [None if text is None else text.encode("utf-8", "surrogatepass") for text in texts]
+        # view, not cast: a cast would refuse the bytes that are not UTF-8, which are the point.
+        return pa.array(encoded, pa.binary()).view(pa.string())
+
+
+def _texts(array: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """The Python values of a column: for a text column, the very strs _string_array was given."""
+    if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
+        return [None if value is None else _decoded(value) for value in array.to_pylist()]
+    try:
+        return array.to_pylist()
+    except UnicodeDecodeError:
+        raw = array.cast(pa.large_binary() if pa.types.is_large_string(array.type) else pa.binary())
+        return [None if value is None else _decoded(value) for value in raw.to_pylist()]
+
+
+def _decoded(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        # Not even surrogatepass bytes: each bad byte becomes a lone surrogate, shown and rejected as one.
+        return raw.decode("utf-8", "surrogateescape")
+
+
+def _any(mask: pa.Array) -> bool:
+    return pc.any(mask).as_py() is True  # None (no values, or only nulls) is no
+
+
+def _offsets(mask: pa.Array) -> list[int]:
+    return pc.indices_nonzero(mask).to_pylist()
+
+
+def _mask(offsets: Collection[int], length: int) -> pa.Array:
+    flags = [False] * length
+    for offset in offsets:
+        flags[offset] = True
+    return pa.array(flags, pa.bool_())
+
+
+# --- reference tables ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArrowProjection:
+    """A projection() as Arrow arrays, all in one order: each reference key (as _join_key writes it), the
+    typed values of each projected column (null for a key whose values do not cast) and each key's problem
+    (null when its values cast)."""
+
+    keys: pa.Array
+    columns: list[pa.Array]
+    problems: pa.Array
 
 
 class ReferenceTable:
@@ -69,6 +187,7 @@ class ReferenceTable:
         self.key_columns = list(key_columns)
         self.columns = columns  # column names seen in the reference (empty when it had no rows)
         self._projections: dict[tuple[tuple[str, str], ...], dict[Key, tuple[Any, ...] | str]] = {}
+        self._arrow_projections: dict[tuple[tuple[str, str], ...], ArrowProjection] = {}
 
     @classmethod
     def from_records(cls, records: Iterable[RawRow], key_columns: list[str]) -> ReferenceTable:
@@ -123,6 +242,44 @@ class ReferenceTable:
         self._projections[columns] = projected
         return projected
 
+    def arrow_projection(self, columns: tuple[tuple[str, str], ...]) -> ArrowProjection:
+        """projection(columns) as Arrow arrays, cached the same way (so built once per warm container)."""
+        cached = self._arrow_projections.get(columns)
+        if cached is not None:
+            return cached
+        projected = self.projection(columns)
+        keys = list(projected)
+        matches = list(projected.values())
+        key_parts = [_string_array([key[part] for key in keys]) for part in range(len(self.key_columns))]
+        arrays = [
+            pa.array(
+                [None if isinstance(match, str) else match[position] for match in matches], arrow_type(kind)
+            )
+            for position, (_, kind) in enumerate(columns)
+        ]
+        problems = _string_array([match if isinstance(match, str) else None for match in matches])
+        arrow = ArrowProjection(_join_key(key_parts), arrays, problems)
+        self._arrow_projections[columns] = arrow
+        return arrow
+
+
+def _join_key(parts: Sequence[pa.Array]) -> pa.Array:
+    """One text per row for a key of one or more columns, null when a part is null.
+
+    Each part of a key of several columns is written as its byte length, ':' and its bytes, so no two
+    different keys give the same text, whatever characters their parts hold (a separator alone would
+    be ambiguous as soon as a value held it).
+    """
+    if len(parts) == 1:
+        return parts[0]
+    pieces: list[pa.Array] = []
+    for part in parts:
+        pieces.extend((pc.cast(pc.binary_length(part), pa.string()), part))
+    return pc.binary_join_element_wise(*pieces, ":")
+
+
+# --- reject reasons and data ---------------------------------------------------------------------
+
 
 def _show(text: str) -> str:
     if len(text) > _MAX_SHOWN_VALUE:
@@ -164,6 +321,18 @@ def _encodable(value: Any) -> Any:
     return value
 
 
+def _table_rows(table: pa.Table, offsets: list[int]) -> list[RawRow]:
+    """Rows `offsets` of `table` as the reader gave them: every column, null as None."""
+    if not offsets:
+        return []
+    taken = table.take(pa.array(offsets, pa.int64()))
+    names = taken.column_names
+    if not names:
+        return [{} for _ in offsets]
+    columns = [_texts(column) for column in taken.columns]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
 # --- compiled plan ------------------------------------------------------------------------------
 
 # Typed values are JSON-able, so decimals and timestamps are text; filters compare them as numbers
@@ -182,11 +351,37 @@ _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     "ge": operator.ge,
 }
 
-# A filter sees one column's typed values and says, per row, whether the row stays.
+_ARROW_COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": pc.equal,
+    "ne": pc.not_equal,
+    "lt": pc.less,
+    "le": pc.less_equal,
+    "gt": pc.greater,
+    "ge": pc.greater_equal,
+}
+
+# Decimal text orders as its number and a timestamp as its instant, not as text: these (and dates) are
+# filtered in Python with the comparisons above, once per distinct value of the chunk.
+_FILTERED_IN_PYTHON = frozenset({"decimal", "date", "timestamp"})
+
+
+@dataclass
+class _Typed:
+    """One cast column: its typed values (arrow_type; null where the text is null or was refused) and,
+    for a column cast per distinct value, those values and each row's position among them (null for a
+    null text)."""
+
+    values: pa.Array
+    distinct: tuple[list[Any], pa.Array] | None = None
+
+
+# A filter sees one cast column and says, per row, whether the row stays (never null).
+RowFilter = Callable[[_Typed], pa.Array]
+# The same filter over Python values (what a filter on the distinct values of a column runs).
 ColumnFilter = Callable[[list[Any]], list[bool]]
 
 
-def _compile_filter(op: str, operand: Any, operands: list[Any] | None, column_type: str) -> ColumnFilter:
+def _python_filter(op: str, operand: Any, operands: list[Any] | None, column_type: str) -> ColumnFilter:
     comparable = _COMPARABLE.get(column_type)
 
     def typed(value: Any) -> Any:
@@ -213,33 +408,87 @@ def _compile_filter(op: str, operand: Any, operands: list[Any] | None, column_ty
     raise ValueError(f"unknown filter op '{op}'")
 
 
+def _compile_filter(op: str, operand: Any, operands: list[Any] | None, column_type: str) -> RowFilter:
+    if column_type in _FILTERED_IN_PYTHON:
+        each = _python_filter(op, operand, operands, column_type)
+        null_stays = each([None])[0]
+
+        def by_distinct_value(column: _Typed) -> pa.Array:
+            if column.distinct is None:
+                return pa.array(each(column.values.to_pylist()), pa.bool_())
+            values, positions = column.distinct
+            return pc.fill_null(pc.take(pa.array(each(values), pa.bool_()), positions), null_stays)
+
+        return by_distinct_value
+
+    if op == "is_null":
+        return lambda column: pc.is_null(column.values)
+    if op == "not_null":
+        return lambda column: pc.is_valid(column.values)
+    value_type = arrow_type(column_type)
+    if op in LIST_OPS:
+        # Python's `in` finds -0.0 among {0.0}; Arrow's hash lookup tells them apart, unless +0.0 is
+        # added to both sides first (which turns -0.0 into 0.0 and changes nothing else).
+        normal = _plus_zero if column_type == "float" else _identity
+        members = normal(pa.array([cast_literal(value, column_type) for value in operands or []], value_type))
+        wanted = op == "in"
+
+        def membership(column: _Typed) -> pa.Array:
+            found = pc.is_in(normal(column.values), value_set=members)  # a null is never found
+            return pc.and_(pc.is_valid(column.values), found if wanted else pc.invert(found))
+
+        return membership
+    if op in SCALAR_OPS:
+        compare = _ARROW_COMPARISONS[op]
+        target = pa.scalar(cast_literal(operand, column_type), value_type)
+        # Arrow compares text by its UTF-8 bytes, which orders it by code point, as Python does.
+        return lambda column: pc.fill_null(compare(column.values, target), False)
+    raise ValueError(f"unknown filter op '{op}'")
+
+
 def _identity(value: Any) -> Any:
     return value
 
 
-# Column casting. Casting a whole column in one comprehension is several times faster than a
-# cast call per cell; when a column has a bad value the column is redone value by value to find
-# the offending rows. int and float use the builtins and check the whole column afterwards;
-# the slower types are cast once per distinct value (a chunk of flights has ~20 distinct hours).
+def _plus_zero(values: pa.Array) -> pa.Array:
+    return pc.add(values, 0.0)
 
 
-
-def _ints_in_range(values: list[Any]) -> bool:
-    present = [value for value in values if value is not None]
-    return not present or (min(present) >= BIGINT_MIN and max(present) <= BIGINT_MAX)
+# Column casting. A column is parsed by one kernel and checked by another; a column that fails either is
+# redone value by value with the Python caster, which finds the offending rows and their reasons.
 
 
-def _floats_finite(values: list[Any]) -> bool:
-    present = [value for value in values if value is not None]
-    # Any NaN or infinity makes the sum non-finite; a legitimate overflow only costs the slow path.
-    return math.isfinite(sum(present))
+def _arrow_ints(texts: pa.Array) -> pa.Array:
+    # Arrow reads an optional '-' then ASCII digits, into int64 (which is bigint: a value that does not
+    # fit fails the cast), and int() reads all of those to the same value; Arrow refuses '+5', ' 7' and
+    # '1_000', which then take the per-value path. But it also reads '0x1F' as hexadecimal, which int()
+    # refuses.
+    values = pc.cast(texts, pa.int64())
+    if _any(pc.starts_with(texts, "0x")) or _any(pc.starts_with(texts, "0X")):
+        raise ValueError("hexadecimal text")
+    return values
 
 
-_FAST_CASTS: dict[str, tuple[Callable[[str], Any], Callable[[list[Any]], bool]]] = {
-    "int": (int, _ints_in_range),
-    "float": (float, _floats_finite),
+def _fits_bigint(values: pa.Array) -> bool:
+    return True  # an int64 is a bigint: a value that does not fit has failed the cast
+
+
+def _arrow_floats(texts: pa.Array) -> pa.Array:
+    # The finite values Arrow reads are plain decimal notation ('1.', '.5', '+1e5'), which float() reads
+    # to the same double (both round correctly); Arrow refuses ' 1' and '1_0'. The rest of what it reads
+    # are forms of infinity and NaN (some that float() refuses, such as 'nan(1)'): never finite.
+    return pc.cast(texts, pa.float64())
+
+
+def _floats_finite(values: pa.Array) -> bool:
+    return not _any(pc.invert(pc.is_finite(values)))
+
+
+# type -> (parse a whole column or raise, whether the parsed column holds only values the type takes)
+_FAST_CASTS: dict[str, tuple[Callable[[pa.Array], pa.Array], Callable[[pa.Array], bool]]] = {
+    "int": (_arrow_ints, _fits_bigint),
+    "float": (_arrow_floats, _floats_finite),
 }
-_DISTINCT_VALUE_TYPES = frozenset({"decimal", "bool", "date", "timestamp"})
 
 
 @dataclass
@@ -254,15 +503,14 @@ class _ColumnPlan:
 class _JoinPlan:
     name: str
     left_columns: list[str]
-    output_names: list[str]
-    projection: dict[Key, tuple[Any, ...] | str]
+    projection: ArrowProjection
     required: bool
 
 
 @dataclass
 class _Plan:
     columns: list[_ColumnPlan]
-    filters: list[tuple[str, ColumnFilter]]  # (column, filter)
+    filters: list[tuple[str, RowFilter]]  # (column, filter)
     joins: list[_JoinPlan]
 
 
@@ -295,69 +543,87 @@ def _compile(spec: TaskSpec, refs: Mapping[str, ReferenceTable]) -> _Plan:
                 f"join {join.name}: reference table is keyed on {table.key_columns}, the join on {reference_key}"
             )
         try:
-            projection = table.projection(tuple((column.name, column.type) for column in join.columns))
+            projection = table.arrow_projection(tuple((column.name, column.type) for column in join.columns))
         except ValueError as exc:
             raise ValueError(f"join {join.name}: {exc}") from None
         joins.append(
             _JoinPlan(
-                name=join.name,
-                left_columns=list(join.on),
-                output_names=[column.as_ for column in join.columns],
-                projection=projection,
-                required=join.required,
+                name=join.name, left_columns=list(join.on), projection=projection, required=join.required
             )
         )
     return _Plan(columns, filters, joins)
 
 
-def _cast_column(column: _ColumnPlan, texts: list[str | None], problems: dict[int, str]) -> list[Any]:
-    """Typed values of one column; rows whose value does not cast get a reason in `problems`.
+def _source_column(table: pa.Table, name: str, present: Collection[str]) -> pa.Array:
+    """Column `name` of the chunk as one string array; all nulls when the source has no such column."""
+    if name not in present:
+        return pa.nulls(table.num_rows, pa.string())
+    column = table.column(name).combine_chunks()
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        # How a raw chunk carries a column holding a lone surrogate (storage.raw_table_from_records):
+        # surrogatepass bytes, viewed as the text they are, unchecked (a cast would refuse them).
+        return column.cast(pa.binary()).view(pa.string())
+    if not pa.types.is_string(column.type):  # large_string, or null when a reader saw only nulls
+        column = column.cast(pa.string())
+    return column
+
+
+def _cast_column(column: _ColumnPlan, texts: pa.Array, problems: dict[int, str]) -> _Typed:
+    """The typed values of one column; rows whose value does not cast get a reason in `problems`.
 
     The first problem of a row wins (columns are cast in spec order), like a row-by-row check would.
     """
-    if column.required and None in texts:
+    if column.required and texts.null_count:
         reason = f"column {column.name}: required value missing"
-        for offset, text in enumerate(texts):
-            if text is None:
-                problems.setdefault(offset, reason)
+        for offset in _offsets(pc.is_null(texts)):
+            problems.setdefault(offset, reason)
     if column.type == "string":
-        # Texts go to Postgres as they are, so each must be one it can store. One look at the whole
-        # column instead of one per cell; only a column that fails it is redone value by value.
-        if is_loadable_text("".join(filter(None, texts))):
-            return texts
-        return _cast_each(column, texts, problems)
+        if _loadable(texts):
+            return _Typed(texts)
+        return _Typed(_string_array(_cast_each(column, _texts(texts), problems)))
 
     fast = _FAST_CASTS.get(column.type)
     if fast is not None:
-        convert, valid = fast
+        parse, valid = fast
         try:
-            if None in texts:
-                values = [None if text is None else convert(text) for text in texts]
-            else:
-                values = list(map(convert, texts))  # type: ignore[arg-type]  # no None: checked above
+            values = parse(texts)
             if valid(values):
-                return values
+                return _Typed(values)
         except _CAST_ERRORS:
             pass
-        return _cast_each(column, texts, problems)
+        return _Typed(pa.array(_cast_each(column, _texts(texts), problems), arrow_type(column.type)))
 
-    if column.type in _DISTINCT_VALUE_TYPES:
-        typed: dict[str | None, Any] = {None: None}
-        bad: set[str] = set()
-        for text in set(texts):
-            if text is None:
-                continue
-            try:
-                typed[text] = column.cast(text)
-            except _CAST_ERRORS:
-                bad.add(text)
-        if bad:
-            for offset, text in enumerate(texts):
-                if text in bad:
-                    problems.setdefault(offset, _cast_problem(column, text))  # type: ignore[arg-type]
-        return [typed.get(text) for text in texts]
+    return _cast_distinct(column, texts, problems)
 
-    return _cast_each(column, texts, problems)
+
+def _loadable(texts: pa.Array) -> bool:
+    """Whether every value is text Postgres can store (is_loadable_text), in two passes over the column."""
+    if _any(pc.match_substring(texts, "\x00")):
+        return False
+    try:
+        texts.validate(full=True)  # UTF-8 throughout: a lone surrogate travels as bytes that are not
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _cast_distinct(column: _ColumnPlan, texts: pa.Array, problems: dict[int, str]) -> _Typed:
+    encoded = pc.dictionary_encode(texts)  # nulls are null positions, not a distinct value
+    positions = encoded.indices
+    typed: list[Any] = []
+    bad: dict[int, str] = {}  # position of a distinct text that does not cast -> reason
+    for position, text in enumerate(_texts(encoded.dictionary)):
+        try:
+            typed.append(column.cast(text))
+        except _CAST_ERRORS:
+            typed.append(None)
+            bad[position] = _cast_problem(column, text)
+    if bad:
+        rows = pc.indices_nonzero(pc.is_in(positions, value_set=pa.array(list(bad), positions.type)))
+        for offset, position in zip(rows.to_pylist(), pc.take(positions, rows).to_pylist(), strict=True):
+            problems.setdefault(offset, bad[position])
+    values = pc.take(pa.array(typed, arrow_type(column.type)), positions)
+    return _Typed(values, (typed, positions))
 
 
 def _cast_each(column: _ColumnPlan, texts: list[str | None], problems: dict[int, str]) -> list[Any]:
@@ -379,21 +645,133 @@ def _cast_problem(column: _ColumnPlan, text: str) -> str:
     return f"column {column.name}: {_show(text)} is not a valid {column.type}"
 
 
-def _check_key_size(key: Sequence[str], texts_by_column: Mapping[str, list[str | None]], problems: dict[int, str]) -> None:
+def _check_key_size(
+    key: Sequence[str], texts_by_column: Mapping[str, pa.Array], problems: dict[int, str]
+) -> None:
     """Reject rows whose key values together pass MAX_KEY_BYTES: their primary key index row would fail
-    the load. A UTF-8 character is at most 4 bytes, so most chunks are cleared by their longest values."""
-    columns = [texts_by_column[name] for name in key if name in texts_by_column]
-    longest = sum(max(map(len, filter(None, texts)), default=0) for texts in columns)
-    if longest * 4 <= MAX_KEY_BYTES:
+    the load. Byte lengths are those of the UTF-8 text (a lone surrogate's 3 bytes included)."""
+    sizes = None
+    for name in key:
+        size = pc.fill_null(pc.cast(pc.binary_length(texts_by_column[name]), pa.int64()), 0)
+        sizes = size if sizes is None else pc.add(sizes, size)
+    if sizes is None:
+        return
+    over = pc.greater(sizes, MAX_KEY_BYTES)
+    if not _any(over):
         return
     shown = ", ".join(key)
-    for offset, values in enumerate(zip(*columns, strict=True)):
-        size = sum(len(value.encode("utf-8", "surrogatepass")) for value in values if value is not None)
-        if size > MAX_KEY_BYTES:
-            problems.setdefault(
-                offset,
-                f"key ({shown}): {size:,} bytes, over the limit of {MAX_KEY_BYTES:,} (a Postgres index row holds 2,704)",
-            )
+    for offset in _offsets(over):
+        problems.setdefault(
+            offset,
+            f"key ({shown}): {sizes[offset].as_py():,} bytes, over the limit of {MAX_KEY_BYTES:,} "
+            "(a Postgres index row holds 2,704)",
+        )
+
+
+def _join(
+    join: _JoinPlan, texts_by_column: Mapping[str, pa.Array], alive: pa.Array, reasons: dict[int, str]
+) -> tuple[list[pa.Array], pa.Array]:
+    """The joined columns of every row, and `alive` less the rows this join rejects (their reasons in
+    `reasons`). Keys are the source's text, matched against the reference's text."""
+    sources = [texts_by_column[name] for name in join.left_columns]
+    positions = pc.index_in(_join_key(sources), value_set=join.projection.keys)
+    failed = None
+    if join.required:
+        missing = pc.and_(pc.is_null(positions), alive)
+        if _any(missing):
+            offsets = _offsets(missing)
+            taken = pa.array(offsets, pa.int64())
+            shown_columns = [_texts(pc.take(source, taken)) for source in sources]
+            for offset, values in zip(offsets, zip(*shown_columns, strict=True), strict=True):
+                shown = ", ".join(
+                    f"{column}={'null' if value is None else value}"
+                    for column, value in zip(join.left_columns, values, strict=True)
+                )
+                reasons[offset] = f"join {join.name}: no match for {shown}"
+            failed = missing
+    # A row that matches a key whose reference values do not cast is rejected with that key's problem.
+    problems = pc.take(join.projection.problems, positions)
+    if problems.null_count < len(problems):
+        broken = pc.and_(pc.is_valid(problems), alive)
+        if _any(broken):
+            offsets = _offsets(broken)
+            for offset, problem in zip(
+                offsets, _texts(pc.take(problems, pa.array(offsets, pa.int64()))), strict=True
+            ):
+                reasons[offset] = f"join {join.name}: {problem}"
+            failed = broken if failed is None else pc.or_(failed, broken)
+    if failed is not None:
+        alive = pc.and_(alive, pc.invert(failed))
+    # No match (in an optional join) takes null positions, hence null values.
+    return [pc.take(column, positions) for column in join.projection.columns], alive
+
+
+def _transform(
+    table: pa.Table,
+    spec: TaskSpec,
+    refs: Mapping[str, ReferenceTable],
+    first_row: int,
+    raw_rows: Callable[[list[int]], list[RawRow]],
+) -> TableResult:
+    plan = _compile(spec, refs)
+    length = table.num_rows
+    present = frozenset(table.column_names)
+    problems: dict[int, str] = {}  # row offset -> reject reason, from casts, required values and keys
+
+    texts_by_column: dict[str, pa.Array] = {}
+    typed_by_column: dict[str, _Typed] = {}
+    for column in plan.columns:
+        texts = _source_column(table, column.name, present)
+        texts_by_column[column.name] = texts
+        typed_by_column[column.name] = _cast_column(column, texts, problems)
+    _check_key_size(spec.target.key, texts_by_column, problems)
+
+    # Rows still headed for the output: not rejected, then not filtered, then joined.
+    alive = pc.invert(_mask(problems, length)) if problems else pa.repeat(True, length)
+    filtered = 0
+    if plan.filters:
+        keep = None
+        for column_name, row_filter in plan.filters:
+            mask = row_filter(typed_by_column[column_name])
+            keep = mask if keep is None else pc.and_(keep, mask)
+        kept = pc.and_(alive, keep)
+        filtered = alive.true_count - kept.true_count
+        alive = kept
+
+    output = [typed.values for typed in typed_by_column.values()]
+    join_reasons: dict[int, str] = {}
+    for join in plan.joins:
+        joined, alive = _join(join, texts_by_column, alive, join_reasons)
+        output.extend(joined)
+
+    result = pa.Table.from_arrays(output, schema=output_schema(spec))
+    if alive.true_count < length:
+        result = result.filter(alive)
+    reasons = problems | join_reasons  # disjoint: a join only sees rows no earlier step rejected
+    offsets = sorted(reasons)
+    rejects = [
+        Reject(row=first_row + offset, reason=reasons[offset], data=_reject_data(raw))
+        for offset, raw in zip(offsets, raw_rows(offsets), strict=True)
+    ]
+    return TableResult(table=result, rejects=rejects, filtered=filtered)
+
+
+def transform_table(
+    table: pa.Table,
+    spec: TaskSpec,
+    refs: Mapping[str, ReferenceTable],
+    first_row: int,
+) -> TableResult:
+    """Type one chunk. Row i of `table` is source row first_row + i (rows count from 1).
+
+    table: one text column per source column, nulls already applied: string or large_string, or binary for
+    a column holding surrogatepass bytes (storage.raw_table_from_records). A column the spec names but the
+    table lacks is all nulls. A reject's data is its row: every column of the table, null as None.
+    refs: one ReferenceTable per join name, keyed on the join's reference columns (in `on` order).
+    Order of checks per row: casts, required values and key size (reject), then filters (filtered),
+    then joins (reject). The output table has output_schema(spec) and the rows that pass, in order.
+    """
+    return _transform(table, spec, refs, first_row, lambda offsets: _table_rows(table, offsets))
 
 
 def transform_rows(
@@ -402,69 +780,13 @@ def transform_rows(
     refs: Mapping[str, ReferenceTable],
     first_row: int,
 ) -> TransformResult:
-    """Type one chunk. `first_row` is the source row number of rows[0] (rows count from 1).
+    """transform_table over rows as dicts, giving rows as dicts of JSON-able values (int, float, bool, str).
 
-    refs: one ReferenceTable per join name, keyed on the join's reference columns (in `on` order).
-    Order of checks per row: casts and required values (reject), then filters (filtered), then joins.
+    Only the spec's columns become Arrow columns (a field outside the spec may even be named by a lone
+    surrogate, which no Arrow schema can hold); a reject's data is its row exactly as given.
     """
-    plan = _compile(spec, refs)
-    problems: dict[int, str] = {}  # row offset -> reject reason
-
-    texts_by_column: dict[str, list[str | None]] = {}
-    values_by_column: dict[str, list[Any]] = {}
-    for column in plan.columns:
-        texts = [row.get(column.name) for row in rows]
-        texts_by_column[column.name] = texts
-        values_by_column[column.name] = _cast_column(column, texts, problems)
-    _check_key_size(spec.target.key, texts_by_column, problems)
-
-    keep: list[bool] | None = None
-    for column_name, column_filter in plan.filters:
-        mask = column_filter(values_by_column[column_name])
-        keep = mask if keep is None else [a and b for a, b in zip(keep, mask, strict=True)]
-
-    names = [column.name for column in plan.columns]
-    typed_rows = [
-        dict(zip(names, values, strict=True)) for values in zip(*values_by_column.values(), strict=True)
-    ]
-    # Join keys are the source's text, matched against the reference's text; all lookups of a join
-    # run in one C-level map.
-    joins = []
-    for join in plan.joins:
-        keys = list(zip(*(texts_by_column[c] for c in join.left_columns), strict=True))
-        joins.append((join, keys, list(map(join.projection.get, keys))))
-
-    result = TransformResult()
-    output = result.rows
-    rejects = result.rejects
-    filtered = 0
-    for offset, typed in enumerate(typed_rows):
-        reason = problems.get(offset) if problems else None
-        if reason is None:
-            if keep is not None and not keep[offset]:
-                filtered += 1
-                continue
-            for join, keys, matches in joins:
-                match = matches[offset]
-                if match is None:
-                    if join.required:
-                        shown = ", ".join(
-                            f"{column}={'null' if value is None else value}"
-                            for column, value in zip(join.left_columns, keys[offset], strict=True)
-                        )
-                        reason = f"join {join.name}: no match for {shown}"
-                        break
-                    for output_name in join.output_names:
-                        typed[output_name] = None
-                elif isinstance(match, str):
-                    reason = f"join {join.name}: {match}"
-                    break
-                else:
-                    typed.update(zip(join.output_names, match, strict=True))
-        if reason is not None:
-            rejects.append(Reject(row=first_row + offset, reason=reason, data=_reject_data(rows[offset])))
-        else:
-            output.append(typed)
-
-    result.filtered = filtered
-    return result
+    table = pa.table(
+        {column.name: _string_array([row.get(column.name) for row in rows]) for column in spec.columns}
+    )
+    result = _transform(table, spec, refs, first_row, lambda offsets: [rows[offset] for offset in offsets])
+    return TransformResult(rows=result.table.to_pylist(), rejects=result.rejects, filtered=result.filtered)

@@ -58,6 +58,7 @@ def local_cloud(prefix: str, extra_args: list[str]) -> AbstractContextManager[Ru
 # 3rd receive. The watchdog ticks every 5 s (rate(1 minute) / 12) and fails tasks idle for 30 s, longer than
 # a poisoned chunk needs to reach its DLQ (two deliveries, ~10 s apart), so the two never race.
 DRILL_ARGS = [
+    "--param", "FaultSwitchCacheSeconds=1",
     "--param", "StepTimeout=8",
     "--param", "QueueVisibilityTimeout=10",
     "--param", "MaxReceiveCount=2",
@@ -341,7 +342,7 @@ def set_fault_switch(endpoints: dict[str, Any], value: str) -> None:
     ssm.put_parameter(
         Name=endpoints["outputs"]["FaultsParameterName"], Value=value, Type="String", Overwrite=True
     )
-    # The functions cache the parameter for 1 s (FAULTS_MAX_AGE_SECONDS): wait it out so warm workers see it.
+    # The functions cache the parameter for 1 s (FaultSwitchCacheSeconds=1 above): wait it out so warm workers see it.
     time.sleep(1.5)
 
 

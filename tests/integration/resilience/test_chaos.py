@@ -55,6 +55,7 @@ CHUNK_ROWS = 1000
 # every task is expected to succeed. Visibility 12 s > StepTimeout 10 s: a timed-out or killed delivery
 # (and its idempotency lock) has expired before the message comes back.
 CHAOS_CLOUD_ARGS = [
+    "--param", "FaultSwitchCacheSeconds=1",
     "--param", "StepTimeout=10",
     "--param", "QueueVisibilityTimeout=12",
     "--param", "MaxReceiveCount=5",

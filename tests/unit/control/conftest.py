@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pyarrow as pa
 import pytest
 from busline_core.contracts import LoadOutcome
 from moto import mock_aws
@@ -158,9 +159,10 @@ class FakeWarehouse:
         self.owners.setdefault(target.table, set()).add(owner)
 
     def load_chunk(
-        self, task_id: str, chunk: int, owner: str, target: Any, columns: list[Any], rows: list[dict[str, Any]]
+        self, task_id: str, chunk: int, owner: str, target: Any, columns: list[Any], table: pa.Table
     ) -> LoadOutcome:
         self.load_calls += 1
+        rows = table.to_pylist()  # a transformed chunk arrives as an Arrow table
         if (task_id, chunk) in self.ledger:
             return LoadOutcome(rows=self.ledger[(task_id, chunk)], already_loaded=True)
         assert owner in self.owners[target.table], f"{owner} loads {target.table} before ensuring it"

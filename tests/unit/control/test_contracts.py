@@ -199,13 +199,13 @@ def test_fault_switch_is_read_with_a_one_second_cache(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(parameters, "get_parameter", fake_get_parameter)
     # Given the switch says "none" / Then no fault is active
-    assert active_faults("/busline/faults") == frozenset()
+    assert active_faults("/busline/faults", max_age=60) == frozenset()
     # Given it is flipped to two faults / Then both are active
     value = "transform:fail, Load:fail"
-    assert active_faults("/busline/faults") == frozenset({"transform:fail", "load:fail"})
-    # And every read went through Powertools with max_age=1; no parameter name means no read at all
-    assert active_faults("") == frozenset()
-    assert calls == [("/busline/faults", 1), ("/busline/faults", 1)]
+    assert active_faults("/busline/faults", max_age=60) == frozenset({"transform:fail", "load:fail"})
+    # And every read went through Powertools with the given max_age; no parameter name means no read at all
+    assert active_faults("", max_age=60) == frozenset()
+    assert calls == [("/busline/faults", 60), ("/busline/faults", 60)]
 
 
 class _RefusingEvents:

@@ -1,19 +1,18 @@
-"""ChunkStore: layout, gzip JSONL round trip, rejects pagination with opaque tokens (moto S3); presigned
+"""ChunkStore: layout, Arrow IPC round trip (raw chunks that hold text UTF-8 cannot encode too), rejects pagination with opaque tokens (moto S3); presigned
 upload URLs, PUT to over real HTTP (a moto server on loopback)."""
 
 from __future__ import annotations
 
-import gzip
-import json
 import urllib.request
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
+import pyarrow as pa
 import pytest
 from busline_core.contracts import Reject
 from busline_core.errors import ChunkFailed, InvalidTask
-from busline_core.storage import ChunkStore
+from busline_core.storage import ChunkStore, raw_records_of, raw_table_from_records
 from moto import mock_aws
 
 from busline.localcloud.moto_patches import keep_put_bodies
@@ -31,34 +30,63 @@ def store() -> Iterator[ChunkStore]:
 
 
 def test_layout_keys() -> None:
-    assert ChunkStore.chunk_key("t1", "extract", 3) == "tasks/t1/extract/000003.jsonl.gz"
-    assert ChunkStore.chunk_key("t1", "transform", 12) == "tasks/t1/transform/000012.jsonl.gz"
+    assert ChunkStore.chunk_key("t1", "extract", 3) == "tasks/t1/extract/000003.arrow"
+    assert ChunkStore.chunk_key("t1", "transform", 12) == "tasks/t1/transform/000012.arrow"
     assert ChunkStore.rejects_key("t1", 7) == "tasks/t1/rejects/000007.jsonl"
     assert ChunkStore.rejects_prefix("t1") == "tasks/t1/rejects/"
 
 
-def test_rows_round_trip_as_gzipped_json_lines(store: ChunkStore) -> None:
-    # Given typed rows with every JSON value kind and non-ASCII text
-    rows = [{"id": i, "x": 1.5, "d": "0.10", "ok": True, "name": "Zürich", "none": None} for i in range(1000)]
+def test_tables_round_trip_as_compressed_arrow_ipc(store: ChunkStore) -> None:
+    # Given a typed table with every column type a chunk carries and non-ASCII text
+    table = pa.table({
+        "id": pa.array(range(1000), pa.int64()),
+        "x": pa.array([1.5] * 1000, pa.float64()),
+        "ok": pa.array([True] * 1000),
+        "name": pa.array(["Zürich"] * 999 + [None]),
+    })  # fmt: skip
     key = ChunkStore.chunk_key("t1", "transform", 0)
     # When written and read back
-    store.put_rows(key, rows)
-    # Then the same rows come back, and the object is gzip of one JSON object per line
-    assert store.get_rows(key) == rows
+    store.put_table(key, table)
+    # Then the same table comes back, from an Arrow IPC stream smaller than its 21 kB of raw values
+    assert store.get_table(key).equals(table)
     raw = store._s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-    lines = gzip.decompress(raw).decode().splitlines()
-    assert len(lines) == 1000
-    assert json.loads(lines[0]) == rows[0]
+    assert raw[:4] == b"\xff\xff\xff\xff"  # an IPC stream starts with a continuation marker
+    assert len(raw) < 8_000  # compressed: the values alone are 21 kB
+
+
+def test_raw_records_round_trip_with_ragged_fields_and_lone_surrogates(store: ChunkStore) -> None:
+    # Given raw records as readers yield them: a field only some records have, a null, and a JSON
+    # source's half surrogate pair (not text Arrow, or Postgres, can hold)
+    records = [{"a": "1", "b": None}, {"a": "\ud800x", "c": "only here"}, {"b": "2", "a": "3"}]
+    key = ChunkStore.chunk_key("t1", "extract", 0)
+    # When stored as a raw chunk and read back
+    store.put_table(key, raw_table_from_records(records))
+    table = store.get_table(key)
+    # Then the columns are in first-named order, the surrogate's column travels as binary, and the
+    # records come back with every missing field null
+    assert table.column_names == ["a", "b", "c"]
+    assert [str(field.type) for field in table.schema] == ["binary", "string", "string"]
+    assert raw_records_of(table) == [
+        {"a": "1", "b": None, "c": None},
+        {"a": "\ud800x", "b": None, "c": "only here"},
+        {"a": "3", "b": "2", "c": None},
+    ]
 
 
 def test_empty_chunk_round_trips(store: ChunkStore) -> None:
-    store.put_rows("tasks/t1/extract/000000.jsonl.gz", [])
-    assert store.get_rows("tasks/t1/extract/000000.jsonl.gz") == []
+    store.put_table("tasks/t1/extract/000000.arrow", raw_table_from_records([]))
+    assert store.get_table("tasks/t1/extract/000000.arrow").num_rows == 0
 
 
 def test_missing_chunk_is_a_chunk_failure(store: ChunkStore) -> None:
-    with pytest.raises(ChunkFailed, match="tasks/t1/extract/000009.jsonl.gz does not exist"):
-        store.get_rows(ChunkStore.chunk_key("t1", "extract", 9))
+    with pytest.raises(ChunkFailed, match="tasks/t1/extract/000009.arrow does not exist"):
+        store.get_table(ChunkStore.chunk_key("t1", "extract", 9))
+
+
+def test_corrupt_chunk_is_a_chunk_failure(store: ChunkStore) -> None:
+    store._s3.put_object(Bucket=BUCKET, Key="tasks/t1/extract/000001.arrow", Body=b"not arrow")
+    with pytest.raises(ChunkFailed, match="tasks/t1/extract/000001.arrow is corrupt"):
+        store.get_table("tasks/t1/extract/000001.arrow")
 
 
 def _put_rejects(store: ChunkStore, task_id: str, per_chunk: dict[int, int]) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 from busline_core import etl_steps
 from busline_core.contracts import ChunkExtracted, LoadOutcome
 from busline_core.deps import build_transform_deps
@@ -29,8 +30,9 @@ class FakeWarehouse:
         self.ensured.append((owner, target.table))
 
     def load_chunk(
-        self, task_id: str, chunk: int, owner: str, target: Any, columns: list[Any], rows: list[dict[str, Any]]
+        self, task_id: str, chunk: int, owner: str, target: Any, columns: list[Any], table: pa.Table
     ) -> LoadOutcome:
+        rows = table.to_pylist()  # a transformed chunk arrives as an Arrow table
         if self.fail_with:
             raise LoadFailed(self.fail_with)
         if (task_id, chunk) in self.ledger:

@@ -8,7 +8,8 @@ from datetime import timedelta
 from typing import Any
 
 import boto3
-from busline_core.progress import USAGE
+import pytest
+from busline_core.progress import USAGE, FrameThrottle
 from handler_kit import OWNER, REGION, Cloud, FakeLambdaContext, event_file, of_type, small_spec, submit
 
 SAMPLE_TASK = "5f0c2a7e-8d41-4b9a-9a3e-6c1d2b7f4e10"  # the task in events/progress_stream.json and ws_subscribe.json
@@ -79,6 +80,73 @@ def test_stream_batch_is_coalesced_into_one_push_per_subscriber(
         assert message["counts"] == {"read": 336776, "filtered": 2941, "rejected": 156, "loaded": 77411}
         assert message["phases"]["load"]["done"] == 4
     assert cloud.pushed("conn-E") == []
+
+
+def stream_event(*images: dict[str, Any]) -> dict[str, Any]:
+    """The sample stream event with one MODIFY record per new image given, in order."""
+    event = copy.deepcopy(event_file("progress_stream.json"))
+    template = event["Records"][-1]
+    event["Records"] = []
+    for index, image in enumerate(images):
+        record = copy.deepcopy(template)
+        record["eventID"] = f"event-{index}"
+        record["dynamodb"]["NewImage"] = image
+        record["dynamodb"]["Keys"] = {"taskId": image["taskId"]}
+        event["Records"].append(record)
+    return event
+
+
+def image(task_id: str, status: str, updated_at_ms: int, loaded: int) -> dict[str, Any]:
+    new_image = copy.deepcopy(event_file("progress_stream.json")["Records"][-1]["dynamodb"]["NewImage"])
+    new_image.update(taskId={"S": task_id}, status={"S": status}, updatedAtMs={"N": str(updated_at_ms)},
+                     count_loaded={"N": str(loaded)})
+    return new_image
+
+
+def test_stream_pushes_are_paced_per_task_and_the_final_state_is_not_held_back(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given PROGRESS_FRAMES_PER_SECOND=2 (the template parameter ProgressFramesPerSecond), read at cold start
+    monkeypatch.setenv("PROGRESS_FRAMES_PER_SECOND", "2")
+    stream = load_handler("progress/stream")
+    assert stream.throttle.interval_s == 0.5
+    # (the same pace on a fake clock, so the test does not sleep)
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    stream.throttle = FrameThrottle(2, clock=lambda: now[0], sleep=sleep)
+    stream.deps.connections.add("conn-F", OWNER, SAMPLE_TASK)
+    # When the task's first change arrives, then a newer one 0.1 s later, then its final state 0.1 s later
+    stream.lambda_handler(stream_event(image(SAMPLE_TASK, "LOADING", 1, 100)), context)
+    assert slept == []
+    now[0] += 0.1
+    stream.lambda_handler(stream_event(image(SAMPLE_TASK, "LOADING", 2, 200)), context)
+    now[0] += 0.1
+    stream.lambda_handler(stream_event(image(SAMPLE_TASK, "SUCCEEDED", 3, 300)), context)
+    # Then the first went out at once, the second after waiting out the interval (0.4 s more), and the
+    # final state without any wait, last
+    assert slept == [pytest.approx(0.4)]
+    frames = cloud.pushed("conn-F")
+    assert [(frame["status"], frame["counts"]["loaded"]) for frame in frames] == [
+        ("LOADING", 100), ("LOADING", 200), ("SUCCEEDED", 300),
+    ]
+
+
+def test_a_task_nobody_watches_costs_no_wait(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
+    # Given the stream function with a throttle that may not sleep, and no subscriber of a task
+    stream = load_handler("progress/stream")
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError(f"slept {seconds} s for a task nobody watches")
+
+    stream.throttle = FrameThrottle(4, clock=lambda: 0.0, sleep=no_sleep)
+    # When two changes of it come in two invocations / Then neither waits nor pushes
+    for version in (1, 2):
+        stream.lambda_handler(stream_event(image("unwatched-task", "LOADING", version, version)), context)
 
 
 def test_watchdog_fails_a_stalled_task_only(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:

@@ -1,0 +1,5 @@
+import sys
+
+from busline.bench.main import main
+
+sys.exit(main())

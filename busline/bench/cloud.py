@@ -1,0 +1,84 @@
+"""Talking to the local cloud: submit a task and follow it on the WebSocket, switch moto's recorder."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+TASK_TIMEOUT_S = 900.0
+TERMINAL = ("SUCCEEDED", "FAILED")
+
+
+def _http_json(method: str, url: str, token: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", "Authorization": token}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as error:
+        raise RuntimeError(f"{method} {url} answered {error.code}: {error.read()[:2000]!r}") from error
+    return json.loads(raw) if raw else None
+
+
+@dataclass
+class FollowedTask:
+    task_id: str
+    seconds: float
+    final: dict[str, Any]
+    latencies_ms: list[float] = field(default_factory=list)
+    messages: int = 0
+
+
+def run_task(
+    endpoints: dict[str, Any], body: dict[str, Any], token: str, timeout_s: float = TASK_TIMEOUT_S
+) -> FollowedTask:
+    """Submit `body` as the user of `token`, follow it on the WebSocket until its terminal snapshot, return
+    what was seen."""
+    from websockets.sync.client import connect
+
+    from busline.localcloud.testing import websocket_url
+
+    latencies: list[float] = []
+    messages = 0
+    with connect(websocket_url(endpoints, token), open_timeout=30, max_size=None) as socket:
+        started = time.monotonic()
+        accepted = _http_json("POST", endpoints["rest"] + "/tasks", token, body)
+        task_id = accepted["taskId"]
+        socket.send(json.dumps({"action": "subscribe", "taskId": task_id}))
+        deadline = started + timeout_s
+        while True:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"task {task_id} did not finish within {timeout_s:g} s")
+            try:
+                raw = socket.recv(timeout=max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                continue
+            received_ms = time.time() * 1000
+            message = json.loads(raw)
+            if "taskId" not in message:  # a refusal, e.g. {"error": "task … not found"}
+                raise RuntimeError(f"WebSocket error for {task_id}: {message['error']}")
+            messages += 1
+            latencies.append(received_ms - float(message["updatedAtMs"]))
+            if message["status"] in TERMINAL:
+                seconds = time.monotonic() - started
+                break
+    final = _http_json("GET", f"{endpoints['rest']}/tasks/{task_id}", token)
+    if final["status"] != "SUCCEEDED":
+        raise RuntimeError(f"task {task_id} ended {final['status']}: {final.get('error')}")
+    # the first frame answers `subscribe` (the snapshot as stored), so it measures the subscribe, not a push
+    return FollowedTask(task_id, seconds, final, latencies[1:], messages)
+
+
+def recorder(aws_endpoint: str, action: str) -> str:
+    url = f"{aws_endpoint}/moto-api/recorder/{action}"
+    request = urllib.request.Request(
+        url, method="GET" if action == "download-recording" else "POST", data=None
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return response.read().decode()
