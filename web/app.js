@@ -336,7 +336,8 @@ async function loadRejects() {
     const data = Object.entries(reject.data || {})
       .map(([name, value]) => `${name}=${value === null ? "∅" : value}`)
       .join("  ");
-    for (const value of [String(reject.row), reject.reason, data]) {
+    // a source read in byte ranges has no row numbers: `at` says where the row is instead
+    for (const value of [reject.row === null ? reject.at : String(reject.row), reject.reason, data]) {
       const cell = document.createElement("td");
       cell.textContent = value;
       row.append(cell);

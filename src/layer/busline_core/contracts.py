@@ -55,12 +55,23 @@ class TaskSubmitted(_Wire):
     taskId: str
 
 
+class SourceRange(_Wire):
+    """A byte range of a source read in parallel: its reader owns the records that start inside it."""
+
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)  # exclusive
+    size: int = Field(ge=0)  # of the whole object, as planned
+    etag: str | None = None  # the object version planned: a range never mixes two versions
+    header: str | None = None  # a CSV source's header line, when short enough to travel in the event
+
+
 class ChunkExtracted(_Wire):
     taskId: str
     phase: Literal["transform"] = "transform"  # the phase that consumes it: rules route on it
     chunk: int = Field(ge=0)
-    key: str
-    rows: int = Field(ge=0)
+    key: str  # the raw chunk in the data bucket; empty when `range` says what to read from the source
+    rows: int = Field(ge=0)  # 0 when `range` is set: rows are known once the range is read
+    range: SourceRange | None = None
 
 
 class ChunkTransformed(_Wire):
@@ -175,9 +186,12 @@ class TaskPage(_Wire):
 class Reject(_Wire):
     """A source row that could not be loaded, and why (GET /tasks/{id}/rejects lists them)."""
 
-    row: int  # source row number, counted from 1
+    # source row number, counted from 1; None for a source read in byte ranges, whose rows are not
+    # numbered without reading everything before them: `at` then says where the row is
+    row: int | None
     reason: str
     data: dict[str, Any]
+    at: str | None = None
 
 
 class RejectPage(_Wire):

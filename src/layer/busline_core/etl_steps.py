@@ -25,14 +25,17 @@ from .contracts import (
     ChunkExtracted,
     ChunkTransformed,
     Phase,
+    Reject,
+    SourceRange,
     TaskStatus,
     TaskSubmitted,
 )
 from .deps import ExtractDeps, LoadDeps, StepDeps, TaskPlan, TransformDeps, Warehouse
 from .errors import BuslineError, ChunkFailed, LoadFailed, SourceOverLimit, SourceUnreadable
 from .limits import MAX_CHUNKS_PER_TASK, MAX_REJECTS_KEPT_PER_CHUNK, MAX_ROWS_PER_TASK
-from .readers import iter_chunks, iter_records, open_source
-from .spec import JoinSpec, TaskSpec, output_columns
+from .ranges import ByteRange, Fetch, header_of, plan_ranges, range_records, splittable
+from .readers import iter_chunks, iter_records, open_source, refuse_stored_size, s3_location
+from .spec import JoinSpec, SourceSpec, TaskSpec, output_columns
 from .storage import ChunkStore, raw_table_from_records
 from .task_state import ChunkCounted, ExtractProgressed, ExtractStarted, iso
 from .transform import ReferenceTable, transform_table
@@ -44,6 +47,15 @@ logger = Logger(child=True)
 EXTRACT_FLUSH_SECONDS = 0.25
 EXTRACT_FLUSH_EVENTS = 10  # the PutEvents batch
 WARM_TASK_CACHE = 64
+# A source is read in parallel byte ranges only when it makes at least this many: below that, one
+# reader costs fewer calls than a plan, and is done as soon.
+MIN_PLANNED_RANGES = 3
+# Ranges are sized to hold about chunkRows records, judged from the lines of the source's first bytes;
+# never so small that the calls per range outweigh its work.
+RANGE_SAMPLE_BYTES = 64 * 1024
+MIN_RANGE_BYTES = 256 * 1024
+# A CSV header up to this size travels in each range's event, saving every range a GET of it.
+MAX_HEADER_IN_EVENT = 4096
 
 Detail = TypeVar("Detail", TaskSubmitted, ChunkExtracted, ChunkTransformed)
 StepDepsT = TypeVar("StepDepsT", bound=StepDeps)
@@ -102,7 +114,11 @@ def _chunk_prologue(detail: ChunkExtracted | ChunkTransformed, deps: StepDeps) -
             extra={"task_id": detail.taskId},
         )
         return None
-    return ChunkWork(owner=plan.owner, spec=plan.spec, table=deps.chunks.get_table(detail.key), started_at=started_at)
+    if isinstance(detail, ChunkExtracted) and detail.range is not None:
+        table = _read_range(detail.chunk, detail.range, plan.spec.source, deps)
+    else:
+        table = deps.chunks.get_table(detail.key)
+    return ChunkWork(owner=plan.owner, spec=plan.spec, table=table, started_at=started_at)
 
 
 # --- extract --------------------------------------------------------------------------------------
@@ -126,6 +142,10 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
     _check_fault_switch(Phase.EXTRACT, deps)
     spec = TaskSpec.model_validate_json(state.spec_json)
     deps.tasks.apply(task_id, ExtractStarted())
+    planned = _plan_source_ranges(task_id, spec, deps)
+    if planned is not None:
+        deps.lifecycle.extract_completed(task_id, planned, read=None)
+        return 0
 
     publisher = deps.publisher
     pending: list[tuple[str, BaseModel]] = []
@@ -153,6 +173,96 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
     publisher.publish_many(pending)
     deps.lifecycle.extract_completed(task_id, chunks, read)
     return read
+
+
+def _plan_source_ranges(task_id: str, spec: TaskSpec, deps: StepDeps) -> int | None:
+    """Announce one ChunkExtracted per byte range of a splittable source and return how many; None for a
+    source one reader must read: compressed, a JSON array, CSV with multiline fields, a `limit` (a row
+    count no range can apply), not in S3 (an https server's Range support is not checked yet), or small.
+    The planner reads no rows: the transform of each range reads its records (ranges.py), in parallel."""
+    source = spec.source
+    location = s3_location(source.uri)
+    if location is None or source.limit is not None or not splittable(source.format, source.uri, source.multilineFields):
+        return None
+    bucket, key = location
+    try:
+        head = deps.chunks.s3_client.head_object(Bucket=bucket, Key=key)
+    except Exception:  # the one reader then fails with the full story (missing, denied...)
+        return None
+    size, etag = int(head["ContentLength"]), head.get("ETag")
+    refuse_stored_size(source.uri, size, "the object")
+    fetch = _ranged_fetch(deps, bucket, key, etag, source.uri)
+    sample = fetch(0, min(size, RANGE_SAMPLE_BYTES)) if size else b""
+    bytes_per_record = len(sample) / max(1, sample.count(b"\n"))
+    ranges = plan_ranges(size, max(MIN_RANGE_BYTES, int(bytes_per_record * spec.chunkRows)))
+    if len(ranges) < MIN_PLANNED_RANGES:
+        return None
+    _check_task_size(source.uri, spec.chunkRows, chunks=len(ranges), rows=0)
+    header = None
+    if source.format == "csv":
+        line = header_of(fetch, size, name_hint=source.uri)
+        header = line.decode("utf-8", "strict") if len(line) <= MAX_HEADER_IN_EVENT and line.isascii() else None
+    events: list[tuple[str, BaseModel]] = [
+        (
+            CHUNK_EXTRACTED,
+            ChunkExtracted(
+                taskId=task_id, chunk=byte_range.index, key="", rows=0,
+                range=SourceRange(start=byte_range.start, end=byte_range.end, size=size, etag=etag, header=header),
+            ),
+        )  # fmt: skip
+        for byte_range in ranges
+    ]
+    for first in range(0, len(events), EXTRACT_FLUSH_EVENTS):
+        deps.publisher.publish_many(events[first : first + EXTRACT_FLUSH_EVENTS])
+    logger.info("source planned in byte ranges", extra={"task_id": task_id, "ranges": len(ranges), "bytes": size})
+    return len(ranges)
+
+
+def _ranged_fetch(deps: StepDeps, bucket: str, key: str, etag: str | None, uri: str) -> Fetch:
+    """Ranged GETs of one version of an object: if it is replaced meanwhile, the read fails for good
+    instead of mixing two versions' bytes."""
+    s3 = deps.chunks.s3_client
+    condition = {"IfMatch": etag} if etag else {}
+
+    def fetch(start: int, end: int) -> bytes:
+        try:
+            response = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **condition)
+        except Exception as error:
+            code = getattr(error, "response", {}).get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                raise SourceUnreadable(uri, "the object changed or was deleted while it was read in ranges") from error
+            raise
+        body: bytes = response["Body"].read()
+        return body
+
+    return fetch
+
+
+def _read_range(chunk: int, planned: SourceRange, source: SourceSpec, deps: StepDeps) -> pa.Table:
+    location = s3_location(source.uri)
+    if location is None:
+        raise SourceUnreadable(source.uri, "a byte range of a source that is not in S3")
+    fetch = _ranged_fetch(deps, *location, planned.etag, source.uri)
+    records = range_records(
+        fetch, ByteRange(planned.start, planned.end, chunk), planned.size, source.format,
+        header=None if planned.header is None else planned.header.encode("utf-8"),
+        name_hint=source.uri, delimiter=source.delimiter, null_values=source.nullValues,
+    )  # fmt: skip
+    return raw_table_from_records(list(records))
+
+
+def _located_in_range(rejects: list[Reject], chunk: int, planned: SourceRange) -> list[Reject]:
+    """Rejects of a range carry no source row number (the rows before the range are never counted), so
+    they say where they are instead: the range's bytes and the record's position in it."""
+    return [
+        Reject(
+            row=None,
+            at=f"record {reject.row:,} of bytes {planned.start:,} to {planned.end - 1:,} (range {chunk})",
+            reason=reject.reason,
+            data=reject.data,
+        )
+        for reject in rejects
+    ]
 
 
 def _check_task_size(uri: str, chunk_rows: int, *, chunks: int, rows: int) -> None:
@@ -194,16 +304,21 @@ def transform_chunk(detail: ChunkExtracted, deps: TransformDeps) -> int:
         return 0
     task_id, spec = detail.taskId, work.spec
     refs = {join.name: _reference(join, deps) for join in spec.joins}
-    result = transform_table(work.table, spec, refs, first_row=detail.chunk * spec.chunkRows + 1)
+    planned = detail.range
+    first_row = 1 if planned is not None else detail.chunk * spec.chunkRows + 1
+    result = transform_table(work.table, spec, refs, first_row=first_row)
+    rejects = result.rejects if planned is None else _located_in_range(result.rejects, detail.chunk, planned)
 
     key = ChunkStore.chunk_key(task_id, Phase.TRANSFORM.value, detail.chunk)
     deps.chunks.put_table(key, result.table)
     # Every reject is counted; only the first ones are kept, so a source of garbage cannot fill the bucket.
-    kept = result.rejects[:MAX_REJECTS_KEPT_PER_CHUNK]
+    kept = rejects[:MAX_REJECTS_KEPT_PER_CHUNK]
     deps.chunks.put_rejects(ChunkStore.rejects_key(task_id, detail.chunk), kept)
     transformed = ChunkTransformed(taskId=task_id, chunk=detail.chunk, key=key, rows=result.table.num_rows)
     deps.publisher.publish(CHUNK_TRANSFORMED, transformed)
     counts = {"filtered": result.filtered, "rejected": len(result.rejects)}
+    if planned is not None:
+        counts["read"] = work.table.num_rows  # the planner counted no rows: each range counts its own
     deps.lifecycle.chunk_counted(ChunkCounted(Phase.TRANSFORM, detail.chunk, counts, work.started_at), task_id)
     return int(result.table.num_rows)
 

@@ -57,7 +57,7 @@ class TaskLifecycle:
 
     # --- facts the steps report ---------------------------------------------------------------
 
-    def extract_completed(self, task_id: str, chunks: int, read: int) -> None:
+    def extract_completed(self, task_id: str, chunks: int, read: int | None) -> None:
         outcome = self.tasks.apply(task_id, ExtractCompleted(chunks, read)) or self.tasks.apply(
             task_id, ExtractCompletedWhileFailed(chunks, read)
         )

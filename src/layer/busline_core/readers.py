@@ -134,14 +134,14 @@ def _open_raw(uri: str, s3_client: Any, allow_loopback_http: bool) -> Iterator[B
             raise SourceUnreadable(uri, _describe_s3_error(exc)) from exc
         body = response["Body"]
         try:
-            _refuse_stored_size(uri, response.get("ContentLength"), "the object")
+            refuse_stored_size(uri, response.get("ContentLength"), "the object")
             yield body
         finally:
             body.close()
     elif scheme in ("http", "https"):
         with open_url(uri, allow_loopback_http=allow_loopback_http) as http_response:
             # http.client's Content-Length (None when chunked: then only the meter judges).
-            _refuse_stored_size(display_url(uri), getattr(http_response, "length", None), "the response")
+            refuse_stored_size(display_url(uri), getattr(http_response, "length", None), "the response")
             yield http_response
     else:
         raise SourceUnreadable(uri, f"unsupported scheme '{parts.scheme}'")
@@ -157,7 +157,7 @@ def _s3_transient(exc: Exception) -> bool:
     return status >= 500 or response.get("Error", {}).get("Code", "") in _S3_RETRY_CODES
 
 
-def _refuse_stored_size(uri: str, size: object, what: str) -> None:
+def refuse_stored_size(uri: str, size: object, what: str) -> None:
     # A declared size over the limit fails before a byte is read; a wrong one is caught by the meter.
     if isinstance(size, int) and size > MAX_SOURCE_BYTES:
         raise SourceOverLimit(

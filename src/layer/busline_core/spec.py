@@ -275,6 +275,10 @@ class SourceSpec(_SpecModel):
     # Read only the first `limit` rows: a sample of a big source (the rest is never downloaded or parsed,
     # except that a .zip has to be fetched whole before its member can be read).
     limit: int | None = Field(default=None, ge=1, le=MAX_ROW_COUNT)
+    # A CSV field may hold a line break (inside quotes). Such a source cannot be cut into byte ranges at
+    # line ends, so it is read by one worker; without it, an uncompressed CSV or NDJSON source in S3 is
+    # read in parallel ranges (ranges.py). False by default, as BigQuery's allowQuotedNewlines.
+    multilineFields: bool = False
 
 
 class ColumnSpec(_SpecModel):

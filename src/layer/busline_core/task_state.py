@@ -238,10 +238,11 @@ class ExtractProgressed:
 
 @dataclass(frozen=True)
 class ExtractCompleted:
-    """The source is read: the chunk count becomes every phase's total (the fan-in target)."""
+    """The source is read, or planned in byte ranges: the chunk count becomes every phase's total (the
+    fan-in target). `read` is None for a planned source: each range's rows are counted as it is read."""
 
     chunks: int
-    read: int
+    read: int | None
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,7 @@ class ExtractCompletedWhileFailed:
     """As ExtractCompleted, for a task a failing chunk holds FAILED: the totals are facts all the same."""
 
     chunks: int
-    read: int
+    read: int | None
 
 
 @dataclass(frozen=True)
@@ -358,10 +359,10 @@ def _extract_progressed(state: TaskState, event: ExtractProgressed, now: datetim
     return _stamped(state.with_phase(Phase.EXTRACT, done=event.chunks), now)
 
 
-def _with_totals(state: TaskState, chunks: int, read: int, now: datetime) -> TaskState:
+def _with_totals(state: TaskState, chunks: int, read: int | None, now: datetime) -> TaskState:
     state = _with(
         state,
-        counts=state.counts.model_copy(update={"read": read}),
+        counts=state.counts if read is None else state.counts.model_copy(update={"read": read}),
         extract=_with(
             state.extract,
             done=chunks,

@@ -186,9 +186,11 @@ def _totals(event: ExtractCompleted | ExtractCompletedWhileFailed) -> tuple[str,
     update = (
         f"SET extract_completedAt = :now, extract_startedAt = if_not_exists(extract_startedAt, :now), "
         f"extract_total = :chunks, extract_done = :chunks, transform_total = :chunks, load_total = :chunks, "
-        f"count_read = :read, {_STAMP}"
+        f"{_STAMP}"
     )
-    return update, {":chunks": event.chunks, ":read": event.read}
+    if event.read is None:  # a source planned in byte ranges: each range adds the rows it reads
+        return update, {":chunks": event.chunks}
+    return update + ", count_read = :read", {":chunks": event.chunks, ":read": event.read}
 
 
 def _completion_markers(status: TaskStatus) -> str:

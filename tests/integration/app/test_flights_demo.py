@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from busline_core.pipelines import expand_pipeline
 from busline_core.tenancy import CATALOG_SCHEMA, owner_table, schema_for
 from psycopg import sql
 
@@ -148,3 +149,39 @@ def test_flights_rejects_list_each_rejected_row_with_its_reason(
     # and with its source values
     first = min(rejects, key=lambda reject: reject["row"])
     assert set(first["data"]) >= {"year", "month", "day", "carrier", "flight", "origin", "dest"}
+
+
+def test_flights_as_a_plain_csv_are_read_in_parallel_ranges_with_the_zip_runs_results(
+    flights_run: Any, expected: ExpectedCounts, api: Any, s3: Any, data_bucket: str,
+    pg: psycopg.Connection[Any], tmp_path: Any,
+) -> None:  # fmt: skip
+    # Given flights.csv unzipped into the data bucket, where extract can plan it in byte ranges
+    with zipfile.ZipFile(demo_data_dir() / "flights.csv.zip") as archive:
+        member = next(name for name in archive.namelist() if name.endswith(".csv") and "__MACOSX" not in name)
+        archive.extract(member, tmp_path)
+    s3.upload_file(str(tmp_path / member), data_bucket, "shared/tests/flights.csv")
+    spec = expand_pipeline("flights", {"table": "flights_ranged"}, data_bucket).model_dump(by_alias=True, mode="json")
+    spec["source"]["uri"] = f"s3://{data_bucket}/shared/tests/flights.csv"
+    # When the same flights spec runs over it
+    final = api.wait_terminal(api.submit(spec))
+    # Then it succeeded with the independent counts, in 17 ranges of ~1.8 MB (20,000 rows' worth each)
+    assert final["status"] == "SUCCEEDED", final
+    assert final["counts"] == {
+        "read": expected.read, "filtered": expected.filtered, "rejected": expected.rejected, "loaded": expected.loaded,
+    }  # fmt: skip
+    assert final["phases"]["transform"] == {"done": 17, "total": 17, "status": "completed"}
+    # And its rejects are the zip run's, for the same reasons, located by range instead of row number
+    rejects = api.all_rejects(final["taskId"], page_size=1000)
+    assert sorted(reject["reason"] for reject in rejects) == sorted(expected.reject_reasons.values())
+    assert {reject["row"] for reject in rejects} == {None}
+    assert all(reject["at"].startswith("record ") for reject in rejects)
+    # And Postgres holds exactly the rows the zip run loaded
+    assert flights_run.final["status"] == "SUCCEEDED"
+    owner = final["owner"]
+    ranged, zipped = owner_table(owner, "flights_ranged"), owner_table(flights_run.final["owner"], "flights")
+    (differences,) = pg.execute(
+        sql.SQL("SELECT count(*) FROM ((TABLE {} EXCEPT TABLE {}) UNION ALL (TABLE {} EXCEPT TABLE {})) d").format(
+            ranged, zipped, zipped, ranged
+        )
+    ).fetchone() or (None,)
+    assert differences == 0

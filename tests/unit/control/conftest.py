@@ -173,6 +173,11 @@ class FakeWarehouse:
         return LoadOutcome(rows=len(rows), already_loaded=False)
 
 
+@pytest.fixture
+def warehouse() -> FakeWarehouse:
+    return FakeWarehouse()
+
+
 @dataclass
 class RecordingPusher:
     """Stands in for WebSocketPusher: records pushes; connections in `gone` answer GoneException."""
@@ -185,6 +190,11 @@ class RecordingPusher:
             return False
         self.pushes.append((connection_id, payload))
         return True
+
+
+@pytest.fixture
+def pusher() -> RecordingPusher:
+    return RecordingPusher()
 
 
 class Clock:

@@ -83,6 +83,7 @@ def test_sqs_records_parse_to_typed_details() -> None:
         "chunk": 3,
         "key": "k",
         "rows": 10,
+        "range": None,  # a raw chunk in the bucket, not a byte range of the source
     }
     assert transformed.body.detail.rows == 9
     assert int(extracted.attributes.ApproximateReceiveCount) == 1

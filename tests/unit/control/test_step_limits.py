@@ -12,7 +12,7 @@ from busline_core.errors import LoadFailed
 from busline_core.storage import ChunkStore
 
 from .conftest import BUCKET, Clock, Cloud, FakeWarehouse, Wired
-from .test_steps import REJECTED, ROWS, _of_type, _run, _submit, deps, pusher, warehouse  # noqa: F401
+from .test_steps import REJECTED, ROWS, _of_type, _run, _submit, deps  # noqa: F401  (deps: the steps' fixture)
 
 RETENTION = timedelta(days=90)  # FinishedTaskRetentionDays' default
 

@@ -68,16 +68,6 @@ def _spec(source_key: str = "uploads/ana/flights.csv") -> dict[str, Any]:
 
 
 @pytest.fixture
-def warehouse() -> FakeWarehouse:
-    return FakeWarehouse()
-
-
-@pytest.fixture
-def pusher() -> RecordingPusher:
-    return RecordingPusher()
-
-
-@pytest.fixture
 def deps(cloud: Cloud, clock: Clock, warehouse: FakeWarehouse, pusher: RecordingPusher) -> Wired:
     cloud.s3.put_object(Bucket=BUCKET, Key="uploads/ana/flights.csv", Body=_flights_csv(ROWS).encode())
     cloud.s3.put_object(Bucket=BUCKET, Key="shared/ref/carriers.csv", Body=b"code,name\nAA,American\nBB,Blue Sky\n")
@@ -287,6 +277,7 @@ def test_rejects_are_listed_page_by_page(cloud: Cloud, deps: Wired) -> None:
         "row": 1,
         "reason": "join carriers: no match for carrier=ZZ",
         "data": {"id": "1", "carrier": "ZZ", "dep_time": "601", "amount": "1.50"},
+        "at": None,  # a row number says where it is
     }
     assert first.items[1].row == 7
     assert first.items[1].reason.startswith("column amount:")

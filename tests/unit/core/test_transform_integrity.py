@@ -146,7 +146,7 @@ def test_a_rejected_rows_data_spells_lone_surrogates_as_escapes_in_every_field()
     # And it is written as UTF-8 JSON, the NUL escaped by JSON
     assert _as_stored(result.rejects) == (
         b'{"row":1,"reason":"column i: \'x\' is not a valid int","data":'
-        b'{"k":"a","i":"x","note":"bad \\\\ud800","\\\\udc00key":"nul\\u0000","none":null}}\n'
+        b'{"k":"a","i":"x","note":"bad \\\\ud800","\\\\udc00key":"nul\\u0000","none":null},"at":null}\n'
     )
 
 
