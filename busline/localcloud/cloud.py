@@ -310,10 +310,15 @@ class LocalCloud:
     def _start_moto(self, port: int) -> None:
         from moto.server import ThreadedMotoServer  # heavy import, only needed here
 
-        from busline.localcloud.moto_patches import keep_put_bodies, make_dynamodb_atomic
+        from busline.localcloud.moto_patches import (
+            keep_put_bodies,
+            make_dynamodb_atomic,
+            serve_ranges_without_reading_whole_objects,
+        )
 
         make_dynamodb_atomic()
         keep_put_bodies()
+        serve_ranges_without_reading_whole_objects()
 
         if not self.options.verbose:
             logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call otherwise

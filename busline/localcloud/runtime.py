@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ from busline.localcloud.chaos import ChaosConfig
 from busline.localcloud.model import CloudModel, FunctionSpec, LocalCloudError
 
 DEFAULT_CONCURRENCY = 4
+BATCH_NICENESS = 10  # of a queue-fed function's workers (FunctionRuntime.__init__ says why)
 # Lambda gives an execution environment 10 s to initialise; imports on a busy machine can be slower.
 INIT_TIMEOUT_S = 30.0
 
@@ -73,7 +75,7 @@ def _main_module_hidden() -> Iterator[None]:
 class _Worker:
     """One warm execution environment: a process and the parent's end of its pipe."""
 
-    def __init__(self, spec: FunctionSpec, log_path: Path, verbose: bool) -> None:
+    def __init__(self, spec: FunctionSpec, log_path: Path, verbose: bool, niceness: int = 0) -> None:
         setup = worker_module.WorkerSetup(
             logical_id=spec.logical_id,
             function_name=spec.name,
@@ -94,6 +96,9 @@ class _Worker:
         with _main_module_hidden():
             self.process.start()
         child_end.close()  # so the parent sees EOF when the worker dies
+        if niceness and self.process.pid is not None:
+            pid = self.process.pid
+            os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, pid) + niceness)
         self.fresh = True  # not yet used by any invocation: its first one reports the cold start
 
     def wait_ready(self, timeout_s: float) -> InvocationResult | None:
@@ -146,6 +151,10 @@ class FunctionRuntime:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         if self.chaos is not None:
             self.chaos.attach_stats_file(data_dir / "chaos.json")
+        # On AWS no function takes another's CPU. Here a few cores serve every worker, so the workers of
+        # queue-fed functions (batch work: extract, transform, load) yield to the rest (the API, the
+        # WebSocket pushes, the stream consumers), whose caller is a person waiting.
+        self._batch_functions = frozenset(mapping.function for mapping in model.sqs_mappings)
         self._pools: dict[str, _Pool] = {}
         self._pools_lock = threading.Lock()
         self._closed = False
@@ -231,8 +240,9 @@ class FunctionRuntime:
                 pool.cond.wait()
         # Start outside the lock: a cold start takes about a second and must not block the warm path.
         try:
+            niceness = BATCH_NICENESS if pool.spec.logical_id in self._batch_functions else 0
             fresh = self._spawner.submit(
-                _Worker, pool.spec, self.logs_dir / f"{pool.spec.logical_id}.log", self.verbose
+                _Worker, pool.spec, self.logs_dir / f"{pool.spec.logical_id}.log", self.verbose, niceness
             ).result()
         except RuntimeError as exc:  # the spawner was shut down by close()
             self._forget(pool)

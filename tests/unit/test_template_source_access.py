@@ -61,12 +61,16 @@ def s3_rights(cfn: dict[str, Any], role: str, readable_buckets: str) -> dict[str
     return rights
 
 
-def test_extract_reads_only_uploads_shared_and_writes_only_raw_chunks(cfn: dict[str, Any]) -> None:
-    # Given no ReadableBuckets / Then the extract function's S3 rights are exactly these
+def test_extract_reads_only_uploads_shared_and_its_own_output_and_writes_only_raw_chunks(cfn: dict[str, Any]) -> None:
+    # Given no ReadableBuckets / Then the extract function's S3 rights are exactly these: it reads back, resumes
+    # or aborts only what it writes under tasks/*/extract/ (raw chunks, a staged copy of a source)
+    own_output = f"{DATA}/tasks/*/extract/*"
     assert s3_rights(cfn, "ExtractFunctionRole", "") == {
-        "s3:GetObject": {f"{DATA}/uploads/*", f"{DATA}/shared/*"},
+        "s3:GetObject": {f"{DATA}/uploads/*", f"{DATA}/shared/*", own_output},
         "s3:ListBucket": {DATA},
-        "s3:PutObject": {f"{DATA}/tasks/*/extract/*"},
+        "s3:PutObject": {own_output},
+        "s3:ListMultipartUploadParts": {own_output},
+        "s3:AbortMultipartUpload": {own_output},
     }
 
 

@@ -20,6 +20,7 @@ from .spec import TaskSpec
 EVENT_SOURCE = "busline"
 
 TASK_SUBMITTED = "TaskSubmitted"
+SOURCE_STAGING_PAUSED = "SourceStagingPaused"
 CHUNK_EXTRACTED = "ChunkExtracted"
 CHUNK_TRANSFORMED = "ChunkTransformed"
 PHASE_COMPLETED = "PhaseCompleted"
@@ -51,8 +52,20 @@ class _Wire(BaseModel):
 # --- event details (no row data: keys and counts only) ----------------------------------------------
 
 
+class StagingCheckpoint(_Wire):
+    """Where a paused copy of a source into the data bucket stands (staging.py): the multipart upload and
+    how many bytes of the decompressed source its parts hold."""
+
+    uploadId: str
+    stagedBytes: int = Field(ge=0)
+
+
 class TaskSubmitted(_Wire):
+    """What the extract queue carries: a new task (detail-type TaskSubmitted), or the same task whose source
+    copy paused before its invocation ran out of time (detail-type SourceStagingPaused, `staging` set)."""
+
     taskId: str
+    staging: StagingCheckpoint | None = None
 
 
 class SourceRange(_Wire):
@@ -62,6 +75,8 @@ class SourceRange(_Wire):
     end: int = Field(ge=0)  # exclusive
     size: int = Field(ge=0)  # of the whole object, as planned
     etag: str | None = None  # the object version planned: a range never mixes two versions
+    # the copy in the data bucket a compressed or https source was staged into (staging.py); None: the source
+    staged: str | None = None
     header: str | None = None  # a CSV source's header line, when short enough to travel in the event
 
 

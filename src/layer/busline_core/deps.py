@@ -7,6 +7,7 @@ Nothing here knows where it runs: boto3 picks up AWS_ENDPOINT_URL (the local clo
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +63,10 @@ def no_faults() -> frozenset[str]:
     return frozenset()
 
 
+def unbounded_time() -> float:
+    return math.inf
+
+
 @dataclass(frozen=True)
 class TaskPlan:
     """What the chunk steps need of a task, which never changes once it is submitted."""
@@ -94,7 +99,9 @@ class ApiDeps:
 
     @property
     def source_access(self) -> SourceAccess:
-        return SourceAccess.of(self.data_bucket, self.readable_buckets, allow_loopback_http=self.allow_loopback_http)
+        return SourceAccess.of(
+            self.data_bucket, self.readable_buckets, allow_loopback_http=self.allow_loopback_http
+        )
 
 
 @dataclass
@@ -107,6 +114,12 @@ class StepDeps:
     faults: Faults = no_faults
     clock: Clock = utc_now
     cache: WarmCache = field(default_factory=WarmCache)
+    # Seconds the running invocation has left (its Lambda context, bound per invocation by sqs_step.py):
+    # work that may outlast it (staging a large source) checkpoints before it runs out.
+    remaining_seconds: Callable[[], float] = unbounded_time
+
+    def bind_invocation(self, context: Any) -> None:
+        self.remaining_seconds = lambda: float(context.get_remaining_time_in_millis()) / 1000
 
     @property
     def publisher(self) -> EventPublisher:
@@ -161,7 +174,9 @@ class WatchdogDeps:
 # --- built once per container from the function's settings -----------------------------------------
 
 
-def _lifecycle(tasks: TasksRepository, settings: ExtractSettings | TransformSettings | LoadSettings | WatchdogSettings) -> TaskLifecycle:
+def _lifecycle(
+    tasks: TasksRepository, settings: ExtractSettings | TransformSettings | LoadSettings | WatchdogSettings
+) -> TaskLifecycle:
     return TaskLifecycle(
         tasks,
         EventPublisher.for_bus(settings.event_bus_name),

@@ -9,11 +9,13 @@ is lifecycle.py's business.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from itertools import islice
-from typing import TypeVar
+from typing import BinaryIO, TypeVar, cast
 
 import pyarrow as pa
 from aws_lambda_powertools import Logger
@@ -22,6 +24,7 @@ from pydantic import BaseModel
 from .contracts import (
     CHUNK_EXTRACTED,
     CHUNK_TRANSFORMED,
+    SOURCE_STAGING_PAUSED,
     ChunkExtracted,
     ChunkTransformed,
     Phase,
@@ -33,9 +36,10 @@ from .contracts import (
 from .deps import ExtractDeps, LoadDeps, StepDeps, TaskPlan, TransformDeps, Warehouse
 from .errors import BuslineError, ChunkFailed, LoadFailed, SourceOverLimit, SourceUnreadable
 from .limits import MAX_CHUNKS_PER_TASK, MAX_REJECTS_KEPT_PER_CHUNK, MAX_ROWS_PER_TASK
-from .ranges import ByteRange, Fetch, header_of, plan_ranges, range_records, splittable
+from .ranges import ByteRange, Fetch, header_of, plan_ranges, range_table, splittable
 from .readers import iter_chunks, iter_records, open_source, refuse_stored_size, s3_location
 from .spec import JoinSpec, SourceSpec, TaskSpec, output_columns
+from .staging import Paused, Staged, must_stage, stage_source
 from .storage import ChunkStore, raw_table_from_records
 from .task_state import ChunkCounted, ExtractProgressed, ExtractStarted, iso
 from .transform import ReferenceTable, transform_table
@@ -141,20 +145,53 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
         return state.counts.read
     _check_fault_switch(Phase.EXTRACT, deps)
     spec = TaskSpec.model_validate_json(state.spec_json)
-    deps.tasks.apply(task_id, ExtractStarted())
+    if detail.staging is None:
+        deps.tasks.apply(task_id, ExtractStarted())
     planned = _plan_source_ranges(task_id, spec, deps)
     if planned is not None:
         deps.lifecycle.extract_completed(task_id, planned, read=None)
         return 0
+    source = spec.source
+    opened: AbstractContextManager[BinaryIO]
+    if must_stage(source):
+        staging = stage_source(
+            task_id, source, deps.chunks, allow_loopback_http=deps.allow_loopback_http,
+            remaining_seconds=deps.remaining_seconds, resume=detail.staging,
+        )  # fmt: skip
+        if isinstance(staging, Paused):
+            deps.publisher.publish(
+                SOURCE_STAGING_PAUSED, TaskSubmitted(taskId=task_id, staging=staging.checkpoint)
+            )
+            return 0
+        if isinstance(staging, Staged):
+            planned = _announce_ranges(task_id, spec, deps, deps.chunks.bucket, staging)
+            if planned is not None:
+                deps.lifecycle.extract_completed(task_id, planned, read=None)
+                return 0
+            opened = open_source(f"s3://{deps.chunks.bucket}/{staging.key}", deps.chunks.s3_client)
+        else:
+            opened = nullcontext(cast(BinaryIO, io.BytesIO(staging.data)))
+    else:
+        opened = open_source(source.uri, deps.chunks.s3_client, allow_loopback_http=deps.allow_loopback_http)
+    return _extract_by_one_reader(task_id, spec, opened, deps)
 
+
+def _extract_by_one_reader(
+    task_id: str, spec: TaskSpec, opened: AbstractContextManager[BinaryIO], deps: ExtractDeps
+) -> int:
+    """Parse the whole source here, chunk after chunk, announcing chunks while the next ones are read."""
     publisher = deps.publisher
     pending: list[tuple[str, BaseModel]] = []
     oldest_pending = 0.0
     chunks = read = 0
     source = spec.source
-    with open_source(source.uri, deps.chunks.s3_client, allow_loopback_http=deps.allow_loopback_http) as stream:
+    with opened as stream:
         records = iter_records(
-            stream, source.format, name_hint=source.uri, delimiter=source.delimiter, null_values=source.nullValues
+            stream,
+            source.format,
+            name_hint=source.uri,
+            delimiter=source.delimiter,
+            null_values=source.nullValues,
         )
         if source.limit is not None:
             records = islice(records, source.limit)
@@ -165,8 +202,13 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
             chunks, read = index + 1, read + len(rows)
             if not pending:
                 oldest_pending = time.monotonic()
-            pending.append((CHUNK_EXTRACTED, ChunkExtracted(taskId=task_id, chunk=index, key=key, rows=len(rows))))
-            if len(pending) >= EXTRACT_FLUSH_EVENTS or time.monotonic() - oldest_pending >= EXTRACT_FLUSH_SECONDS:
+            pending.append(
+                (CHUNK_EXTRACTED, ChunkExtracted(taskId=task_id, chunk=index, key=key, rows=len(rows)))
+            )
+            if (
+                len(pending) >= EXTRACT_FLUSH_EVENTS
+                or time.monotonic() - oldest_pending >= EXTRACT_FLUSH_SECONDS
+            ):
                 publisher.publish_many(pending)
                 pending.clear()
                 deps.tasks.apply(task_id, ExtractProgressed(chunks, read))
@@ -176,13 +218,17 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
 
 
 def _plan_source_ranges(task_id: str, spec: TaskSpec, deps: StepDeps) -> int | None:
-    """Announce one ChunkExtracted per byte range of a splittable source and return how many; None for a
-    source one reader must read: compressed, a JSON array, CSV with multiline fields, a `limit` (a row
-    count no range can apply), not in S3 (an https server's Range support is not checked yet), or small.
+    """Announce one ChunkExtracted per byte range of a plain object in S3 and return how many; None for a
+    source that is staged first (compressed, or on an http(s) server: staging.py), one that one reader must
+    read (a JSON array, CSV with multiline fields, a `limit`, a row count no range can apply), or a small one.
     The planner reads no rows: the transform of each range reads its records (ranges.py), in parallel."""
     source = spec.source
     location = s3_location(source.uri)
-    if location is None or source.limit is not None or not splittable(source.format, source.uri, source.multilineFields):
+    if (
+        location is None
+        or source.limit is not None
+        or not splittable(source.format, source.uri, source.multilineFields)
+    ):
         return None
     bucket, key = location
     try:
@@ -191,7 +237,17 @@ def _plan_source_ranges(task_id: str, spec: TaskSpec, deps: StepDeps) -> int | N
         return None
     size, etag = int(head["ContentLength"]), head.get("ETag")
     refuse_stored_size(source.uri, size, "the object")
-    fetch = _ranged_fetch(deps, bucket, key, etag, source.uri)
+    return _announce_ranges(task_id, spec, deps, bucket, Staged(key, size, etag), staged=False)
+
+
+def _announce_ranges(
+    task_id: str, spec: TaskSpec, deps: StepDeps, bucket: str, target: Staged, *, staged: bool = True
+) -> int | None:
+    """The ranges of one object (the source itself, or its staged copy when `staged`), announced; None when
+    it makes fewer than MIN_PLANNED_RANGES."""
+    source = spec.source
+    size, etag = target.size, target.etag
+    fetch = _ranged_fetch(deps, bucket, target.key, etag, source.uri)
     sample = fetch(0, min(size, RANGE_SAMPLE_BYTES)) if size else b""
     bytes_per_record = len(sample) / max(1, sample.count(b"\n"))
     ranges = plan_ranges(size, max(MIN_RANGE_BYTES, int(bytes_per_record * spec.chunkRows)))
@@ -201,20 +257,34 @@ def _plan_source_ranges(task_id: str, spec: TaskSpec, deps: StepDeps) -> int | N
     header = None
     if source.format == "csv":
         line = header_of(fetch, size, name_hint=source.uri)
-        header = line.decode("utf-8", "strict") if len(line) <= MAX_HEADER_IN_EVENT and line.isascii() else None
+        header = (
+            line.decode("utf-8", "strict") if len(line) <= MAX_HEADER_IN_EVENT and line.isascii() else None
+        )
     events: list[tuple[str, BaseModel]] = [
         (
             CHUNK_EXTRACTED,
             ChunkExtracted(
-                taskId=task_id, chunk=byte_range.index, key="", rows=0,
-                range=SourceRange(start=byte_range.start, end=byte_range.end, size=size, etag=etag, header=header),
+                taskId=task_id,
+                chunk=byte_range.index,
+                key="",
+                rows=0,
+                range=SourceRange(
+                    start=byte_range.start,
+                    end=byte_range.end,
+                    size=size,
+                    etag=etag,
+                    header=header,
+                    staged=target.key if staged else None,
+                ),
             ),
         )  # fmt: skip
         for byte_range in ranges
     ]
     for first in range(0, len(events), EXTRACT_FLUSH_EVENTS):
         deps.publisher.publish_many(events[first : first + EXTRACT_FLUSH_EVENTS])
-    logger.info("source planned in byte ranges", extra={"task_id": task_id, "ranges": len(ranges), "bytes": size})
+    logger.info(
+        "source planned in byte ranges", extra={"task_id": task_id, "ranges": len(ranges), "bytes": size}
+    )
     return len(ranges)
 
 
@@ -230,7 +300,9 @@ def _ranged_fetch(deps: StepDeps, bucket: str, key: str, etag: str | None, uri: 
         except Exception as error:
             code = getattr(error, "response", {}).get("Error", {}).get("Code", "")
             if code in ("PreconditionFailed", "412", "NoSuchKey", "404"):
-                raise SourceUnreadable(uri, "the object changed or was deleted while it was read in ranges") from error
+                raise SourceUnreadable(
+                    uri, "the object changed or was deleted while it was read in ranges"
+                ) from error
             raise
         body: bytes = response["Body"].read()
         return body
@@ -239,16 +311,15 @@ def _ranged_fetch(deps: StepDeps, bucket: str, key: str, etag: str | None, uri: 
 
 
 def _read_range(chunk: int, planned: SourceRange, source: SourceSpec, deps: StepDeps) -> pa.Table:
-    location = s3_location(source.uri)
+    location = (deps.chunks.bucket, planned.staged) if planned.staged else s3_location(source.uri)
     if location is None:
         raise SourceUnreadable(source.uri, "a byte range of a source that is not in S3")
     fetch = _ranged_fetch(deps, *location, planned.etag, source.uri)
-    records = range_records(
+    return range_table(
         fetch, ByteRange(planned.start, planned.end, chunk), planned.size, source.format,
         header=None if planned.header is None else planned.header.encode("utf-8"),
         name_hint=source.uri, delimiter=source.delimiter, null_values=source.nullValues,
     )  # fmt: skip
-    return raw_table_from_records(list(records))
 
 
 def _located_in_range(rejects: list[Reject], chunk: int, planned: SourceRange) -> list[Reject]:
@@ -274,7 +345,9 @@ def _check_task_size(uri: str, chunk_rows: int, *, chunks: int, rows: int) -> No
             f"more than {MAX_CHUNKS_PER_TASK:,} chunks of {chunk_rows:,} rows: raise chunkRows or split the source",
         )
     if rows > MAX_ROWS_PER_TASK:
-        raise SourceOverLimit(uri, "MAX_ROWS_PER_TASK", f"more than {MAX_ROWS_PER_TASK:,} rows: split the source")
+        raise SourceOverLimit(
+            uri, "MAX_ROWS_PER_TASK", f"more than {MAX_ROWS_PER_TASK:,} rows: split the source"
+        )
 
 
 # --- transform ------------------------------------------------------------------------------------
@@ -285,7 +358,9 @@ def _reference(join: JoinSpec, deps: TransformDeps) -> ReferenceTable:
     cache_key = (join.uri, join.format, join.delimiter, tuple(join.nullValues), tuple(key_columns))
     table = deps.cache.references.get(cache_key)
     if table is None:
-        with open_source(join.uri, deps.chunks.s3_client, allow_loopback_http=deps.allow_loopback_http) as stream:
+        with open_source(
+            join.uri, deps.chunks.s3_client, allow_loopback_http=deps.allow_loopback_http
+        ) as stream:
             records = iter_records(
                 stream, join.format, name_hint=join.uri, delimiter=join.delimiter, null_values=join.nullValues
             )
@@ -319,7 +394,9 @@ def transform_chunk(detail: ChunkExtracted, deps: TransformDeps) -> int:
     counts = {"filtered": result.filtered, "rejected": len(result.rejects)}
     if planned is not None:
         counts["read"] = work.table.num_rows  # the planner counted no rows: each range counts its own
-    deps.lifecycle.chunk_counted(ChunkCounted(Phase.TRANSFORM, detail.chunk, counts, work.started_at), task_id)
+    deps.lifecycle.chunk_counted(
+        ChunkCounted(Phase.TRANSFORM, detail.chunk, counts, work.started_at), task_id
+    )
     return int(result.table.num_rows)
 
 
@@ -352,7 +429,9 @@ def load_chunk(detail: ChunkTransformed, deps: LoadDeps) -> int:
         deps.cache.ensured_tables.discard(table_id)
         raise
     loaded = int(outcome.rows)
-    deps.lifecycle.chunk_counted(ChunkCounted(Phase.LOAD, detail.chunk, {"loaded": loaded}, work.started_at), detail.taskId)
+    deps.lifecycle.chunk_counted(
+        ChunkCounted(Phase.LOAD, detail.chunk, {"loaded": loaded}, work.started_at), detail.taskId
+    )
     return loaded
 
 
@@ -366,9 +445,7 @@ def record_final_failure(
     replay of that record succeeds. True when this call failed the task."""
     chunk = detail.chunk if isinstance(detail, ChunkExtracted | ChunkTransformed) else None
     message = error if isinstance(error, str) else _shown_error(error)
-    return deps.lifecycle.final_delivery_failed(
-        detail.taskId, PHASE_OF_DETAIL[type(detail)], chunk, message
-    )
+    return deps.lifecycle.final_delivery_failed(detail.taskId, PHASE_OF_DETAIL[type(detail)], chunk, message)
 
 
 def _shown_error(error: BaseException) -> str:

@@ -25,9 +25,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
+import pyarrow as pa
+
 from .errors import SourceOverLimit, SourceUnreadable
 from .limits import MAX_RECORD_LENGTH
-from .readers import Record, iter_records
+from .readers import Record, iter_records, plain_csv_table
+from .storage import raw_table_from_records
 
 # A range becomes one chunk of work. 2 MiB is the default chunk's size on the demo source (flights.csv:
 # 20,000 rows of about 92 bytes, 1.8 MB), so a range costs the memory and time the steps are sized for;
@@ -182,21 +185,74 @@ def range_records(
     fetched here when None. An error of the range's records says which bytes, as its line numbers count
     from the range's first record (line 2 in a CSV, whose line 1 is the header).
     """
+    header = _header_for(fetch, size, fmt, header, name_hint)
+    is_csv = fmt == "csv"
+    yield from _parsed(
+        iter_range_bytes(fetch, byte_range, size, skip_header=is_csv, name_hint=name_hint),
+        byte_range, fmt, header=header, name_hint=name_hint, delimiter=delimiter, null_values=null_values,
+    )  # fmt: skip
+
+
+def range_table(
+    fetch: Fetch,
+    byte_range: ByteRange,
+    size: int,
+    fmt: str,
+    *,
+    header: bytes | None = None,
+    name_hint: str = "source",
+    delimiter: str = ",",
+    null_values: Sequence[str] = ("NA", ""),
+) -> pa.Table:
+    """The records of one range as a raw chunk (storage.raw_table_from_records), the same table
+    range_records gives. A plain CSV range (readers.plain_csv_table) is parsed by Arrow in one call; any
+    other is parsed record by record from the same bytes, fetched once."""
+    header = _header_for(fetch, size, fmt, header, name_hint)
+    is_csv = fmt == "csv"
+    body = range_bytes(fetch, byte_range, size, skip_header=is_csv, name_hint=name_hint)
+    if is_csv and header:
+        table = plain_csv_table(header + body, delimiter=delimiter, null_values=null_values)
+        if table is not None:
+            return table
+    records = _parsed(
+        iter((body,)),
+        byte_range,
+        fmt,
+        header=header,
+        name_hint=name_hint,
+        delimiter=delimiter,
+        null_values=null_values,
+    )
+    return raw_table_from_records(list(records))
+
+
+def _header_for(fetch: Fetch, size: int, fmt: str, header: bytes | None, name_hint: str) -> bytes | None:
+    """The header a range of a `fmt` source is read with: the one given, or a CSV's fetched."""
     if fmt not in SPLITTABLE_FORMATS:
         raise ValueError(
             f"only {' and '.join(sorted(SPLITTABLE_FORMATS))} sources are read by range, not {fmt}"
         )
+    if fmt == "csv" and header is None:
+        return header_of(fetch, size, name_hint=name_hint)
+    return header
+
+
+def _parsed(
+    pieces: Iterator[bytes],
+    byte_range: ByteRange,
+    fmt: str,
+    *,
+    header: bytes | None,
+    name_hint: str,
+    delimiter: str,
+    null_values: Sequence[str],
+) -> Iterator[Record]:
     is_csv = fmt == "csv"
-    if is_csv and header is None:
-        header = header_of(fetch, size, name_hint=name_hint)
     # iter_records decodes utf-8-sig, which drops one mark at the start of what it reads. The source's
     # own mark is gone already, so a mark is put first for it to drop: the text is then exactly what
     # the whole-source reader sees (a second mark in the source, or a mark in a range's first record,
     # stays data for both).
-    pieces = itertools.chain(
-        (_BOM, header or b""),
-        iter_range_bytes(fetch, byte_range, size, skip_header=is_csv, name_hint=name_hint),
-    )
+    pieces = itertools.chain((_BOM, header or b""), pieces)
     with io.BufferedReader(_PiecesStream(pieces), buffer_size=_FIRST_FETCH_PAST_END) as stream:
         try:
             yield from iter_records(

@@ -32,6 +32,8 @@ from contextlib import ExitStack, contextmanager
 from typing import IO, Any, BinaryIO, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.exceptions import HTTPClientError, IncompleteReadError
 
@@ -369,25 +371,82 @@ def iter_records(
     # utf-8-sig: spreadsheets like to start CSV exports with a byte-order mark.
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
     try:
-        if fmt == "csv":
-            yield from _csv_records(text, name_hint, delimiter, nulls)
-        elif fmt == "ndjson":
-            yield from _ndjson_records(text, name_hint, nulls)
-        elif fmt == "json":
-            yield from _json_array_records(text, name_hint, nulls)
-        else:
-            raise SourceUnreadable(name_hint, f"unknown format '{fmt}' (csv, ndjson or json)")
+        with stream_errors_named(name_hint):
+            if fmt == "csv":
+                yield from _csv_records(text, name_hint, delimiter, nulls)
+            elif fmt == "ndjson":
+                yield from _ndjson_records(text, name_hint, nulls)
+            elif fmt == "json":
+                yield from _json_array_records(text, name_hint, nulls)
+            else:
+                raise SourceUnreadable(name_hint, f"unknown format '{fmt}' (csv, ndjson or json)")
+    finally:
+        # The caller owns the binary stream; only release our wrapper's hold on it (the caller may
+        # already have closed it when it abandoned the records half way).
+        with contextlib.suppress(ValueError):
+            text.detach()
+
+
+def plain_csv_table(
+    text: bytes, *, delimiter: str = ",", null_values: Sequence[str] = ("NA", "")
+) -> pa.Table | None:
+    """A whole CSV (its header line first) as a table of text columns, parsed by Arrow in C, when nothing
+    in it can be read differently from the way _csv_records reads it; None when in doubt (a quote, a
+    carriage return, a NUL, a byte-order mark, text that is not UTF-8, a line over MAX_RECORD_LENGTH, a
+    header too wide or naming a column twice, any row Arrow refuses, or no row at all): the caller then
+    reads the records with iter_records, which says what is wrong, if anything.
+
+    Without quotes or carriage returns a CSV has one reading: lines at "\n", fields at the delimiter, no
+    line that is empty. The values are then the same, and so are the nulls (exact matches of null_values).
+    """
+    if len(delimiter) != 1 or delimiter in '"\r\n' or any(mark in text for mark in _NOT_PLAIN):
+        return None
+    try:
+        text.decode("utf-8")  # strict: Arrow's own check lets encoded surrogates through
+    except UnicodeDecodeError:
+        return None
+    header_end = text.find(b"\n")
+    header = (text if header_end < 0 else text[:header_end]).decode("utf-8").split(delimiter)
+    if len(header) > MAX_SOURCE_FIELDS or len(set(header)) != len(header) or header == [""]:
+        return None
+    if len(text) > MAX_RECORD_LENGTH and max(map(len, text.split(b"\n"))) > MAX_RECORD_LENGTH:
+        return None
+    try:
+        table = pa_csv.read_csv(
+            pa.py_buffer(text),
+            read_options=pa_csv.ReadOptions(use_threads=False, block_size=max(1 << 20, len(text) + 1)),
+            parse_options=pa_csv.ParseOptions(delimiter=delimiter, quote_char=False, ignore_empty_lines=True),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()),
+                null_values=list(null_values),
+                strings_can_be_null=True,
+            ),
+        )
+    except (pa.ArrowException, ValueError):
+        return None
+    if table.num_rows == 0 or table.column_names != header:
+        return None
+    return table
+
+
+# Bytes whose reading by Arrow and by the csv module may differ: quotes, carriage returns (a lone "\r" ends a
+# line for csv), NUL (not CSV text for _csv_records), a byte-order mark (Arrow drops one at the start).
+_NOT_PLAIN = (b'"', b"\r", b"\x00", b"\xef\xbb\xbf")
+
+
+@contextmanager
+def stream_errors_named(name_hint: str) -> Iterator[None]:
+    """Reading an opened source: a stream that cannot be read (a truncated gzip, a corrupt zip member, text
+    that is not UTF-8) is unreadable for good, naming the source; a failing connection is raised as it is,
+    to be retried."""
+    try:
+        yield
     except _TRANSIENT:
         raise
     except UnicodeDecodeError as exc:
         raise SourceUnreadable(name_hint, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
         raise SourceUnreadable(name_hint, f"cannot read the stream: {exc}") from exc
-    finally:
-        # The caller owns the binary stream; only release our wrapper's hold on it (the caller may
-        # already have closed it when it abandoned the records half way).
-        with contextlib.suppress(ValueError):
-            text.detach()
 
 
 def _record_too_long(name: str, line: int, what: str) -> SourceOverLimit:

@@ -50,7 +50,9 @@ class SqsStep(Generic[Detail]):
         metric_name: str,
         logger: Logger,
         metrics: Metrics,
+        on_invocation: Callable[[LambdaContext], None] = lambda context: None,
     ) -> None:
+        self.on_invocation = on_invocation
         self.logger = logger
         self.metrics = metrics
         self.max_receive_count = max_receive_count
@@ -91,6 +93,7 @@ class SqsStep(Generic[Detail]):
     def handle(self, event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
         # ties the in-progress expiry to this invocation: a killed or timed-out attempt frees its key
         self.idempotency.register_lambda_context(context)
+        self.on_invocation(context)
         return process_partial_response(
             event=event, record_handler=self.handle_record, processor=self.processor, context=context
         )
@@ -129,5 +132,6 @@ def sqs_step_function(
         metric_name=metric_name,
         logger=logger,
         metrics=Metrics(),
+        on_invocation=deps.bind_invocation,
     )
     return deps, step.lambda_handler_with(Tracer())

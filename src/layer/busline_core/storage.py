@@ -5,6 +5,7 @@ Rows travel between the steps as Arrow IPC streams compressed with zstd (events 
 columnar form transform computes on and load COPYs from, with no encoding or parsing per row in between.
 Rejects are plain JSON Lines so a person can read them with any tool. Layout (docs/design.md):
   tasks/<taskId>/<phase>/<chunk:06d>.arrow   and   tasks/<taskId>/rejects/<chunk:06d>.jsonl
+  tasks/<taskId>/extract/source.<format>      (a compressed or https source, staged: staging.py)
 Uploads go to uploads/<owner>/<uuid>/<file name> (source_access.py says who may read them).
 """
 
@@ -102,6 +103,11 @@ class ChunkStore:
     @staticmethod
     def chunk_key(task_id: str, phase: str, chunk: int) -> str:
         return f"tasks/{task_id}/{phase}/{chunk:06d}.arrow"
+
+    @staticmethod
+    def staged_source_key(task_id: str, fmt: str) -> str:
+        """The decompressed copy of a source that is read in ranges from here (staging.py)."""
+        return f"tasks/{task_id}/extract/source.{fmt}"
 
     @staticmethod
     def rejects_key(task_id: str, chunk: int) -> str:

@@ -51,7 +51,7 @@ def test_post_task_answers_202_and_publishes_exactly_one_task_submitted(
     # And exactly one TaskSubmitted went to the bus, naming that task
     published = cloud.published()
     assert [(e["detail-type"], e["source"], e["detail"]) for e in published] == [
-        ("TaskSubmitted", "busline", {"taskId": task_id})
+        ("TaskSubmitted", "busline", {"taskId": task_id, "staging": None})
     ]
 
 

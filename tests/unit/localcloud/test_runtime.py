@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from busline.localcloud.chaos import ChaosConfig
-from busline.localcloud.model import CloudModel, Endpoints, FunctionSpec, LocalCloudError
+from busline.localcloud.model import CloudModel, Endpoints, FunctionSpec, LocalCloudError, SqsMapping
 from busline.localcloud.runtime import FunctionRuntime
 
 FUNCTIONS_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "functions"
@@ -338,3 +338,21 @@ def test_fail_after_chaos_is_a_lost_acknowledgement(tmp_path: Path, capsys: pyte
     assert (before + after, before > 0, after > 0) == (8, True, True)
     assert len(record_file.read_text().splitlines()) == after
     assert chaos.stats()["fail"] == 8
+
+
+def test_workers_of_queue_fed_functions_yield_the_cpu_to_the_others(tmp_path: Path) -> None:
+    # Given a function an SQS mapping feeds and one it does not
+    model = _model(_function("EchoFunction", "handlers.echo"), _function("SleepyFunction", "handlers.sleepy"))
+    model.sqs_mappings.append(
+        SqsMapping(logical_id="SleepyQueueMapping", function="SleepyFunction", queue_url="q", queue_arn="arn")
+    )
+    rt = FunctionRuntime(model, tmp_path)
+    try:
+        # When each has a warm worker
+        rt.invoke("EchoFunction", {}, trigger="test")
+        rt.invoke("SleepyFunction", {"sleep": 0}, trigger="test")
+        # Then the queue-fed one runs at BATCH_NICENESS (10) above this process, the other at its niceness
+        niceness = sorted(psutil.Process(pid).nice() - psutil.Process().nice() for pid in rt.worker_pids())
+        assert niceness == [0, 10]
+    finally:
+        rt.close()
