@@ -3,8 +3,10 @@
 "use strict";
 
 const PHASES = ["extract", "transform", "load"];
-const COUNTS = ["read", "filtered", "rejected", "loaded"];
-const TERMINAL = new Set(["SUCCEEDED", "FAILED"]);
+const COUNTS = ["read", "filtered", "rejected", "loaded", "deleted"];
+const TERMINAL = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
+// COMMITTING is past cancelling: its rows may be becoming visible in the target right now.
+const CANCELLABLE = new Set(["ACCEPTED", "EXTRACTING", "TRANSFORMING", "LOADING"]);
 const POLL_MS = 1500;
 // If the socket is open but silent this long while a task runs, ask the REST API once: a push can be lost.
 const STALE_MS = 8000;
@@ -260,6 +262,31 @@ function renderSnapshot(snapshot) {
     .map(([phase, timing]) => `${phase} ${timing.seconds.toFixed(1)} s`);
   $("timings").textContent = timings.length ? `timings: ${timings.join(" · ")}` : "";
 
+  const cancel = $("cancel-task");
+  cancel.hidden = !CANCELLABLE.has(snapshot.status);
+  cancel.disabled = false;
+
+  const commit = $("commit-note");
+  if (snapshot.commit === "task") {
+    commit.textContent = snapshot.committedAt
+      ? `rows visible in the target since ${new Date(snapshot.committedAt).toLocaleString()}`
+      : snapshot.status === "COMMITTING"
+        ? "merging the staged rows into the target (one transaction)"
+        : "rows become visible in the target all at once when the task succeeds";
+  } else {
+    commit.textContent = "rows are visible in the target chunk by chunk";
+  }
+
+  const retrying = $("retrying");
+  retrying.replaceChildren();
+  for (const notice of snapshot.retrying || []) {
+    const item = document.createElement("li");
+    const where = notice.chunk == null ? notice.phase : `${notice.phase} chunk ${notice.chunk}`;
+    item.textContent = `${where}: attempt ${notice.attempt} failed (${notice.error}); next try at ${new Date(notice.retryAt).toLocaleTimeString()}`;
+    retrying.append(item);
+  }
+  retrying.hidden = retrying.childElementCount === 0;
+
   const taskError = $("task-error");
   if (snapshot.error) {
     const where = snapshot.error.chunk == null ? snapshot.error.phase : `${snapshot.error.phase}, chunk ${snapshot.error.chunk}`;
@@ -279,6 +306,15 @@ function renderSnapshot(snapshot) {
       refreshTaskList();
     }
   }
+}
+
+async function cancelTask() {
+  if (!state.taskId) return;
+  clearError();
+  $("cancel-task").disabled = true;
+  const snapshot = await api(`/tasks/${encodeURIComponent(state.taskId)}/cancel`, { method: "POST", body: "{}" });
+  renderSnapshot(snapshot);
+  refreshTaskList();
 }
 
 function renderTaskList(items) {
@@ -474,6 +510,12 @@ function selectTask(taskId) {
 
 function bindControls() {
   $("error-close").addEventListener("click", clearError);
+  $("cancel-task").addEventListener("click", () => {
+    cancelTask().catch((error) => {
+      $("cancel-task").disabled = false;
+      showError(error.message);
+    });
+  });
   $("run-demo").addEventListener("click", () => {
     submit({ pipeline: "flights", params: {} }).catch((error) => showError(error.message));
   });

@@ -12,8 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 PHASES = ("extract", "transform", "load")
-COUNT_NAMES = ("read", "filtered", "rejected", "loaded")
-TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED"})
+COUNT_NAMES = ("read", "filtered", "rejected", "loaded", "deleted")
+TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
 
 def add_plain_row(table: Table, *cells: object) -> None:
@@ -58,6 +58,22 @@ def failure_text(snapshot: dict[str, Any]) -> str:
     return f"{prefix}: {message}" if prefix else str(message)
 
 
+def retry_lines(snapshot: dict[str, Any]) -> list[str]:
+    """One line per piece of work waiting for its next delivery: a user never waits in silence."""
+    lines = []
+    for notice in snapshot.get("retrying") or []:
+        if not isinstance(notice, dict):
+            continue
+        where = str(notice.get("phase", "?"))
+        if notice.get("chunk") is not None:
+            where += f" chunk {notice['chunk']}"
+        lines.append(
+            f"retrying {where}: attempt {notice.get('attempt', '?')} failed ({notice.get('error', '')}); "
+            f"next at {notice.get('retryAt', '?')}"
+        )
+    return lines
+
+
 def counts_table(snapshot: dict[str, Any]) -> Table:
     table = Table(title=f"Task {snapshot.get('taskId', '?')}: {snapshot.get('status', '?')}")
     for name in COUNT_NAMES:
@@ -93,7 +109,11 @@ def task_detail(snapshot: dict[str, Any]) -> RenderableType:
     for label, key in (("Task", "taskId"), ("Pipeline", "pipeline"), ("Owner", "owner"), ("Status", "status"),
                        ("Created", "createdAt"), ("Updated", "updatedAt")):
         add_plain_row(header, label, snapshot.get(key) or "")
+    if snapshot.get("commit") == "task":
+        committed = snapshot.get("committedAt")
+        add_plain_row(header, "Commit", f"task: visible at once, {committed}" if committed else "task: rows visible when it succeeds")
     parts: list[RenderableType] = [header, phases_table(snapshot), counts_table(snapshot)]
+    parts.extend(Text(line, style="yellow") for line in retry_lines(snapshot))
     if snapshot.get("status") == "FAILED" or snapshot.get("error"):
         parts.append(Text(f"Error: {failure_text(snapshot)}", style="red"))
     return Group(*parts)
@@ -135,8 +155,9 @@ class ProgressView:
             phase: self._progress.add_task(phase, total=None, status="") for phase in PHASES
         }
         self._counts = Text("")
+        self._retries = Text("", style="yellow")
         self._title = Text(f"Task {task_id}", style="bold")
-        self._live = Live(Group(self._title, self._progress, self._counts), console=console,
+        self._live = Live(Group(self._title, self._progress, self._counts, self._retries), console=console,
                           refresh_per_second=8, transient=False)
 
     def __enter__(self) -> ProgressView:
@@ -164,4 +185,5 @@ class ProgressView:
             )
         self._title.plain = f"Task {snapshot.get('taskId', '?')}: {snapshot.get('status', '?')}"
         self._counts.plain = counts_line(snapshot)
+        self._retries.plain = "\n".join(retry_lines(snapshot))
         self._live.refresh()

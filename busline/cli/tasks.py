@@ -70,6 +70,9 @@ class ApiClient:
     def get_task(self, task_id: str) -> dict[str, Any]:
         return self._request("GET", f"/tasks/{urllib.parse.quote(task_id, safe='')}")
 
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/tasks/{urllib.parse.quote(task_id, safe='')}/cancel", {})
+
     def list_tasks(self, limit: int, next_token: str | None = None) -> dict[str, Any]:
         query = {"limit": str(limit)} | ({"nextToken": next_token} if next_token else {})
         return self._request("GET", "/tasks?" + urllib.parse.urlencode(query))
@@ -210,6 +213,10 @@ def _fail_on_api_error(error: ApiError | ApiUnreachable, task_id: str | None = N
     if error.status == 404 and task_id:
         err_console.print(f"task {task_id} not found", style="red", markup=False)
         return typer.Exit(EXIT_FAILED)
+    if error.status == 409:
+        message = error.body.get("message") if isinstance(error.body, dict) else error.body
+        err_console.print(f"refused (HTTP 409): {message}", style="red", markup=False)
+        return typer.Exit(EXIT_FAILED)
     if error.status in (400, 422):
         err_console.print(f"The API rejected the request (HTTP {error.status}):", style="red", markup=False)
         for line in field_errors(error.body):
@@ -327,6 +334,9 @@ def submit(
         err_console.print(f"stopped following; the task goes on: busline status {task_id}")
         raise typer.Exit(130) from None
     console.print(progress_view.counts_table(final))
+    if final.get("status") == "CANCELLED":
+        err_console.print(f"Task {task_id} was CANCELLED", style="yellow", markup=False)
+        raise typer.Exit(EXIT_FAILED)
     if final.get("status") != "SUCCEEDED":
         err_console.print(f"Task {task_id} FAILED: {progress_view.failure_text(final)}",
                           style="red", markup=False)
@@ -350,6 +360,22 @@ def status(
         typer.echo(json.dumps(snapshot, indent=2, sort_keys=True))
     else:
         console.print(progress_view.task_detail(snapshot))
+
+
+def cancel(
+    task_id: Annotated[str, typer.Argument(help="Task id (printed by `busline submit`).")],
+    endpoints: EndpointsOption = None,
+    stack: StackOption = None,
+    region: RegionOption = None,
+) -> None:
+    """Cancel a running task: it ends now and its target stays as it was (commit "task")."""
+    api = _api(_deployment(endpoints, stack, region))
+    try:
+        snapshot = api.cancel(task_id)
+    except (ApiError, ApiUnreachable) as error:
+        raise _fail_on_api_error(error, task_id) from None
+    console.print(f"Task {task_id}: {snapshot.get('status', '?')}", markup=False)
+    console.print(progress_view.counts_table(snapshot))
 
 
 def list_tasks(
@@ -383,4 +409,5 @@ def _items_and_token(page: Any) -> tuple[list[dict[str, Any]], str | None]:
 def register(app: typer.Typer) -> None:
     app.command("submit")(submit)
     app.command("status")(status)
+    app.command("cancel")(cancel)
     app.command("tasks")(list_tasks)

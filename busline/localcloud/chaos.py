@@ -1,8 +1,11 @@
 """Fault injection for the local cloud: the failures AWS produces rarely, produced on purpose.
 
 Rates are probabilities per invocation. `duplicate` is applied by the event sources (a second delivery
-of the same records); `fail`, `timeout` and `kill` by the function runtime. Every injection is counted
-so a run can report what it survived.
+of the same records); `fail`, `timeout` and `kill` by the function runtime. `fail` makes the next AWS call
+of the invocation fail (a dependency's 503, which the function handles like any error of its work; a
+handler that makes no call loses its answer instead); `timeout` and `kill` end the invocation without
+an answer, so only they wait out a queue's visibility timeout. Every injection is counted so a run can
+report what it survived.
 """
 
 from __future__ import annotations

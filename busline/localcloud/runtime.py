@@ -323,7 +323,7 @@ class FunctionRuntime:
             return "timeout_before" if chaos.uniform(0, 1) < 0.5 else "timeout_after"
         if chaos.roll("fail"):
             chaos.record("fail")
-            return "fail_before" if chaos.uniform(0, 1) < 0.5 else "fail_after"
+            return "fail"
         return None
 
     def _kill_delay(self, spec: FunctionSpec) -> float:

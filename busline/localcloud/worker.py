@@ -118,6 +118,49 @@ def main(conn: Any, setup: WorkerSetup) -> None:
         conn.send(("result", _invoke(handler, setup, request, log_stream)))
 
 
+class _FailingCall:
+    """Chaos `fail`: the next AWS call the handler makes fails, as a dependency's 503 does once boto3's own
+    retries are spent. The function handles it like any error of its work (a step retries the record
+    after its backoff); a handler that makes no call fails after it returns instead."""
+
+    armed = False
+    installed = False
+
+    @classmethod
+    def arm(cls) -> None:
+        if not cls.installed:
+            cls._install()
+        cls.armed = True
+
+    @classmethod
+    def disarm(cls) -> bool:
+        """True when the armed failure was never used."""
+        unused, cls.armed = cls.armed, False
+        return unused
+
+    @classmethod
+    def _install(cls) -> None:
+        # Imported only when chaos asks: a function that never uses boto3 never pays for it.
+        from botocore.client import BaseClient
+        from botocore.exceptions import ClientError
+
+        original = BaseClient._make_api_call  # type: ignore[attr-defined]
+
+        def make_api_call(client: Any, operation_name: str, api_params: Any) -> Any:
+            if cls.armed:
+                cls.armed = False
+                service = client.meta.service_model.service_name
+                raise ClientError(
+                    {"Error": {"Code": "ServiceUnavailable", "Message": f"chaos: {service} {operation_name} failed"},
+                     "ResponseMetadata": {"HTTPStatusCode": 503}},  # type: ignore[typeddict-item]
+                    operation_name,
+                )
+            return original(client, operation_name, api_params)
+
+        BaseClient._make_api_call = make_api_call  # type: ignore[attr-defined]
+        cls.installed = True
+
+
 def _invoke(handler: Any, setup: WorkerSetup, request: dict[str, Any], log_stream: str) -> dict[str, Any]:
     context = LambdaContext(setup, request["request_id"], request["deadline_epoch_ms"], log_stream)
     chaos = request.get("chaos")  # None, or one of the injections the parent decided on
@@ -128,14 +171,14 @@ def _invoke(handler: Any, setup: WorkerSetup, request: dict[str, Any], log_strea
             _kill_self_after(request["kill_after_s"])
         if chaos == "timeout_before":
             _hang_past(context)
-        if chaos == "fail_before":
-            raise ChaosInjectedError("chaos: invocation failed before the handler ran")
+        if chaos == "fail":
+            _FailingCall.arm()
         payload = handler(request["event"], context)
         payload = json.loads(json.dumps(payload)) if payload is not None else None
         if chaos == "timeout_after":
             _hang_past(context)
-        if chaos == "fail_after":
-            raise ChaosInjectedError("chaos: acknowledgement lost after the handler succeeded")
+        if chaos == "fail" and _FailingCall.disarm():
+            raise ChaosInjectedError("chaos: the handler made no AWS call to fail; its answer was lost instead")
         if chaos == "kill":
             os.kill(os.getpid(), signal.SIGKILL)  # the handler beat the timer; die before answering
         result: dict[str, Any] = {"ok": True, "payload": payload, "error": None, "error_type": None}
@@ -147,6 +190,7 @@ def _invoke(handler: Any, setup: WorkerSetup, request: dict[str, Any], log_strea
         traceback.print_exc()
         result = _error_result(exc)
     finally:
+        _FailingCall.disarm()
         elapsed_ms = (time.monotonic() - started) * 1000
         print(f"END RequestId: {context.aws_request_id}", flush=True)
         print(f"REPORT RequestId: {context.aws_request_id}\tDuration: {elapsed_ms:.2f} ms", flush=True)

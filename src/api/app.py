@@ -44,6 +44,7 @@ from busline_core.errors import (
     NotSignedIn,
     RequestTooLarge,
     SourceUnreadable,
+    TaskNotCancellable,
     TaskNotFound,
 )
 from busline_core.identity import owner_from_claims
@@ -57,6 +58,7 @@ HTTP_STATUS: dict[type[BuslineError], int] = {
     InvalidTask: 400,
     NotSignedIn: 401,
     TaskNotFound: 404,
+    TaskNotCancellable: 409,
     RequestTooLarge: 413,
     SourceUnreadable: 422,
 }
@@ -138,6 +140,7 @@ _FAILURES: dict[int, tuple[str, type[BaseModel]]] = {
     401: ("No valid access token (API Gateway answers before the function runs)", Message),
     403: ("Refused by API Gateway before the function runs", Message),
     404: ("No such task, or not the caller's (the two answer alike)", Message),
+    409: ("The task is past cancelling: finished, or committing its rows", Message),
     413: ("The body or the spec is over its byte limit (README, Limits), or over API Gateway's 10 MB", Refusal),
     415: ("The body is not sent as application/json", ValidationFailure),
     422: ("The request does not match its schema or a limit, or the body is not JSON text: each location "
@@ -201,6 +204,15 @@ def submit_task(request: Annotated[SubmitTaskRequest, Body()]) -> Response[TaskA
 @app.get("/tasks/<taskId>", responses=responses(200, TaskSnapshot, "The task's snapshot", 404, 422))
 def get_task(taskId: TaskId) -> TaskSnapshot:
     return task_api.get_task(taskId, current_owner(), deps)
+
+
+@app.post(
+    "/tasks/<taskId>/cancel",
+    responses=responses(202, TaskSnapshot, "Cancelled: it ends now; what it staged is thrown away", 404, 409, 422),
+)
+def cancel_task(taskId: TaskId) -> Response[TaskSnapshot]:
+    snapshot = task_api.cancel_task(taskId, current_owner(), deps)
+    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=snapshot)
 
 
 @app.get("/tasks", responses=responses(200, TaskPage, "The caller's tasks, newest first", 400, 422))

@@ -92,8 +92,10 @@ def catalog(load_url: str) -> None:
         tenancy.ensure_catalog(connection)
 
 
-def _target(mode: str = "upsert", key: list[str] | None = None, table: str = "items") -> TargetSpec:
-    return TargetSpec.model_validate({"table": table, "key": key or ["id"], "mode": mode})
+def _target(
+    mode: str = "upsert", key: list[str] | None = None, table: str = "items", commit: str = "chunk"
+) -> TargetSpec:
+    return TargetSpec.model_validate({"table": table, "key": key or ["id"], "mode": mode, "commit": commit})
 
 
 def _row(n: int, name: str = "x", **overrides: Any) -> dict[str, Any]:
@@ -275,26 +277,162 @@ def test_a_redelivered_chunk_loads_nothing(warehouse: Warehouse, database_url: s
     assert _query(database_url, "SELECT chunk, rows FROM busline.ledger WHERE task_id = %s", task) == [(7, 250)]
 
 
-def test_insert_mode_duplicate_key_fails_the_chunk_naming_the_key(
+def test_insert_mode_duplicate_keys_are_rejects_with_their_reason(
     warehouse: Warehouse, database_url: str, owner: str, schema: str
 ) -> None:
     target = _target(mode="insert")
     warehouse.ensure_table(owner, target, COLUMNS)
     task = f"task-{uuid.uuid4().hex}"
     warehouse.load_chunk(task, 0, owner, target, COLUMNS, [_row(1), _row(2)])
-    # When a later chunk repeats key 2
+    # When a later chunk repeats key 2 (already in the table) and key 3 (twice in the chunk)
+    outcome = warehouse.load_chunk(task, 1, owner, target, COLUMNS, [_row(3, "a"), _row(2), _row(3, "b")])
+    # Then the new key is inserted once (the first of its rows), the two others are rejects saying why
+    assert (outcome.rows, outcome.rejected, outcome.already_loaded) == (1, 2, False)
+    assert [(reject.at, reject.reason, reject.data["name"]) for reject in outcome.rejects] == [
+        ("chunk 1, row 2", f"insert: duplicate key (id=2), already in table {schema}.items", "x"),
+        ("chunk 1, row 3", "insert: duplicate key (id=3), earlier in this task's rows", "b"),
+    ]
+    assert _query(database_url, sql.SQL("SELECT id, name FROM {} ORDER BY id").format(owner_table(owner, "items"))) == [
+        (1, "x"), (2, "x"), (3, "a"),
+    ]  # fmt: skip
+    assert _query(database_url, "SELECT chunk, rows FROM busline.ledger WHERE task_id = %s ORDER BY chunk", task) == [
+        (0, 2), (1, 1),
+    ]  # fmt: skip
+
+
+# --- commit "task": staged, then merged at once ----------------------------------------------------
+
+
+def _staging_tables(database_url: str, schema: str) -> list[str]:
+    rows = _query(
+        database_url,
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE 'busline_stage_%%'",
+        schema,
+    )
+    return [row[0] for row in rows]
+
+
+def _checksum(database_url: str, owner: str, table: str) -> str:
+    rows = _query(
+        database_url,
+        sql.SQL("SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t.id), '')) FROM {} t").format(
+            owner_table(owner, table)
+        ),
+    )
+    return str(rows[0][0])
+
+
+def test_staged_chunks_become_visible_at_once_and_the_last_row_of_a_key_in_the_source_wins(
+    warehouse: Warehouse, database_url: str, owner: str, schema: str
+) -> None:
+    # Given an upsert task committing "task", over a table that holds keys 1 and 2
+    target = _target(commit="task")
+    warehouse.ensure_table(owner, target, COLUMNS)
+    warehouse.load_chunk(f"task-{uuid.uuid4().hex}", 0, owner, _target(), COLUMNS, [_row(1), _row(2)])
+    before = _checksum(database_url, owner, "items")
+    task = f"task-{uuid.uuid4().hex}"
+    # When its chunks are staged out of order (chunk 1 first), key 2 in both, and one chunk twice
+    staged = [
+        warehouse.load_chunk(task, 1, owner, target, COLUMNS, [_row(2, "chunk 1"), _row(4)]),
+        warehouse.load_chunk(task, 0, owner, target, COLUMNS, [_row(2, "chunk 0"), _row(3), _row(3, "again")]),
+        warehouse.load_chunk(task, 1, owner, target, COLUMNS, [_row(2, "chunk 1"), _row(4)]),
+    ]
+    # Then nothing is in the target yet, and the rows wait in one staging table of the owner's schema
+    assert [(outcome.rows, outcome.already_loaded) for outcome in staged] == [(2, False), (3, False), (2, True)]
+    assert _checksum(database_url, owner, "items") == before
+    assert len(_staging_tables(database_url, schema)) == 1
+    # When the task commits, twice (a redelivery)
+    first = warehouse.commit_task(task, owner, target, COLUMNS)
+    again = warehouse.commit_task(task, owner, target, COLUMNS)
+    # Then the 3 distinct keys were written at once, each with the last of its rows in source order
+    # (chunk, then row), the second commit wrote nothing, and the staging table is gone
+    assert (first.rows, first.deleted, first.rejected, first.already_loaded) == (3, 0, 0, False)
+    assert (again.rows, again.already_loaded) == (3, True)
+    assert _query(database_url, sql.SQL("SELECT id, name FROM {} ORDER BY id").format(owner_table(owner, "items"))) == [
+        (1, "x"), (2, "chunk 1"), (3, "again"), (4, "x"),
+    ]  # fmt: skip
+    assert _staging_tables(database_url, schema) == []
+    assert _query(database_url, "SELECT outcome, loaded FROM busline.commits WHERE task_id = %s", task) == [
+        ("committed", 3)
+    ]
+
+
+def test_each_mode_merges_as_it_says(warehouse: Warehouse, database_url: str, owner: str) -> None:
+    # Given a table holding keys 1 to 4, and one task per mode committing "task"
+    warehouse.ensure_table(owner, _target(), COLUMNS)
+    seed = f"task-{uuid.uuid4().hex}"
+    warehouse.load_chunk(seed, 0, owner, _target(), COLUMNS, [_row(n, "old") for n in range(1, 5)])
+    results = {}
+    for mode, rows in (
+        ("insert", [_row(4, "new"), _row(5, "new"), _row(5, "twice")]),
+        ("delete", [_row(1), _row(9)]),
+        ("replace", [_row(2, "kept"), _row(6, "new")]),
+    ):
+        task = f"task-{uuid.uuid4().hex}"
+        target = _target(mode=mode, commit="task")
+        warehouse.load_chunk(task, 0, owner, target, COLUMNS, rows)
+        outcome = warehouse.commit_task(task, owner, target, COLUMNS)
+        table = _query(database_url, sql.SQL("SELECT id, name FROM {} ORDER BY id").format(owner_table(owner, "items")))
+        results[mode] = (outcome.rows, outcome.deleted, outcome.rejected, [r.reason for r in outcome.rejects], table)
+    # Then insert adds the new key once and rejects the others; delete removes the keys it names (9
+    # was not there); replace leaves exactly its own rows
+    assert results == {
+        "insert": (1, 0, 2, ["insert: duplicate key (id=4), already in table " + schema_for(owner) + ".items",
+                             "insert: duplicate key (id=5), earlier in this task's rows"],
+                   [(1, "old"), (2, "old"), (3, "old"), (4, "old"), (5, "new")]),
+        "delete": (0, 1, 0, [], [(2, "old"), (3, "old"), (4, "old"), (5, "new")]),
+        "replace": (2, 3, 0, [], [(2, "kept"), (6, "new")]),
+    }  # fmt: skip
+
+
+def test_a_merge_that_fails_leaves_the_target_as_it_was_and_can_be_retried(
+    warehouse: Warehouse, database_url: str, owner: str, schema: str
+) -> None:
+    # Given a table of 3 rows with a rule of its own (a CHECK Busline does not know), and a replace task
+    # whose staged rows break that rule in their last row
+    target = _target(mode="replace", commit="task")
+    warehouse.ensure_table(owner, target, COLUMNS)
+    warehouse.load_chunk(f"task-{uuid.uuid4().hex}", 0, owner, _target(), COLUMNS, [_row(n) for n in (1, 2, 3)])
+    _execute(database_url, sql.SQL("ALTER TABLE {} ADD CHECK (id < 100)").format(owner_table(owner, "items")))
+    before = _checksum(database_url, owner, "items")
+    task = f"task-{uuid.uuid4().hex}"
+    warehouse.load_chunk(task, 0, owner, target, COLUMNS, [_row(7), _row(8)])
+    warehouse.load_chunk(task, 1, owner, target, COLUMNS, [_row(150)])
+    # When it commits
     with pytest.raises(DataRefused) as caught:
-        warehouse.load_chunk(task, 1, owner, target, COLUMNS, [_row(3), _row(2)])
-    # Then the error names the table and the key, is not retried (the same rows would fail again), and
-    # nothing of that chunk (not even its ledger row) stays
-    assert caught.value.retryable is False
-    message = str(caught.value)
-    assert f"table {schema}.items, chunk 1" in message
-    assert "Key (id)=(2) already exists" in message
-    assert _count(database_url, owner, "items") == 2
-    assert _query(
-        database_url, "SELECT count(*) FROM busline.ledger WHERE task_id = %s AND chunk = 1", task
-    ) == [(0,)]
+        warehouse.commit_task(task, owner, target, COLUMNS)
+    # Then the refusal names the constraint, and the target is byte for byte as it was (the replace's
+    # DELETE was rolled back with the INSERT), the staging kept for a retry, no commit recorded
+    assert "check constraint" in str(caught.value)
+    assert _checksum(database_url, owner, "items") == before
+    assert len(_staging_tables(database_url, schema)) == 1
+    assert _query(database_url, "SELECT count(*) FROM busline.commits WHERE task_id = %s", task) == [(0,)]
+    # When the operator drops the rule and the commit is retried (a DLQ replay) / Then it applies
+    _execute(database_url, sql.SQL("ALTER TABLE {} DROP CONSTRAINT items_id_check").format(owner_table(owner, "items")))
+    outcome = warehouse.commit_task(task, owner, target, COLUMNS)
+    assert (outcome.rows, outcome.deleted) == (3, 3)
+    assert _query(database_url, sql.SQL("SELECT id FROM {} ORDER BY id").format(owner_table(owner, "items"))) == [
+        (7,), (8,), (150,)
+    ]
+
+
+def test_a_discarded_task_stages_nothing_more_and_never_commits(
+    warehouse: Warehouse, database_url: str, owner: str, schema: str
+) -> None:
+    # Given a task committing "task" with one chunk staged
+    target = _target(commit="task")
+    warehouse.ensure_table(owner, target, COLUMNS)
+    task = f"task-{uuid.uuid4().hex}"
+    warehouse.load_chunk(task, 0, owner, target, COLUMNS, [_row(1), _row(2)])
+    # When it is discarded (cancelled), twice, and a chunk in flight arrives afterwards
+    assert warehouse.discard_task(task, owner, target) is True
+    assert warehouse.discard_task(task, owner, target) is False
+    late = warehouse.load_chunk(task, 1, owner, target, COLUMNS, [_row(3)])
+    # Then no staging table is left or re-created, the late chunk wrote nothing, and the target is empty
+    assert (late.rows, late.already_loaded) == (0, True)
+    assert _staging_tables(database_url, schema) == []
+    assert _count(database_url, owner, "items") == 0
+    assert _query(database_url, "SELECT outcome FROM busline.commits WHERE task_id = %s", task) == [("discarded",)]
 
 
 def test_bad_value_names_column_and_chunk_row(warehouse: Warehouse, owner: str) -> None:

@@ -208,10 +208,16 @@ def test_bus_rules_route_each_event_to_its_queue_with_a_queue_policy(cfn: dict[s
         "TaskSubmitted": ({"Fn::GetAtt": ["ExtractQueue", "Arn"]}, None),
         "ChunkExtracted": ({"Fn::GetAtt": ["TransformQueue", "Arn"]}, {"phase": ["transform"]}),
         "ChunkTransformed": ({"Fn::GetAtt": ["LoadQueue", "Arn"]}, {"phase": ["load"]}),
+        # load's completion (the merge of a task committing "task") and a cancelled task's clean-up
+        "PhaseCompleted": ({"Fn::GetAtt": ["LoadQueue", "Arn"]}, {"phase": ["load"]}),
+        "TaskCancelled": ({"Fn::GetAtt": ["LoadQueue", "Arn"]}, None),
     }
     assert all(rule["EventBusName"] == {"Ref": "EventBus"} for rule in rules.values())
     policies = {p["Properties"]["Queues"][0]["Ref"] for p in of_type(cfn, "AWS::SQS::QueuePolicy").values()}
     assert policies == {"ExtractQueue", "TransformQueue", "LoadQueue"}
+    load_policy = next(p for p in of_type(cfn, "AWS::SQS::QueuePolicy").values() if p["Properties"]["Queues"][0]["Ref"] == "LoadQueue")
+    senders = load_policy["Properties"]["PolicyDocument"]["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"]
+    assert senders == [{"Fn::GetAtt": [rule, "Arn"]} for rule in ("ChunkTransformedRule", "LoadCompletedRule", "TaskCancelledRule")]
 
 
 def test_outputs_name_what_the_cli_and_tests_look_up(sam: dict[str, Any]) -> None:

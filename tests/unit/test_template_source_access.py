@@ -71,6 +71,7 @@ def test_extract_reads_only_uploads_shared_and_its_own_output_and_writes_only_ra
         "s3:PutObject": {own_output},
         "s3:ListMultipartUploadParts": {own_output},
         "s3:AbortMultipartUpload": {own_output},
+        "s3:DeleteObject": {own_output},  # its own chunks, of a task cancelled while it ran
     }
 
 
@@ -79,6 +80,7 @@ def test_transform_reads_joins_and_raw_chunks_and_writes_typed_chunks_and_reject
         "s3:GetObject": {f"{DATA}/uploads/*", f"{DATA}/shared/*", f"{DATA}/tasks/*/extract/*"},
         "s3:ListBucket": {DATA},
         "s3:PutObject": {f"{DATA}/tasks/*/transform/*", f"{DATA}/tasks/*/rejects/*"},
+        "s3:DeleteObject": {f"{DATA}/tasks/*/transform/*"},  # its typed chunk, of a task cancelled meanwhile
     }
 
 
@@ -102,8 +104,13 @@ def test_the_api_reads_only_rejects_and_may_presign_puts_under_uploads_only(cfn:
     }
 
 
-def test_load_reads_typed_chunks_only(cfn: dict[str, Any]) -> None:
-    assert s3_rights(cfn, "LoadFunctionRole", "") == {"s3:GetObject": {f"{DATA}/tasks/*/transform/*"}}
+def test_load_reads_typed_chunks_writes_refused_rows_and_deletes_a_cancelled_tasks_chunks(cfn: dict[str, Any]) -> None:
+    assert s3_rights(cfn, "LoadFunctionRole", "") == {
+        "s3:GetObject": {f"{DATA}/tasks/*/transform/*"},
+        "s3:PutObject": {f"{DATA}/tasks/*/rejects/*"},
+        "s3:DeleteObject": {f"{DATA}/tasks/*/extract/*", f"{DATA}/tasks/*/transform/*"},
+        "s3:ListBucket": {f'{DATA} if {{"StringLike": {{"s3:prefix": ["tasks/*/extract/*", "tasks/*/transform/*"]}}}}'},
+    }
 
 
 def test_the_api_gets_the_readable_buckets_in_its_environment(cfn: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ CHUNK_TRANSFORMED = "ChunkTransformed"
 PHASE_COMPLETED = "PhaseCompleted"
 TASK_SUCCEEDED = "TaskSucceeded"
 TASK_FAILED = "TaskFailed"
+TASK_CANCELLED = "TaskCancelled"
 
 
 class TaskStatus(StrEnum):
@@ -33,8 +34,10 @@ class TaskStatus(StrEnum):
     EXTRACTING = "EXTRACTING"
     TRANSFORMING = "TRANSFORMING"
     LOADING = "LOADING"
+    COMMITTING = "COMMITTING"  # every chunk is staged; the merge into the target (one transaction) runs
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
 
 
 class Phase(StrEnum):
@@ -107,7 +110,8 @@ class Counts(_Wire):
     read: int = 0
     filtered: int = 0
     rejected: int = 0
-    loaded: int = 0
+    loaded: int = 0  # rows inserted or updated (mode insert, upsert, replace)
+    deleted: int = 0  # rows deleted: by key (mode delete), or the rows a replace did not keep
 
 
 class TaskError(_Wire):
@@ -126,7 +130,9 @@ class TaskFinished(_Wire):
 
     @property
     def detail_type(self) -> str:
-        return TASK_SUCCEEDED if self.status is TaskStatus.SUCCEEDED else TASK_FAILED
+        return {TaskStatus.SUCCEEDED: TASK_SUCCEEDED, TaskStatus.CANCELLED: TASK_CANCELLED}.get(
+            self.status, TASK_FAILED
+        )
 
 
 # --- SQS records whose body is the EventBridge event (BatchProcessor(EventType.SQS, model=...)) -----
@@ -142,6 +148,33 @@ class ChunkExtractedEvent(EventBridgeModel):
 
 class ChunkTransformedEvent(EventBridgeModel):
     detail: ChunkTransformed  # type: ignore[assignment]
+
+
+class _ChunkToLoad(ChunkTransformedEvent):
+    detail_type: Literal["ChunkTransformed"] = Field(alias="detail-type")
+
+
+class _LoadPhaseCompleted(EventBridgeModel):
+    """Every chunk is staged: commit "task" merges them into the target now (warehouse.commit_task)."""
+
+    detail_type: Literal["PhaseCompleted"] = Field(alias="detail-type")
+    detail: PhaseCompleted  # type: ignore[assignment]
+
+
+class _TaskCancelled(EventBridgeModel):
+    """The task was cancelled: what it staged is discarded."""
+
+    detail_type: Literal["TaskCancelled"] = Field(alias="detail-type")
+    detail: TaskFinished  # type: ignore[assignment]
+
+
+LoadWork = Annotated[_ChunkToLoad | _LoadPhaseCompleted | _TaskCancelled, Field(discriminator="detail_type")]
+
+
+class LoadRecord(SqsRecordModel):
+    """What LoadQueue carries: a chunk to load, a task to commit, a cancelled task to clean up."""
+
+    body: Json[LoadWork]  # type: ignore[assignment]
 
 
 class TaskSubmittedRecord(SqsRecordModel):
@@ -179,6 +212,16 @@ class PhaseTiming(_Wire):
     seconds: float | None = None  # set once the phase completed
 
 
+class RetryNotice(_Wire):
+    """A piece of work whose last delivery failed and that will be tried again (retries.py)."""
+
+    phase: Phase
+    chunk: int | None = None
+    attempt: int  # the delivery that failed
+    error: str
+    retryAt: str  # when the next delivery is due (ISO 8601, UTC)
+
+
 class TaskSnapshot(_Wire):
     taskId: str
     owner: str
@@ -191,6 +234,9 @@ class TaskSnapshot(_Wire):
     counts: Counts
     timings: dict[str, PhaseTiming] = {}
     error: TaskError | None = None
+    commit: Literal["task", "chunk"] = "chunk"  # the target's commit mode (spec.target.commit)
+    committedAt: str | None = None  # commit "task": when the task's rows became visible in the target
+    retrying: list[RetryNotice] = []
 
 
 class TaskPage(_Wire):
@@ -215,10 +261,14 @@ class RejectPage(_Wire):
 
 
 class LoadOutcome(_Wire):
-    """What loading one chunk did (the warehouse reports it; load counts `rows`)."""
+    """What loading one chunk (commit "chunk"), staging it (commit "task") or merging a task's staged rows
+    did; the counts are those of the delivery that recorded it."""
 
-    rows: int  # rows written (inserted or updated) by the load that recorded the chunk
-    already_loaded: bool  # True when an earlier delivery had loaded this chunk
+    rows: int  # rows inserted or updated in the target; staged rows, for a chunk staged
+    already_loaded: bool  # True when an earlier delivery had done it
+    deleted: int = 0
+    rejected: int = 0  # rows refused by the target (mode insert: a key already there, or twice in the task)
+    rejects: list[Reject] = []  # the first of those, with their reason
 
 
 # --- POST /tasks ----------------------------------------------------------------------------------

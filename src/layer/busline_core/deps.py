@@ -21,6 +21,7 @@ from .contracts import LoadOutcome
 from .dead_letters import DeadLetterQueues
 from .lifecycle import TaskLifecycle
 from .paging import PageTokens
+from .retries import StepQueue
 from .secrets import active_faults, database_url, page_token_key
 from .settings import (
     ApiSettings,
@@ -57,6 +58,10 @@ class Warehouse(Protocol):
         columns: list[OutputColumn],
         rows: list[dict[str, Any]],
     ) -> LoadOutcome: ...
+
+    def commit_task(self, task_id: str, owner: str, target: TargetSpec, columns: list[OutputColumn]) -> LoadOutcome: ...
+
+    def discard_task(self, task_id: str, owner: str, target: TargetSpec) -> bool: ...
 
 
 def no_faults() -> frozenset[str]:
@@ -117,6 +122,7 @@ class StepDeps:
     # Seconds the running invocation has left (its Lambda context, bound per invocation by sqs_step.py):
     # work that may outlast it (staging a large source) checkpoints before it runs out.
     remaining_seconds: Callable[[], float] = unbounded_time
+    step_queue: StepQueue | None = None  # the queue feeding this step: a failed record is retried in seconds
 
     def bind_invocation(self, context: Any) -> None:
         self.remaining_seconds = lambda: float(context.get_remaining_time_in_millis()) / 1000
@@ -211,6 +217,7 @@ def _step_parts(settings: ExtractSettings | TransformSettings | LoadSettings) ->
         "lifecycle": _lifecycle(tasks, settings),
         "chunks": ChunkStore.for_bucket(settings.data_bucket),
         "faults": _faults(settings),
+        "step_queue": StepQueue.for_url(settings.step_queue_url) if settings.step_queue_url else None,
     }
 
 

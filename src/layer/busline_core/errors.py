@@ -75,6 +75,17 @@ class TaskNotFound(BuslineError):
         self.task_id = task_id
 
 
+class TaskNotCancellable(BuslineError):
+    """The task is past cancelling: finished, or COMMITTING (its rows may be becoming visible right now)."""
+
+    retryable = False
+
+    def __init__(self, task_id: str, status: str) -> None:
+        super().__init__(f"task {task_id} is {status}: only a task that is still running can be cancelled")
+        self.task_id = task_id
+        self.status = status
+
+
 class SourceUnreadable(BuslineError):
     """A source cannot be opened or parsed; retrying the same bytes will not help."""
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 from itertools import islice
 from typing import BinaryIO, TypeVar, cast
 
@@ -28,8 +29,10 @@ from .contracts import (
     ChunkExtracted,
     ChunkTransformed,
     Phase,
+    PhaseCompleted,
     Reject,
     SourceRange,
+    TaskFinished,
     TaskStatus,
     TaskSubmitted,
 )
@@ -41,7 +44,7 @@ from .readers import iter_chunks, iter_records, open_source, refuse_stored_size,
 from .spec import JoinSpec, SourceSpec, TaskSpec, output_columns
 from .staging import Paused, Staged, must_stage, stage_source
 from .storage import ChunkStore, raw_table_from_records
-from .task_state import ChunkCounted, ExtractProgressed, ExtractStarted, iso
+from .task_state import ChunkCounted, Committed, ExtractProgressed, ExtractStarted, RetryScheduled, iso
 from .transform import ReferenceTable, transform_table
 
 logger = Logger(child=True)
@@ -61,13 +64,16 @@ MIN_RANGE_BYTES = 256 * 1024
 # A CSV header up to this size travels in each range's event, saving every range a GET of it.
 MAX_HEADER_IN_EVENT = 4096
 
-Detail = TypeVar("Detail", TaskSubmitted, ChunkExtracted, ChunkTransformed)
+LoadDetail = ChunkTransformed | PhaseCompleted | TaskFinished  # what LoadQueue carries (contracts.LoadRecord)
+Detail = TypeVar("Detail", TaskSubmitted, ChunkExtracted, LoadDetail)
 StepDepsT = TypeVar("StepDepsT", bound=StepDeps)
 
 PHASE_OF_DETAIL: dict[type[BaseModel], Phase] = {
     TaskSubmitted: Phase.EXTRACT,
     ChunkExtracted: Phase.TRANSFORM,
     ChunkTransformed: Phase.LOAD,
+    PhaseCompleted: Phase.LOAD,  # load completed: merge the staged task (commit "task")
+    TaskFinished: Phase.LOAD,  # TaskCancelled: throw away what it staged
 }
 
 
@@ -82,12 +88,12 @@ def _plan_of(task_id: str, deps: StepDeps) -> TaskPlan | None:
     say), so its chunks still in flight are neither written to S3 nor loaded."""
     plans = deps.cache.tasks
     if task_id in plans:
-        if deps.tasks.failed_for_good(task_id):
+        if deps.tasks.work_dropped(task_id):
             return None
         plans.move_to_end(task_id)
         return plans[task_id]
     state = deps.tasks.get(task_id)
-    if state is None or state.error_terminal:
+    if state is None or state.error_terminal or state.status is TaskStatus.CANCELLED:
         return None
     plan = TaskPlan(owner=state.owner, spec=TaskSpec.model_validate_json(state.spec_json))
     plans[task_id] = plan
@@ -132,8 +138,8 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
     """Stream the source into chunks in S3 and announce each chunk; returns the rows read."""
     task_id = detail.taskId
     state = deps.tasks.get(task_id)
-    if state is None:
-        logger.warning("TaskSubmitted for an unknown task: ignored", extra={"task_id": task_id})
+    if state is None or state.status is TaskStatus.CANCELLED:
+        logger.warning("TaskSubmitted for a task that is gone or cancelled: ignored", extra={"task_id": task_id})
         return 0
     if state.status is TaskStatus.SUCCEEDED:
         deps.lifecycle.advance(task_id, state)  # only re-announces, if the announcement was lost
@@ -167,6 +173,7 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
             planned = _announce_ranges(task_id, spec, deps, deps.chunks.bucket, staging)
             if planned is not None:
                 deps.lifecycle.extract_completed(task_id, planned, read=None)
+                _delete_if_dropped(task_id, [staging.key], deps)
                 return 0
             opened = open_source(f"s3://{deps.chunks.bucket}/{staging.key}", deps.chunks.s3_client)
         else:
@@ -181,6 +188,7 @@ def _extract_by_one_reader(
 ) -> int:
     """Parse the whole source here, chunk after chunk, announcing chunks while the next ones are read."""
     publisher = deps.publisher
+    written: list[str] = []
     pending: list[tuple[str, BaseModel]] = []
     oldest_pending = 0.0
     chunks = read = 0
@@ -199,6 +207,7 @@ def _extract_by_one_reader(
             _check_task_size(source.uri, spec.chunkRows, chunks=index + 1, rows=read + len(rows))
             key = ChunkStore.chunk_key(task_id, Phase.EXTRACT.value, index)
             deps.chunks.put_table(key, raw_table_from_records(rows))
+            written.append(key)
             chunks, read = index + 1, read + len(rows)
             if not pending:
                 oldest_pending = time.monotonic()
@@ -211,10 +220,23 @@ def _extract_by_one_reader(
             ):
                 publisher.publish_many(pending)
                 pending.clear()
-                deps.tasks.apply(task_id, ExtractProgressed(chunks, read))
+                if deps.tasks.apply(task_id, ExtractProgressed(chunks, read)) is None and _delete_if_dropped(
+                    task_id, written, deps
+                ):
+                    return read  # cancelled while it was read: stop here
     publisher.publish_many(pending)
     deps.lifecycle.extract_completed(task_id, chunks, read)
+    _delete_if_dropped(task_id, written, deps)
     return read
+
+
+def _delete_if_dropped(task_id: str, keys: list[str], deps: StepDeps) -> bool:
+    """The task was cancelled (or failed for good) while this step worked: delete what it wrote for it,
+    which the cancel's clean-up (etl_steps.discard_cancelled) missed if it ran first. True if it did."""
+    if not keys or not deps.tasks.work_dropped(task_id):
+        return False
+    deps.chunks.delete_keys(keys)
+    return True
 
 
 def _plan_source_ranges(task_id: str, spec: TaskSpec, deps: StepDeps) -> int | None:
@@ -394,9 +416,11 @@ def transform_chunk(detail: ChunkExtracted, deps: TransformDeps) -> int:
     counts = {"filtered": result.filtered, "rejected": len(result.rejects)}
     if planned is not None:
         counts["read"] = work.table.num_rows  # the planner counted no rows: each range counts its own
-    deps.lifecycle.chunk_counted(
+    counted = deps.lifecycle.chunk_counted(
         ChunkCounted(Phase.TRANSFORM, detail.chunk, counts, work.started_at), task_id
     )
+    if counted is not None and counted.status is TaskStatus.CANCELLED:
+        deps.chunks.delete_keys([key])  # cancelled while it ran: load will not read it
     return int(result.table.num_rows)
 
 
@@ -409,37 +433,110 @@ def _warehouse(deps: LoadDeps) -> Warehouse:
     return deps.cache.warehouse
 
 
+def load_step(detail: LoadDetail, deps: LoadDeps) -> int:
+    """What LoadQueue carries: a chunk to load, a task whose chunks are all staged, a cancelled task."""
+    if isinstance(detail, ChunkTransformed):
+        return load_chunk(detail, deps)
+    if isinstance(detail, PhaseCompleted):
+        return commit_task(detail, deps)
+    return discard_cancelled(detail, deps)
+
+
+def _ensured_warehouse(owner: str, spec: TaskSpec, deps: LoadDeps) -> Warehouse:
+    warehouse = _warehouse(deps)
+    table_id = (owner, spec.target.table)
+    if table_id not in deps.cache.ensured_tables:
+        warehouse.ensure_table(owner, spec.target, output_columns(spec))
+        deps.cache.ensured_tables.add(table_id)
+    return warehouse
+
+
 def load_chunk(detail: ChunkTransformed, deps: LoadDeps) -> int:
-    """Write one transformed chunk into the warehouse (exactly once, by its ledger); returns rows loaded."""
+    """Write one transformed chunk into the target, or stage it for the task's commit (exactly once, by
+    its ledger); returns rows loaded (or staged)."""
     work = _chunk_prologue(detail, deps)
     if work is None:
         return 0
     spec, owner = work.spec, work.owner
-    warehouse = _warehouse(deps)
-    columns = output_columns(spec)
-    table_id = (owner, spec.target.table)
-    if table_id not in deps.cache.ensured_tables:
-        warehouse.ensure_table(owner, spec.target, columns)
-        deps.cache.ensured_tables.add(table_id)
+    warehouse = _ensured_warehouse(owner, spec, deps)
     try:
-        outcome = warehouse.load_chunk(detail.taskId, detail.chunk, owner, spec.target, columns, work.table)
+        outcome = warehouse.load_chunk(
+            detail.taskId, detail.chunk, owner, spec.target, output_columns(spec), work.table
+        )
     except LoadFailed:
         # The table may have been dropped (or unmapped) behind this warm container's back: re-ensure on
         # the retry.
-        deps.cache.ensured_tables.discard(table_id)
+        deps.cache.ensured_tables.discard((owner, spec.target.table))
         raise
-    loaded = int(outcome.rows)
-    deps.lifecycle.chunk_counted(
-        ChunkCounted(Phase.LOAD, detail.chunk, {"loaded": loaded}, work.started_at), detail.taskId
+    if outcome.rejects:
+        deps.chunks.put_rejects(ChunkStore.load_rejects_key(detail.taskId, detail.chunk), outcome.rejects)
+    # A staged chunk is not in the target yet: the commit counts what the merge loads.
+    counts = (
+        {}
+        if spec.target.commit == "task"
+        else {"loaded": outcome.rows, "deleted": outcome.deleted, "rejected": outcome.rejected}
     )
-    return loaded
+    deps.lifecycle.chunk_counted(ChunkCounted(Phase.LOAD, detail.chunk, counts, work.started_at), detail.taskId)
+    return int(outcome.rows)
+
+
+def commit_task(detail: PhaseCompleted, deps: LoadDeps) -> int:
+    """Merge a COMMITTING task's staged rows into its target, at once (warehouse.commit_task)."""
+    if detail.phase is not Phase.LOAD:
+        return 0
+    _check_fault_switch(Phase.LOAD, deps)
+    task_id = detail.taskId
+    state = deps.lifecycle.commit_due(task_id)
+    if state is None:
+        # committed already (a redelivery), or a task that commits chunk by chunk: only make sure the
+        # end was announced
+        deps.lifecycle.advance(task_id, None)
+        return 0
+    spec = TaskSpec.model_validate_json(state.spec_json)
+    warehouse = _ensured_warehouse(state.owner, spec, deps)
+    outcome = warehouse.commit_task(task_id, state.owner, spec.target, output_columns(spec))
+    if outcome.rejects:
+        deps.chunks.put_rejects(ChunkStore.commit_rejects_key(task_id), outcome.rejects)
+    deps.lifecycle.committed(
+        task_id, Committed(loaded=outcome.rows, deleted=outcome.deleted, rejected=outcome.rejected)
+    )
+    logger.info(
+        "task committed",
+        extra={"task_id": task_id, "loaded": outcome.rows, "deleted": outcome.deleted, "rejected": outcome.rejected},
+    )
+    return int(outcome.rows)
+
+
+def discard_cancelled(detail: TaskFinished, deps: LoadDeps) -> int:
+    """A cancelled task: drop its staging table (nothing may be staged for it again) and its chunks, then
+    tell its owner. The target is as it was: a task committing "task" never touched it."""
+    task_id = detail.taskId
+    state = deps.tasks.get(task_id)
+    if state is None or state.status is not TaskStatus.CANCELLED:
+        return 0
+    spec = TaskSpec.model_validate_json(state.spec_json)
+    if spec.target.commit == "task":
+        _warehouse(deps).discard_task(task_id, state.owner, spec.target)
+    deps.chunks.delete_chunks(task_id)
+    deps.lifecycle.cancelled_cleaned_up(task_id)
+    return 0
 
 
 # --- failures -------------------------------------------------------------------------------------
 
 
+def record_retry(
+    detail: TaskSubmitted | ChunkExtracted | LoadDetail, error: BaseException, attempt: int, delay: int, deps: StepDeps
+) -> None:
+    """Show on the task that this work failed and when it is tried again (retries.py decides when)."""
+    chunk = detail.chunk if isinstance(detail, ChunkExtracted | ChunkTransformed) else None
+    retry_at = iso(deps.clock() + timedelta(seconds=delay))
+    event = RetryScheduled(PHASE_OF_DETAIL[type(detail)], chunk, attempt, _shown_error(error), retry_at)
+    deps.lifecycle.retry_scheduled(detail.taskId, event)
+
+
 def record_final_failure(
-    detail: TaskSubmitted | ChunkExtracted | ChunkTransformed, error: BaseException | str, deps: StepDeps
+    detail: TaskSubmitted | ChunkExtracted | LoadDetail, error: BaseException | str, deps: StepDeps
 ) -> bool:
     """The last delivery of a record failed: the task turns FAILED (phase, chunk, error) until a DLQ
     replay of that record succeeds. True when this call failed the task."""

@@ -21,14 +21,19 @@ from .task_state import (
     Announced,
     ChunkCounted,
     ChunkFailedFinally,
+    Committed,
     ExtractCompleted,
     ExtractCompletedWhileFailed,
     FailureCleared,
     PhaseCompleted,
     Recovered,
+    RetryCleared,
+    RetryScheduled,
     Stalled,
     TaskAbandoned,
     TaskState,
+    failure_member,
+    retry_member,
     utc_now,
 )
 from .tasks_repo import TasksRepository
@@ -66,6 +71,7 @@ class TaskLifecycle:
             self.advance(task_id, self._cleared(task_id, Phase.EXTRACT, None))
             return
         self._publish_phase_completed(task_id, Phase.EXTRACT, chunks)
+        self._retry_done(task_id, outcome.before, Phase.EXTRACT, None)
         state = outcome.after
         if state.status is TaskStatus.FAILED:
             # a replayed extract: its own failure is mended now
@@ -76,14 +82,18 @@ class TaskLifecycle:
         """Extract ran to completion before: clear its failure (a replay) and finish what is left."""
         self.advance(task_id, self._cleared(task_id, Phase.EXTRACT, None))
 
-    def chunk_counted(self, event: ChunkCounted, task_id: str) -> None:
+    def chunk_counted(self, event: ChunkCounted, task_id: str) -> TaskState | None:
+        """Count the chunk and complete what that allows; the task as this count left it (None when an
+        earlier delivery had counted it)."""
         outcome = self.tasks.apply(task_id, event)
         if outcome is None:
             # Already counted by an earlier delivery, which may have died before the completion check
             # or may be the chunk a DLQ replay is retrying: clear its failure, then check completions.
             self.advance(task_id, self._cleared(task_id, event.phase, event.chunk))
-            return
+            return None
+        self._retry_done(task_id, outcome.before, event.phase, event.chunk)
         self.advance(task_id, self._recover(task_id, outcome.after))
+        return outcome.after
 
     def final_delivery_failed(self, task_id: str, phase: Phase, chunk: int | None, message: str) -> bool:
         """A record's last delivery failed; True when this call turned the task FAILED."""
@@ -100,6 +110,31 @@ class TaskLifecycle:
             return False
         self.announce(task_id)
         return True
+
+    def retry_scheduled(self, task_id: str, event: RetryScheduled) -> None:
+        """Show that a delivery failed and when the next one is due (refused once the task is final)."""
+        self.tasks.apply(task_id, event)
+
+    def commit_due(self, task_id: str) -> TaskState | None:
+        """The task if its staged rows are to be merged now (COMMITTING); a replay of a failed commit
+        brings the task back to COMMITTING first."""
+        state = self.tasks.get(task_id)
+        if state is not None and state.status is TaskStatus.FAILED:
+            state = self._cleared(task_id, Phase.LOAD, None) or state
+        return state if state is not None and state.status is TaskStatus.COMMITTING else None
+
+    def committed(self, task_id: str, event: Committed) -> None:
+        """The merge is in the warehouse: the task SUCCEEDED (a redelivery finds it so and only makes
+        sure it was announced)."""
+        outcome = self.tasks.apply(task_id, event)
+        self.advance(task_id, None if outcome is None else outcome.after)
+
+    def cancelled_cleaned_up(self, task_id: str) -> None:
+        """What a cancelled task staged is gone: notify its owner (the bus already has TaskCancelled,
+        published by the API when it cancelled the task)."""
+        state = self.tasks.get(task_id)
+        if state is not None and state.announced is not TaskStatus.CANCELLED:
+            self.announce(task_id, publish=False)
 
     def stalled(self, state: TaskState, phase: Phase, message: str) -> bool:
         """Fail `state`'s task if it has not changed since it was read; True when this call failed it."""
@@ -124,7 +159,9 @@ class TaskLifecycle:
             phase = state.completable_phase()
             if phase is None:
                 return
-            outcome = self.tasks.apply(task_id, PhaseCompleted(phase))
+            outcome = self.tasks.apply(
+                task_id, PhaseCompleted(phase, commit_pending=phase is Phase.LOAD and state.commit_pending)
+            )
             if outcome is None:
                 # Someone else completed it (or a failure intervened): decide from fresh state.
                 fresh = self.tasks.get(task_id)
@@ -136,17 +173,19 @@ class TaskLifecycle:
             self._publish_phase_completed(task_id, phase, total)
             state = outcome.after
             if phase is Phase.LOAD:
-                self.announce(task_id)
-                return
+                if not outcome.after.commit_pending:
+                    self.announce(task_id)
+                return  # else the PhaseCompleted just published has the load step merge the task
 
-    def announce(self, task_id: str) -> TaskFinished | None:
+    def announce(self, task_id: str, *, publish: bool = True) -> TaskFinished | None:
         """TaskSucceeded/TaskFailed on the bus and the SNS notification, from the task as it is now."""
         state = self.tasks.get(task_id)
         if state is None:
             return None
         snapshot = state.snapshot()
         finished = TaskFinished(taskId=task_id, status=snapshot.status, counts=snapshot.counts, error=snapshot.error)
-        self.publisher.publish(finished.detail_type, finished)
+        if publish:
+            self.publisher.publish(finished.detail_type, finished)
         self.notifier.task_finished(finished)
         expires_at = int((self.clock() + self.retention).timestamp()) if state.is_final else None
         self.tasks.apply(task_id, Announced(snapshot.status, expires_at))
@@ -157,6 +196,13 @@ class TaskLifecycle:
 
     def _publish_phase_completed(self, task_id: str, phase: Phase, chunks: int) -> None:
         self.publisher.publish(PHASE_COMPLETED, PhaseCompletedDetail(taskId=task_id, phase=phase, chunks=chunks))
+
+    def _retry_done(self, task_id: str, before: TaskState, phase: Phase, chunk: int | None) -> None:
+        """The work succeeded: if it was shown as retrying, stop showing it (a second write, only then;
+        the snapshot hides a notice of counted work meanwhile)."""
+        member = failure_member(phase, chunk)
+        if any(retry_member(notice) == member for notice in before.retrying):
+            self.tasks.apply(task_id, RetryCleared(phase, chunk))
 
     def _cleared(self, task_id: str, phase: Phase, chunk: int | None) -> TaskState | None:
         outcome = self.tasks.apply(task_id, FailureCleared(phase, chunk))

@@ -98,6 +98,10 @@ MAX_SOURCE_FIELDS: Final = 4096
 # DynamoDB item; at this limit, with the 64 KiB spec and in the worst case, the item is 211 KB of
 # DynamoDB's 400 KB (tests/unit/control/test_task_item_bound.py measures each worst case).
 MAX_CHUNKS_PER_TASK: Final = 10_000
+# Pieces of work a task shows as "retrying" at once (task_state.RetryScheduled): each notice lives in the
+# task's one DynamoDB item, so the item stays under 400 KB (tests/unit/control/test_task_item_bound.py)
+# even when every chunk of a large task is failing; past it, the others still retry, unnamed.
+MAX_RETRY_NOTICES: Final = 50
 # Rows of one task: 10,000 chunks of 100,000 rows (the default 20,000-row chunks reach the chunk limit
 # at 200 million rows first). Past it, split the source.
 MAX_ROWS_PER_TASK: Final = 1_000_000_000

@@ -43,6 +43,9 @@ class _StepSettings(_PublishingSettings):
     faults_parameter: str = ""
     # how long a warm container reuses the switch it read (template parameter FaultSwitchCacheSeconds)
     faults_max_age_seconds: int = Field(default=60, ge=1, le=3600)
+    # the queue that triggers this step (its URL): a failed record's next delivery is brought forward
+    # (retries.py); empty: SQS redelivers after the visibility timeout
+    step_queue_url: str = ""
 
 
 class ApiSettings(_PublishingSettings, _SourceReaderSettings):

@@ -322,12 +322,27 @@ class JoinSpec(_SpecModel):
 class TargetSpec(_SpecModel):
     table: TableName  # in the owner's own schema (tenancy.py); never qualified
     key: list[str] = Field(min_length=1, max_length=MAX_KEY_COLUMNS)
-    mode: Literal["insert", "upsert"] = "upsert"
+    # insert: a row whose key is already there (or earlier in the task) is a reject; upsert: it replaces
+    # it; delete: rows with the task's keys are deleted; replace: the table becomes exactly the task's rows
+    mode: Literal["insert", "upsert", "delete", "replace"] = "upsert"
+    # task: the rows become visible all at once when the task succeeds (staged, then merged in one
+    # transaction); chunk: each chunk is visible as it lands, and a failed task leaves what it loaded
+    commit: Literal["task", "chunk"] = "task"
     # `schema` was removed: it stays a field only so that a spec still giving it is refused by name, with
     # the reason, instead of as an unknown field. Never set, never dumped.
     schema_: SkipJsonSchema[Annotated[None, BeforeValidator(_refuse_schema)]] = Field(
         None, alias="schema", exclude=True
     )
+
+
+    @model_validator(mode="after")
+    def _replace_is_atomic(self) -> TargetSpec:
+        if self.mode == "replace" and self.commit != "task":
+            raise ValueError(
+                'commit: mode "replace" needs commit "task" (a table replaced chunk by chunk would be empty, '
+                "then partial, while the task runs)"
+            )
+        return self
 
 
 class OutputColumn(NamedTuple):

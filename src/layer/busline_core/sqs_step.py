@@ -29,7 +29,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from .deps import StepDeps
-from .etl_steps import record_final_failure, run_step
+from .etl_steps import record_final_failure, record_retry, run_step
+from .retries import StepQueue, retry_delay_seconds
 from .settings import ExtractSettings, LoadSettings, TransformSettings
 
 Detail = TypeVar("Detail", bound=BaseModel)
@@ -51,8 +52,12 @@ class SqsStep(Generic[Detail]):
         logger: Logger,
         metrics: Metrics,
         on_invocation: Callable[[LambdaContext], None] = lambda context: None,
+        queue: StepQueue | None = None,
+        on_retry: Callable[[Detail, Exception, int, int], object] = lambda detail, error, attempt, delay: None,
     ) -> None:
         self.on_invocation = on_invocation
+        self.queue = queue
+        self.on_retry = on_retry
         self.logger = logger
         self.metrics = metrics
         self.max_receive_count = max_receive_count
@@ -80,15 +85,33 @@ class SqsStep(Generic[Detail]):
         try:
             self.work_once(detail=detail)
         except IdempotencyAlreadyInProgressError:
-            raise  # a duplicate racing the first delivery: not a failure of the work; SQS retries it later
+            # a duplicate racing the first delivery: not a failure of the work; try once that one is done
+            self._deliver_again_soon(record, detail, None)
+            raise
         except Exception as error:
-            self._maybe_final(record, detail, error)
+            if int(record.attributes.ApproximateReceiveCount) >= self.max_receive_count:
+                self.logger.exception("last delivery failed: the task fails and the message goes to the DLQ")
+                self.on_final_failure(detail, error)
+            else:
+                self._deliver_again_soon(record, detail, error)
             raise
 
-    def _maybe_final(self, record: Any, detail: Any, error: Exception) -> None:
-        if int(record.attributes.ApproximateReceiveCount) >= self.max_receive_count:
-            self.logger.exception("last delivery failed: the task fails and the message goes to the DLQ")
-            self.on_final_failure(detail, error)
+    def _deliver_again_soon(self, record: Any, detail: Any, error: Exception | None) -> None:
+        """Backoff instead of the visibility timeout (retries.py). Best effort: if this fails too, SQS
+        still redelivers the record once its visibility timeout ends."""
+        attempt = int(record.attributes.ApproximateReceiveCount)
+        delay = retry_delay_seconds(attempt)
+        try:
+            if self.queue is not None:
+                self.queue.deliver_again_in(record.receiptHandle, delay)
+            if error is not None:
+                self.logger.warning(
+                    "delivery failed; tried again soon",
+                    extra={"attempt": attempt, "retry_in_seconds": delay, "error": repr(error)[:500]},
+                )
+                self.on_retry(detail, error, attempt, delay)
+        except Exception:
+            self.logger.exception("could not schedule the retry; the visibility timeout will")
 
     def handle(self, event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
         # ties the in-progress expiry to this invocation: a killed or timed-out attempt frees its key
@@ -133,5 +156,7 @@ def sqs_step_function(
         logger=logger,
         metrics=Metrics(),
         on_invocation=deps.bind_invocation,
+        queue=deps.step_queue,
+        on_retry=lambda detail, error, attempt, delay: record_retry(detail, error, attempt, delay, deps),
     )
     return deps, step.lambda_handler_with(Tracer())

@@ -114,6 +114,16 @@ class ChunkStore:
         return f"tasks/{task_id}/rejects/{chunk:06d}.jsonl"
 
     @staticmethod
+    def load_rejects_key(task_id: str, chunk: int) -> str:
+        """Rows of a chunk the target refused (commit "chunk", mode insert): listed after the chunk's own."""
+        return f"tasks/{task_id}/rejects/{chunk:06d}.load.jsonl"
+
+    @staticmethod
+    def commit_rejects_key(task_id: str) -> str:
+        """Rows the task's merge refused (commit "task", mode insert): listed after every chunk's."""
+        return f"tasks/{task_id}/rejects/commit.jsonl"
+
+    @staticmethod
     def rejects_prefix(task_id: str) -> str:
         return f"tasks/{task_id}/rejects/"
 
@@ -162,6 +172,24 @@ class ChunkStore:
             self._s3.put_object(
                 Bucket=self.bucket, Key=key, Body=_encode_lines(items), ContentType="application/x-ndjson"
             )
+
+    def delete_keys(self, keys: list[str]) -> None:
+        for first in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+            batch = [{"Key": key} for key in keys[first : first + 1000]]
+            self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def delete_chunks(self, task_id: str) -> int:
+        """Delete the task's chunks and staged source (not its rejects: its owner may still read them);
+        returns how many objects went."""
+        deleted = 0
+        for phase in ("extract", "transform"):
+            paginator = self._s3.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=f"tasks/{task_id}/{phase}/"):
+                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                if keys:
+                    self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                    deleted += len(keys)
+        return deleted
 
     def iter_rejects(
         self, task_id: str, limit: int, start: Mapping[str, Any] | None = None

@@ -15,11 +15,13 @@ from aws_lambda_powertools import Logger
 from pydantic import ValidationError
 
 from .contracts import (
+    TASK_CANCELLED,
     TASK_SUBMITTED,
     Phase,
     PipelineRequest,
     RejectPage,
     SubmitTaskRequest,
+    TaskFinished,
     TaskPage,
     TaskSnapshot,
     TaskSubmitted,
@@ -27,13 +29,13 @@ from .contracts import (
     UploadTicket,
 )
 from .deps import ApiDeps
-from .errors import InvalidPage, InvalidTask, RequestTooLarge, TaskNotFound
+from .errors import InvalidPage, InvalidTask, RequestTooLarge, TaskNotCancellable, TaskNotFound
 from .limits import MAX_SPEC_BYTES
 from .paging import check_limit
 from .pipelines import expand_pipeline
 from .source_access import upload_prefix
 from .spec import TARGET_REFUSED, TaskSpec
-from .task_state import TaskAbandoned, TaskState
+from .task_state import Cancelled, TaskAbandoned, TaskState
 from .tasks_repo import TasksRepository
 
 logger = Logger(child=True)
@@ -121,7 +123,10 @@ def submit_task(
         raise _invalid(error) from error
     deps.source_access.check(spec, owner)
 
-    state = deps.tasks.create(TaskState.submitted(str(uuid.uuid4()), owner, pipeline, spec_json, deps.clock()))
+    submitted = TaskState.submitted(
+        str(uuid.uuid4()), owner, pipeline, spec_json, deps.clock(), commit=spec.target.commit
+    )
+    state = deps.tasks.create(submitted)
     try:
         deps.publisher.publish(TASK_SUBMITTED, TaskSubmitted(taskId=state.task_id))
     except Exception as error:
@@ -137,6 +142,27 @@ def _owned(task_id: str, owner: str, deps: ApiDeps) -> TaskState:
     if state is None or state.owner != owner:
         raise TaskNotFound(task_id)
     return state
+
+
+def cancel_task(task_id: str, owner: str, deps: ApiDeps) -> TaskSnapshot:
+    """End the owner's running task now (CANCELLED) and publish TaskCancelled, on which the load step throws
+    away what it staged and notifies; chunks still in flight are dropped by the steps that pick them up."""
+    _owned(task_id, owner, deps)
+    outcome = deps.tasks.apply(task_id, Cancelled())
+    if outcome is None:
+        raise TaskNotCancellable(task_id, _owned(task_id, owner, deps).status.value)
+    snapshot = outcome.after.snapshot()
+    try:
+        deps.publisher.publish(
+            TASK_CANCELLED,
+            TaskFinished(taskId=task_id, status=snapshot.status, counts=snapshot.counts),
+        )
+    except Exception:
+        # The task is cancelled all the same and nothing more is done for it; what it staged stays until
+        # the bucket's lifecycle rule and the runbook's clean-up take it.
+        logger.exception("TaskCancelled not published", extra={"task_id": task_id})
+    logger.info("task cancelled", extra={"task_id": task_id, "owner": owner})
+    return snapshot
 
 
 def get_task(task_id: str, owner: str, deps: ApiDeps) -> TaskSnapshot:

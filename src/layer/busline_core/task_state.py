@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -32,22 +32,31 @@ from .contracts import (
     PhaseProgress,
     Phases,
     PhaseTiming,
+    RetryNotice,
     TaskError,
     TaskSnapshot,
     TaskStatus,
 )
+from .limits import MAX_RETRY_NOTICES
 from .redaction import public_message
 
-COUNTERS: Final = ("read", "filtered", "rejected", "loaded")
-ACTIVE_STATUSES: Final = (
+COUNTERS: Final = ("read", "filtered", "rejected", "loaded", "deleted")
+CANCELLABLE_STATUSES: Final = (
     TaskStatus.ACCEPTED,
     TaskStatus.EXTRACTING,
     TaskStatus.TRANSFORMING,
     TaskStatus.LOADING,
 )
-FINAL_STATUSES: Final = (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
+# A COMMITTING task is past cancelling: its merge may be committing in the warehouse right now, and a
+# task must never say CANCELLED over rows that became visible.
+ACTIVE_STATUSES: Final = (*CANCELLABLE_STATUSES, TaskStatus.COMMITTING)
+FINAL_STATUSES: Final = (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+# Statuses no failure can overwrite: a success, or a cancel the owner asked for.
+SETTLED_STATUSES: Final = (TaskStatus.SUCCEEDED, TaskStatus.CANCELLED)
+CommitMode = Literal["task", "chunk"]
 _M = TypeVar("_M", bound=BaseModel)
 ERROR_MESSAGE_LIMIT: Final = 2000  # characters of an error kept on the task (the item is at most 400 KB)
+RETRY_ERROR_LIMIT: Final = 300  # characters of a retried delivery's error: one per chunk may be shown at once
 
 
 def _with(model: _M, **changes: Any) -> _M:
@@ -113,14 +122,23 @@ class TaskState(_Frozen):
     # Epoch seconds after which DynamoDB's TTL deletes the finished task (set when its end is announced,
     # cleared if a DLQ replay brings a FAILED task back to life).
     expires_at: int | None = None
+    # "task": chunks are staged and the whole task is merged into the target at the end (COMMITTING);
+    # "chunk": each chunk is visible in the target as it lands. Tasks recorded before commit modes were
+    # chunk-committed, hence the default.
+    commit: CommitMode = "chunk"
+    committed_at: str | None = None
+    retrying: tuple[RetryNotice, ...] = ()  # work whose delivery failed and that is tried again soon
 
     @classmethod
-    def submitted(cls, task_id: str, owner: str, pipeline: str, spec_json: str, now: datetime) -> TaskState:
+    def submitted(
+        cls, task_id: str, owner: str, pipeline: str, spec_json: str, now: datetime, commit: CommitMode = "chunk"
+    ) -> TaskState:
         return cls(
             task_id=task_id,
             owner=owner,
             pipeline=pipeline,
             spec_json=spec_json,
+            commit=commit,
             status=TaskStatus.ACCEPTED,
             created_at=iso(now),
             updated_at=iso(now),
@@ -142,7 +160,12 @@ class TaskState(_Frozen):
         for phase in PHASE_ORDER:
             if not self.phase(phase).completed:
                 return phase_status(phase)
-        return TaskStatus.SUCCEEDED
+        return TaskStatus.COMMITTING if self.commit_pending else TaskStatus.SUCCEEDED
+
+    @property
+    def commit_pending(self) -> bool:
+        """The task's rows are staged, or will be, and not yet merged into the target."""
+        return self.commit == "task" and self.committed_at is None
 
     def completable_phase(self) -> Phase | None:
         """The phase whose fan-in is complete and that a `PhaseCompleted` event may now close."""
@@ -172,7 +195,15 @@ class TaskState(_Frozen):
                 phase.value: timing for phase in PHASE_ORDER if (timing := self._timing(phase)) is not None
             },
             error=error,
+            commit=self.commit,
+            committedAt=self.committed_at,
+            retrying=[] if self.is_final else [notice for notice in self.retrying if not self._done(notice)],
         )
+
+    def _done(self, notice: RetryNotice) -> bool:
+        """A notice whose work has succeeded since (its RetryCleared may not be written yet)."""
+        state = self.phase(notice.phase)
+        return state.completed if notice.chunk is None else notice.chunk in state.chunks
 
     def _progress(self, phase: Phase, error: TaskError | None) -> PhaseProgress:
         state = self.phase(phase)
@@ -212,7 +243,7 @@ def _previous(phase: Phase) -> Phase:
 def _phase_may_complete(state: TaskState, phase: Phase) -> bool:
     current = state.phase(phase)
     return (
-        state.status is not TaskStatus.FAILED
+        state.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED)
         and state.phase(_previous(phase)).completed
         and not current.completed
         and current.total is not None
@@ -265,9 +296,45 @@ class ChunkCounted:
 
 @dataclass(frozen=True)
 class PhaseCompleted:
-    """Every chunk of transform (then load) is counted; load's completion makes the task SUCCEEDED."""
+    """Every chunk of transform (then load) is counted. Load's completion makes the task SUCCEEDED, or,
+    when its rows are only staged (`commit_pending`, commit "task"), COMMITTING."""
 
     phase: Phase
+    commit_pending: bool = False
+
+
+@dataclass(frozen=True)
+class Committed:
+    """The staged rows are merged into the target (one transaction): the task SUCCEEDED. The counts are
+    the merge's: rows loaded and deleted, and the rows the merge refused (an insert's duplicate keys)."""
+
+    loaded: int
+    deleted: int = 0
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """The owner cancelled the task: it ends now; work still in flight for it is dropped."""
+
+
+@dataclass(frozen=True)
+class RetryCleared:
+    """The piece of work whose retry was shown has succeeded (counted) or failed for good: stop showing it."""
+
+    phase: Phase
+    chunk: int | None
+
+
+@dataclass(frozen=True)
+class RetryScheduled:
+    """A delivery of `phase`/`chunk` failed and is tried again at `retry_at` (shown until it succeeds)."""
+
+    phase: Phase
+    chunk: int | None
+    attempt: int
+    message: str
+    retry_at: str
 
 
 @dataclass(frozen=True)
@@ -334,6 +401,10 @@ TaskEvent = (
     | TaskAbandoned
     | Stalled
     | Announced
+    | Committed
+    | Cancelled
+    | RetryScheduled
+    | RetryCleared
 )
 
 
@@ -376,6 +447,19 @@ def _with_totals(state: TaskState, chunks: int, read: int | None, now: datetime)
     return _stamped(state, now)
 
 
+def without_retry(state: TaskState, phase: Phase, chunk: int | None) -> TaskState:
+    member = failure_member(phase, chunk)
+    return _with(state, retrying=tuple(notice for notice in state.retrying if retry_member(notice) != member))
+
+
+def retry_member(notice: RetryNotice) -> str:
+    return failure_member(notice.phase, notice.chunk)
+
+
+def in_retry_order(notices: tuple[RetryNotice, ...] | list[RetryNotice]) -> tuple[RetryNotice, ...]:
+    return tuple(sorted(notices, key=lambda notice: (PHASE_ORDER.index(notice.phase), notice.chunk or 0)))
+
+
 def _extract_completed(state: TaskState, event: ExtractCompleted, now: datetime) -> TaskState:
     return _with(_with_totals(state, event.chunks, event.read, now), status=TaskStatus.TRANSFORMING)
 
@@ -406,11 +490,17 @@ def _chunk_counted(state: TaskState, event: ChunkCounted, now: datetime) -> Task
 
 def _phase_completed(state: TaskState, event: PhaseCompleted, now: datetime) -> TaskState:
     phase = state.phase(event.phase)
-    status = TaskStatus.SUCCEEDED if event.phase is Phase.LOAD else TaskStatus.LOADING
+    status = completion_status(event)
     state = _with(state, status=status).with_phase(
         event.phase, completed_at=iso(now), started_at=phase.started_at or iso(now)
     )
     return _stamped(state, now)
+
+
+def completion_status(event: PhaseCompleted) -> TaskStatus:
+    if event.phase is not Phase.LOAD:
+        return TaskStatus.LOADING
+    return TaskStatus.COMMITTING if event.commit_pending else TaskStatus.SUCCEEDED
 
 
 def _chunk_failed(state: TaskState, event: ChunkFailedFinally, now: datetime) -> TaskState:
@@ -434,6 +524,38 @@ def _stalled(state: TaskState, event: Stalled, now: datetime) -> TaskState:
     return _with(_failed(state, event.phase, None, event.message, now), error_terminal=True)
 
 
+def _committed(state: TaskState, event: Committed, now: datetime) -> TaskState:
+    counts = state.counts.model_copy(
+        update={"loaded": event.loaded, "deleted": event.deleted, "rejected": state.counts.rejected + event.rejected}
+    )
+    return _stamped(_with(state, status=TaskStatus.SUCCEEDED, committed_at=iso(now), counts=counts), now)
+
+
+def _cancelled(state: TaskState, event: Cancelled, now: datetime) -> TaskState:
+    # `retrying` stays as written (the snapshot of a final task shows none): the write cannot know
+    # which retry notices the item holds.
+    return _stamped(_with(state, status=TaskStatus.CANCELLED), now)
+
+
+def retry_notice_shown(notice: RetryNotice) -> RetryNotice:
+    """The notice as kept on the task: the error scrubbed (redaction.py) and short."""
+    return notice.model_copy(update={"error": public_message(notice.error)[:RETRY_ERROR_LIMIT]})
+
+
+def _retry_scheduled(state: TaskState, event: RetryScheduled, now: datetime) -> TaskState:
+    notice = retry_notice_shown(
+        RetryNotice(
+            phase=event.phase, chunk=event.chunk, attempt=event.attempt, error=event.message, retryAt=event.retry_at
+        )
+    )
+    state = without_retry(state, event.phase, event.chunk)
+    return _stamped(_with(state, retrying=in_retry_order((*state.retrying, notice))), now)
+
+
+def _retry_cleared(state: TaskState, event: RetryCleared, now: datetime) -> TaskState:
+    return without_retry(state, event.phase, event.chunk)  # not progress: updatedAt stays
+
+
 def _announced(state: TaskState, event: Announced, now: datetime) -> TaskState:
     return _with(state, announced=event.status, expires_at=event.expires_at)  # not progress: updatedAt stays
 
@@ -453,11 +575,15 @@ def _extract_may_start(state: TaskState, event: ExtractStarted) -> bool:
 
 
 def _extract_may_progress(state: TaskState, event: ExtractProgressed) -> bool:
-    return not state.extract.completed and state.extract.done < event.chunks
+    return (
+        not state.extract.completed
+        and state.extract.done < event.chunks
+        and state.status is not TaskStatus.CANCELLED
+    )
 
 
 def _extract_may_complete(state: TaskState, event: ExtractCompleted) -> bool:
-    return not state.extract.completed and state.status is not TaskStatus.FAILED
+    return not state.extract.completed and state.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
 def _extract_may_complete_while_failed(state: TaskState, event: ExtractCompletedWhileFailed) -> bool:
@@ -469,11 +595,29 @@ def _chunk_not_counted(state: TaskState, event: ChunkCounted) -> bool:
 
 
 def _phase_completable(state: TaskState, event: PhaseCompleted) -> bool:
-    return _phase_may_complete(state, event.phase)
+    commit_matches = event.phase is not Phase.LOAD or event.commit_pending == (state.commit == "task")
+    return commit_matches and _phase_may_complete(state, event.phase)
 
 
-def _not_succeeded(state: TaskState, event: ChunkFailedFinally | TaskAbandoned) -> bool:
-    return state.status is not TaskStatus.SUCCEEDED
+def _committing(state: TaskState, event: Committed) -> bool:
+    return state.status is TaskStatus.COMMITTING
+
+
+def _cancellable(state: TaskState, event: Cancelled) -> bool:
+    return state.status in CANCELLABLE_STATUSES
+
+
+def _still_running_with_room(state: TaskState, event: RetryScheduled) -> bool:
+    shown = failure_member(event.phase, event.chunk) in {retry_member(notice) for notice in state.retrying}
+    return not state.is_final and (shown or len(state.retrying) < MAX_RETRY_NOTICES)
+
+
+def _retry_shown(state: TaskState, event: RetryCleared) -> bool:
+    return failure_member(event.phase, event.chunk) in {retry_member(notice) for notice in state.retrying}
+
+
+def _not_settled(state: TaskState, event: ChunkFailedFinally | TaskAbandoned) -> bool:
+    return state.status not in SETTLED_STATUSES
 
 
 def _chunk_is_failing(state: TaskState, event: FailureCleared) -> bool:
@@ -498,12 +642,16 @@ def _always(state: TaskState, event: Announced) -> bool:
 
 
 TRANSITIONS: Final[dict[type, Transition[Any]]] = {
-    ExtractStarted: Transition("not SUCCEEDED or FAILED; extract not completed", _extract_may_start, _extract_started),
+    ExtractStarted: Transition(
+        "not SUCCEEDED, FAILED or CANCELLED; extract not completed", _extract_may_start, _extract_started
+    ),
     ExtractProgressed: Transition(
-        "extract not completed; more chunks than recorded so far", _extract_may_progress, _extract_progressed
+        "extract not completed; more chunks than recorded so far; not CANCELLED",
+        _extract_may_progress,
+        _extract_progressed,
     ),
     ExtractCompleted: Transition(
-        "extract not completed; not FAILED", _extract_may_complete, _extract_completed
+        "extract not completed; not FAILED or CANCELLED", _extract_may_complete, _extract_completed
     ),
     ExtractCompletedWhileFailed: Transition(
         "extract not completed; FAILED (and left FAILED)",
@@ -512,18 +660,29 @@ TRANSITIONS: Final[dict[type, Transition[Any]]] = {
     ),
     ChunkCounted: Transition("the chunk is not yet counted in its phase", _chunk_not_counted, _chunk_counted),
     PhaseCompleted: Transition(
-        "previous phase completed, this one not; done == total; not FAILED", _phase_completable, _phase_completed
+        "previous phase completed, this one not; done == total; not FAILED or CANCELLED; for load, the task's "
+        "commit mode is the event's",
+        _phase_completable,
+        _phase_completed,
     ),
-    ChunkFailedFinally: Transition("not SUCCEEDED", _not_succeeded, _chunk_failed),
+    ChunkFailedFinally: Transition("not SUCCEEDED or CANCELLED", _not_settled, _chunk_failed),
     FailureCleared: Transition("the chunk is among the failing ones", _chunk_is_failing, _failure_cleared),
     Recovered: Transition(
         "FAILED; nothing failing; not a terminal failure; got as far as the event says", _may_recover, _recovered
     ),
-    TaskAbandoned: Transition("not SUCCEEDED", _not_succeeded, _abandoned),
+    TaskAbandoned: Transition("not SUCCEEDED or CANCELLED", _not_settled, _abandoned),
     Stalled: Transition(
-        "not SUCCEEDED or FAILED; unchanged since the watchdog read it", _unchanged_and_active, _stalled
+        "not SUCCEEDED, FAILED or CANCELLED; unchanged since the watchdog read it", _unchanged_and_active, _stalled
     ),
     Announced: Transition("always", _always, _announced),
+    Committed: Transition("COMMITTING", _committing, _committed),
+    Cancelled: Transition("ACCEPTED, EXTRACTING, TRANSFORMING or LOADING", _cancellable, _cancelled),
+    RetryScheduled: Transition(
+        f"not SUCCEEDED, FAILED or CANCELLED; the work already shown, or fewer than {MAX_RETRY_NOTICES} shown",
+        _still_running_with_room,
+        _retry_scheduled,
+    ),
+    RetryCleared: Transition("the work is shown as retrying", _retry_shown, _retry_cleared),
 }
 
 

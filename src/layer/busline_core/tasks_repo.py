@@ -10,7 +10,9 @@ Item attributes: taskId, owner, pipeline, spec (JSON), status, createdAt, update
 per phase p: p_startedAt, p_completedAt, p_total (known once extract completed), p_done, p_chunks
 (transform/load: a number set); count_read|filtered|rejected|loaded; error {phase, chunk, message};
 failed (a string set of failing chunks); error_terminal; announced; expiresAt (epoch seconds: the
-table's TTL attribute, set once a finished task is announced).
+table's TTL attribute, set once a finished task is announced); commit ("task" or "chunk"; absent on tasks
+recorded before commit modes: "chunk"); committedAt; retry_<member> (a map, failure member as in `failed` ->
+RetryNotice, of the work waiting for its next delivery; absent on tasks recorded before retries were shown).
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ from boto3.dynamodb.conditions import Attr, Key
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
-from .contracts import PHASE_ORDER, Counts, Phase, TaskError, TaskStatus
-from .limits import MAX_TASK_ID_LENGTH
+from .contracts import PHASE_ORDER, Counts, Phase, RetryNotice, TaskError, TaskStatus
+from .limits import MAX_RETRY_NOTICES, MAX_TASK_ID_LENGTH
 from .task_state import (
     ACTIVE_STATUSES,
     COUNTERS,
     Announced,
+    Cancelled,
     ChunkCounted,
     ChunkFailedFinally,
+    Committed,
     ExtractCompleted,
     ExtractCompletedWhileFailed,
     ExtractProgressed,
@@ -43,14 +47,20 @@ from .task_state import (
     PhaseCompleted,
     PhaseState,
     Recovered,
+    RetryCleared,
+    RetryScheduled,
     Stalled,
     TaskAbandoned,
     TaskEvent,
     TaskState,
+    completion_status,
     decide,
     epoch_ms,
     failure_member,
+    in_retry_order,
     iso,
+    retry_member,
+    retry_notice_shown,
     task_error,
     utc_now,
     validate,
@@ -59,6 +69,7 @@ from .task_state import (
 Item = dict[str, Any]
 OWNER_INDEX = "byOwner"
 _TASKS_PAGE_KEY = ("taskId", "owner", "createdAt")
+_RETRYING = "retrying"
 
 
 class StateMachineDrift(RuntimeError):
@@ -123,6 +134,15 @@ def state_from_item(item: Mapping[str, Any]) -> TaskState:
         error_terminal=bool(item.get("error_terminal", False)),
         announced=None if announced is None else TaskStatus(announced),
         expires_at=None if item.get("expiresAt") is None else int(item["expiresAt"]),
+        commit="task" if item.get("commit") == "task" else "chunk",
+        committed_at=item.get("committedAt"),
+        retrying=in_retry_order(
+            [
+                RetryNotice.model_validate({name: _plain(value) for name, value in notice.items()})
+                for notice in (item.get(_RETRYING) or {}).values()
+                if isinstance(notice, Mapping)
+            ]
+        ),
     )
 
 
@@ -169,6 +189,11 @@ def item_from_state(state: TaskState) -> Item:
         item["announced"] = state.announced.value
     if state.expires_at is not None:
         item["expiresAt"] = state.expires_at
+    item["commit"] = state.commit
+    if state.committed_at is not None:
+        item["committedAt"] = state.committed_at
+    # always a map, so that RetryScheduled can set one member of it and count them (size())
+    item[_RETRYING] = {retry_member(notice): notice.model_dump(mode="json") for notice in state.retrying}
     return item
 
 
@@ -180,6 +205,8 @@ _STAMP = "updatedAt = :now, updatedAtMs = :nowMs"
 _EXISTS = "attribute_exists(taskId)"
 _EXISTS_AND = f"{_EXISTS} AND"
 _FAILED_OR_SUCCEEDED = {":failed": TaskStatus.FAILED.value, ":succeeded": TaskStatus.SUCCEEDED.value}
+_FINAL = {**_FAILED_OR_SUCCEEDED, ":cancelled": TaskStatus.CANCELLED.value}
+_NOT_FINAL = "NOT #status IN (:failed, :succeeded, :cancelled)"
 
 
 def _totals(event: ExtractCompleted | ExtractCompletedWhileFailed) -> tuple[str, dict[str, Any]]:
@@ -206,7 +233,9 @@ def _completion_markers(status: TaskStatus) -> str:
 
 def _reached(status: TaskStatus) -> int:
     """How many phases a task showing `status` has completed."""
-    return {TaskStatus.EXTRACTING: 0, TaskStatus.TRANSFORMING: 1, TaskStatus.LOADING: 2}[status]
+    return {TaskStatus.EXTRACTING: 0, TaskStatus.TRANSFORMING: 1, TaskStatus.LOADING: 2, TaskStatus.COMMITTING: 3}[
+        status
+    ]
 
 
 def _write_for(event: TaskEvent, now: datetime) -> _Write:
@@ -215,23 +244,25 @@ def _write_for(event: TaskEvent, now: datetime) -> _Write:
         case ExtractStarted():
             return _Write(
                 f"SET {_STAMP}, extract_startedAt = if_not_exists(extract_startedAt, :now), #status = :running",
-                f"{_EXISTS_AND} NOT #status IN (:failed, :succeeded) AND attribute_not_exists(extract_completedAt)",
-                {**stamp, **_FAILED_OR_SUCCEEDED, ":running": TaskStatus.EXTRACTING.value},
+                f"{_EXISTS_AND} {_NOT_FINAL} AND attribute_not_exists(extract_completedAt)",
+                {**stamp, **_FINAL, ":running": TaskStatus.EXTRACTING.value},
                 {"#status": "status"},
             )
         case ExtractProgressed():
             return _Write(
                 f"SET extract_done = :chunks, count_read = :read, {_STAMP}",
-                f"{_EXISTS_AND} attribute_not_exists(extract_completedAt) AND extract_done < :chunks",
-                {**stamp, ":chunks": event.chunks, ":read": event.read},
-                {},
+                f"{_EXISTS_AND} attribute_not_exists(extract_completedAt) AND extract_done < :chunks "
+                "AND #status <> :cancelled",
+                {**stamp, ":chunks": event.chunks, ":read": event.read, ":cancelled": TaskStatus.CANCELLED.value},
+                {"#status": "status"},
             )
         case ExtractCompleted():
             update, values = _totals(event)
             return _Write(
                 update + ", #status = :transforming",
-                f"{_EXISTS_AND} attribute_not_exists(extract_completedAt) AND #status <> :failed",
-                {**stamp, **values, ":transforming": TaskStatus.TRANSFORMING.value, ":failed": TaskStatus.FAILED.value},
+                f"{_EXISTS_AND} attribute_not_exists(extract_completedAt) AND NOT #status IN (:failed, :cancelled)",
+                {**stamp, **values, ":transforming": TaskStatus.TRANSFORMING.value, ":failed": TaskStatus.FAILED.value,
+                 ":cancelled": TaskStatus.CANCELLED.value},  # fmt: skip
                 {"#status": "status"},
             )
         case ExtractCompletedWhileFailed():
@@ -268,12 +299,19 @@ def _write_for(event: TaskEvent, now: datetime) -> _Write:
             )
         case PhaseCompleted():
             previous = PHASE_ORDER[PHASE_ORDER.index(event.phase) - 1]
-            status = TaskStatus.SUCCEEDED if event.phase is Phase.LOAD else TaskStatus.LOADING
+            commit_values: dict[str, Any] = {}
+            commit_condition = ""
+            if event.phase is Phase.LOAD:
+                commit_values = {":task": "task"}
+                commit_condition = (
+                    " AND #commit = :task" if event.commit_pending else " AND (attribute_not_exists(#commit) OR #commit <> :task)"
+                )
             return _Write(
                 f"SET #completed = :now, #started = if_not_exists(#started, :now), #status = :status, {_STAMP}",
                 "attribute_exists(#previousCompleted) AND attribute_not_exists(#completed) "
-                "AND #done = #total AND #status <> :failed",
-                {**stamp, ":status": status.value, ":failed": TaskStatus.FAILED.value},
+                f"AND #done = #total AND NOT #status IN (:failed, :cancelled){commit_condition}",
+                {**stamp, ":status": completion_status(event).value, ":failed": TaskStatus.FAILED.value,
+                 ":cancelled": TaskStatus.CANCELLED.value, **commit_values},  # fmt: skip
                 {
                     "#completed": f"{event.phase}_completedAt",
                     "#started": f"{event.phase}_startedAt",
@@ -281,15 +319,16 @@ def _write_for(event: TaskEvent, now: datetime) -> _Write:
                     "#done": f"{event.phase}_done",
                     "#total": f"{event.phase}_total",
                     "#status": "status",
+                    **({"#commit": "commit"} if event.phase is Phase.LOAD else {}),
                 },
             )
         case ChunkFailedFinally():
             return _Write(
                 f"SET #status = :failed, #error = if_not_exists(#error, :error), {_STAMP} ADD failed :member",
-                f"{_EXISTS_AND} #status <> :succeeded",
+                f"{_EXISTS_AND} NOT #status IN (:succeeded, :cancelled)",
                 {
                     **stamp,
-                    **_FAILED_OR_SUCCEEDED,
+                    **_FINAL,
                     ":error": _error_value(event.phase, event.chunk, event.message),
                     ":member": {failure_member(event.phase, event.chunk)},
                 },
@@ -314,17 +353,17 @@ def _write_for(event: TaskEvent, now: datetime) -> _Write:
         case TaskAbandoned():
             return _Write(
                 f"SET #status = :failed, #error = if_not_exists(#error, :error), error_terminal = :true, {_STAMP}",
-                f"{_EXISTS_AND} #status <> :succeeded",
-                {**stamp, **_FAILED_OR_SUCCEEDED, ":error": _error_value(event.phase, None, event.message), ":true": True},
+                f"{_EXISTS_AND} NOT #status IN (:succeeded, :cancelled)",
+                {**stamp, **_FINAL, ":error": _error_value(event.phase, None, event.message), ":true": True},
                 {"#status": "status", "#error": "error"},
             )
         case Stalled():
             return _Write(
                 f"SET #status = :failed, #error = if_not_exists(#error, :error), error_terminal = :true, {_STAMP}",
-                "updatedAtMs = :seen AND NOT #status IN (:failed, :succeeded)",
+                f"updatedAtMs = :seen AND {_NOT_FINAL}",
                 {
                     **stamp,
-                    **_FAILED_OR_SUCCEEDED,
+                    **_FINAL,
                     ":error": _error_value(event.phase, None, event.message),
                     ":true": True,
                     ":seen": event.seen_updated_at_ms,
@@ -339,6 +378,53 @@ def _write_for(event: TaskEvent, now: datetime) -> _Write:
                 _EXISTS,
                 {":status": event.status.value, ":expires": event.expires_at},
                 {},
+            )
+        case Committed():
+            return _Write(
+                f"SET #status = :succeeded, committedAt = :now, count_loaded = :loaded, count_deleted = :deleted, "
+                f"{_STAMP} ADD count_rejected :rejected",
+                "#status = :committing",
+                {
+                    **stamp,
+                    ":succeeded": TaskStatus.SUCCEEDED.value,
+                    ":committing": TaskStatus.COMMITTING.value,
+                    ":loaded": event.loaded,
+                    ":deleted": event.deleted,
+                    ":rejected": event.rejected,
+                },
+                {"#status": "status"},
+            )
+        case Cancelled():
+            return _Write(
+                f"SET #status = :cancelled, {_STAMP}",
+                "#status IN (:accepted, :extracting, :transforming, :loading)",
+                {
+                    **stamp,
+                    ":cancelled": TaskStatus.CANCELLED.value,
+                    ":accepted": TaskStatus.ACCEPTED.value,
+                    ":extracting": TaskStatus.EXTRACTING.value,
+                    ":transforming": TaskStatus.TRANSFORMING.value,
+                    ":loading": TaskStatus.LOADING.value,
+                },
+                {"#status": "status"},
+            )
+        case RetryScheduled():
+            notice = RetryNotice(
+                phase=event.phase, chunk=event.chunk, attempt=event.attempt, error=event.message, retryAt=event.retry_at
+            )
+            shown = retry_notice_shown(notice)
+            return _Write(
+                f"SET #retrying.#member = :notice, {_STAMP}",
+                f"{_EXISTS_AND} {_NOT_FINAL} AND (attribute_exists(#retrying.#member) OR size(#retrying) < :room)",
+                {**stamp, **_FINAL, ":notice": shown.model_dump(mode="json"), ":room": MAX_RETRY_NOTICES},
+                {"#status": "status", "#retrying": _RETRYING, "#member": failure_member(event.phase, event.chunk)},
+            )
+        case RetryCleared():
+            return _Write(
+                "REMOVE #retrying.#member",
+                "attribute_exists(#retrying.#member)",
+                {},
+                {"#retrying": _RETRYING, "#member": failure_member(event.phase, event.chunk)},
             )
     raise TypeError(f"not a task event: {event!r}")
 
@@ -365,15 +451,21 @@ class TasksRepository:
         item = response.get("Item")
         return None if item is None else state_from_item(item)
 
-    def failed_for_good(self, task_id: str) -> bool:
-        """Whether no work on the task can matter any more: it failed for good, or it is gone (TTL)."""
+    def work_dropped(self, task_id: str) -> bool:
+        """Whether no work on the task can matter any more: it failed for good, it was cancelled, or it is
+        gone (TTL)."""
         response = self._table.get_item(
             Key={"taskId": task_id},
             ConsistentRead=True,
-            ProjectionExpression="error_terminal",
+            ProjectionExpression="error_terminal, #status",
+            ExpressionAttributeNames={"#status": "status"},
         )
         item = response.get("Item")
-        return item is None or bool(item.get("error_terminal", False))
+        return (
+            item is None
+            or bool(item.get("error_terminal", False))
+            or item.get("status") == TaskStatus.CANCELLED.value
+        )
 
     def list_by_owner(
         self, owner: str, limit: int, start: Mapping[str, Any] | None = None
@@ -426,9 +518,10 @@ class TasksRepository:
             "Key": {"taskId": task_id},
             "UpdateExpression": write.update,
             "ConditionExpression": write.condition,
-            "ExpressionAttributeValues": write.values,
             "ReturnValues": "ALL_OLD",
         }
+        if write.values:
+            request["ExpressionAttributeValues"] = write.values
         if write.names:
             request["ExpressionAttributeNames"] = write.names
         try:

@@ -10,6 +10,12 @@ writes Busline's catalog, in the `busline` schema:
   written. `origin` is `created` (Busline created it on the owner's first load) or `mapped` (an operator
   recorded an existing table for the owner; see "Tenancy" in docs/runbook.md).
 - `busline.ledger(task_id, chunk, rows, loaded_at)`: the chunks loaded (warehouse.py's exactly-once).
+- `busline.commits(task_id, outcome, loaded, deleted, rejected, closed_at)`: the tasks whose staged rows
+  were merged into their target (`committed`) or thrown away (`discarded`, a cancelled task): once a task
+  is here its staging table is gone and no chunk is staged for it again.
+
+A task that commits "task" stages its chunks in `busline_stage_<md5 of the task id>`, a table in the
+owner's schema beside the target, until the merge (`staging_table`).
 
 A spec names a table, never a schema (spec.py refuses the rest), and the load step writes only into a
 table the catalog records for the task's owner inside the owner's schema; anything else is a
@@ -33,6 +39,8 @@ CATALOG_SCHEMA = "busline"
 TENANTS = sql.Identifier(CATALOG_SCHEMA, "tenants")
 TABLES = sql.Identifier(CATALOG_SCHEMA, "tables")
 LEDGER = sql.Identifier(CATALOG_SCHEMA, "ledger")
+COMMITS = sql.Identifier(CATALOG_SCHEMA, "commits")
+STAGING_PREFIX = "busline_stage_"
 
 TENANT_SCHEMA_PREFIX = "t_"
 # 24 hex digits = 96 bits: two owners sharing a schema by accident is out of reach, and the name stays
@@ -57,6 +65,12 @@ _CATALOG_DDL = [
         "CREATE TABLE IF NOT EXISTS {} (task_id text NOT NULL, chunk integer NOT NULL, rows integer NOT NULL, "
         "loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (task_id, chunk))"
     ).format(LEDGER),
+    sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} (task_id text PRIMARY KEY, "
+        "outcome text NOT NULL CHECK (outcome IN ('committed', 'discarded')), loaded bigint NOT NULL DEFAULT 0, "
+        "deleted bigint NOT NULL DEFAULT 0, rejected bigint NOT NULL DEFAULT 0, "
+        "closed_at timestamptz NOT NULL DEFAULT now())"
+    ).format(COMMITS),
 ]
 
 
@@ -95,6 +109,21 @@ class TableRef:
         return f"{self.schema}.{self.relation}"
 
 
+def staging_table(ref: TableRef, task_id: str) -> sql.Identifier:
+    """Where a task that commits "task" stages its rows: beside its target, in the owner's schema (so the
+    owner's rights and quota cover it), named so no target can be (spec.RESERVED_TABLE_PREFIX)."""
+    return sql.Identifier(ref.schema, STAGING_PREFIX + hashlib.md5(task_id.encode("utf-8")).hexdigest())
+
+
+def task_lock(connection: psycopg.Connection[Any], task_id: str, *, shared: bool) -> None:
+    """Until the transaction ends: chunks staging rows hold it shared, the merge or discard exclusive, so a
+    chunk never stages into a table that a merge or discard is closing (tenancy's module doc)."""
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    connection.execute(
+        sql.SQL("SELECT {}(hashtextextended(%s, 0))").format(sql.Identifier(function)), (f"busline:task:{task_id}",)
+    )
+
+
 def advisory_lock(connection: psycopg.Connection[Any], name: str) -> None:
     """Serialise creators until the transaction ends: CREATE … IF NOT EXISTS is not safe against
     concurrent creators (duplicate pg_type rows), and the catalog check-then-insert is not either."""
@@ -105,7 +134,7 @@ def ensure_catalog(connection: psycopg.Connection[Any]) -> None:
     """Create the `busline` schema and its tables if missing (inside the caller's transaction)."""
     present = connection.execute(
         "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname IN ('tenants', 'tables', 'ledger')",
+        "WHERE n.nspname = %s AND c.relname IN ('tenants', 'tables', 'ledger', 'commits')",
         (CATALOG_SCHEMA,),
     ).fetchone()
     if present is not None and present[0] == len(_CATALOG_DDL):
@@ -151,7 +180,7 @@ def claim_table(connection: psycopg.Connection[Any], owner: str, table: str) -> 
     """
     schema = tenant_schema(connection, owner)
     advisory_lock(connection, f"table:{owner}:{table}")
-    ref = _recorded(connection, owner, table)
+    ref = recorded_table(connection, owner, table)
     if ref is None:
         ref = TableRef(owner=owner, table=table, schema=schema, relation=table, origin="created")
         if _relation_exists(connection, ref):
@@ -178,14 +207,14 @@ def claim_table(connection: psycopg.Connection[Any], owner: str, table: str) -> 
 def resolve_table(connection: psycopg.Connection[Any], owner: str, table: str) -> TableRef:
     """The table to write `table` into for `owner`, as the catalog says right now (each chunk asks again,
     so a mapping an operator removed stops the writes of warm containers too)."""
-    ref = _recorded(connection, owner, table)
+    ref = recorded_table(connection, owner, table)
     if ref is None:
         raise TargetRefused(f"table {table} is not recorded for this owner in {CATALOG_SCHEMA}.tables")
     _check_inside(ref, schema_for(owner))
     return ref
 
 
-def _recorded(connection: psycopg.Connection[Any], owner: str, table: str) -> TableRef | None:
+def recorded_table(connection: psycopg.Connection[Any], owner: str, table: str) -> TableRef | None:
     row = connection.execute(
         sql.SQL("SELECT schema_name, relation, origin FROM {} WHERE owner = %s AND table_name = %s").format(TABLES),
         (owner, table),

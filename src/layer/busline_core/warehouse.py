@@ -22,14 +22,18 @@ import pyarrow.csv as arrow_csv
 from psycopg import sql
 
 from . import tenancy
-from .contracts import LoadOutcome
+from .contracts import LoadOutcome, Reject
 from .errors import DataRefused, LoadFailed
+from .limits import MAX_REJECTS_KEPT_PER_CHUNK
 from .spec import POSTGRES_TYPES, OutputColumn, TargetSpec
-from .tenancy import LEDGER, TableRef
+from .tenancy import COMMITS, LEDGER, TableRef
 from .transform import output_schema_of
 
 _STAGE_TABLE = "busline_stage"
-_ORDINAL_COLUMN = "busline_ordinal_"  # position of a row in its chunk: the last duplicate wins
+# Where a staged row came from: its chunk and its position there. Of two rows with one key, the later in
+# the source (chunk, then position) wins an upsert; the earlier one is kept by an insert.
+_CHUNK_COLUMN = "busline_chunk_"
+_ORDINAL_COLUMN = "busline_ordinal_"
 # Strings are always quoted and nulls left empty, which is how Postgres' CSV tells NULL from ''.
 _CSV_OPTIONS = arrow_csv.WriteOptions(include_header=False, quoting_style="needed", batch_size=4096)
 
@@ -129,13 +133,17 @@ class Warehouse:
         rows: pa.Table | Iterable[Mapping[str, Any]],
     ) -> LoadOutcome:
         """Write one chunk's rows (a transformed Arrow table, or typed dicts) in ONE transaction with its
-        ledger row (see the module doc)."""
+        ledger row (see the module doc): into the target (commit "chunk"), or into the task's staging
+        table (commit "task"), which `commit_task` merges into the target at the end."""
         names = [column.name for column in columns]
         table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows), output_schema_of(columns))
         where = f"table {target.table}, chunk {chunk}"
+        staged = target.commit == "task"
 
         def load(connection: psycopg.Connection[Any]) -> LoadOutcome:
             nonlocal where  # errors name the table written once the catalog has said which it is
+            if staged and not self._stage_ready(connection, owner, target, task_id):
+                return LoadOutcome(rows=0, already_loaded=True)  # the task was cancelled meanwhile
             with connection.transaction(), connection.cursor() as cursor:
                 cursor.execute(
                     sql.SQL(
@@ -155,83 +163,153 @@ class Warehouse:
 
                 ref = tenancy.resolve_table(connection, owner, target.table)
                 where = f"table {ref}, chunk {chunk}"
-                written = self._write_rows(cursor, ref, target, names, table) if table.num_rows else 0
+                if staged:
+                    tenancy.task_lock(connection, task_id, shared=True)
+                    if _closed(cursor, task_id) is not None:
+                        return LoadOutcome(rows=0, already_loaded=True)
+                    outcome = self._stage_rows(cursor, tenancy.staging_table(ref, task_id), names, table, chunk)
+                else:
+                    outcome = self._write_chunk(cursor, ref, target, names, table, chunk)
                 cursor.execute(
                     sql.SQL(
                         "UPDATE {} SET rows = %s, loaded_at = now() WHERE task_id = %s AND chunk = %s"
                     ).format(LEDGER),
-                    (written, task_id, chunk),
+                    (outcome.rows, task_id, chunk),
                 )
-                return LoadOutcome(rows=written, already_loaded=False)
+                return outcome
 
         return self._run(lambda: where, load)
+
+    def commit_task(
+        self, task_id: str, owner: str, target: TargetSpec, columns: Sequence[OutputColumn]
+    ) -> LoadOutcome:
+        """Merge the task's staged rows into its target in ONE transaction, by `target.mode`, record it in
+        busline.commits and drop the staging table: the rows become visible all at once, exactly once
+        (a second call returns what the first recorded). A failure rolls everything back."""
+        names = [column.name for column in columns]
+        where = f"table {target.table}, commit of task {task_id}"
+
+        def commit(connection: psycopg.Connection[Any]) -> LoadOutcome:
+            nonlocal where
+            with connection.transaction(), connection.cursor() as cursor:
+                tenancy.ensure_catalog(connection)
+                tenancy.task_lock(connection, task_id, shared=False)
+                recorded = _closed(cursor, task_id)
+                if recorded is not None:
+                    return recorded
+                ref = tenancy.resolve_table(connection, owner, target.table)
+                where = f"table {ref}, commit of task {task_id}"
+                stage = tenancy.staging_table(ref, task_id)
+                if not _exists(cursor, stage):
+                    # nothing was staged (every row filtered or rejected): an empty table of the right shape
+                    cursor.execute(
+                        sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(stage, ref.identifier)
+                    )
+                    cursor.execute(
+                        sql.SQL("ALTER TABLE {} ADD COLUMN {} integer, ADD COLUMN {} bigint").format(
+                            stage, sql.Identifier(_CHUNK_COLUMN), sql.Identifier(_ORDINAL_COLUMN)
+                        )
+                    )
+                outcome = _merge(cursor, ref, stage, target, names, order=(_CHUNK_COLUMN, _ORDINAL_COLUMN))
+                cursor.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (task_id, outcome, loaded, deleted, rejected) "
+                        "VALUES (%s, 'committed', %s, %s, %s)"
+                    ).format(COMMITS),
+                    (task_id, outcome.rows, outcome.deleted, outcome.rejected),
+                )
+                cursor.execute(sql.SQL("DROP TABLE {}").format(stage))
+                return outcome
+
+        return self._run(lambda: where, commit)
+
+    def discard_task(self, task_id: str, owner: str, target: TargetSpec) -> bool:
+        """Throw away what a cancelled task staged, and let nothing be staged for it again; True when this
+        call did it. A task already committed is left as it is."""
+
+        def discard(connection: psycopg.Connection[Any]) -> bool:
+            with connection.transaction(), connection.cursor() as cursor:
+                tenancy.ensure_catalog(connection)
+                tenancy.task_lock(connection, task_id, shared=False)
+                cursor.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (task_id, outcome) VALUES (%s, 'discarded') ON CONFLICT DO NOTHING "
+                        "RETURNING task_id"
+                    ).format(COMMITS),
+                    (task_id,),
+                )
+                if cursor.fetchone() is None:
+                    return False
+                ref = tenancy.recorded_table(connection, owner, target.table)
+                if ref is not None:
+                    cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(tenancy.staging_table(ref, task_id)))
+                return True
+
+        return self._run(f"discarding what task {task_id} staged", discard)
 
     # --- internals ------------------------------------------------------------------------------
 
     @staticmethod
-    def _write_rows(
+    def _stage_ready(connection: psycopg.Connection[Any], owner: str, target: TargetSpec, task_id: str) -> bool:
+        """Create the task's staging table unless it exists; False when the task is closed (cancelled)."""
+        with connection.transaction(), connection.cursor() as cursor:
+            ref = tenancy.resolve_table(connection, owner, target.table)
+            stage = tenancy.staging_table(ref, task_id)
+            if _exists(cursor, stage):
+                return True
+            tenancy.task_lock(connection, task_id, shared=True)
+            if _closed(cursor, task_id) is not None:
+                return False
+            tenancy.advisory_lock(connection, f"stage:{task_id}")  # one creator at a time
+            if not _exists(cursor, stage):
+                cursor.execute(
+                    sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(stage, ref.identifier)
+                )
+                cursor.execute(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN {} integer NOT NULL, ADD COLUMN {} bigint NOT NULL").format(
+                        stage, sql.Identifier(_CHUNK_COLUMN), sql.Identifier(_ORDINAL_COLUMN)
+                    )
+                )
+            return True
+
+    @staticmethod
+    def _stage_rows(
+        cursor: psycopg.Cursor[Any], stage: sql.Identifier, names: list[str], table: pa.Table, chunk: int
+    ) -> LoadOutcome:
+        if table.num_rows:
+            ordered = table.select(names).append_column(
+                _CHUNK_COLUMN, pa.array([chunk] * table.num_rows, pa.int32())
+            ).append_column(_ORDINAL_COLUMN, pa.array(range(1, table.num_rows + 1), pa.int64()))
+            _copy(cursor, stage, [*names, _CHUNK_COLUMN, _ORDINAL_COLUMN], ordered)
+        return LoadOutcome(rows=table.num_rows, already_loaded=False)
+
+    @staticmethod
+    def _write_chunk(
         cursor: psycopg.Cursor[Any],
         ref: TableRef,
         target: TargetSpec,
         names: list[str],
         table: pa.Table,
-    ) -> int:
+        chunk: int,
+    ) -> LoadOutcome:
+        if not table.num_rows:
+            return LoadOutcome(rows=0, already_loaded=False)
         stage = sql.Identifier(_STAGE_TABLE)
-        ordinal = sql.Identifier(_ORDINAL_COLUMN)
-        column_list = sql.SQL(", ").join(map(sql.Identifier, names))
-        key_list = sql.SQL(", ").join(map(sql.Identifier, target.key))
         cursor.execute(
             sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
                 stage, ref.identifier
             )
         )
-        cursor.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint").format(stage, ordinal))
-        ordered = table.select(names).append_column(
-            _ORDINAL_COLUMN, pa.array(range(1, table.num_rows + 1), pa.int64())
+        cursor.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN {} integer, ADD COLUMN {} bigint").format(
+                stage, sql.Identifier(_CHUNK_COLUMN), sql.Identifier(_ORDINAL_COLUMN)
+            )
         )
-        sink = pa.BufferOutputStream()
-        arrow_csv.write_csv(ordered, sink, _CSV_OPTIONS)
-        statement = sql.SQL("COPY {} ({}, {}) FROM STDIN (FORMAT csv)").format(stage, column_list, ordinal)
-        with cursor.copy(statement) as copy:
-            copy.write(memoryview(sink.getvalue()))
-
-        if target.mode == "insert":
-            cursor.execute(
-                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY {}").format(
-                    ref.identifier, column_list, column_list, stage, ordinal
-                )
-            )
-        else:
-            non_key = [name for name in names if name not in target.key]
-            on_conflict = (
-                sql.SQL("DO UPDATE SET {}").format(
-                    sql.SQL(", ").join(
-                        sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(name), sql.Identifier(name))
-                        for name in non_key
-                    )
-                )
-                if non_key
-                else sql.SQL("DO NOTHING")
-            )
-            # DISTINCT ON keeps one row per key (the last in the chunk): ON CONFLICT DO UPDATE may not
-            # touch the same row twice in one statement.
-            cursor.execute(
-                sql.SQL(
-                    "INSERT INTO {} ({}) SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, {} DESC "
-                    "ON CONFLICT ({}) {}"
-                ).format(
-                    ref.identifier,
-                    column_list,
-                    key_list,
-                    column_list,
-                    stage,
-                    key_list,
-                    ordinal,
-                    key_list,
-                    on_conflict,
-                )
-            )
-        return cursor.rowcount
+        ordered = table.select(names).append_column(
+            _CHUNK_COLUMN, pa.array([chunk] * table.num_rows, pa.int32())
+        ).append_column(_ORDINAL_COLUMN, pa.array(range(1, table.num_rows + 1), pa.int64()))
+        _copy(cursor, stage, [*names, _CHUNK_COLUMN, _ORDINAL_COLUMN], ordered)
+        return _merge(cursor, ref, stage, target, names, order=(_CHUNK_COLUMN, _ORDINAL_COLUMN))
 
     def _connect(self) -> psycopg.Connection[Any]:
         if self._connection is not None and not self._connection.closed and not self._connection.broken:
@@ -275,6 +353,143 @@ class Warehouse:
                 except psycopg.Error as exc:
                     raise LoadFailed(f"{_name(what)}: {_describe(exc)}") from exc
         raise AssertionError("unreachable")
+
+
+def _exists(cursor: psycopg.Cursor[Any], relation: sql.Identifier) -> bool:
+    cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (relation.as_string(cursor),))
+    found = cursor.fetchone()
+    return bool(found and found[0])
+
+
+def _closed(cursor: psycopg.Cursor[Any], task_id: str) -> LoadOutcome | None:
+    """What busline.commits recorded for the task (committed or discarded); None while it is open."""
+    cursor.execute(
+        sql.SQL("SELECT loaded, deleted, rejected FROM {} WHERE task_id = %s").format(COMMITS), (task_id,)
+    )
+    found = cursor.fetchone()
+    if found is None:
+        return None
+    return LoadOutcome(rows=int(found[0]), deleted=int(found[1]), rejected=int(found[2]), already_loaded=True)
+
+
+def _copy(cursor: psycopg.Cursor[Any], into: sql.Identifier, names: list[str], table: pa.Table) -> None:
+    sink = pa.BufferOutputStream()
+    arrow_csv.write_csv(table, sink, _CSV_OPTIONS)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        into, sql.SQL(", ").join(map(sql.Identifier, names))
+    )
+    with cursor.copy(statement) as copy:
+        copy.write(memoryview(sink.getvalue()))
+
+
+def _merge(
+    cursor: psycopg.Cursor[Any],
+    ref: TableRef,
+    stage: sql.Identifier,
+    target: TargetSpec,
+    names: list[str],
+    *,
+    order: tuple[str, str],
+) -> LoadOutcome:
+    """Apply the rows in `stage` to the target by `target.mode` (one statement per step, same transaction)."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, names))
+    keys = sql.SQL(", ").join(map(sql.Identifier, target.key))
+    first = sql.SQL(", ").join(sql.Identifier(name) for name in order)
+    last = sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(name)) for name in order)
+    matches = sql.SQL(" AND ").join(
+        sql.SQL("t.{0} = s.{0}").format(sql.Identifier(key)) for key in target.key
+    )
+    staged_rows = _count(cursor, stage)
+    if target.mode == "delete":
+        cursor.execute(
+            sql.SQL("DELETE FROM {} t USING (SELECT DISTINCT {} FROM {}) s WHERE {}").format(
+                ref.identifier, keys, stage, matches
+            )
+        )
+        return LoadOutcome(rows=0, deleted=cursor.rowcount, already_loaded=False)
+    deleted = 0
+    if target.mode == "replace":
+        cursor.execute(
+            sql.SQL("DELETE FROM {} t WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(
+                ref.identifier, stage, matches
+            )
+        )
+        deleted = cursor.rowcount
+    if target.mode == "insert":
+        rejects = _refused_inserts(cursor, ref, stage, target, names, order)
+        # DISTINCT ON keeps the first row of a key in the source: the later ones are the duplicates
+        cursor.execute(
+            sql.SQL(
+                "INSERT INTO {} ({}) SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, {} ON CONFLICT ({}) DO NOTHING"
+            ).format(ref.identifier, columns, keys, columns, stage, keys, first, keys)
+        )
+        loaded = cursor.rowcount
+        return LoadOutcome(rows=loaded, rejected=staged_rows - loaded, rejects=rejects, already_loaded=False)
+    non_key = [name for name in names if name not in target.key]
+    on_conflict = (
+        sql.SQL("DO UPDATE SET {}").format(
+            sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name)) for name in non_key)
+        )
+        if non_key
+        else sql.SQL("DO NOTHING")
+    )
+    # DISTINCT ON keeps one row per key, the last in the source: ON CONFLICT DO UPDATE may not touch the
+    # same row twice in one statement.
+    cursor.execute(
+        sql.SQL("INSERT INTO {} ({}) SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, {} ON CONFLICT ({}) {}").format(
+            ref.identifier, columns, keys, columns, stage, keys, last, keys, on_conflict
+        )
+    )
+    return LoadOutcome(rows=cursor.rowcount, deleted=deleted, already_loaded=False)
+
+
+def _count(cursor: psycopg.Cursor[Any], relation: sql.Identifier) -> int:
+    cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(relation))
+    found = cursor.fetchone()
+    return int(found[0]) if found else 0
+
+
+def _refused_inserts(
+    cursor: psycopg.Cursor[Any],
+    ref: TableRef,
+    stage: sql.Identifier,
+    target: TargetSpec,
+    names: list[str],
+    order: tuple[str, str],
+) -> list[Reject]:
+    """The first rows an insert will refuse, with why: a key already in the table, or seen earlier in
+    the task's own rows. (The count is exact either way: staged rows minus rows inserted.)"""
+    keys = sql.SQL(", ").join(map(sql.Identifier, target.key))
+    first = sql.SQL(", ").join(sql.Identifier(name) for name in order)
+    matches = sql.SQL(" AND ").join(sql.SQL("t.{0} = r.{0}").format(sql.Identifier(key)) for key in target.key)
+    cursor.execute(
+        sql.SQL(
+            "SELECT * FROM (SELECT s.*, row_number() OVER (PARTITION BY {} ORDER BY {}) AS busline_seen_ "
+            "FROM {} s) r WHERE busline_seen_ > 1 OR EXISTS (SELECT 1 FROM {} t WHERE {}) ORDER BY {} LIMIT %s"
+        ).format(keys, first, stage, ref.identifier, matches, first),
+        (MAX_REJECTS_KEPT_PER_CHUNK,),
+    )
+    described = [column.name for column in cursor.description or ()]
+    rejects = []
+    for values in cursor.fetchall():
+        row = dict(zip(described, values, strict=True))
+        key_text = ", ".join(f"{key}={row[key]!r}" for key in target.key)
+        where = "earlier in this task's rows" if row["busline_seen_"] > 1 else f"already in table {ref}"
+        rejects.append(
+            Reject(
+                row=None,
+                at=f"chunk {row[order[0]]}, row {row[order[1]]:,}",
+                reason=f"insert: duplicate key ({key_text}), {where}",
+                data={name: _json_value(row[name]) for name in names},
+            )
+        )
+    return rejects
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)  # dates, timestamps, numerics: as Postgres spells them
 
 
 def _name(what: str | Callable[[], str]) -> str:

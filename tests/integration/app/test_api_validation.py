@@ -114,7 +114,7 @@ def test_the_valid_spec_used_above_is_accepted(api: Any, s3: Any, data_bucket: s
     # and it runs to the end
     final = api.wait_terminal(response.body["taskId"], timeout_s=120)
     assert final["status"] == "SUCCEEDED", final
-    assert final["counts"] == {"read": 3, "filtered": 0, "rejected": 0, "loaded": 3}
+    assert final["counts"] == {"read": 3, "filtered": 0, "rejected": 0, "loaded": 3, "deleted": 0}
 
 
 @pytest.mark.parametrize(

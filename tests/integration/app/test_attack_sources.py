@@ -279,7 +279,7 @@ def test_values_postgres_would_refuse_are_rejected_with_their_column_and_the_res
 ) -> None:
     run = attack_runs["values"]
     # Then 8 rows were read, 6 rejected and 2 loaded
-    assert run["counts"] == {"read": 8, "filtered": 0, "rejected": 6, "loaded": 2}
+    assert run["counts"] == {"read": 8, "filtered": 0, "rejected": 6, "loaded": 2, "deleted": 0}
     # And each reject names its row and the column that Postgres would refuse
     reasons = {reject["row"]: reject["reason"] for reject in api.all_rejects(run["taskId"])}
     assert sorted(reasons) == [2, 3, 4, 5, 6, 8]

@@ -103,6 +103,7 @@ def test_flights_demo_succeeds_with_the_independent_counts(
         "filtered": expected.filtered,
         "rejected": expected.rejected,
         "loaded": expected.loaded,
+        "deleted": 0,
     }
 
 
@@ -182,6 +183,7 @@ def test_flights_as_a_plain_csv_are_read_in_parallel_ranges_with_the_zip_runs_re
     assert final["status"] == "SUCCEEDED", final
     assert final["counts"] == {
         "read": expected.read, "filtered": expected.filtered, "rejected": expected.rejected, "loaded": expected.loaded,
+        "deleted": 0,
     }  # fmt: skip
     assert final["phases"]["transform"] == {"done": 17, "total": 17, "status": "completed"}
     # And its rejects are the zip run's, for the same reasons, located by range instead of row number

@@ -49,7 +49,7 @@ def test_an_upload_put_to_its_presigned_url_is_stored_and_runs_as_a_source(
     final = api.wait_terminal(task_id, timeout_s=120)
     # Then it succeeds with its three rows
     assert final["status"] == "SUCCEEDED", final
-    assert final["counts"] == {"read": 3, "filtered": 0, "rejected": 0, "loaded": 3}
+    assert final["counts"] == {"read": 3, "filtered": 0, "rejected": 0, "loaded": 3, "deleted": 0}
 
 
 def test_a_spec_reading_another_owners_upload_is_400_naming_source_uri(

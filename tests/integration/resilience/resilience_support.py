@@ -31,14 +31,14 @@ from typing import Any
 
 import boto3
 import psycopg
-from busline_core.tenancy import LEDGER, owner_table
+from busline_core.tenancy import LEDGER, owner_table, schema_for
 from psycopg import sql
 
 from busline.localcloud.testing import RunningCloud, disposable_cloud, user_tokens
 
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATE = REPO / "template.yaml"
-TERMINAL = ("SUCCEEDED", "FAILED")
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 START_TIMEOUT_S = 120.0
 
 REGIONS = [f"R{number:02d}" for number in range(12)]
@@ -110,16 +110,18 @@ class Expectation:
     read: int = 0
     filtered: int = 0
     rejected: int = 0
-    loaded: int = 0  # rows written by load: every transformed row, a repeated key written again
+    transformed: int = 0  # rows that reach load (each chunk's ledger counts its own): a repeated key twice
     table: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # id -> the row Postgres must hold
 
-    @property
-    def counts(self) -> dict[str, int]:
+    def counts(self, commit: str = "task") -> dict[str, int]:
+        """commit "task": the merge writes each key once; "chunk": each chunk writes its rows, a key
+        repeated in a later chunk again (an update)."""
         return {
             "read": self.read,
             "filtered": self.filtered,
             "rejected": self.rejected,
-            "loaded": self.loaded,
+            "loaded": len(self.table) if commit == "task" else self.transformed,
+            "deleted": 0,
         }
 
 
@@ -146,7 +148,7 @@ def expect(rows: list[dict[str, str]]) -> Expectation:
         elif row["region"] not in known:
             expected.rejected += 1
         else:
-            expected.loaded += 1
+            expected.transformed += 1
             reference = known[row["region"]]
             expected.table[int(row["id"])] = (
                 int(row["id"]),
@@ -184,7 +186,8 @@ def ndjson_gz_bytes(rows: list[dict[str, str]]) -> bytes:
 
 
 def order_spec(
-    source_uri: str, source_format: str, regions_uri: str, table: str, mode: str, chunk_rows: int
+    source_uri: str, source_format: str, regions_uri: str, table: str, mode: str, chunk_rows: int,
+    commit: str = "task",
 ) -> dict[str, Any]:
     return {
         "source": {"uri": source_uri, "format": source_format},
@@ -211,13 +214,13 @@ def order_spec(
                 "required": True,
             }
         ],
-        "target": {"table": table, "key": ["id"], "mode": mode},
+        "target": {"table": table, "key": ["id"], "mode": mode, "commit": commit},
         "chunkRows": chunk_rows,
     }
 
 
 def upload_task(
-    cloud: RunningCloud, name: str, rows: list[dict[str, str]], mode: str = "upsert"
+    cloud: RunningCloud, name: str, rows: list[dict[str, str]], mode: str = "upsert", table: str | None = None
 ) -> dict[str, Any]:
     """Sources in S3 and the ad-hoc spec loading them into a table of their own."""
     bucket = cloud.endpoints["outputs"]["DataBucketName"]
@@ -225,7 +228,7 @@ def upload_task(
     prefix = f"shared/resilience/{name}-{uuid.uuid4().hex[:8]}"
     s3.put_object(Bucket=bucket, Key=f"{prefix}/orders.csv", Body=csv_bytes(rows))
     s3.put_object(Bucket=bucket, Key=f"{prefix}/regions.csv", Body=csv_bytes(region_rows()))
-    table = f"{name}_{uuid.uuid4().hex[:8]}"
+    table = table or f"{name}_{uuid.uuid4().hex[:8]}"
     return order_spec(
         f"s3://{bucket}/{prefix}/orders.csv",
         "csv",
@@ -261,6 +264,9 @@ class Api:
         status, answer = self._call("POST", "/tasks", body)
         assert status == 202, f"POST /tasks answered {status}: {answer}"
         return str(answer["taskId"])
+
+    def cancel(self, task_id: str) -> tuple[int, Any]:
+        return self._call("POST", f"/tasks/{task_id}/cancel", {})
 
     def task(self, task_id: str) -> dict[str, Any]:
         status, answer = self._call("GET", f"/tasks/{task_id}")
@@ -356,6 +362,27 @@ def table_rows(database_url: str, owner: str, table: str) -> dict[int, tuple[Any
     return {int(row[0]): tuple(row) for row in rows}
 
 
+def checksum(database_url: str, owner: str, table: str) -> str:
+    """One digest of every row of the table, in key order: equal means byte for byte the same content."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        row = connection.execute(
+            sql.SQL("SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t.id), '')) FROM {} t").format(
+                owner_table(owner, table)
+            )
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def staging_tables(database_url: str, owner: str) -> list[str]:
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE 'busline_stage_%%'",
+            (schema_for(owner),),
+        ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
 def duplicate_keys(database_url: str, owner: str, table: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(database_url, autocommit=True) as connection:
         return connection.execute(
@@ -378,11 +405,14 @@ def ledger(database_url: str, task_id: str) -> list[tuple[int, int]]:
 
 
 @contextmanager
-def serving_files(files: dict[str, bytes]) -> Iterator[str]:
-    """Serve `files` (path -> bytes) on 127.0.0.1; yields the base URL. The server stops with the block."""
+def serving_files(files: dict[str, bytes], gate: threading.Event | None = None) -> Iterator[str]:
+    """Serve `files` (path -> bytes) on 127.0.0.1; yields the base URL. The server stops with the block.
+    With a `gate`, a GET waits until it is set (at most 60 s): what holds a step in its phase."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            if gate is not None:
+                gate.wait(timeout=60)
             body = files.get(self.path)
             if body is None:
                 self.send_error(404, f"{self.path} is not served here")

@@ -101,7 +101,7 @@ def test_replayed_dlq_messages_finish_the_failed_task_exactly_once(drill_cloud: 
     )
     assert final["status"] == "SUCCEEDED", final
     assert final["error"] is None
-    assert final["counts"] == expected.counts
+    assert final["counts"] == expected.counts()
     for phase in ("extract", "transform", "load"):
         assert final["phases"][phase] == {"done": CHUNKS, "total": CHUNKS, "status": "completed"}, phase
     table = spec["target"]["table"]

@@ -145,13 +145,17 @@ def cloud(atomic_dynamodb: None) -> Iterator[Cloud]:
 class FakeWarehouse:
     """Postgres stand-in with the same contract: a ledger per (task, chunk) makes loads exactly-once,
     upsert keeps the last row per key, and each owner's tables are its own (keyed by table name, with
-    the owners that loaded into each in `owners`)."""
+    the owners that loaded into each in `owners`). A task committing "task" stages its chunks until
+    commit_task merges them at once (or discard_task drops them)."""
 
     tables: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict)
     owners: dict[str, set[str]] = field(default_factory=dict)
     ledger: dict[tuple[str, int], int] = field(default_factory=dict)
+    staged: dict[str, list[tuple[int, int, dict[str, Any]]]] = field(default_factory=dict)
+    closed: dict[str, LoadOutcome] = field(default_factory=dict)
     ensure_calls: int = 0
     load_calls: int = 0
+    commit_calls: int = 0
 
     def ensure_table(self, owner: str, target: Any, columns: list[Any]) -> None:
         self.ensure_calls += 1
@@ -166,11 +170,35 @@ class FakeWarehouse:
         if (task_id, chunk) in self.ledger:
             return LoadOutcome(rows=self.ledger[(task_id, chunk)], already_loaded=True)
         assert owner in self.owners[target.table], f"{owner} loads {target.table} before ensuring it"
+        self.ledger[(task_id, chunk)] = len(rows)
+        if target.commit == "task":
+            if task_id not in self.closed:
+                self.staged.setdefault(task_id, []).extend((chunk, i, row) for i, row in enumerate(rows))
+            return LoadOutcome(rows=len(rows), already_loaded=False)
         table = self.tables[target.table]
         for row in rows:
             table[tuple(row[name] for name in target.key)] = row
-        self.ledger[(task_id, chunk)] = len(rows)
         return LoadOutcome(rows=len(rows), already_loaded=False)
+
+    def commit_task(self, task_id: str, owner: str, target: Any, columns: list[Any]) -> LoadOutcome:
+        self.commit_calls += 1
+        if task_id in self.closed:
+            return self.closed[task_id].model_copy(update={"already_loaded": True})
+        table = self.tables[target.table]
+        merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for _chunk, _ordinal, row in sorted(self.staged.pop(task_id, []), key=lambda item: item[:2]):
+            merged[tuple(row[name] for name in target.key)] = row  # the last in the source wins
+        table.update(merged)
+        outcome = LoadOutcome(rows=len(merged), already_loaded=False)
+        self.closed[task_id] = outcome
+        return outcome
+
+    def discard_task(self, task_id: str, owner: str, target: Any) -> bool:
+        if task_id in self.closed:
+            return False
+        self.staged.pop(task_id, None)
+        self.closed[task_id] = LoadOutcome(rows=0, already_loaded=False)
+        return True
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ def test_a_plain_csv_is_read_in_ranges_with_the_counts_rows_and_rejects_of_one_r
         state = sources.api.tasks.get(task_id)
         assert state is not None
         assert state.status is TaskStatus.SUCCEEDED
-        assert state.counts.model_dump() == {"read": ROWS, "filtered": FILTERED, "rejected": REJECTED, "loaded": LOADED}
+        assert state.counts.model_dump() == {"read": ROWS, "filtered": FILTERED, "rejected": REJECTED, "loaded": LOADED, "deleted": 0}
         assert (state.extract.total, state.transform.done, state.load.done) == (chunks, chunks, chunks)
     # And the loaded rows are the same rows
     assert len(warehouse.tables["planned"]) == LOADED

@@ -102,6 +102,9 @@ def _finish(cloud: Cloud, deps: Wired, extracted: list[dict[str, Any]]) -> None:
         )
     for detail in _of_type(cloud.published_events(), "ChunkTransformed"):
         etl_steps.run_step(etl_steps.load_chunk, etl_steps.ChunkTransformed.model_validate(detail), deps.load)
+    for detail in _of_type(cloud.published_events(), "PhaseCompleted"):
+        if detail["phase"] == "load":
+            etl_steps.run_step(etl_steps.load_step, etl_steps.PhaseCompleted.model_validate(detail), deps.load)
     cloud.published_events()
 
 
@@ -119,6 +122,7 @@ def _assert_succeeded(deps: Wired, task_id: str, chunks: int) -> None:
         "filtered": FILTERED,
         "rejected": REJECTED,
         "loaded": LOADED,
+        "deleted": 0,
     }
     assert (state.extract.total, state.transform.done, state.load.done) == (chunks, chunks, chunks)
 

@@ -16,12 +16,21 @@ from busline_core.bus import EventPublisher
 from busline_core.contracts import (
     ChunkExtracted,
     ChunkTransformed,
+    PhaseCompleted,
+    TaskFinished,
     TaskStatus,
     TaskSubmitted,
 )
 from busline_core.dead_letters import DeadLetterQueues
 from busline_core.deps import WarmCache
-from busline_core.errors import ChunkFailed, InvalidTask, LoadFailed, PublishFailed
+from busline_core.errors import (
+    ChunkFailed,
+    InvalidTask,
+    LoadFailed,
+    PublishFailed,
+    TaskNotCancellable,
+    TaskNotFound,
+)
 from busline_core.watchdog import watchdog
 
 from .conftest import BUCKET, Clock, Cloud, FakeWarehouse, RecordingPusher, Wired, wire
@@ -74,6 +83,11 @@ def deps(cloud: Cloud, clock: Clock, warehouse: FakeWarehouse, pusher: Recording
     return wire(cloud, clock, warehouse, pusher)
 
 
+def _committing_chunks(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with target.commit "chunk": load's completion is the task's success, no merge after it."""
+    return {**spec, "target": {**spec["target"], "commit": "chunk"}}
+
+
 def _of_type(events: list[dict[str, Any]], detail_type: str) -> list[dict[str, Any]]:
     return [event["detail"] for event in events if event["detail-type"] == detail_type]
 
@@ -99,6 +113,13 @@ def _run(cloud: Cloud, deps: Wired, task_id: str, deliveries: int = 1) -> list[d
     for detail in _of_type(events, "ChunkTransformed"):
         for _ in range(deliveries):
             etl_steps.run_step(etl_steps.load_chunk, ChunkTransformed.model_validate(detail), deps.load)
+    seen += cloud.published_events()
+    # load's completion (an empty source completes it in extract): the commit of a task whose chunks
+    # were staged (LoadCompletedRule)
+    for detail in _of_type(seen, "PhaseCompleted"):
+        if detail["phase"] == "load":
+            for _ in range(deliveries):
+                etl_steps.run_step(etl_steps.load_step, PhaseCompleted.model_validate(detail), deps.load)
     seen += cloud.published_events()
     return seen
 
@@ -176,6 +197,7 @@ def test_a_small_csv_goes_through_all_steps_with_exact_counts(
         "filtered": FILTERED,
         "rejected": REJECTED,
         "loaded": LOADED,
+        "deleted": 0,
     }
     assert {name: phase.model_dump() for name, phase in snapshot.phases} == {
         "extract": {"done": 3, "total": 3, "status": "completed"},
@@ -194,7 +216,7 @@ def test_a_small_csv_goes_through_all_steps_with_exact_counts(
         {
             "taskId": task_id,
             "status": "SUCCEEDED",
-            "counts": {"read": ROWS, "filtered": FILTERED, "rejected": REJECTED, "loaded": LOADED},
+            "counts": {"read": ROWS, "filtered": FILTERED, "rejected": REJECTED, "loaded": LOADED, "deleted": 0},
             "error": None,
         }
     ]
@@ -225,7 +247,7 @@ def test_a_source_limit_reads_only_the_first_rows(cloud: Cloud, deps: Wired, war
     # "oops" amounts in rows 7, 57, 107 (8 rejected), in 2 chunks of at most 100
     snapshot = task_api.get_task(task_id, "ana", deps.api)
     assert snapshot.status is TaskStatus.SUCCEEDED
-    assert snapshot.counts.model_dump() == {"read": 120, "filtered": 12, "rejected": 8, "loaded": 100}
+    assert snapshot.counts.model_dump() == {"read": 120, "filtered": 12, "rejected": 8, "loaded": 100, "deleted": 0}
     assert snapshot.phases.extract.total == 2
     assert max(key for (key,) in warehouse.tables["flights"]) == 119  # row 120 has no dep_time
 
@@ -245,6 +267,7 @@ def test_duplicate_delivery_of_every_step_changes_nothing(
         "filtered": FILTERED,
         "rejected": REJECTED,
         "loaded": LOADED,
+        "deleted": 0,
     }
     assert snapshot.phases.transform.done == 3
     assert snapshot.phases.load.done == 3
@@ -304,7 +327,7 @@ def test_a_source_without_rows_succeeds_with_zeros(cloud: Cloud, deps: Wired) ->
     events = _run(cloud, deps, task_id)
     snapshot = task_api.get_task(task_id, "ana", deps.api)
     assert snapshot.status is TaskStatus.SUCCEEDED
-    assert snapshot.counts.model_dump() == {"read": 0, "filtered": 0, "rejected": 0, "loaded": 0}
+    assert snapshot.counts.model_dump() == {"read": 0, "filtered": 0, "rejected": 0, "loaded": 0, "deleted": 0}
     assert snapshot.phases.load.model_dump() == {"done": 0, "total": 0, "status": "completed"}
     assert len(_of_type(events, "TaskSucceeded")) == 1
     assert _of_type(events, "ChunkExtracted") == []
@@ -342,7 +365,7 @@ def test_a_join_over_loopback_http_is_read_only_where_the_stack_enables_it(
     _run(cloud, deps, task_id)
     snapshot = task_api.get_task(task_id, "ana", deps.api)
     assert snapshot.status is TaskStatus.SUCCEEDED
-    assert snapshot.counts.model_dump() == {"read": ROWS, "filtered": FILTERED, "rejected": REJECTED, "loaded": LOADED}
+    assert snapshot.counts.model_dump() == {"read": ROWS, "filtered": FILTERED, "rejected": REJECTED, "loaded": LOADED, "deleted": 0}
     # Given a second task, and a transform container of a stack without the setting (defence in depth)
     second = _submit(cloud, deps, spec)
     deps.transform = dataclasses.replace(deps.transform, allow_loopback_http=False, cache=WarmCache())
@@ -358,8 +381,8 @@ def test_a_join_over_loopback_http_is_read_only_where_the_stack_enables_it(
 
 
 def test_a_chunk_that_fails_its_last_delivery_fails_the_task_until_replayed(cloud: Cloud, deps: Wired) -> None:
-    # Given a task extracted into 3 chunks, with the fault switch on for transform
-    task_id = _submit(cloud, deps)
+    # Given a task extracted into 3 chunks (committed chunk by chunk), with the fault switch on for transform
+    task_id = _submit(cloud, deps, _committing_chunks(_spec()))
     etl_steps.extract_task(TaskSubmitted(taskId=task_id), deps.extract)
     extracted = [
         ChunkExtracted.model_validate(d) for d in _of_type(cloud.published_events(), "ChunkExtracted")
@@ -541,8 +564,8 @@ class _PublisherFailingOnce:
 
 
 def test_a_lost_task_succeeded_is_announced_by_the_redelivery(cloud: Cloud, deps: Wired) -> None:
-    # Given a task whose TaskSucceeded cannot be published the first time
-    task_id = _submit(cloud, deps)
+    # Given a task committed chunk by chunk whose TaskSucceeded cannot be published the first time
+    task_id = _submit(cloud, deps, _committing_chunks(_spec()))
     deps.load.lifecycle.publisher = _PublisherFailingOnce(deps.load.lifecycle.publisher, "TaskSucceeded")  # type: ignore[assignment]
     etl_steps.extract_task(TaskSubmitted(taskId=task_id), deps.extract)
     for detail in _of_type(cloud.published_events(), "ChunkExtracted"):
@@ -565,3 +588,91 @@ def test_a_lost_task_succeeded_is_announced_by_the_redelivery(cloud: Cloud, deps
     # And a further redelivery announces nothing more
     etl_steps.load_chunk(transformed[2], deps.load)
     assert _of_type(cloud.published_events(), "TaskSucceeded") == []
+
+
+def test_a_lost_task_succeeded_after_the_merge_is_announced_by_the_redelivered_commit(
+    cloud: Cloud, deps: Wired, warehouse: FakeWarehouse
+) -> None:
+    # Given a task committing "task" whose TaskSucceeded cannot be published the first time
+    task_id = _submit(cloud, deps)
+    deps.load.lifecycle.publisher = _PublisherFailingOnce(deps.load.lifecycle.publisher, "TaskSucceeded")  # type: ignore[assignment]
+    etl_steps.extract_task(TaskSubmitted(taskId=task_id), deps.extract)
+    for detail in _of_type(cloud.published_events(), "ChunkExtracted"):
+        etl_steps.transform_chunk(ChunkExtracted.model_validate(detail), deps.transform)
+    for detail in _of_type(cloud.published_events(), "ChunkTransformed"):
+        etl_steps.load_chunk(ChunkTransformed.model_validate(detail), deps.load)
+    # Then every chunk is staged and none is in the target yet: the task is COMMITTING
+    assert task_api.get_task(task_id, "ana", deps.api).status is TaskStatus.COMMITTING
+    assert warehouse.tables["flights"] == {}
+    completed = [
+        PhaseCompleted.model_validate(detail)
+        for detail in _of_type(cloud.published_events(), "PhaseCompleted")
+        if detail["phase"] == "load"
+    ]
+    assert len(completed) == 1
+    # When the commit merges but its announcement fails, and SQS redelivers the commit twice
+    with pytest.raises(PublishFailed):
+        etl_steps.load_step(completed[0], deps.load)
+    assert task_api.get_task(task_id, "ana", deps.api).status is TaskStatus.SUCCEEDED
+    etl_steps.load_step(completed[0], deps.load)
+    etl_steps.load_step(completed[0], deps.load)
+    # Then the rows arrived once, TaskSucceeded went out exactly once, with the merge's counts
+    assert len(warehouse.tables["flights"]) == LOADED
+    assert warehouse.commit_calls == 1
+    assert len(_of_type(cloud.published_events(), "TaskSucceeded")) == 1
+    assert [note["status"] for note in cloud.notifications()] == ["SUCCEEDED"]
+    snapshot = task_api.get_task(task_id, "ana", deps.api)
+    assert (snapshot.counts.loaded, snapshot.committedAt is not None) == (LOADED, True)
+
+
+def test_a_cancelled_task_stops_and_its_staged_chunks_are_thrown_away(
+    cloud: Cloud, deps: Wired, warehouse: FakeWarehouse
+) -> None:
+    # Given a task with its 3 chunks transformed and one of them staged
+    task_id = _submit(cloud, deps)
+    etl_steps.extract_task(TaskSubmitted(taskId=task_id), deps.extract)
+    for detail in _of_type(cloud.published_events(), "ChunkExtracted"):
+        etl_steps.transform_chunk(ChunkExtracted.model_validate(detail), deps.transform)
+    transformed = [ChunkTransformed.model_validate(d) for d in _of_type(cloud.published_events(), "ChunkTransformed")]
+    etl_steps.load_chunk(transformed[0], deps.load)
+    # When its owner cancels it
+    cancelled = task_api.cancel_task(task_id, "ana", deps.api)
+    # Then it is CANCELLED at once, and TaskCancelled went out with the counts so far
+    assert cancelled.status is TaskStatus.CANCELLED
+    events = cloud.published_events()
+    assert [(event["detail-type"], event["detail"]["status"]) for event in events] == [("TaskCancelled", "CANCELLED")]
+    # And the chunks still in flight are dropped without work
+    assert etl_steps.load_chunk(transformed[1], deps.load) == 0
+    # When the load step gets TaskCancelled (twice: at least once)
+    cancel = TaskFinished.model_validate(events[0]["detail"])
+    etl_steps.load_step(cancel, deps.load)
+    etl_steps.load_step(cancel, deps.load)
+    # Then the staged rows are gone, the target untouched, the chunks deleted, the owner notified once
+    assert (warehouse.staged, warehouse.tables["flights"]) == ({}, {})
+    assert cloud.s3.list_objects_v2(Bucket=BUCKET, Prefix=f"tasks/{task_id}/transform/").get("KeyCount") == 0
+    assert cloud.s3.list_objects_v2(Bucket=BUCKET, Prefix=f"tasks/{task_id}/extract/").get("KeyCount") == 0
+    assert [note["status"] for note in cloud.notifications()] == ["CANCELLED"]
+    assert cloud.published_events() == []
+    # And a second cancel is refused as the task is no longer running
+    with pytest.raises(TaskNotCancellable):
+        task_api.cancel_task(task_id, "ana", deps.api)
+    # And another owner cannot even see it
+    with pytest.raises(TaskNotFound):
+        task_api.cancel_task(task_id, "bob", deps.api)
+
+
+def test_a_failed_delivery_is_shown_as_retrying_until_its_chunk_is_counted(cloud: Cloud, deps: Wired) -> None:
+    # Given a task extracted into 3 chunks, and a transform of chunk 1 that failed on its first delivery
+    task_id = _submit(cloud, deps)
+    etl_steps.extract_task(TaskSubmitted(taskId=task_id), deps.extract)
+    extracted = [ChunkExtracted.model_validate(d) for d in _of_type(cloud.published_events(), "ChunkExtracted")]
+    etl_steps.record_retry(extracted[1], ChunkFailed("a blip"), 1, 2, deps.transform)
+    # Then the snapshot names the chunk, the attempt, the error and when it is tried again
+    retrying = task_api.get_task(task_id, "ana", deps.api).retrying
+    assert [notice.model_dump() for notice in retrying] == [
+        {"phase": "transform", "chunk": 1, "attempt": 1, "error": "ChunkFailed: a blip",
+         "retryAt": "2026-11-22T10:00:02.000Z"}
+    ]  # fmt: skip
+    # When the chunk then succeeds / Then the notice is gone
+    etl_steps.transform_chunk(extracted[1], deps.transform)
+    assert task_api.get_task(task_id, "ana", deps.api).retrying == []

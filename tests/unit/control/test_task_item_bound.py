@@ -7,9 +7,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from busline_core.contracts import Counts, Phase, TaskStatus
-from busline_core.limits import MAX_CHUNKS_PER_TASK, MAX_SPEC_BYTES
-from busline_core.task_state import ERROR_MESSAGE_LIMIT, PhaseState, TaskState, failure_member, task_error
+from busline_core.contracts import Counts, Phase, RetryNotice, TaskStatus
+from busline_core.limits import MAX_CHUNKS_PER_TASK, MAX_RETRY_NOTICES, MAX_SPEC_BYTES
+from busline_core.task_state import (
+    ERROR_MESSAGE_LIMIT,
+    RETRY_ERROR_LIMIT,
+    PhaseState,
+    TaskState,
+    failure_member,
+    task_error,
+)
 from busline_core.tasks_repo import item_from_state
 
 DYNAMODB_ITEM_LIMIT = 400 * 1024
@@ -53,7 +60,9 @@ def _biggest_task(**changes: Any) -> TaskState:
             "extract": extracted,
             "transform": extracted.model_copy(update={"chunks": every_chunk}),
             "load": extracted.model_copy(update={"chunks": every_chunk}),
-            "counts": Counts(read=10**12, filtered=10**12, rejected=10**12, loaded=10**12),
+            "counts": Counts(read=10**12, filtered=10**12, rejected=10**12, loaded=10**12, deleted=10**12),
+            "commit": "task",
+            "committed_at": "2026-11-30T12:00:03.000Z",
             # the longest error, in 3-byte characters
             "error": task_error(Phase.TRANSFORM, MAX_CHUNKS_PER_TASK - 1, "€" * ERROR_MESSAGE_LIMIT),
             "error_terminal": True,
@@ -75,6 +84,16 @@ def test_the_task_item_stays_under_dynamodbs_limit_at_the_chunk_limit() -> None:
             load=_biggest_task().load.model_copy(update={"chunks": frozenset()}),
             failing=frozenset(failure_member(Phase.LOAD, chunk) for chunk in every_chunk),
         ),
+        # every chunk counted, and as many retry notices as shown at most, each with the longest error
+        "all counted, retries shown": _biggest_task(
+            retrying=tuple(
+                RetryNotice(
+                    phase=Phase.TRANSFORM, chunk=chunk, attempt=10**6, error="€" * RETRY_ERROR_LIMIT,
+                    retryAt="2026-11-30T12:00:02.000Z",
+                )
+                for chunk in range(MAX_CHUNKS_PER_TASK - MAX_RETRY_NOTICES, MAX_CHUNKS_PER_TASK)
+            ),
+        ),  # fmt: skip
         # every transform failing for the last time (none counted anywhere)
         "all transforms failing": _biggest_task(
             transform=_biggest_task().transform.model_copy(update={"chunks": frozenset()}),
@@ -84,6 +103,11 @@ def test_the_task_item_stays_under_dynamodbs_limit_at_the_chunk_limit() -> None:
     }
     # When each is stored as the repository stores it
     sizes = {name: item_size(item_from_state(state)) for name, state in worst_cases.items()}
-    # Then the largest is 211,243 bytes, about half of DynamoDB's 409,600
-    assert sizes == {"all counted": 152_174, "all loads failing": 201_159, "all transforms failing": 211_243}
+    # Then the largest is 211,321 bytes, about half of DynamoDB's 409,600
+    assert sizes == {
+        "all counted": 152_252,
+        "all counted, retries shown": 202_002,
+        "all loads failing": 201_237,
+        "all transforms failing": 211_321,
+    }
     assert max(sizes.values()) < DYNAMODB_ITEM_LIMIT

@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busline_core.contracts import Phase, TaskError, TaskStatus
+from busline_core.contracts import Phase, RetryNotice, TaskError, TaskStatus
+from busline_core.limits import MAX_RETRY_NOTICES
 from busline_core.task_state import (
     TRANSITIONS,
     Announced,
+    Cancelled,
     ChunkCounted,
     ChunkFailedFinally,
+    Committed,
     ExtractCompleted,
     ExtractCompletedWhileFailed,
     ExtractProgressed,
@@ -23,6 +26,8 @@ from busline_core.task_state import (
     PhaseCompleted,
     PhaseState,
     Recovered,
+    RetryCleared,
+    RetryScheduled,
     Stalled,
     TaskAbandoned,
     TaskEvent,
@@ -45,7 +50,7 @@ DONE = "2026-11-22T10:00:02.000Z"
 ERROR = TaskError(phase=Phase.TRANSFORM, chunk=1, message="boom")
 EXPIRES_AT = 1_803_000_000  # epoch seconds: when TTL may delete a finished task
 
-_accepted = TaskState.submitted("t", "ana", "adhoc", "{}", T0)
+_accepted = TaskState.submitted("t", "ana", "adhoc", "{}", T0, commit="task")
 _extracting = _with(_accepted, status=TaskStatus.EXTRACTING, extract=PhaseState(done=1, started_at=STARTED))
 _extracted = PhaseState(done=3, total=3, started_at=STARTED, completed_at=DONE)
 _transforming = _with(
@@ -63,6 +68,8 @@ _loading = _with(
     load=PhaseState(done=1, total=3, chunks=frozenset({0}), started_at=STARTED),
 )
 _all_loaded = PhaseState(done=3, total=3, chunks=frozenset({0, 1, 2}), started_at=STARTED)
+_committing = _with(_loading, status=TaskStatus.COMMITTING, load=_with(_all_loaded, completed_at=DONE))
+RETRY = RetryNotice(phase=Phase.TRANSFORM, chunk=1, attempt=1, error="ChunkFailed: blip", retryAt=DONE)
 
 STATES: dict[str, TaskState] = {
     "accepted": _accepted,
@@ -71,9 +78,27 @@ STATES: dict[str, TaskState] = {
     "transforms_done": _with(_transforming, transform=_all_transformed),
     "loading": _loading,
     "loads_done": _with(_loading, load=_all_loaded),
-    "succeeded": _with(
-        _loading, status=TaskStatus.SUCCEEDED, load=_with(_all_loaded, completed_at=DONE), announced=None
+    # a task that commits chunk by chunk: load's completion is its success
+    "loads_done_chunk": _with(_loading, load=_all_loaded, commit="chunk"),
+    "committing": _committing,
+    "succeeded": _with(_committing, status=TaskStatus.SUCCEEDED, committed_at=DONE, announced=None),
+    # the merge's last delivery failed; a replay of it is what may mend the task
+    "failed_commit": _with(
+        _committing,
+        status=TaskStatus.FAILED,
+        error=TaskError(phase=Phase.LOAD, message="merge failed"),
+        failing=frozenset({"load"}),
     ),
+    "failed_commit_mended": _with(
+        _committing, status=TaskStatus.FAILED, error=TaskError(phase=Phase.LOAD, message="merge failed")
+    ),
+    "retrying": _with(_transforming, retrying=(RETRY,)),
+    # as many pieces of work shown retrying as a task may show (limits.MAX_RETRY_NOTICES)
+    "retrying_full": _with(
+        _transforming,
+        retrying=(RETRY, *(_with(RETRY, chunk=100 + n) for n in range(MAX_RETRY_NOTICES - 1))),
+    ),
+    "cancelled": _with(_transforming, status=TaskStatus.CANCELLED),
     "failed_chunk": _with(
         _transforming, status=TaskStatus.FAILED, error=ERROR, failing=frozenset({"transform:1"})
     ),
@@ -102,37 +127,54 @@ EVENTS: dict[str, TaskEvent] = {
     "count1": ChunkCounted(Phase.TRANSFORM, 1, {"filtered": 1}),
     "count0": ChunkCounted(Phase.TRANSFORM, 0, {"filtered": 1}),
     "transformed": PhaseCompleted(Phase.TRANSFORM),
+    "staged": PhaseCompleted(Phase.LOAD, commit_pending=True),
     "loaded": PhaseCompleted(Phase.LOAD),
     "fail1": ChunkFailedFinally(Phase.TRANSFORM, 1, "late"),
     "clear1": FailureCleared(Phase.TRANSFORM, 1),
+    "clearL": FailureCleared(Phase.LOAD, None),
     "recover": Recovered(TaskStatus.TRANSFORMING),
+    "recoverC": Recovered(TaskStatus.COMMITTING),
     "abandon": TaskAbandoned(Phase.EXTRACT, "unreadable"),
     "stall": Stalled(Phase.TRANSFORM, "stalled", _accepted.updated_at_ms),  # every state was read at T0
     "announce": Announced(TaskStatus.SUCCEEDED, EXPIRES_AT),
+    "commit": Committed(loaded=290, deleted=4, rejected=6),
+    "cancel": Cancelled(),
+    "retry1": RetryScheduled(Phase.TRANSFORM, 1, 2, "ChunkFailed: again", DONE),
+    "retry0": RetryScheduled(Phase.TRANSFORM, 0, 1, "ChunkFailed: new", DONE),
+    "unretry1": RetryCleared(Phase.TRANSFORM, 1),
 }
 
 # The table: the status each event leads to from each state; "-" refused.
-# A=ACCEPTED E=EXTRACTING T=TRANSFORMING L=LOADING S=SUCCEEDED F=FAILED
+# A=ACCEPTED E=EXTRACTING T=TRANSFORMING L=LOADING C=COMMITTING S=SUCCEEDED F=FAILED X=CANCELLED
 TABLE = """
-                 start progress extracted extracted! count1 count0 transformed loaded fail1 clear1 recover abandon stall announce
-accepted         E     A        T         -          A      A      -           -      F     -      -       F       F     A
-extracting       E     E        T         -          E      E      -           -      F     -      -       F       F     E
-transforming     -     -        -         -          T      -      -           -      F     -      -       F       F     T
-transforms_done  -     -        -         -          -      -      L           -      F     -      -       F       F     T
-loading          -     -        -         -          -      -      -           -      F     -      -       F       F     L
-loads_done       -     -        -         -          -      -      -           S      F     -      -       F       F     L
-succeeded        -     -        -         -          -      -      -           -      -     -      -       -       -     S
-failed_chunk     -     -        -         -          F      -      -           -      F     F      -       F       -     F
-failed_mended    -     -        -         -          -      -      -           -      F     -      T       F       -     F
-failed_terminal  -     F        -         F          F      F      -           -      F     -      -       F       -     F
+                     start progress extracted extracted! count1 count0 transformed staged loaded fail1 clear1 clearL recover recoverC abandon stall announce commit cancel retry1 retry0 unretry1
+accepted             E     A        T         -          A      A      -           -      -      F     -      -      -       -        F       F     A        -      X      A      A      -
+extracting           E     E        T         -          E      E      -           -      -      F     -      -      -       -        F       F     E        -      X      E      E      -
+transforming         -     -        -         -          T      -      -           -      -      F     -      -      -       -        F       F     T        -      X      T      T      -
+transforms_done      -     -        -         -          -      -      L           -      -      F     -      -      -       -        F       F     T        -      X      T      T      -
+loading              -     -        -         -          -      -      -           -      -      F     -      -      -       -        F       F     L        -      X      L      L      -
+loads_done           -     -        -         -          -      -      -           C      -      F     -      -      -       -        F       F     L        -      X      L      L      -
+loads_done_chunk     -     -        -         -          -      -      -           -      S      F     -      -      -       -        F       F     L        -      X      L      L      -
+committing           -     -        -         -          -      -      -           -      -      F     -      -      -       -        F       F     C        S      -      C      C      -
+succeeded            -     -        -         -          -      -      -           -      -      -     -      -      -       -        -       -     S        -      -      -      -      -
+failed_commit        -     -        -         -          -      -      -           -      -      F     -      F      -       -        F       -     F        -      -      -      -      -
+failed_commit_mended -     -        -         -          -      -      -           -      -      F     -      -      -       C        F       -     F        -      -      -      -      -
+retrying             -     -        -         -          T      -      -           -      -      F     -      -      -       -        F       F     T        -      X      T      T      T
+retrying_full        -     -        -         -          T      -      -           -      -      F     -      -      -       -        F       F     T        -      X      T      -      T
+cancelled            -     -        -         -          X      -      -           -      -      -     -      -      -       -        -       -     X        -      -      -      -      -
+failed_chunk         -     -        -         -          F      -      -           -      -      F     F      -      -       -        F       -     F        -      -      -      -      -
+failed_mended        -     -        -         -          -      -      -           -      -      F     -      -      T       -        F       -     F        -      -      -      -      -
+failed_terminal      -     F        -         F          F      F      -           -      -      F     -      -      -       -        F       -     F        -      -      -      -      -
 """
 STATUS_OF = {
     "A": TaskStatus.ACCEPTED,
     "E": TaskStatus.EXTRACTING,
     "T": TaskStatus.TRANSFORMING,
     "L": TaskStatus.LOADING,
+    "C": TaskStatus.COMMITTING,
     "S": TaskStatus.SUCCEEDED,
     "F": TaskStatus.FAILED,
+    "X": TaskStatus.CANCELLED,
     "-": None,
 }
 
@@ -188,6 +230,27 @@ def test_effects_change_what_they_say_and_nothing_else() -> None:
     assert extracted is not None
     assert [extracted.phase(phase).total for phase in Phase] == [3, 3, 3]
     assert (extracted.extract.started_at, extracted.counts.read) == (STARTED, 300)
+
+
+def test_commit_retry_and_cancel_change_what_they_say() -> None:
+    committed = decide(STATES["committing"], EVENTS["commit"], NOW)
+    assert committed is not None
+    # the merge's counts replace what the chunks staged, and add the rows it refused
+    assert (committed.counts.loaded, committed.counts.deleted, committed.counts.rejected, committed.committed_at) == (
+        290, 4, 6, "2026-11-22T10:00:05.000Z"
+    )
+    retried = decide(STATES["retrying"], EVENTS["retry1"], NOW)
+    assert retried is not None
+    assert [(notice.chunk, notice.attempt, notice.error) for notice in retried.retrying] == [(1, 2, "ChunkFailed: again")]
+    # a counted chunk's notice is hidden at once, and gone once RetryCleared is written
+    counted = decide(STATES["retrying"], EVENTS["count1"], NOW)
+    assert counted is not None and (len(counted.retrying), counted.snapshot().retrying) == (1, [])
+    cleared = decide(counted, EVENTS["unretry1"], NOW)
+    assert cleared is not None and (cleared.retrying, cleared.updated_at) == ((), counted.updated_at)
+    cancelled = decide(STATES["retrying"], EVENTS["cancel"], NOW)
+    assert cancelled is not None and cancelled.snapshot().retrying == []
+    assert STATES["committing"].progress_status() is TaskStatus.COMMITTING
+    assert STATES["loads_done_chunk"].commit_pending is False
 
 
 def test_a_stale_read_can_neither_stall_nor_recover_a_task() -> None:

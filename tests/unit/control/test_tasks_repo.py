@@ -70,7 +70,7 @@ def test_create_then_get_returns_an_accepted_snapshot(repo: TasksRepository, clo
         "transform": {"done": 0, "total": None, "status": "pending"},
         "load": {"done": 0, "total": None, "status": "pending"},
     }
-    assert snapshot.counts.model_dump() == {"read": 0, "filtered": 0, "rejected": 0, "loaded": 0}
+    assert snapshot.counts.model_dump() == {"read": 0, "filtered": 0, "rejected": 0, "loaded": 0, "deleted": 0}
     assert snapshot.error is None
     assert repo.get("nope") is None
 
@@ -195,7 +195,7 @@ def test_a_failed_chunk_that_later_succeeds_lets_the_task_succeed(
     lifecycle.chunk_counted(ChunkCounted(Phase.LOAD, 1, {"loaded": 4}), "t1")
     final = _state(repo).snapshot()
     assert final.status is TaskStatus.SUCCEEDED
-    assert final.counts.model_dump() == {"read": 100, "filtered": 1, "rejected": 0, "loaded": 9}
+    assert final.counts.model_dump() == {"read": 100, "filtered": 1, "rejected": 0, "loaded": 9, "deleted": 0}
     assert final.error is None
     assert [note["status"] for note in cloud.notifications()] == ["FAILED", "SUCCEEDED"]
 

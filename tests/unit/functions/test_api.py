@@ -78,7 +78,7 @@ def test_get_task_returns_the_snapshot_and_the_list_contains_it(
     assert snapshot["taskId"] == task_id
     assert snapshot["pipeline"] == "flights"
     assert snapshot["status"] == "ACCEPTED"
-    assert snapshot["counts"] == {"read": 0, "filtered": 0, "rejected": 0, "loaded": 0}
+    assert snapshot["counts"] == {"read": 0, "filtered": 0, "rejected": 0, "loaded": 0, "deleted": 0}
     assert list_status == 200
     assert [item["taskId"] for item in page["items"]] == [task_id]
     assert page["nextToken"] is None
@@ -140,7 +140,7 @@ def test_openapi_schema_is_served(cloud: Cloud, load_handler: Any, context: Fake
     # When the schema is asked for / Then it lists the five routes
     status, schema = get(load_handler("api"), context, "/swagger", {"format": "json"})
     assert status == 200
-    assert sorted(schema["paths"]) == ["/tasks", "/tasks/{taskId}", "/tasks/{taskId}/rejects", "/uploads"]
+    assert sorted(schema["paths"]) == ["/tasks", "/tasks/{taskId}", "/tasks/{taskId}/cancel", "/tasks/{taskId}/rejects", "/uploads"]
     assert sorted(schema["paths"]["/tasks"]) == ["get", "post"]
 
 

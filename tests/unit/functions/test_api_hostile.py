@@ -146,7 +146,7 @@ HOSTILE: list[Hostile] = [
 def _operation(request: Hostile) -> tuple[str, str] | None:
     """The OpenAPI operation a request is for (None for a path no route serves)."""
     template = re.sub(r"^/tasks/[^/]+", "/tasks/{taskId}", request.path)
-    if template not in ("/tasks", "/tasks/{taskId}", "/tasks/{taskId}/rejects", "/uploads"):
+    if template not in ("/tasks", "/tasks/{taskId}", "/tasks/{taskId}/cancel", "/tasks/{taskId}/rejects", "/uploads"):
         return None
     return template, request.method.lower()
 
@@ -293,7 +293,7 @@ def test_an_answer_that_breaks_its_own_model_is_a_500_not_a_422(
 
 
 ERROR_BODIES = {
-    400: "Refusal", 401: "Message", 403: "Message", 404: "Message", 413: "Refusal", 415: "ValidationFailure",
+    400: "Refusal", 401: "Message", 403: "Message", 404: "Message", 409: "Message", 413: "Refusal", 415: "ValidationFailure",
     422: "ValidationFailure", 429: "Message", 500: "InternalError",
 }
 
@@ -321,6 +321,7 @@ def test_the_openapi_document_declares_every_status_of_every_operation_with_its_
         ("/tasks", "post"): expected((202, "TaskAccepted"), 400, 413, 415, 422),
         ("/tasks", "get"): expected((200, "TaskPage"), 400, 422),
         ("/tasks/{taskId}", "get"): expected((200, "TaskSnapshot"), 404, 422),
+        ("/tasks/{taskId}/cancel", "post"): expected((202, "TaskSnapshot"), 404, 409, 422),
         ("/tasks/{taskId}/rejects", "get"): expected((200, "RejectPage"), 400, 404, 422),
         ("/uploads", "post"): expected((201, "UploadTicket"), 413, 415, 422),
     }

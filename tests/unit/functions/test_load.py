@@ -1,4 +1,5 @@
-"""src/load/app.py: SQS (ChunkTransformed) -> the warehouse (a fake of its Postgres part), counts, SUCCEEDED."""
+"""src/load/app.py: SQS (ChunkTransformed, then PhaseCompleted of load) -> the warehouse (a fake of its
+Postgres part), counts, COMMITTING, then SUCCEEDED."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ class FakeWarehouse:
 
     ledger: dict[tuple[str, int], int] = field(default_factory=dict)
     rows: dict[Any, dict[str, Any]] = field(default_factory=dict)
+    staged: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # commit "task": until the merge
+    committed: dict[str, int] = field(default_factory=dict)
     ensured: list[tuple[str, str]] = field(default_factory=list)  # (owner, table)
     fail_with: str | None = None
     refuse_with: str | None = None  # the catalog's answer for a table the owner may not write
@@ -37,10 +40,17 @@ class FakeWarehouse:
             raise LoadFailed(self.fail_with)
         if (task_id, chunk) in self.ledger:
             return LoadOutcome(rows=self.ledger[(task_id, chunk)], already_loaded=True)
-        for row in rows:
-            self.rows[tuple(row[k] for k in target.key)] = row
+        self.staged.setdefault(task_id, []).extend(rows)
         self.ledger[(task_id, chunk)] = len(rows)
         return LoadOutcome(rows=len(rows), already_loaded=False)
+
+    def commit_task(self, task_id: str, owner: str, target: Any, columns: list[Any]) -> LoadOutcome:
+        if task_id in self.committed:
+            return LoadOutcome(rows=self.committed[task_id], already_loaded=True)
+        merged = {tuple(row[k] for k in target.key): row for row in self.staged.pop(task_id, [])}
+        self.rows.update(merged)
+        self.committed[task_id] = len(merged)
+        return LoadOutcome(rows=len(merged), already_loaded=False)
 
 
 def transformed_task(cloud: Cloud, handler: Any) -> tuple[str, list[dict[str, Any]], FakeWarehouse]:
@@ -72,8 +82,16 @@ def test_loads_each_chunk_once_and_the_task_succeeds_once(
     # When each ChunkTransformed record is handled, the last one twice (a redelivery)
     results = [load.lambda_handler(sqs_event("load_sqs.json", chunk), context) for chunk in chunks]
     results.append(load.lambda_handler(sqs_event("load_sqs.json", chunks[2], receive_count=2), context))
-    # Then all succeeded, 225 distinct rows are in the warehouse, the table was ensured once, for the task's owner
+    # Then all succeeded, and the 225 rows are staged, none in the target: the task is COMMITTING
     assert results == [{"batchItemFailures": []}] * 4
+    assert (len(warehouse.staged[task_id]), warehouse.rows) == (225, {})
+    assert cloud.task(task_id)["status"] == "COMMITTING"
+    # When load's PhaseCompleted (routed back to LoadQueue) is handled, twice
+    completed = [event for event in of_type(cloud.published(), "PhaseCompleted") if event["detail"]["phase"] == "load"]
+    assert len(completed) == 1
+    commits = [load.lambda_handler(sqs_event("load_sqs.json", completed[0], receive_count=n), context) for n in (1, 2)]
+    # Then the 225 distinct rows are in the warehouse at once, the table was ensured once, for the task's owner
+    assert commits == [{"batchItemFailures": []}] * 2
     assert len(warehouse.rows) == 225
     assert warehouse.ensured == [(cloud.task(task_id)["owner"], "payments")]
     # And the task SUCCEEDED with exact counts, announced exactly once
@@ -82,7 +100,7 @@ def test_loads_each_chunk_once_and_the_task_succeeds_once(
         "SUCCEEDED", 250, 20, 5, 225,
     )
     succeeded = of_type(cloud.published(), "TaskSucceeded")
-    assert [e["detail"]["counts"] for e in succeeded] == [{"read": 250, "filtered": 20, "rejected": 5, "loaded": 225}]
+    assert [e["detail"]["counts"] for e in succeeded] == [{"read": 250, "filtered": 20, "rejected": 5, "loaded": 225, "deleted": 0}]
 
 
 def test_a_failing_load_is_reported_and_fails_the_task_on_its_last_delivery(

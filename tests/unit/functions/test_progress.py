@@ -77,7 +77,7 @@ def test_stream_batch_is_coalesced_into_one_push_per_subscriber(
     for connection_id in ("conn-C", "conn-D"):
         [message] = cloud.pushed(connection_id)
         assert message["taskId"] == SAMPLE_TASK
-        assert message["counts"] == {"read": 336776, "filtered": 2941, "rejected": 156, "loaded": 77411}
+        assert message["counts"] == {"read": 336776, "filtered": 2941, "rejected": 156, "loaded": 77411, "deleted": 0}
         assert message["phases"]["load"]["done"] == 4
     assert cloud.pushed("conn-E") == []
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+import boto3
 import pytest
 from handler_kit import Cloud, FakeLambdaContext, event_file, extracted_task, of_type, sqs_event
 
@@ -67,3 +69,36 @@ def test_a_failing_chunk_is_reported_and_fails_the_task_on_its_last_delivery(
     published = cloud.published()
     assert of_type(published, "ChunkTransformed") == []
     assert len(of_type(published, "TaskFailed")) == 1
+
+
+def test_a_failed_delivery_comes_back_after_a_backoff_of_seconds_and_is_shown_meanwhile(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the transform queue of the template (visibility timeout 360 s), the function told its URL as
+    # the template tells it, and a chunk's message received from that queue
+    assert cloud.stack is not None
+    queue_url = cloud.stack.environment("TransformFunction")["STEP_QUEUE_URL"]
+    assert queue_url == cloud.stack.name("TransformQueue")
+    monkeypatch.setenv("STEP_QUEUE_URL", queue_url)
+    transform = load_handler("transform")
+    task_id, chunks = extracted_task(cloud)
+    sqs = boto3.client("sqs")
+    sqs.purge_queue(QueueUrl=queue_url)  # the ChunkExtracted events moto's rule delivered: only ours stays
+    event = sqs_event("transform_sqs.json", chunks[1], receive_count=2)
+    sqs.send_message(QueueUrl=queue_url, MessageBody=event["Records"][0]["body"])
+    received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, VisibilityTimeout=360)["Messages"][0]
+    event["Records"][0]["receiptHandle"] = received["ReceiptHandle"]
+    # When its second delivery fails on the fault switch
+    cloud.set_faults("transform:fail")
+    result = transform.lambda_handler(event, context)
+    # Then the failure is reported, and the task shows the chunk waiting for attempt 3, due in 2 s
+    assert result == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+    retrying = cloud.task(task_id)["retrying"]
+    assert [(notice["phase"], notice["chunk"], notice["attempt"]) for notice in retrying.values()] == [("transform", 1, 2)]
+    assert "fault switch" in next(iter(retrying.values()))["error"]
+    # And the message is back on the queue after the 2 s backoff (1 s, 2 s, 4 s ...), not after the 360 s
+    # visibility timeout
+    assert sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1).get("Messages", []) == []
+    time.sleep(2.6)
+    again = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, AttributeNames=["All"])["Messages"]
+    assert [message["Attributes"]["ApproximateReceiveCount"] for message in again] == ["2"]

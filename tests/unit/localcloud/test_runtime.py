@@ -318,25 +318,35 @@ def test_powertools_logger_and_batch_processor_work_unchanged(runtime: FunctionR
     assert len(processed[0]["function_request_id"]) == 36
 
 
-def test_fail_after_chaos_is_a_lost_acknowledgement(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # Given chaos failing every invocation, half before and half after the handler
+def test_fail_chaos_fails_the_handlers_next_aws_call_or_else_its_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given chaos failing every invocation, a handler that makes one AWS call and one that makes none
     chaos = ChaosConfig.parse("fail=1", seed=5)
     record_file = tmp_path / "effects.jsonl"
-    spec = _function("EffectFunction", "handlers.effect_then_return", environment={"RECORD_FILE": str(record_file)})
-    rt = FunctionRuntime(_model(spec), tmp_path, chaos)
+    model = _model(
+        _function("EffectFunction", "handlers.effect_then_return", environment={"RECORD_FILE": str(record_file)}),
+        _function("CallingFunction", "handlers.one_aws_call"),
+    )
+    rt = FunctionRuntime(model, tmp_path, chaos)
     try:
-        # When it is invoked 8 times
-        results = [rt.invoke("EffectFunction", {}, trigger="test") for _ in range(8)]
+        # When each is invoked 4 times
+        calling = [rt.invoke("CallingFunction", {}, trigger="test") for _ in range(4)]
+        silent = [rt.invoke("EffectFunction", {}, trigger="test") for _ in range(4)]
     finally:
         rt.close()
 
-    # Then every invocation failed, but the handler's effect happened exactly for the "after" injections
-    assert [result.ok for result in results] == [False] * 8
+    # Then the calling handler saw its call fail as a dependency's 503 (and handled it: the invocation
+    # succeeded), while the silent one ran to its effect and lost its answer
+    assert [(result.ok, result.payload) for result in calling] == [
+        (True, {"outcome": "ServiceUnavailable", "message": "chaos: sqs ListQueues failed"})
+    ] * 4
+    assert [(result.ok, result.error) for result in silent] == [
+        (False, "chaos: the handler made no AWS call to fail; its answer was lost instead")
+    ] * 4
+    assert len(record_file.read_text().splitlines()) == 4
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("invoke ")]
-    after = sum("[chaos fail-after]" in line for line in lines)
-    before = sum("[chaos fail-before]" in line for line in lines)
-    assert (before + after, before > 0, after > 0) == (8, True, True)
-    assert len(record_file.read_text().splitlines()) == after
+    assert sum("[chaos fail]" in line for line in lines) == 8
     assert chaos.stats()["fail"] == 8
 
 
