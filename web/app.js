@@ -223,6 +223,21 @@ function formatNumber(value) {
   return typeof value === "number" ? value.toLocaleString("en-US") : "0";
 }
 
+// End to end: from submission to the last change of a finished task, or to now while it runs.
+function elapsedSeconds(snapshot) {
+  const end = TERMINAL.has(snapshot.status) ? Date.parse(snapshot.updatedAt) : Date.now();
+  return Math.max(0, (end - Date.parse(snapshot.createdAt)) / 1000);
+}
+
+function renderElapsed() {
+  const snapshot = state.snapshot;
+  if (!snapshot) return;
+  const seconds = elapsedSeconds(snapshot).toFixed(1);
+  $("task-elapsed").textContent = TERMINAL.has(snapshot.status) ? `took ${seconds} s` : `running for ${seconds} s`;
+}
+
+setInterval(renderElapsed, 1000);
+
 function renderSnapshot(snapshot) {
   const previous = state.snapshot;
   // Polls and pushes may cross: never let an older snapshot replace a newer one.
@@ -248,9 +263,30 @@ function renderSnapshot(snapshot) {
     // total is unknown until extract has finished: show motion, not a made-up fraction
     bar.classList.toggle("indeterminate", progress.status === "running" && !progress.total);
     bar.querySelector(".fill").style.width = `${pct}%`;
-    const total = progress.total == null ? "?" : progress.total;
+    // Until extract has finished nobody knows the total: say what is known instead of "N/? · 0%".
     document.querySelector(`[data-testid="phase-${phase}"]`).textContent =
-      `${progress.done}/${total} chunks · ${pct}% · ${progress.status}`;
+      progress.total == null
+        ? `${progress.done} chunks so far · ${progress.status}`
+        : `${progress.done}/${progress.total} chunks · ${pct}% · ${progress.status}`;
+  }
+
+  const target = snapshot.target;
+  $("task-target").textContent = target
+    ? `${target.kind} table ${target.table} · ${target.mode} · commit ${target.commit}`
+    : "(target unknown)";
+  renderElapsed();
+  const seconds = elapsedSeconds(snapshot);
+  const counts = snapshot.counts || {};
+  const rates = [];
+  if (seconds > 0 && counts.read) rates.push(`${formatNumber(Math.round(counts.read / seconds))} rows/s read`);
+  if (seconds > 0 && counts.loaded) rates.push(`${formatNumber(Math.round(counts.loaded / seconds))} rows/s loaded`);
+  $("task-rate").textContent = rates.length ? `· ${rates.join(" · ")}` : "";
+  $("rejects-total").textContent = `(${formatNumber(counts.rejected)} in all)`;
+  // The Recent tasks badge follows the card, push by push, not only when the list is refreshed.
+  const badge = document.querySelector(`.task-item[data-task-id="${CSS.escape(snapshot.taskId)}"] .status`);
+  if (badge) {
+    badge.textContent = snapshot.status;
+    badge.dataset.status = snapshot.status;
   }
 
   for (const name of COUNTS) {
@@ -276,6 +312,12 @@ function renderSnapshot(snapshot) {
   } else {
     commit.textContent = "rows are visible in the target chunk by chunk";
   }
+
+  const correlation = $("correlation");
+  correlation.textContent = snapshot.correlationId
+    ? `correlation id ${snapshot.correlationId} (busline logs ${snapshot.taskId})`
+    : "";
+  correlation.hidden = !snapshot.correlationId;
 
   const retrying = $("retrying");
   retrying.replaceChildren();
@@ -303,6 +345,7 @@ function renderSnapshot(snapshot) {
       state.rejectTokens = [null];
       state.rejectPage = 0;
       loadRejects().catch((error) => showError(error.message));
+      loadRejectGroups().catch((error) => showError(error.message));
       refreshTaskList();
     }
   }
@@ -355,6 +398,25 @@ async function refreshTaskList() {
 }
 
 // ------------------------------------------------------------------ rejects
+
+// Rejected rows by kind, most rows first, before the rows themselves.
+async function loadRejectGroups() {
+  const taskId = state.taskId;
+  const summary = await api(`/tasks/${encodeURIComponent(taskId)}/rejects/summary`);
+  if (taskId !== state.taskId) return;
+  const list = $("reject-groups");
+  list.replaceChildren();
+  for (const group of summary.groups || []) {
+    const item = document.createElement("li");
+    const values = (group.values || []).map((entry) => `${entry.value} ${formatNumber(entry.rows)}`);
+    item.textContent = `${group.reason} — ${formatNumber(group.rows)} rows` + (values.length ? ` · by value: ${values.join(", ")}` : "");
+    list.append(item);
+  }
+  list.hidden = list.childElementCount === 0;
+  const note = $("reject-groups-note");
+  note.textContent = summary.complete ? "" : `grouped from the first ${formatNumber(summary.summarized)} kept rows`;
+  note.hidden = summary.complete;
+}
 
 async function loadRejects() {
   const taskId = state.taskId;

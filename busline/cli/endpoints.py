@@ -70,6 +70,8 @@ class Deployment:
     outputs: dict[str, str] = field(default_factory=dict)
     user_pool: UserPool | None = None  # where to sign in; None: the deployment has no user pool
     demo_user: tuple[str, str] | None = None  # the local cloud's demo user (username, password)
+    stack: str | None = None  # a deployed stack's name (its log groups, for `busline logs`)
+    logs_dir: Path | None = None  # a local cloud's function log files (beside its endpoints.json)
 
     @property
     def is_local(self) -> bool:
@@ -176,6 +178,7 @@ def from_endpoints_file(path: Path) -> Deployment:
         outputs={str(key): str(value) for key, value in outputs.items()},
         user_pool=UserPool.from_endpoints(data) if auth.get("userPoolId") else None,
         demo_user=(str(demo["username"]), str(demo["password"])) if demo.get("username") else None,
+        logs_dir=path.parent / "logs",
     )
 
 
@@ -205,6 +208,7 @@ def from_stack(stack: str, region: str, env: Mapping[str, str]) -> Deployment:
         region=region,
         outputs=outputs,
         user_pool=pool,
+        stack=stack,
     )
 
 

@@ -112,6 +112,8 @@ def task_detail(snapshot: dict[str, Any]) -> RenderableType:
     if snapshot.get("commit") == "task":
         committed = snapshot.get("committedAt")
         add_plain_row(header, "Commit", f"task: visible at once, {committed}" if committed else "task: rows visible when it succeeds")
+    if snapshot.get("correlationId"):
+        add_plain_row(header, "Correlation id", f"{snapshot['correlationId']} (busline logs {snapshot.get('taskId', '')})")
     parts: list[RenderableType] = [header, phases_table(snapshot), counts_table(snapshot)]
     parts.extend(Text(line, style="yellow") for line in retry_lines(snapshot))
     if snapshot.get("status") == "FAILED" or snapshot.get("error"):

@@ -8,7 +8,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +18,7 @@ import typer
 from rich.console import Console
 
 from busline.auth import SignInError
+from busline.cli import logs as log_lines
 from busline.cli import progress_view, session
 from busline.cli.endpoints import (
     Deployment,
@@ -406,8 +409,64 @@ def _items_and_token(page: Any) -> tuple[list[dict[str, Any]], str | None]:
     return [], None
 
 
+def logs(
+    task_id: Annotated[str, typer.Argument(help="Task id (printed by `busline submit`).")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the task ends.")] = False,
+    endpoints: EndpointsOption = None,
+    stack: StackOption = None,
+    region: RegionOption = None,
+) -> None:
+    """Print a task's log lines from every function, in time order (its correlation id ties them)."""
+    deployment = _deployment(endpoints, stack, region)
+    api = _api(deployment)
+
+    def snapshot() -> dict[str, Any]:
+        try:
+            return api.get_task(task_id)
+        except (ApiError, ApiUnreachable) as error:
+            raise _fail_on_api_error(error, task_id) from None
+
+    task = snapshot()
+    correlation_id = task.get("correlationId")
+    if not log_lines.safe_id(task_id) or (correlation_id is not None and not log_lines.safe_id(correlation_id)):
+        err_console.print(f"task {task_id} not found", style="red", markup=False)
+        raise typer.Exit(EXIT_FAILED)
+    read: Callable[[], list[log_lines.LogLine]]
+    if deployment.stack and not deployment.is_local:
+        client = deployment.client("logs")
+        groups = log_lines.stack_log_groups(deployment.client("cloudformation"), deployment.stack)
+        window = {"since": log_lines.created_at(task) - timedelta(minutes=1)}
+
+        def read() -> list[log_lines.LogLine]:
+            now = datetime.now(UTC)
+            found = log_lines.insights_lines(client, groups, correlation_id, task_id, window["since"], now)
+            window["since"] = now
+            return found
+
+    elif deployment.logs_dir is not None and deployment.logs_dir.is_dir():
+        read = partial(log_lines.LocalLogs(deployment.logs_dir).new_lines, correlation_id, task_id)
+    else:
+        err_console.print(
+            f"{deployment.origin} says nowhere where the logs are: pass --endpoints (a local cloud) or --stack",
+            style="red",
+            markup=False,
+        )
+        raise typer.Exit(EXIT_FAILED)
+    console.print(f"Task {task_id} · correlation id {correlation_id or '(none: submitted before they existed)'}",
+                  markup=False, highlight=False)
+    lines: Iterable[log_lines.LogLine] = (
+        log_lines.follow(read, lambda: progress_view.is_terminal(snapshot())) if follow else read()
+    )
+    try:
+        for line in lines:
+            console.print(line.render(), markup=False, highlight=False, soft_wrap=True)
+    except KeyboardInterrupt:
+        return
+
+
 def register(app: typer.Typer) -> None:
     app.command("submit")(submit)
     app.command("status")(status)
     app.command("cancel")(cancel)
+    app.command("logs")(logs)
     app.command("tasks")(list_tasks)

@@ -26,9 +26,10 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.types import EventHandlerInstance
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from busline_core import request_body, task_api
+from busline_core import correlation, request_body, task_api
 from busline_core.contracts import (
     RejectPage,
+    RejectSummary,
     SubmitTaskRequest,
     TaskPage,
     TaskSnapshot,
@@ -194,6 +195,7 @@ class TaskAccepted(BaseModel):
     responses=responses(202, TaskAccepted, "Accepted: recorded and announced; follow it at links", 400, 413, 415, 422),
 )
 def submit_task(request: Annotated[SubmitTaskRequest, Body()]) -> Response[TaskAccepted]:
+    correlation.bind(correlation.from_request(app.current_event.headers, _request_id()))
     snapshot = task_api.submit_task(request, current_owner(), deps)
     subscribe = json.dumps({"action": "subscribe", "taskId": snapshot.taskId})
     links = TaskLinks(self=f"/tasks/{snapshot.taskId}", progress=subscribe)
@@ -230,6 +232,14 @@ def list_rejects(
     next_token: Annotated[str | None, Query(alias="nextToken")] = None,
 ) -> RejectPage:
     return task_api.list_rejects(taskId, current_owner(), limit, next_token, deps)
+
+
+@app.get(
+    "/tasks/<taskId>/rejects/summary",
+    responses=responses(200, RejectSummary, "The task's rejected rows grouped by reason, most rows first", 404, 422),
+)
+def summarize_rejects(taskId: TaskId) -> RejectSummary:
+    return task_api.summarize_rejects(taskId, current_owner(), deps)
 
 
 @app.post("/uploads", responses=responses(201, UploadTicket, "PUT the file to uploadUrl, then name uri", 413, 415, 422))

@@ -64,7 +64,12 @@ def test_demo_button_runs_the_flights_demo_to_success(browser: Any, e2e_cloud: A
         # When the demo button is clicked
         page.get_by_test_id("run-demo").click()
 
-        # Then the task shows up, runs, and ends SUCCEEDED with every bar full
+        # Then the task shows up and runs, its Recent tasks badge following the card's status live
+        running = re.compile("EXTRACTING|TRANSFORMING|LOADING|COMMITTING")
+        expect(page.get_by_test_id("status")).to_have_text(running)
+        expect(page.locator(".task-item.selected .status")).to_have_text(running)
+        expect(page.get_by_test_id("task-elapsed")).to_have_text(re.compile(r"^running for \d+\.\d s$"))
+        # and ends SUCCEEDED with every bar full
         expect(page.get_by_test_id("status")).to_have_text("SUCCEEDED", timeout=RUN_TIMEOUT_MS)
         for phase in ("extract", "transform", "load"):
             bar = page.get_by_test_id(f"bar-{phase}")
@@ -74,6 +79,17 @@ def test_demo_button_runs_the_flights_demo_to_success(browser: Any, e2e_cloud: A
         # with the counts of the flights demo
         expect(page.get_by_test_id("count-read")).to_have_text("336,776")
         expect(page.get_by_test_id("count-filtered")).to_have_text("8,255")
+        # naming its target, its end-to-end time and its rates
+        expect(page.get_by_test_id("task-target")).to_have_text("postgres table flights · upsert · commit task")
+        expect(page.get_by_test_id("task-elapsed")).to_have_text(re.compile(r"^took \d+\.\d s$"))
+        expect(page.get_by_test_id("task-rate")).to_have_text(
+            re.compile(r"^· [\d,]+ rows/s read · [\d,]+ rows/s loaded$")
+        )
+        expect(page.get_by_test_id("rejects-total")).to_have_text("(7,561 in all)")
+        # grouped by reason before the rows (counted from the files: dest not among the airports)
+        expect(page.get_by_test_id("reject-groups").locator("li")).to_have_text(
+            ["join airports: no match for dest — 7,561 rows · by value: SJU 5,791, BQN 891, STT 518, PSE 361"]
+        )
         # and, once it ended, the first page of rejected rows with their reasons
         rows = page.get_by_test_id("rejects-body").locator("tr")
         expect(rows).to_have_count(50)
@@ -191,5 +207,37 @@ def test_the_page_asks_to_sign_in_and_refuses_a_wrong_password(browser: Any, e2e
         # Then the form is back and the session is gone from the tab
         expect(page.get_by_test_id("signin")).to_be_visible()
         assert page.evaluate("sessionStorage.getItem('busline.session')") is None
+    finally:
+        page.close()
+
+
+def test_the_cancel_button_cancels_the_running_task(browser: Any, e2e_cloud: Any) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    try:
+        # Given the flights demo started from the page (336,776 rows: it runs for many seconds)
+        sign_in(page, e2e_cloud.endpoints["web"])
+        expect(page.get_by_test_id("live")).to_have_attribute("data-state", "live")
+        page.get_by_test_id("run-demo").click()
+        cancel = page.get_by_test_id("cancel-task")
+        expect(cancel).to_be_visible()
+        task_id = page.locator(".task-item.selected").get_attribute("data-task-id")
+        # showing the task's correlation id (the API request that submitted it) for `busline logs`
+        expect(page.get_by_test_id("correlation-id")).to_contain_text(re.compile(rf"correlation id \S+ \(busline logs {task_id}\)"))
+        # When Cancel is clicked
+        cancel.click()
+        # Then the card says CANCELLED, offers no Cancel any more, and the API agrees
+        expect(page.get_by_test_id("status")).to_have_text("CANCELLED")
+        expect(cancel).to_be_hidden()
+        token = user_tokens(e2e_cloud.endpoints, e2e_cloud.endpoints["auth"]["demoUser"]["username"]).access_token
+        request = urllib.request.Request(
+            f"{e2e_cloud.endpoints['rest']}/tasks/{task_id}", headers={"Authorization": token}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read())["status"] == "CANCELLED"
+        # and the recent list's badge too
+        expect(page.locator(f'.task-item[data-task-id="{task_id}"]')).to_contain_text("CANCELLED")
+        expect(page.get_by_test_id("error")).to_be_hidden()
     finally:
         page.close()

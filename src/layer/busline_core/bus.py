@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 from pydantic import BaseModel
 
+from . import correlation
 from .contracts import EVENT_SOURCE, TaskFinished
 from .errors import PublishFailed
 
@@ -37,7 +38,7 @@ class EventPublisher:
         return {
             "Source": EVENT_SOURCE,
             "DetailType": detail_type,
-            "Detail": detail.model_dump_json(),
+            "Detail": correlation.stamped(detail).model_dump_json(),
             "EventBusName": self._bus_name,
         }
 

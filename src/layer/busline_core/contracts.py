@@ -55,6 +55,14 @@ class _Wire(BaseModel):
 # --- event details (no row data: keys and counts only) ----------------------------------------------
 
 
+class _Event(_Wire):
+    """Every event detail carries its task's correlation id (correlation.py stamps it when published), so
+    each step's log lines and trace annotations name the request that started the task. None only on
+    events of tasks submitted before correlation ids existed."""
+
+    correlationId: str | None = None
+
+
 class StagingCheckpoint(_Wire):
     """Where a paused copy of a source into the data bucket stands (staging.py): the multipart upload and
     how many bytes of the decompressed source its parts hold."""
@@ -63,7 +71,7 @@ class StagingCheckpoint(_Wire):
     stagedBytes: int = Field(ge=0)
 
 
-class TaskSubmitted(_Wire):
+class TaskSubmitted(_Event):
     """What the extract queue carries: a new task (detail-type TaskSubmitted), or the same task whose source
     copy paused before its invocation ran out of time (detail-type SourceStagingPaused, `staging` set)."""
 
@@ -83,7 +91,7 @@ class SourceRange(_Wire):
     header: str | None = None  # a CSV source's header line, when short enough to travel in the event
 
 
-class ChunkExtracted(_Wire):
+class ChunkExtracted(_Event):
     taskId: str
     phase: Literal["transform"] = "transform"  # the phase that consumes it: rules route on it
     chunk: int = Field(ge=0)
@@ -92,7 +100,7 @@ class ChunkExtracted(_Wire):
     range: SourceRange | None = None
 
 
-class ChunkTransformed(_Wire):
+class ChunkTransformed(_Event):
     taskId: str
     phase: Literal["load"] = "load"
     chunk: int = Field(ge=0)
@@ -100,7 +108,7 @@ class ChunkTransformed(_Wire):
     rows: int = Field(ge=0)
 
 
-class PhaseCompleted(_Wire):
+class PhaseCompleted(_Event):
     taskId: str
     phase: Phase
     chunks: int = Field(ge=0)
@@ -120,7 +128,7 @@ class TaskError(_Wire):
     message: str
 
 
-class TaskFinished(_Wire):
+class TaskFinished(_Event):
     """Detail of TaskSucceeded / TaskFailed (the detail-type says which)."""
 
     taskId: str
@@ -222,6 +230,15 @@ class RetryNotice(_Wire):
     retryAt: str  # when the next delivery is due (ISO 8601, UTC)
 
 
+class TaskTarget(_Wire):
+    """Where the task writes (its spec's target, without the key): what the page and the CLI name."""
+
+    kind: str = "postgres"
+    table: str
+    mode: str
+    commit: Literal["task", "chunk"]
+
+
 class TaskSnapshot(_Wire):
     taskId: str
     owner: str
@@ -237,6 +254,10 @@ class TaskSnapshot(_Wire):
     commit: Literal["task", "chunk"] = "chunk"  # the target's commit mode (spec.target.commit)
     committedAt: str | None = None  # commit "task": when the task's rows became visible in the target
     retrying: list[RetryNotice] = []
+    target: TaskTarget | None = None  # None only for a task whose spec cannot be read
+    # the request that submitted the task (its X-Correlation-Id, or API Gateway's request id): every log
+    # line of every function about this task carries it (`busline logs`)
+    correlationId: str | None = None
 
 
 class TaskPage(_Wire):
@@ -258,6 +279,26 @@ class Reject(_Wire):
 class RejectPage(_Wire):
     items: list[Reject]
     nextToken: str | None = None
+
+
+class RejectValueCount(_Wire):
+    value: str
+    rows: int
+
+
+class RejectGroup(_Wire):
+    """Rejected rows of one kind ("join airports: no match for dest"), with the values most often at fault."""
+
+    reason: str
+    rows: int
+    values: list[RejectValueCount] = []
+
+
+class RejectSummary(_Wire):
+    total: int  # rows rejected (the task's counts.rejected)
+    summarized: int  # the kept rejects these groups count (at most MAX_REJECTS_KEPT_PER_CHUNK per chunk)
+    complete: bool  # False when more kept rejects exist than one summary reads (MAX_SUMMARIZED_REJECTS)
+    groups: list[RejectGroup]  # most rows first
 
 
 class LoadOutcome(_Wire):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .bus import EventPublisher, Notifier
 from .connections import ConnectionsRepository, WebSocketPusher
@@ -39,15 +39,15 @@ from .task_state import utc_now
 from .tasks_repo import TasksRepository
 from .transform import ReferenceTable
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 Clock = Callable[[], datetime]
 Faults = Callable[[], frozenset[str]]
 
 
-class Warehouse(Protocol):
-    """What the load step needs of warehouse.Warehouse (a fake stands in for Postgres in unit tests).
-    `owner` is the task's: its tables live in its own schema (tenancy.py)."""
-
-    def ensure_table(self, owner: str, target: TargetSpec, columns: list[OutputColumn]) -> None: ...
+class ChunkTarget(Protocol):
+    """What the load step needs of any target to write one transformed chunk into (exactly once)."""
 
     def load_chunk(
         self,
@@ -56,12 +56,23 @@ class Warehouse(Protocol):
         owner: str,
         target: TargetSpec,
         columns: list[OutputColumn],
-        rows: list[dict[str, Any]],
+        rows: pa.Table,
     ) -> LoadOutcome: ...
+
+
+class Warehouse(ChunkTarget, Protocol):
+    """What the load step needs of warehouse.Warehouse (a fake stands in for Postgres in unit tests).
+    `owner` is the task's: its tables live in its own schema (tenancy.py)."""
+
+    def ensure_table(self, owner: str, target: TargetSpec, columns: list[OutputColumn]) -> None: ...
 
     def commit_task(self, task_id: str, owner: str, target: TargetSpec, columns: list[OutputColumn]) -> LoadOutcome: ...
 
     def discard_task(self, task_id: str, owner: str, target: TargetSpec) -> bool: ...
+
+
+# dynamo_target.DynamoTarget: a target that commits chunk by chunk, so it has nothing more to offer
+DynamoDbTarget = ChunkTarget
 
 
 def no_faults() -> frozenset[str]:
@@ -88,6 +99,7 @@ class WarmCache:
     references: dict[tuple[Any, ...], ReferenceTable] = field(default_factory=dict)
     ensured_tables: set[tuple[str, str]] = field(default_factory=set)  # (owner, table)
     warehouse: Warehouse | None = None
+    dynamo_target: DynamoDbTarget | None = None
 
 
 @dataclass
@@ -153,6 +165,7 @@ class TransformDeps(SourceStepDeps):
 @dataclass
 class LoadDeps(StepDeps):
     warehouse_factory: Callable[[], Warehouse] = field(kw_only=True)
+    dynamo_target_factory: Callable[[], DynamoDbTarget] = field(kw_only=True)
 
 
 @dataclass
@@ -236,8 +249,19 @@ def _open_warehouse(settings: LoadSettings) -> Warehouse:
     return PostgresWarehouse(settings.database_url or database_url(settings.database_secret_arn))
 
 
+def _open_dynamo_target(settings: LoadSettings) -> DynamoDbTarget:
+    from .dynamo_target import DynamoTarget
+
+    share = settings.dynamodb_target_write_rate / settings.load_max_concurrency
+    return DynamoTarget.from_settings(settings.idempotency_table, share)
+
+
 def build_load_deps(settings: LoadSettings) -> LoadDeps:
-    return LoadDeps(**_step_parts(settings), warehouse_factory=partial(_open_warehouse, settings))
+    return LoadDeps(
+        **_step_parts(settings),
+        warehouse_factory=partial(_open_warehouse, settings),
+        dynamo_target_factory=partial(_open_dynamo_target, settings),
+    )
 
 
 def build_stream_deps(settings: StreamSettings) -> StreamDeps:

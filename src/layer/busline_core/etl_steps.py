@@ -36,7 +36,7 @@ from .contracts import (
     TaskStatus,
     TaskSubmitted,
 )
-from .deps import ExtractDeps, LoadDeps, StepDeps, TaskPlan, TransformDeps, Warehouse
+from .deps import DynamoDbTarget, ExtractDeps, LoadDeps, StepDeps, TaskPlan, TransformDeps, Warehouse
 from .errors import BuslineError, ChunkFailed, LoadFailed, SourceOverLimit, SourceUnreadable
 from .limits import MAX_CHUNKS_PER_TASK, MAX_REJECTS_KEPT_PER_CHUNK, MAX_ROWS_PER_TASK
 from .ranges import ByteRange, Fetch, header_of, plan_ranges, range_table, splittable
@@ -451,6 +451,12 @@ def _ensured_warehouse(owner: str, spec: TaskSpec, deps: LoadDeps) -> Warehouse:
     return warehouse
 
 
+def _dynamo_target(deps: LoadDeps) -> DynamoDbTarget:
+    if deps.cache.dynamo_target is None:
+        deps.cache.dynamo_target = deps.dynamo_target_factory()
+    return deps.cache.dynamo_target
+
+
 def load_chunk(detail: ChunkTransformed, deps: LoadDeps) -> int:
     """Write one transformed chunk into the target, or stage it for the task's commit (exactly once, by
     its ledger); returns rows loaded (or staged)."""
@@ -458,16 +464,21 @@ def load_chunk(detail: ChunkTransformed, deps: LoadDeps) -> int:
     if work is None:
         return 0
     spec, owner = work.spec, work.owner
-    warehouse = _ensured_warehouse(owner, spec, deps)
-    try:
-        outcome = warehouse.load_chunk(
+    if spec.target.kind == "dynamodb":
+        outcome = _dynamo_target(deps).load_chunk(
             detail.taskId, detail.chunk, owner, spec.target, output_columns(spec), work.table
         )
-    except LoadFailed:
-        # The table may have been dropped (or unmapped) behind this warm container's back: re-ensure on
-        # the retry.
-        deps.cache.ensured_tables.discard((owner, spec.target.table))
-        raise
+    else:
+        warehouse = _ensured_warehouse(owner, spec, deps)
+        try:
+            outcome = warehouse.load_chunk(
+                detail.taskId, detail.chunk, owner, spec.target, output_columns(spec), work.table
+            )
+        except LoadFailed:
+            # The table may have been dropped (or unmapped) behind this warm container's back: re-ensure
+            # on the retry.
+            deps.cache.ensured_tables.discard((owner, spec.target.table))
+            raise
     if outcome.rejects:
         deps.chunks.put_rejects(ChunkStore.load_rejects_key(detail.taskId, detail.chunk), outcome.rejects)
     # A staged chunk is not in the target yet: the commit counts what the merge loads.

@@ -183,7 +183,13 @@ class TaskLifecycle:
         if state is None:
             return None
         snapshot = state.snapshot()
-        finished = TaskFinished(taskId=task_id, status=snapshot.status, counts=snapshot.counts, error=snapshot.error)
+        finished = TaskFinished(
+            taskId=task_id,
+            status=snapshot.status,
+            counts=snapshot.counts,
+            error=snapshot.error,
+            correlationId=state.correlation_id,
+        )
         if publish:
             self.publisher.publish(finished.detail_type, finished)
         self.notifier.task_finished(finished)

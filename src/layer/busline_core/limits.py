@@ -59,6 +59,9 @@ MAX_ROW_COUNT: Final = 2**63 - 1
 
 # Task ids are 36-character UUIDs; DynamoDB answers a key over 2,048 bytes with an error, not a miss.
 MAX_TASK_ID_LENGTH: Final = 64
+# A correlation id a client sends (X-Correlation-Id): a UUID or a trace id fits with room to spare, and
+# it is repeated on every log line of the task.
+MAX_CORRELATION_ID_LENGTH: Final = 128
 # A pipeline name is a short word (flights).
 MAX_PIPELINE_NAME_LENGTH: Final = 64
 # An uploaded file's name becomes the last segment of an S3 key (at most 1,024 bytes with the prefix).
@@ -67,6 +70,11 @@ MAX_FILE_NAME_LENGTH: Final = 200
 MAX_CONTENT_TYPE_LENGTH: Final = 127
 # 1,000 task snapshots (about 1 KB each) fit one DynamoDB query (1 MB) and Lambda's 6 MB response.
 MAX_PAGE_SIZE: Final = 1000
+# GET /tasks/{id}/rejects/summary reads at most this many kept rejects (a few MB of S3 objects, well inside
+# the API's 29 s); past it the summary says it is partial.
+MAX_SUMMARIZED_REJECTS: Final = 100_000
+# The most frequent values shown per reason group.
+REJECT_SUMMARY_VALUES: Final = 5
 # Far above any page token we issue; a longer one is refused unread.
 MAX_TOKEN_LENGTH: Final = 2048
 

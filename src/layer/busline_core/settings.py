@@ -72,6 +72,10 @@ class LoadSettings(_StepSettings):
     database_secret_arn: str = ""
     # Only when the template maps one; otherwise the URL comes from DATABASE_SECRET_ARN.
     database_url: str = ""
+    # Template parameters DynamoTargetWriteRate (items per second into one DynamoDB target, all loads
+    # together) and LoadMaxConcurrency (how many loads run at once): each load writes its share.
+    dynamodb_target_write_rate: float = Field(default=1000, gt=0)
+    load_max_concurrency: int = Field(default=5, ge=1)
 
 
 class StreamSettings(BaseSettings):

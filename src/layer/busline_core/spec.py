@@ -15,7 +15,16 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -319,14 +328,35 @@ class JoinSpec(_SpecModel):
     delimiter: str = Field(",", min_length=1, max_length=1)
 
 
+TargetKind = Literal["postgres", "dynamodb"]
+TargetMode = Literal["insert", "upsert", "delete", "replace"]
+# A DynamoDB table name (AWS's rule); the table is one of the stack's own account and region.
+DYNAMODB_TABLE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+DYNAMODB_MODES: tuple[TargetMode, ...] = ("upsert", "delete")
+DYNAMODB_MAX_KEY_COLUMNS = 2  # a partition key, and a sort key if the table has one
+
+
+def _dynamodb_table_problem(value: str) -> str | None:
+    if not DYNAMODB_TABLE_PATTERN.match(value):
+        return (
+            f"'{value}' is not a DynamoDB table name (3 to 255 letters, digits, '_', '-' and '.'; a name, "
+            "never an ARN)"
+        )
+    return None
+
+
 class TargetSpec(_SpecModel):
-    table: TableName  # in the owner's own schema (tenancy.py); never qualified
+    # postgres: a table in the owner's own schema (tenancy.py); dynamodb: a table of the stack's account
+    # that an operator assigned to the owner (dynamo_target.py)
+    kind: TargetKind = "postgres"
+    table: str  # never qualified: Busline decides where an owner's tables are
     key: list[str] = Field(min_length=1, max_length=MAX_KEY_COLUMNS)
     # insert: a row whose key is already there (or earlier in the task) is a reject; upsert: it replaces
     # it; delete: rows with the task's keys are deleted; replace: the table becomes exactly the task's rows
-    mode: Literal["insert", "upsert", "delete", "replace"] = "upsert"
+    mode: TargetMode = "upsert"
     # task: the rows become visible all at once when the task succeeds (staged, then merged in one
-    # transaction); chunk: each chunk is visible as it lands, and a failed task leaves what it loaded
+    # transaction); chunk: each chunk is visible as it lands, and a failed task leaves what it loaded.
+    # Default: task for postgres; chunk for dynamodb, which has no transaction a whole task fits in.
     commit: Literal["task", "chunk"] = "task"
     # `schema` was removed: it stays a field only so that a spec still giving it is refused by name, with
     # the reason, instead of as an unknown field. Never set, never dumped.
@@ -334,9 +364,40 @@ class TargetSpec(_SpecModel):
         None, alias="schema", exclude=True
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _commit_default_of_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") == "dynamodb" and "commit" not in data:
+            return {**data, "commit": "chunk"}
+        return data
+
+    @field_validator("table")
+    @classmethod
+    def _table_of_kind(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("kind", "postgres") == "dynamodb":
+            problem = _dynamodb_table_problem(value)
+            if problem is not None:
+                raise PydanticCustomError(TARGET_REFUSED, "{problem}", {"problem": problem})
+            return value
+        return _check_table_name(value)
 
     @model_validator(mode="after")
-    def _replace_is_atomic(self) -> TargetSpec:
+    def _modes_of_kind(self) -> TargetSpec:
+        if self.kind == "dynamodb":
+            if self.mode not in DYNAMODB_MODES:
+                raise ValueError(
+                    f'mode: a dynamodb target takes mode "upsert" or "delete", not "{self.mode}"'
+                )
+            if self.commit != "chunk":
+                raise ValueError(
+                    'commit: a dynamodb target commits chunk by chunk ("chunk"): DynamoDB has no transaction '
+                    "a whole task fits in"
+                )
+            if len(self.key) > DYNAMODB_MAX_KEY_COLUMNS:
+                raise ValueError(
+                    f"key: a dynamodb table's key is a partition key and at most one sort key, not "
+                    f"{len(self.key)} columns"
+                )
         if self.mode == "replace" and self.commit != "task":
             raise ValueError(
                 'commit: mode "replace" needs commit "task" (a table replaced chunk by chunk would be empty, '

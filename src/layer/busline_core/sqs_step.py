@@ -11,6 +11,7 @@ conditional counters inside the step. A failure no retry can mend fails the task
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -28,6 +29,7 @@ from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
+from . import correlation
 from .deps import StepDeps
 from .etl_steps import record_final_failure, record_retry, run_step
 from .retries import StepQueue, retry_delay_seconds
@@ -81,9 +83,11 @@ class SqsStep(Generic[Detail]):
 
     def handle_record(self, record: Any) -> None:
         detail = record.body.detail
+        correlation.bind(detail.correlationId)
         self.logger.append_keys(task_id=detail.taskId, chunk=getattr(detail, "chunk", None))
+        started = time.monotonic()
         try:
-            self.work_once(detail=detail)
+            rows = self.work_once(detail=detail)
         except IdempotencyAlreadyInProgressError:
             # a duplicate racing the first delivery: not a failure of the work; try once that one is done
             self._deliver_again_soon(record, detail, None)
@@ -95,6 +99,11 @@ class SqsStep(Generic[Detail]):
             else:
                 self._deliver_again_soon(record, detail, error)
             raise
+        # one line per record done: with the correlation id, a task's path through every step (busline logs)
+        self.logger.info(
+            f"{type(detail).__name__} handled",
+            extra={"rows": rows, "seconds": round(time.monotonic() - started, 3)},
+        )
 
     def _deliver_again_soon(self, record: Any, detail: Any, error: Exception | None) -> None:
         """Backoff instead of the visibility timeout (retries.py). Best effort: if this fails too, SQS

@@ -14,12 +14,15 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from pydantic import ValidationError
 
+from . import correlation, reject_groups
 from .contracts import (
     TASK_CANCELLED,
     TASK_SUBMITTED,
     Phase,
     PipelineRequest,
+    Reject,
     RejectPage,
+    RejectSummary,
     SubmitTaskRequest,
     TaskFinished,
     TaskPage,
@@ -30,7 +33,7 @@ from .contracts import (
 )
 from .deps import ApiDeps
 from .errors import InvalidPage, InvalidTask, RequestTooLarge, TaskNotCancellable, TaskNotFound
-from .limits import MAX_SPEC_BYTES
+from .limits import MAX_SPEC_BYTES, MAX_SUMMARIZED_REJECTS
 from .paging import check_limit
 from .pipelines import expand_pipeline
 from .source_access import upload_prefix
@@ -124,11 +127,17 @@ def submit_task(
     deps.source_access.check(spec, owner)
 
     submitted = TaskState.submitted(
-        str(uuid.uuid4()), owner, pipeline, spec_json, deps.clock(), commit=spec.target.commit
+        str(uuid.uuid4()),
+        owner,
+        pipeline,
+        spec_json,
+        deps.clock(),
+        commit=spec.target.commit,
+        correlation_id=correlation.current(),
     )
     state = deps.tasks.create(submitted)
     try:
-        deps.publisher.publish(TASK_SUBMITTED, TaskSubmitted(taskId=state.task_id))
+        deps.publisher.publish(TASK_SUBMITTED, TaskSubmitted(taskId=state.task_id, correlationId=state.correlation_id))
     except Exception as error:
         # Without the event nothing will ever run it: say so on the task instead of leaving it ACCEPTED.
         deps.tasks.apply(state.task_id, TaskAbandoned(Phase.EXTRACT, f"could not publish TaskSubmitted: {error}"))
@@ -155,7 +164,12 @@ def cancel_task(task_id: str, owner: str, deps: ApiDeps) -> TaskSnapshot:
     try:
         deps.publisher.publish(
             TASK_CANCELLED,
-            TaskFinished(taskId=task_id, status=snapshot.status, counts=snapshot.counts),
+            TaskFinished(
+                taskId=task_id,
+                status=snapshot.status,
+                counts=snapshot.counts,
+                correlationId=outcome.after.correlation_id,
+            ),
         )
     except Exception:
         # The task is cancelled all the same and nothing more is done for it; what it staged stays until
@@ -190,6 +204,22 @@ def list_rejects(task_id: str, owner: str, limit: int, next_token: str | None, d
     items, position = deps.chunks.iter_rejects(task_id, limit, start)
     token = None if position is None else deps.page_tokens.encode(listing, position)
     return RejectPage(items=items, nextToken=token)
+
+
+def summarize_rejects(task_id: str, owner: str, deps: ApiDeps) -> RejectSummary:
+    """The owner's task's rejected rows grouped by kind of reason (reject_groups.py), from its kept rejects."""
+    state = _owned(task_id, owner, deps)
+    kept: list[Reject] = []
+    position: dict[str, Any] | None = None
+    while len(kept) < MAX_SUMMARIZED_REJECTS:
+        page, position = deps.chunks.iter_rejects(task_id, min(10_000, MAX_SUMMARIZED_REJECTS - len(kept)), position)
+        kept += page
+        if position is None:
+            break
+    summarized, groups = reject_groups.summarize(kept)
+    return RejectSummary(
+        total=state.counts.rejected, summarized=summarized, complete=position is None, groups=groups
+    )
 
 
 def create_upload(request: UploadRequest | Mapping[str, Any], owner: str, deps: ApiDeps) -> UploadTicket:

@@ -18,12 +18,13 @@ Why the guards are what they are (exactly once, with at-least-once delivery ever
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .contracts import (
     PHASE_ORDER,
@@ -36,6 +37,7 @@ from .contracts import (
     TaskError,
     TaskSnapshot,
     TaskStatus,
+    TaskTarget,
 )
 from .limits import MAX_RETRY_NOTICES
 from .redaction import public_message
@@ -128,10 +130,18 @@ class TaskState(_Frozen):
     commit: CommitMode = "chunk"
     committed_at: str | None = None
     retrying: tuple[RetryNotice, ...] = ()  # work whose delivery failed and that is tried again soon
+    correlation_id: str | None = None  # of the request that submitted the task (correlation.py)
 
     @classmethod
     def submitted(
-        cls, task_id: str, owner: str, pipeline: str, spec_json: str, now: datetime, commit: CommitMode = "chunk"
+        cls,
+        task_id: str,
+        owner: str,
+        pipeline: str,
+        spec_json: str,
+        now: datetime,
+        commit: CommitMode = "chunk",
+        correlation_id: str | None = None,
     ) -> TaskState:
         return cls(
             task_id=task_id,
@@ -139,6 +149,7 @@ class TaskState(_Frozen):
             pipeline=pipeline,
             spec_json=spec_json,
             commit=commit,
+            correlation_id=correlation_id,
             status=TaskStatus.ACCEPTED,
             created_at=iso(now),
             updated_at=iso(now),
@@ -197,8 +208,19 @@ class TaskState(_Frozen):
             error=error,
             commit=self.commit,
             committedAt=self.committed_at,
+            correlationId=self.correlation_id,
+            target=self._target(),
             retrying=[] if self.is_final else [notice for notice in self.retrying if not self._done(notice)],
         )
+
+    def _target(self) -> TaskTarget | None:
+        try:
+            target = json.loads(self.spec_json)["target"]
+            return TaskTarget(
+                kind=target.get("kind", "postgres"), table=target["table"], mode=target["mode"], commit=self.commit
+            )
+        except (ValueError, KeyError, TypeError, ValidationError):
+            return None
 
     def _done(self, notice: RetryNotice) -> bool:
         """A notice whose work has succeeded since (its RetryCleared may not be written yet)."""

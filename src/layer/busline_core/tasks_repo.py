@@ -136,6 +136,7 @@ def state_from_item(item: Mapping[str, Any]) -> TaskState:
         expires_at=None if item.get("expiresAt") is None else int(item["expiresAt"]),
         commit="task" if item.get("commit") == "task" else "chunk",
         committed_at=item.get("committedAt"),
+        correlation_id=item.get("correlationId"),
         retrying=in_retry_order(
             [
                 RetryNotice.model_validate({name: _plain(value) for name, value in notice.items()})
@@ -192,6 +193,8 @@ def item_from_state(state: TaskState) -> Item:
     item["commit"] = state.commit
     if state.committed_at is not None:
         item["committedAt"] = state.committed_at
+    if state.correlation_id is not None:
+        item["correlationId"] = state.correlation_id
     # always a map, so that RetryScheduled can set one member of it and count them (size())
     item[_RETRYING] = {retry_member(notice): notice.model_dump(mode="json") for notice in state.retrying}
     return item

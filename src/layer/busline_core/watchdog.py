@@ -12,6 +12,7 @@ from datetime import datetime
 
 from aws_lambda_powertools import Logger
 
+from . import correlation
 from .contracts import Phase, TaskStatus
 from .deps import WatchdogDeps
 from .task_state import TaskState, epoch_ms
@@ -39,9 +40,11 @@ def watchdog(deps: WatchdogDeps, now: datetime | None = None) -> int:
         if idle_ms < deps.stall_seconds * 1000:
             continue
         phase = _PHASE_OF_STATUS.get(state.status, Phase.EXTRACT)
+        correlation.bind(state.correlation_id)
         if deps.lifecycle.stalled(state, phase, f"stalled in {phase.value}: no progress for {idle_ms // 1000} s"):
             failed += 1
             logger.warning("task stalled", extra={"task_id": task_id, "phase": phase.value})
+    correlation.bind(None)
     return failed
 
 
@@ -55,6 +58,7 @@ def _fail_dead_lettered(active: Mapping[str, TaskState], deps: WatchdogDeps) -> 
         if letter.task_id not in active or letter.task_id in failed:
             continue  # finished, already failed, or not ours
         phase = Phase(letter.phase) if letter.phase else Phase.EXTRACT
+        correlation.bind(active[letter.task_id].correlation_id)
         message = (
             f"dead-lettered after {letter.receive_count} deliveries: "
             f"see `busline dlq show --task {letter.task_id}`"

@@ -332,6 +332,16 @@ def aws_client(endpoints: dict[str, Any], service: str) -> Any:
     )
 
 
+def aws_resource(endpoints: dict[str, Any], service: str) -> Any:
+    return boto3.resource(  # type: ignore[call-overload]
+        service,
+        endpoint_url=endpoints["aws"],
+        region_name=endpoints["region"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
 def queue_depth(sqs: Any, queue_url: str) -> tuple[int, int]:
     """(visible, in flight) of a queue."""
     attributes = sqs.get_queue_attributes(

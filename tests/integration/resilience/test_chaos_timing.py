@@ -2,6 +2,17 @@
 within 3x its fault-free time measured in the same run, and with kills added, within the fault-free time
 plus one visibility timeout per killed delivery (only a kill, a crash or a timeout waits for it).
 
+How the kill bound is read: "with kill=0.02 added" adds to the duplicate=0.3,fail=0.2 run, whose own
+allowance is 3x the fault-free time; the kills then add one visibility timeout each. The fault-free time
+alone cannot bound a run with fail=0.2 in it: each failed delivery costs its 1-2 s backoff and a second
+delivery (a fresh-clone run measured 23.9 s fault-free and 28.3 s for this mix with 0 kills drawn, 27
+duplicates and 33 failures).
+
+The seed fixes each kind's sequence of hits (localcloud/chaos.py): with 20261202 the kill sequence hits on
+its 20th, 84th, 113th and 148th roll, and a run of the demo rolls 90 to 140 times (every invocation of any
+function rolls), so it has one to three kills, never none. The seed 20261201 used before first hit on roll
+177: its runs never killed anything.
+
 Each run gets its own cloud (chaos is fixed when a cloud starts), with the same parameters: StepTimeout 20 s
 and a visibility timeout of 25 s (AWS advises 6x the function timeout to ride out its throttling of SQS
 pollers; the local cloud does not throttle, and a shorter timeout keeps a killed delivery's wait short).
@@ -29,7 +40,7 @@ TIMING_CLOUD_ARGS = [
     "--param", "StepTimeout=20",
     "--param", f"QueueVisibilityTimeout={VISIBILITY_S}",
     "--param", "MaxReceiveCount=10",  # as test_chaos.py: a dead letter out of reach at these rates
-    "--chaos-seed", "20261201",
+    "--chaos-seed", "20261202",
     "--demo",
 ]  # fmt: skip
 RUN_BOUND_S = 600.0
@@ -91,7 +102,9 @@ def test_failures_and_duplicates_cost_at_most_twice_the_fault_free_time_more(fau
 def test_kills_cost_at_most_one_visibility_timeout_each(fault_free: FlightsRun) -> None:
     # When the flights demo runs with duplicate=0.3,fail=0.2,kill=0.02
     killed = _run_flights("duplicate=0.3,fail=0.2,kill=0.02")
-    # Then it ends as the fault-free run did, within the fault-free time plus one visibility timeout per kill
+    # Then it ends as the fault-free run did, within the duplicate+fail allowance (3x the fault-free time)
+    # plus one visibility timeout per kill
     _exact(killed)
-    bound = fault_free.seconds + killed.injected["kill"] * VISIBILITY_S
+    assert killed.injected["kill"] in (1, 2, 3), killed.injected  # the seed's hits on rolls 20, 84 and 113
+    bound = 3 * fault_free.seconds + killed.injected.get("kill", 0) * VISIBILITY_S
     assert killed.seconds <= bound, (killed.seconds, fault_free.seconds, killed.injected)

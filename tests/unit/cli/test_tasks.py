@@ -341,3 +341,28 @@ def test_unknown_output_placeholder_is_named(runner, cli_app, fake_api, tmp_path
     assert result.exit_code == 2
     assert "${NoSuchBucket} is not an output of endpoints file" in result.stderr
     assert fake_api.requests == []
+
+
+def test_cancel_prints_the_cancelled_task_and_refusals_by_their_words(runner, cli_app, fake_api, tmp_path):
+    # Given a running task that the API cancels, a finished one it refuses (409) and an unknown one (404)
+    cancelled = {**RUNNING, "status": "CANCELLED"}
+    fake_api.answer("POST", f"/tasks/{TASK_ID}/cancel", (202, cancelled))
+    fake_api.answer("POST", "/tasks/done/cancel", (409, {"message": "task done is SUCCEEDED: nothing to cancel"}))
+    fake_api.answer("POST", "/tasks/nope/cancel", (404, {"message": "task nope not found"}))
+    endpoints = write_endpoints(tmp_path, fake_api.url)
+
+    # When each is cancelled
+    ok = runner.invoke(cli_app, ["cancel", TASK_ID, "--endpoints", str(endpoints)])
+    finished = runner.invoke(cli_app, ["cancel", "done", "--endpoints", str(endpoints)])
+    unknown = runner.invoke(cli_app, ["cancel", "nope", "--endpoints", str(endpoints)])
+
+    # Then the cancelled task is printed with its counts so far, one POST each, and the refusals exit 1
+    assert ok.exit_code == 0, ok.output + ok.stderr
+    assert f"Task {TASK_ID}: CANCELLED" in ok.stdout
+    assert "40,000" in ok.stdout
+    assert [(method, path) for method, path, _ in fake_api.requests] == [
+        ("POST", f"/tasks/{TASK_ID}/cancel"), ("POST", "/tasks/done/cancel"), ("POST", "/tasks/nope/cancel")
+    ]
+    assert (finished.exit_code, unknown.exit_code) == (1, 1)
+    assert "task done is SUCCEEDED: nothing to cancel" in finished.stderr
+    assert "task nope not found" in unknown.stderr

@@ -95,6 +95,16 @@ def atomic_dynamodb() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def no_bound_request() -> Iterator[None]:
+    """A test that submits as a request (correlation.bind) leaves no id bound for the next one."""
+    from busline_core import correlation
+
+    correlation.bind(None)
+    yield
+    correlation.bind(None)
+
+
 @pytest.fixture
 def cloud(atomic_dynamodb: None) -> Iterator[Cloud]:
     with mock_aws():
@@ -254,6 +264,7 @@ class Wired:
 
 
 PAGE_TOKEN_KEY = b"test page-token key"
+DYNAMO_TARGET_WRITES_PER_SECOND = float("inf")  # no pacing in these tests: test_dynamodb_target.py paces
 
 
 def wire(cloud: Cloud, clock: Clock, warehouse: Any, pusher: Any) -> Wired:
@@ -268,6 +279,7 @@ def wire(cloud: Cloud, clock: Clock, warehouse: Any, pusher: Any) -> Wired:
         TransformDeps,
         WatchdogDeps,
     )
+    from busline_core.dynamo_target import DynamoTarget
     from busline_core.lifecycle import TaskLifecycle
     from busline_core.paging import PageTokens
     from busline_core.storage import ChunkStore
@@ -295,7 +307,17 @@ def wire(cloud: Cloud, clock: Clock, warehouse: Any, pusher: Any) -> Wired:
         extract=ExtractDeps(tasks=tasks, lifecycle=lifecycle(), chunks=chunks, clock=clock),
         transform=TransformDeps(tasks=tasks, lifecycle=lifecycle(), chunks=chunks, clock=clock),
         load=LoadDeps(
-            tasks=tasks, lifecycle=lifecycle(), chunks=chunks, clock=clock, warehouse_factory=lambda: warehouse
+            tasks=tasks,
+            lifecycle=lifecycle(),
+            chunks=chunks,
+            clock=clock,
+            warehouse_factory=lambda: warehouse,
+            # the real DynamoDB target, on moto, with the template's idempotency table as its ledger
+            dynamo_target_factory=lambda: DynamoTarget(
+                boto3.client("dynamodb", region_name=REGION),
+                cloud.stack.name("IdempotencyTable"),
+                DYNAMO_TARGET_WRITES_PER_SECOND,
+            ),
         ),
         stream=StreamDeps(connections=connections, pusher=pusher),
         connections=ConnectionsDeps(tasks=tasks, connections=connections, pusher=pusher),

@@ -84,6 +84,7 @@ def test_sqs_records_parse_to_typed_details() -> None:
         "key": "k",
         "rows": 10,
         "range": None,  # a raw chunk in the bucket, not a byte range of the source
+        "correlationId": None,  # an event of a task submitted before correlation ids existed
     }
     assert transformed.body.detail.rows == 9
     assert int(extracted.attributes.ApproximateReceiveCount) == 1

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from boto3.dynamodb.types import TypeSerializer
-from busline_core import etl_steps, progress, task_api
+from busline_core import correlation, etl_steps, progress, task_api
 from busline_core.bus import EventPublisher
 from busline_core.contracts import (
     ChunkExtracted,
@@ -92,7 +92,11 @@ def _of_type(events: list[dict[str, Any]], detail_type: str) -> list[dict[str, A
     return [event["detail"] for event in events if event["detail-type"] == detail_type]
 
 
+SUBMITTING_REQUEST = "req-ana-1"  # the correlation id the API binds for the request that submits (correlation.py)
+
+
 def _submit(cloud: Cloud, deps: Wired, spec: dict[str, Any] | None = None) -> str:
+    correlation.bind(SUBMITTING_REQUEST)
     snapshot = task_api.submit_task(spec or _spec(), "ana", deps.api)
     cloud.published_events()  # the TaskSubmitted: tested on its own
     return snapshot.taskId
@@ -136,7 +140,7 @@ def test_submit_records_the_task_and_publishes_exactly_one_task_submitted(cloud:
     assert cloud.task_count() == 1
     events = cloud.published_events()
     assert [(event["source"], event["detail-type"], event["detail"]) for event in events] == [
-        ("busline", "TaskSubmitted", {"taskId": snapshot.taskId, "staging": None})
+        ("busline", "TaskSubmitted", {"taskId": snapshot.taskId, "staging": None, "correlationId": None})
     ]
 
 
@@ -218,6 +222,7 @@ def test_a_small_csv_goes_through_all_steps_with_exact_counts(
             "status": "SUCCEEDED",
             "counts": {"read": ROWS, "filtered": FILTERED, "rejected": REJECTED, "loaded": LOADED, "deleted": 0},
             "error": None,
+            "correlationId": SUBMITTING_REQUEST,
         }
     ]
     assert [note["status"] for note in cloud.notifications()] == ["SUCCEEDED"]
@@ -676,3 +681,25 @@ def test_a_failed_delivery_is_shown_as_retrying_until_its_chunk_is_counted(cloud
     # When the chunk then succeeds / Then the notice is gone
     etl_steps.transform_chunk(extracted[1], deps.transform)
     assert task_api.get_task(task_id, "ana", deps.api).retrying == []
+
+
+def test_the_rejects_summary_groups_the_owners_rejects_by_reason_with_the_values_at_fault(
+    cloud: Cloud, deps: Wired
+) -> None:
+    # Given a finished task with 10 rows of carrier ZZ (no such carrier) and 5 of amount "oops"
+    task_id = _submit(cloud, deps)
+    _run(cloud, deps, task_id)
+    # When its owner asks for the summary, and someone else
+    summary = task_api.summarize_rejects(task_id, "ana", deps.api)
+    # Then the groups come most rows first, each with its values at fault
+    assert summary.model_dump() == {
+        "total": REJECTED,
+        "summarized": REJECTED,
+        "complete": True,
+        "groups": [
+            {"reason": "join carriers: no match for carrier", "rows": 10, "values": [{"value": "ZZ", "rows": 10}]},
+            {"reason": "column amount: not a valid decimal", "rows": 5, "values": [{"value": "'oops'", "rows": 5}]},
+        ],
+    }
+    with pytest.raises(TaskNotFound):
+        task_api.summarize_rejects(task_id, "bob", deps.api)

@@ -72,7 +72,21 @@ def test_create_then_get_returns_an_accepted_snapshot(repo: TasksRepository, clo
     }
     assert snapshot.counts.model_dump() == {"read": 0, "filtered": 0, "rejected": 0, "loaded": 0, "deleted": 0}
     assert snapshot.error is None
+    assert (snapshot.target, snapshot.correlationId) == (None, None)  # a spec without a target, no request
     assert repo.get("nope") is None
+
+
+def test_the_snapshot_names_the_target_and_keeps_the_correlation_id(repo: TasksRepository, clock: Clock) -> None:
+    # Given a task of a dynamodb target, submitted by request "req-7"
+    spec = '{"target": {"kind": "dynamodb", "table": "orders-ana", "key": ["id"], "mode": "delete", "commit": "chunk"}}'
+    repo.create(TaskState.submitted("t2", "ana", "adhoc", spec, clock(), correlation_id="req-7"))
+    # When it is read back
+    snapshot = _state(repo, "t2").snapshot()
+    # Then its snapshot names both
+    assert snapshot.target is not None
+    assert (snapshot.target.model_dump(), snapshot.correlationId) == (
+        {"kind": "dynamodb", "table": "orders-ana", "mode": "delete", "commit": "chunk"}, "req-7"
+    )
 
 
 def test_list_by_owner_is_newest_first_and_paginates(repo: TasksRepository, clock: Clock) -> None:

@@ -49,7 +49,9 @@ def test_valid_spec_parses_with_defaults_and_round_trips() -> None:
     assert spec.target.mode == "upsert"
     dumped = spec.model_dump(by_alias=True)
     assert dumped["joins"][0]["columns"][0]["as"] == "dest_name"
-    assert dumped["target"] == {"table": "trips", "key": ["id"], "mode": "upsert", "commit": "task"}  # no schema: Busline picks it
+    assert dumped["target"] == {
+        "kind": "postgres", "table": "trips", "key": ["id"], "mode": "upsert", "commit": "task"
+    }  # no schema: Busline picks it
     assert TaskSpec.model_validate(dumped) == spec
     # and a dump without aliases parses too (stored specs may be either)
     assert TaskSpec.model_validate(spec.model_dump()) == spec

@@ -169,13 +169,21 @@ def numbered_rows(count: int) -> list[dict[str, Any]]:
     ]
 
 
+SUBMITTING_REQUEST = "req-submit-1"  # the correlation id `submit` gives its tasks
+
+
 def submit(spec: dict[str, Any]) -> str:
-    """Submit as the API function would (its deps built from the environment the template gives it)."""
-    from busline_core import task_api
+    """Submit as the API function would (its deps built from the environment the template gives it), as
+    request SUBMITTING_REQUEST; afterwards no id is bound, so a step has only its record to go by."""
+    from busline_core import correlation, task_api
     from busline_core.deps import build_api_deps
     from busline_core.settings import ApiSettings
 
-    return task_api.submit_task(spec, OWNER, build_api_deps(ApiSettings())).taskId
+    correlation.bind(SUBMITTING_REQUEST)
+    try:
+        return task_api.submit_task(spec, OWNER, build_api_deps(ApiSettings())).taskId
+    finally:
+        correlation.bind(None)
 
 
 def extracted_task(cloud: Cloud, rows: int = 250) -> tuple[str, list[dict[str, Any]]]:

@@ -6,12 +6,20 @@ import copy
 import json
 from typing import Any
 
-from handler_kit import OWNER, Cloud, FakeLambdaContext, event_file, of_type
+import boto3
+from handler_kit import OWNER, REGION, Cloud, FakeLambdaContext, event_file, of_type
+
+SAMPLE_REQUEST_ID = "3c1b7d1e-2a57-4f0b-8d0e-7a6f2c9b1d20"  # requestContext.requestId of events/api_post_task.json
 
 
-def post(api: Any, context: FakeLambdaContext, body: Any) -> tuple[int, dict[str, Any], dict[str, list[str]]]:
+def post(
+    api: Any, context: FakeLambdaContext, body: Any, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], dict[str, list[str]]]:
     event = copy.deepcopy(event_file("api_post_task.json"))
     event["body"] = json.dumps(body)
+    for name, value in (headers or {}).items():
+        event["headers"][name] = value
+        event["multiValueHeaders"][name] = [value]
     # a browser's cross-origin request (the web page is served from another port)
     event["headers"]["Origin"] = "http://127.0.0.1:3002"
     event["multiValueHeaders"]["Origin"] = ["http://127.0.0.1:3002"]
@@ -48,11 +56,38 @@ def test_post_task_answers_202_and_publishes_exactly_one_task_submitted(
     # answered for the one allowed origin (template parameter WebOrigin), never "*"
     assert headers["Access-Control-Allow-Origin"] == ["http://127.0.0.1:3002"]
     assert cloud.task(task_id)["owner"] == OWNER
-    # And exactly one TaskSubmitted went to the bus, naming that task
+    # And exactly one TaskSubmitted went to the bus, naming that task and, as its correlation id, API
+    # Gateway's id of the request
     published = cloud.published()
     assert [(e["detail-type"], e["source"], e["detail"]) for e in published] == [
-        ("TaskSubmitted", "busline", {"taskId": task_id, "staging": None})
+        ("TaskSubmitted", "busline", {"taskId": task_id, "staging": None, "correlationId": SAMPLE_REQUEST_ID})
     ]
+    assert cloud.task(task_id)["correlationId"] == SAMPLE_REQUEST_ID
+
+
+def test_a_client_correlation_id_becomes_the_tasks_and_a_malformed_one_is_400_naming_the_header(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given the API function
+    api = load_handler("api")
+    # When a task is posted with X-Correlation-Id, and another with one holding a space
+    status, body, _ = post(api, context, {"pipeline": "flights", "params": {}}, {"X-Correlation-Id": "order-sync:42"})
+    refused, refusal, _ = post(api, context, {"pipeline": "flights", "params": {}}, {"X-Correlation-Id": "two words"})
+    # Then the first task and its event carry the client's id
+    assert status == 202
+    assert cloud.task(body["taskId"])["correlationId"] == "order-sync:42"
+    assert [e["detail"]["correlationId"] for e in cloud.published()] == ["order-sync:42"]
+    # and the second is refused, naming the header, with no task recorded
+    assert refused == 400
+    assert refusal["errors"] == [
+        {
+            "field": "X-Correlation-Id",
+            "message": "must be 1 to 128 characters: letters, digits and - _ . : / (not starting with a punctuation "
+            "mark)",
+        }
+    ]
+    tasks = boto3.resource("dynamodb", region_name=REGION).Table(cloud.tasks_table).scan()["Items"]
+    assert [task["taskId"] for task in tasks] == [body["taskId"]]
 
 
 def test_sample_post_event_as_is_is_accepted(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
@@ -140,7 +175,10 @@ def test_openapi_schema_is_served(cloud: Cloud, load_handler: Any, context: Fake
     # When the schema is asked for / Then it lists the five routes
     status, schema = get(load_handler("api"), context, "/swagger", {"format": "json"})
     assert status == 200
-    assert sorted(schema["paths"]) == ["/tasks", "/tasks/{taskId}", "/tasks/{taskId}/cancel", "/tasks/{taskId}/rejects", "/uploads"]
+    assert sorted(schema["paths"]) == [
+        "/tasks", "/tasks/{taskId}", "/tasks/{taskId}/cancel", "/tasks/{taskId}/rejects",
+        "/tasks/{taskId}/rejects/summary", "/uploads",
+    ]  # fmt: skip
     assert sorted(schema["paths"]["/tasks"]) == ["get", "post"]
 
 

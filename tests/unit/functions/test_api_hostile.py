@@ -146,7 +146,8 @@ HOSTILE: list[Hostile] = [
 def _operation(request: Hostile) -> tuple[str, str] | None:
     """The OpenAPI operation a request is for (None for a path no route serves)."""
     template = re.sub(r"^/tasks/[^/]+", "/tasks/{taskId}", request.path)
-    if template not in ("/tasks", "/tasks/{taskId}", "/tasks/{taskId}/cancel", "/tasks/{taskId}/rejects", "/uploads"):
+    if template not in ("/tasks", "/tasks/{taskId}", "/tasks/{taskId}/cancel", "/tasks/{taskId}/rejects",
+                        "/tasks/{taskId}/rejects/summary", "/uploads"):
         return None
     return template, request.method.lower()
 
@@ -323,6 +324,7 @@ def test_the_openapi_document_declares_every_status_of_every_operation_with_its_
         ("/tasks/{taskId}", "get"): expected((200, "TaskSnapshot"), 404, 422),
         ("/tasks/{taskId}/cancel", "post"): expected((202, "TaskSnapshot"), 404, 409, 422),
         ("/tasks/{taskId}/rejects", "get"): expected((200, "RejectPage"), 400, 404, 422),
+        ("/tasks/{taskId}/rejects/summary", "get"): expected((200, "RejectSummary"), 404, 422),
         ("/uploads", "post"): expected((201, "UploadTicket"), 413, 415, 422),
     }
     # And the bodies say what a client reads

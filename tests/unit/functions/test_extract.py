@@ -9,6 +9,7 @@ import pytest
 from busline_core.errors import InvalidTask
 from handler_kit import (
     OWNER,
+    SUBMITTING_REQUEST,
     Cloud,
     FakeLambdaContext,
     event_file,
@@ -54,7 +55,11 @@ def test_extracts_the_source_into_chunks_and_announces_each(
     assert [(c["detail"]["chunk"], c["detail"]["rows"], c["detail"]["phase"]) for c in chunks] == [
         (0, 100, "transform"), (1, 100, "transform"), (2, 50, "transform"),
     ]
-    assert [e["detail"] for e in of_type(published, "PhaseCompleted")] == [{"taskId": task_id, "phase": "extract", "chunks": 3}]
+    assert [e["detail"] for e in of_type(published, "PhaseCompleted")] == [
+        {"taskId": task_id, "phase": "extract", "chunks": 3, "correlationId": SUBMITTING_REQUEST}
+    ]
+    # each carrying the submitting request's correlation id, which came with the TaskSubmitted record
+    assert {c["detail"]["correlationId"] for c in chunks} == {SUBMITTING_REQUEST}
     task = cloud.task(task_id)
     assert (task["status"], task["count_read"], task["extract_total"]) == ("TRANSFORMING", 250, 3)
 
