@@ -171,6 +171,7 @@ function showApp() {
   }
   connectSocket();
   refreshTaskList();
+  restartRuns(); // runs.js
 }
 
 // ------------------------------------------------------------------ REST
@@ -208,6 +209,7 @@ async function submit(body) {
   const accepted = await api("/tasks", { method: "POST", body: JSON.stringify(body) });
   selectTask(accepted.taskId);
   refreshTaskList();
+  restartRuns();
 }
 
 // ------------------------------------------------------------------ rendering
@@ -282,6 +284,7 @@ function renderSnapshot(snapshot) {
   if (seconds > 0 && counts.loaded) rates.push(`${formatNumber(Math.round(counts.loaded / seconds))} rows/s loaded`);
   $("task-rate").textContent = rates.length ? `· ${rates.join(" · ")}` : "";
   $("rejects-total").textContent = `(${formatNumber(counts.rejected)} in all)`;
+  updateRunRow(snapshot); // runs.js: the Runs view's row too
   // The Recent tasks badge follows the card, push by push, not only when the list is refreshed.
   const badge = document.querySelector(`.task-item[data-task-id="${CSS.escape(snapshot.taskId)}"] .status`);
   if (badge) {

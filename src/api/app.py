@@ -49,7 +49,7 @@ from busline_core.errors import (
     TaskNotFound,
 )
 from busline_core.identity import owner_from_claims
-from busline_core.limits import MAX_PAGE_SIZE, MAX_TASK_ID_LENGTH
+from busline_core.limits import MAX_PAGE_SIZE, MAX_PIPELINE_NAME_LENGTH, MAX_TASK_ID_LENGTH
 from busline_core.paging import DEFAULT_REJECTS_PAGE, DEFAULT_TASKS_PAGE
 from busline_core.settings import ApiSettings
 from pydantic import BaseModel
@@ -221,8 +221,10 @@ def cancel_task(taskId: TaskId) -> Response[TaskSnapshot]:
 def list_tasks(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_TASKS_PAGE,
     next_token: Annotated[str | None, Query(alias="nextToken")] = None,
+    pipeline: Annotated[str | None, Query(min_length=1, max_length=MAX_PIPELINE_NAME_LENGTH)] = None,
+    status: Annotated[TaskStatus | None, Query()] = None,
 ) -> TaskPage:
-    return task_api.list_tasks(current_owner(), limit, next_token, deps)
+    return task_api.list_tasks(current_owner(), limit, next_token, deps, pipeline=pipeline, status=status)
 
 
 @app.get("/tasks/<taskId>/rejects", responses=responses(200, RejectPage, "The task's rejected rows", 400, 404, 422))

@@ -223,6 +223,8 @@ def test_the_cancel_button_cancels_the_running_task(browser: Any, e2e_cloud: Any
         cancel = page.get_by_test_id("cancel-task")
         expect(cancel).to_be_visible()
         task_id = page.locator(".task-item.selected").get_attribute("data-task-id")
+        run_status = page.locator(f'#runs-body tr[data-task-id="{task_id}"] [data-field="status"]')
+        expect(run_status).to_have_text(re.compile("ACCEPTED|EXTRACTING|TRANSFORMING|LOADING"))
         # showing the task's correlation id (the API request that submitted it) for `busline logs`
         expect(page.get_by_test_id("correlation-id")).to_contain_text(re.compile(rf"correlation id \S+ \(busline logs {task_id}\)"))
         # When Cancel is clicked
@@ -238,6 +240,44 @@ def test_the_cancel_button_cancels_the_running_task(browser: Any, e2e_cloud: Any
             assert json.loads(response.read())["status"] == "CANCELLED"
         # and the recent list's badge too
         expect(page.locator(f'.task-item[data-task-id="{task_id}"]')).to_contain_text("CANCELLED")
+        # and its row in the Runs view, listed while it ran, followed it there without a reload
+        expect(page.locator(f'#runs-body tr[data-task-id="{task_id}"] [data-field="status"]')).to_have_text("CANCELLED")
+        expect(page.get_by_test_id("error")).to_be_hidden()
+    finally:
+        page.close()
+
+
+def _tasks_of_demo_user(endpoints: dict[str, Any], query: str) -> list[dict[str, Any]]:
+    token = user_tokens(endpoints, endpoints["auth"]["demoUser"]["username"]).access_token
+    request = urllib.request.Request(f"{endpoints['rest']}/tasks?{query}", headers={"Authorization": token})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return list(json.loads(response.read())["items"])
+
+
+def test_the_runs_view_filters_and_charts_the_finished_runs(browser: Any, e2e_cloud: Any) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1200})
+    try:
+        # Given the signed-in page, after the demo test's flights run succeeded and the cancel test's was cancelled
+        sign_in(page, e2e_cloud.endpoints["web"])
+        succeeded = _tasks_of_demo_user(e2e_cloud.endpoints, "pipeline=flights&status=SUCCEEDED&limit=20")
+        assert len(succeeded) >= 1 and {task["status"] for task in succeeded} == {"SUCCEEDED"}
+        # When the Runs view is filtered to the flights runs that succeeded
+        page.get_by_test_id("runs-pipeline").fill("flights")
+        page.get_by_test_id("runs-status").select_option("SUCCEEDED")
+        page.get_by_test_id("runs-apply").click()
+        # Then it lists exactly the API's, with their loaded rows
+        rows = page.get_by_test_id("runs-body").locator("tr")
+        expect(rows).to_have_count(len(succeeded))
+        expect(rows.first.locator('[data-field="loaded"]')).to_have_text("320,960")
+        expect(rows.first.locator('[data-field="duration"]')).to_have_text(re.compile(r"^\d+\.\d s$"))
+        # and each chart has one point per run, in one flights series, drawn on a canvas
+        for chart in ("runs-chart-duration", "runs-chart-rows"):
+            expect(page.get_by_test_id(chart)).to_have_attribute("data-points", str(len(succeeded)))
+            expect(page.get_by_test_id(chart)).to_have_attribute("data-series", "flights")
+            expect(page.get_by_test_id(chart).locator("canvas")).to_have_count(1)
+        page.get_by_test_id("runs").screenshot(path=str(e2e_cloud.data_dir / "runs-view.png"))
         expect(page.get_by_test_id("error")).to_be_hidden()
     finally:
         page.close()

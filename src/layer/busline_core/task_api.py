@@ -27,6 +27,7 @@ from .contracts import (
     TaskFinished,
     TaskPage,
     TaskSnapshot,
+    TaskStatus,
     TaskSubmitted,
     UploadRequest,
     UploadTicket,
@@ -183,15 +184,24 @@ def get_task(task_id: str, owner: str, deps: ApiDeps) -> TaskSnapshot:
     return _owned(task_id, owner, deps).snapshot()
 
 
-def list_tasks(owner: str, limit: int, next_token: str | None, deps: ApiDeps) -> TaskPage:
+def list_tasks(
+    owner: str,
+    limit: int,
+    next_token: str | None,
+    deps: ApiDeps,
+    *,
+    pipeline: str | None = None,
+    status: TaskStatus | None = None,
+) -> TaskPage:
     check_limit(limit)
-    listing = f"tasks/{owner}"
+    # the filters are part of the listing: a token of one filter is refused for another
+    listing = f"tasks/{owner}/{pipeline or ''}/{status.value if status else ''}"
     start = None
     if next_token is not None:
         start = deps.page_tokens.decode(listing, next_token)
         if not TasksRepository.is_owner_position(start, owner):
             raise InvalidPage("nextToken", "not a token this API returned for this listing")
-    states, position = deps.tasks.list_by_owner(owner, limit, start)
+    states, position = deps.tasks.list_by_owner(owner, limit, start, pipeline=pipeline, status=status)
     token = None if position is None else deps.page_tokens.encode(listing, position)
     return TaskPage(items=[state.snapshot() for state in states], nextToken=token)
 

@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 import boto3
-from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
@@ -70,6 +70,7 @@ Item = dict[str, Any]
 OWNER_INDEX = "byOwner"
 _TASKS_PAGE_KEY = ("taskId", "owner", "createdAt")
 _RETRYING = "retrying"
+_FILTERED_QUERIES = 20  # a filter that matches few tasks answers a short page (with a token) rather than wait
 
 
 class StateMachineDrift(RuntimeError):
@@ -471,21 +472,43 @@ class TasksRepository:
         )
 
     def list_by_owner(
-        self, owner: str, limit: int, start: Mapping[str, Any] | None = None
+        self,
+        owner: str,
+        limit: int,
+        start: Mapping[str, Any] | None = None,
+        *,
+        pipeline: str | None = None,
+        status: TaskStatus | None = None,
     ) -> tuple[list[TaskState], dict[str, Any] | None]:
-        """Newest first (GSI byOwner, sort key createdAt); `start` is the position a page returned."""
+        """Newest first (GSI byOwner, sort key createdAt), only those of `pipeline` and `status` when given;
+        `start` is the position a page returned. A filtered page is filled from as many queries as it
+        takes (DynamoDB filters after it reads), at most _FILTERED_QUERIES of them."""
         query: dict[str, Any] = {
             "IndexName": OWNER_INDEX,
             "KeyConditionExpression": Key("owner").eq(owner),
             "ScanIndexForward": False,
-            "Limit": limit,
         }
-        if start is not None:
-            query["ExclusiveStartKey"] = dict(start)
-        response = self._table.query(**query)
-        last_key = response.get("LastEvaluatedKey")
-        position = None if last_key is None else {name: _plain(value) for name, value in last_key.items()}
-        return [state_from_item(item) for item in response.get("Items", [])], position
+        condition: ConditionBase | None = None
+        if pipeline is not None:
+            condition = Attr("pipeline").eq(pipeline)
+        if status is not None:
+            matches = Attr("status").eq(status.value)
+            condition = matches if condition is None else condition & matches
+        if condition is not None:
+            query["FilterExpression"] = condition
+        items: list[Item] = []
+        position = None if start is None else dict(start)
+        for _ in range(_FILTERED_QUERIES):
+            page = {**query, "Limit": limit - len(items)}
+            if position is not None:
+                page["ExclusiveStartKey"] = position
+            response = self._table.query(**page)
+            items += response.get("Items", [])
+            last_key = response.get("LastEvaluatedKey")
+            position = None if last_key is None else {name: _plain(value) for name, value in last_key.items()}
+            if position is None or len(items) >= limit:
+                break
+        return [state_from_item(item) for item in items], position
 
     @staticmethod
     def is_owner_position(position: Mapping[str, Any], owner: str) -> bool:

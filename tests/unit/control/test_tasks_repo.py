@@ -111,6 +111,28 @@ def test_list_by_owner_is_newest_first_and_paginates(repo: TasksRepository, cloc
     assert [len(page) for page in pages if page] == [2, 2, 1]
 
 
+def test_a_filtered_listing_fills_its_pages_and_keeps_the_order(repo: TasksRepository, clock: Clock) -> None:
+    # Given ten tasks of ana one second apart: every third a "daily" one, every other one of them FAILED
+    for index in range(10):
+        pipeline = "daily" if index % 3 == 0 else "flights"
+        repo.create(TaskState.submitted(f"task-{index}", "ana", pipeline, "{}", clock()))
+        if index in (3, 9):
+            repo.apply(f"task-{index}", TaskAbandoned(Phase.EXTRACT, "broken"))
+        clock.now += timedelta(seconds=1)
+    # When the daily ones are listed two at a time, and the FAILED daily ones
+    pages, position = [], None
+    while True:
+        states, position = repo.list_by_owner("ana", 2, position, pipeline="daily")
+        pages.append([state.task_id for state in states])
+        if position is None:
+            break
+    failed, _ = repo.list_by_owner("ana", 10, None, pipeline="daily", status=TaskStatus.FAILED)
+    # Then each page is full, newest first, with only daily tasks (a last empty page is DynamoDB's way of
+    # saying a page ended exactly at the end)
+    assert [page for page in pages if page] == [["task-9", "task-6"], ["task-3", "task-0"]]
+    assert [state.task_id for state in failed] == ["task-9", "task-3"]
+
+
 def test_a_redelivered_chunk_is_counted_once(repo: TasksRepository, clock: Clock) -> None:
     # Given a task in transform
     _extracted(repo, clock, chunks=3)

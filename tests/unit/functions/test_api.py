@@ -251,3 +251,20 @@ def test_a_refused_target_lists_the_bodys_other_errors_too(
     assert status == 400
     assert sorted(error["field"] for error in body["errors"]) == ["columns.0.type", "target.schema"]
     assert cloud.published() == []
+
+
+def test_the_task_list_filters_by_pipeline_and_status_and_refuses_an_unknown_status(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given one ACCEPTED flights task
+    api = load_handler("api")
+    _, accepted, _ = post(api, context, {"pipeline": "flights", "params": {}})
+    # When the list is asked for by pipeline and status, for another pipeline, and for no such status
+    matching = get(api, context, "/tasks", {"pipeline": "flights", "status": "ACCEPTED"})
+    other = get(api, context, "/tasks", {"pipeline": "daily"})
+    unknown = get(api, context, "/tasks", {"status": "DONE"})
+    # Then the first lists it, the second nothing, and the third is a 422 naming the parameter
+    assert (matching[0], [task["taskId"] for task in matching[1]["items"]]) == (200, [accepted["taskId"]])
+    assert (other[0], other[1]["items"]) == (200, [])
+    assert unknown[0] == 422
+    assert [issue["loc"] for issue in unknown[1]["detail"]] == [["query", "status"]]
