@@ -31,12 +31,15 @@ chromium:
 run: setup
 	$(BIN)/busline local up --demo
 
+# The unit folder runs on both cores (pytest-xdist); the rest one test at a time, since each local cloud
+# wants the whole machine.
 test: setup chromium
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 tests/unit
+	$(BIN)/python -m pytest -q -p no:cacheprovider --ignore=tests/unit
 
 # No local cloud, no Postgres, no browser: the fast suite CI runs on every push.
 test-unit: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 tests/unit
 
 bench: setup
 	$(BIN)/python -m busline.bench --json bench-results.json

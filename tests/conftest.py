@@ -1,8 +1,13 @@
 """Shared by every test folder: make the Lambda layer (`busline_core`) importable as it is on AWS, and
 the one local cloud of template.yaml that the app and browser suites share."""
 
+import os
 import sys
 from pathlib import Path
+
+# Rich wraps what the CLI prints at the width it finds, 80 columns without a terminal: a message naming a
+# temporary path (longer under pytest-xdist's per-worker folders) must not wrap mid-word in a test.
+os.environ.setdefault("COLUMNS", "250")
 
 LAYER_DIR = Path(__file__).resolve().parent.parent / "src" / "layer"
 if str(LAYER_DIR) not in sys.path:
