@@ -51,6 +51,16 @@ def demo_cloud() -> Iterator[RunningCloud]:
     demo_clouds.close()
 
 
+@pytest.fixture(autouse=True)
+def fresh_usage_meter(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test counts AWS usage (busline_core.usage) from zero: a meter is per container, and a test
+    process is many containers one after the other."""
+    from busline_core import usage
+
+    monkeypatch.setattr(usage, "METER", usage.UsageMeter(memory_mb=1024))
+    yield
+
+
 @pytest.fixture
 def cloud_data_dir() -> Iterator[Path]:
     """A data dir for `busline local up` that Postgres can enter (pytest's tmp_path is under a 0700 folder)."""

@@ -172,6 +172,7 @@ function showApp() {
   connectSocket();
   refreshTaskList();
   restartRuns(); // runs.js
+  refreshDashboard().catch((error) => showError(error.message)); // dashboard.js
 }
 
 // ------------------------------------------------------------------ REST
@@ -221,6 +222,22 @@ function percent(progress) {
   return Math.min(100, Math.floor((100 * progress.done) / progress.total));
 }
 
+function formatUsd(usd) {
+  return `$${usd.toFixed(usd >= 0.01 ? 4 : 6)}`;
+}
+
+// The task's estimated AWS cost (so far, while it runs), its largest services first, and the prices used.
+function costText(snapshot) {
+  const cost = snapshot.cost;
+  if (!cost) return "";
+  const services = Object.entries(cost.byService || {})
+    .sort((a, b) => b[1] - a[1])
+    .map(([service, usd]) => `${service} ${formatUsd(usd)}`);
+  const soFar = TERMINAL.has(snapshot.status) ? "" : " so far";
+  return `cost on AWS ≈ ${formatUsd(cost.usd)}${soFar} (${services.join(", ")}) · ` +
+    `${formatNumber(cost.requests)} requests, ${cost.lambdaGbSeconds} Lambda GB-s · ${cost.prices}`;
+}
+
 function formatNumber(value) {
   return typeof value === "number" ? value.toLocaleString("en-US") : "0";
 }
@@ -236,6 +253,22 @@ function renderElapsed() {
   if (!snapshot) return;
   const seconds = elapsedSeconds(snapshot).toFixed(1);
   $("task-elapsed").textContent = TERMINAL.has(snapshot.status) ? `took ${seconds} s` : `running for ${seconds} s`;
+  $("task-estimate").textContent = estimateText(snapshot);
+}
+
+// While a task runs its size is unknown until extract ends: the honest guess is the owner's last run of the
+// same pipeline that succeeded (the Runs view's newest), named as such; none, no guess.
+function estimateText(snapshot) {
+  if (TERMINAL.has(snapshot.status)) return "";
+  const earlier = runs.items.find(
+    (task) => task.taskId !== snapshot.taskId && task.pipeline === snapshot.pipeline && task.status === "SUCCEEDED",
+  );
+  if (!earlier) return "";
+  const took = runSeconds(earlier); // runs.js
+  const chunks = ((earlier.phases || {}).extract || {}).total;
+  const left = Math.max(0, Math.ceil(took - elapsedSeconds(snapshot)));
+  return `· estimate from the last ${snapshot.pipeline} run (${chunks} chunks in ${took.toFixed(1)} s): ` +
+    (left > 0 ? `about ${left} s left` : "running longer than it did");
 }
 
 setInterval(renderElapsed, 1000);
@@ -285,6 +318,7 @@ function renderSnapshot(snapshot) {
   $("task-rate").textContent = rates.length ? `· ${rates.join(" · ")}` : "";
   $("rejects-total").textContent = `(${formatNumber(counts.rejected)} in all)`;
   updateRunRow(snapshot); // runs.js: the Runs view's row too
+  dashboardSawSnapshot(snapshot); // dashboard.js: a finished run changes what its charts read
   // The Recent tasks badge follows the card, push by push, not only when the list is refreshed.
   const badge = document.querySelector(`.task-item[data-task-id="${CSS.escape(snapshot.taskId)}"] .status`);
   if (badge) {
@@ -321,6 +355,10 @@ function renderSnapshot(snapshot) {
     ? `correlation id ${snapshot.correlationId} (busline logs ${snapshot.taskId})`
     : "";
   correlation.hidden = !snapshot.correlationId;
+
+  const cost = $("task-cost");
+  cost.textContent = costText(snapshot);
+  cost.hidden = !snapshot.cost;
 
   const retrying = $("retrying");
   retrying.replaceChildren();

@@ -1,7 +1,7 @@
 "use strict";
 // The Runs view: the signed-in owner's tasks, filterable by pipeline and status, a page at a time, live,
 // and two charts over the page's finished runs (uPlot, served with the page from vendor/).
-// Uses app.js's globals: api, formatNumber, TERMINAL, $, state, selectTask.
+// Uses app.js's globals: api, formatNumber, formatUsd, TERMINAL, $, state, selectTask.
 
 const RUNS_PAGE = 20;
 const RUNS_REFRESH_MS = 3000; // while a listed run is still going
@@ -56,7 +56,26 @@ function runCells(task) {
     read: formatNumber(counts.read),
     loaded: formatNumber(counts.loaded),
     rejected: formatNumber(counts.rejected),
+    cost: task.cost ? formatUsd(task.cost.usd) : "",
   };
+}
+
+// What the listed runs cost on AWS, summed per pipeline (finished runs only: a running one is not done).
+function renderRunCosts() {
+  const sums = new Map();
+  for (const task of runs.items) {
+    if (!TERMINAL.has(task.status) || !task.cost) continue;
+    const sum = sums.get(task.pipeline) || { usd: 0, runs: 0 };
+    sum.usd += task.cost.usd;
+    sum.runs += 1;
+    sums.set(task.pipeline, sum);
+  }
+  const parts = [...sums.entries()]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([pipeline, sum]) => `${pipeline} ${formatUsd(sum.usd)} (${sum.runs} run${sum.runs === 1 ? "" : "s"})`);
+  const line = $("runs-cost");
+  line.textContent = parts.length ? `cost on AWS of the finished runs shown: ${parts.join(" · ")}` : "";
+  line.dataset.pipelines = JSON.stringify(Object.fromEntries([...sums].map(([name, sum]) => [name, sum.usd])));
 }
 
 function fillRunRow(row, task) {
@@ -92,6 +111,7 @@ function renderRuns() {
   $("runs-newer").disabled = runs.page === 0;
   $("runs-older").disabled = !runs.tokens[runs.page + 1];
   renderRunCharts();
+  renderRunCosts();
 }
 
 // A pushed snapshot (the followed task's, over the WebSocket) updates its row at once.
@@ -102,7 +122,10 @@ function updateRunRow(snapshot) {
   runs.items[index] = snapshot;
   const row = document.querySelector(`#runs-body tr[data-task-id="${CSS.escape(snapshot.taskId)}"]`);
   if (row) fillRunRow(row, snapshot);
-  if (TERMINAL.has(snapshot.status)) renderRunCharts();
+  if (TERMINAL.has(snapshot.status)) {
+    renderRunCharts();
+    renderRunCosts();
+  }
 }
 
 // One series per pipeline over the page's finished runs; x is when the run started.
@@ -131,6 +154,7 @@ function drawChart(id, label, value) {
   const options = {
     width: Math.max(300, holder.clientWidth || 420),
     height: 180,
+    legend: { show: false }, // the caption names the series (one colour per pipeline)
     scales: { x: { time: true } },
     series: [
       {},
@@ -141,9 +165,23 @@ function drawChart(id, label, value) {
         points: { show: true, size: 6 },
       })),
     ],
-    axes: [{}, { label }],
+    axes: [{}, { label, size: 80 }],
   };
   runs.charts[id] = new uPlot(options, data, holder);
+  const xs = data[0];
+  if (xs[xs.length - 1] - xs[0] < 60) {
+    // a lone run (or runs within a minute): an hour around it, not uPlot's span of years
+    runs.charts[id].setScale("x", { min: xs[0] - 1800, max: xs[xs.length - 1] + 1800 });
+  }
+  const legend = document.createElement("p");
+  legend.className = "hint";
+  pipelines.forEach((pipeline, k) => {
+    const entry = document.createElement("span");
+    entry.style.color = SERIES_COLOURS[k % SERIES_COLOURS.length];
+    entry.textContent = `● ${pipeline} `;
+    legend.append(entry);
+  });
+  holder.append(legend);
 }
 
 function renderRunCharts() {

@@ -74,6 +74,25 @@ def retry_lines(snapshot: dict[str, Any]) -> list[str]:
     return lines
 
 
+def cost_text(snapshot: dict[str, Any]) -> str | None:
+    """"$0.000412 on AWS (lambda $…, …; …)": the task's estimated cost, so far while it runs."""
+    cost = snapshot.get("cost")
+    if not isinstance(cost, dict) or not isinstance(cost.get("usd"), int | float):
+        return None
+    by_service = cost.get("byService")
+    services: dict[str, Any] = by_service if isinstance(by_service, dict) else {}
+    shares = ", ".join(f"{name} ${usd:.6f}" for name, usd in sorted(services.items(), key=lambda item: -item[1]))
+    so_far = "" if is_terminal(snapshot) else " so far"
+    text = f"${cost['usd']:.6f} on AWS{so_far}"
+    if shares:
+        text += f" ({shares})"
+    details = f"{cost.get('requests', 0):,} requests, {cost.get('lambdaGbSeconds', 0)} Lambda GB-s"
+    unpriced = cost.get("unpriced") or {}
+    if unpriced:
+        details += f"; not priced: {', '.join(sorted(unpriced))}"
+    return f"{text}; {details}; {cost.get('prices', '')}"
+
+
 def counts_table(snapshot: dict[str, Any]) -> Table:
     table = Table(title=f"Task {snapshot.get('taskId', '?')}: {snapshot.get('status', '?')}")
     for name in COUNT_NAMES:
@@ -114,6 +133,9 @@ def task_detail(snapshot: dict[str, Any]) -> RenderableType:
         add_plain_row(header, "Commit", f"task: visible at once, {committed}" if committed else "task: rows visible when it succeeds")
     if snapshot.get("correlationId"):
         add_plain_row(header, "Correlation id", f"{snapshot['correlationId']} (busline logs {snapshot.get('taskId', '')})")
+    cost = cost_text(snapshot)
+    if cost:
+        add_plain_row(header, "Cost", cost)
     parts: list[RenderableType] = [header, phases_table(snapshot), counts_table(snapshot)]
     parts.extend(Text(line, style="yellow") for line in retry_lines(snapshot))
     if snapshot.get("status") == "FAILED" or snapshot.get("error"):

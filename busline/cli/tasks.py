@@ -337,6 +337,9 @@ def submit(
         err_console.print(f"stopped following; the task goes on: busline status {task_id}")
         raise typer.Exit(130) from None
     console.print(progress_view.counts_table(final))
+    cost = progress_view.cost_text(final)
+    if cost:
+        console.print(f"Cost: {cost}", markup=False)
     if final.get("status") == "CANCELLED":
         err_console.print(f"Task {task_id} was CANCELLED", style="yellow", markup=False)
         raise typer.Exit(EXIT_FAILED)

@@ -1,4 +1,4 @@
-"""REST API: submit a task, read its snapshot, list tasks, page through its rejected rows.
+"""REST API: submit a task, read its snapshot, list tasks, page through its rejected rows, pipeline dashboards.
 
 Thin on purpose: validation is Powertools' (422 naming each field), bodies are read as strict JSON text by
 busline_core.request_body, the work is busline_core.task_api, and this module is the one place where errors
@@ -37,16 +37,19 @@ from busline_core.contracts import (
     UploadRequest,
     UploadTicket,
 )
+from busline_core.dashboards import Dashboard
 from busline_core.deps import build_api_deps
 from busline_core.errors import (
     BuslineError,
     InvalidTask,
     NotJsonText,
     NotSignedIn,
+    PipelineNotFound,
     RequestTooLarge,
     SourceUnreadable,
     TaskNotCancellable,
     TaskNotFound,
+    WarehouseUnavailable,
 )
 from busline_core.identity import owner_from_claims
 from busline_core.limits import MAX_PAGE_SIZE, MAX_PIPELINE_NAME_LENGTH, MAX_TASK_ID_LENGTH
@@ -59,9 +62,11 @@ HTTP_STATUS: dict[type[BuslineError], int] = {
     InvalidTask: 400,
     NotSignedIn: 401,
     TaskNotFound: 404,
+    PipelineNotFound: 404,
     TaskNotCancellable: 409,
     RequestTooLarge: 413,
     SourceUnreadable: 422,
+    WarehouseUnavailable: 503,
 }
 
 logger = Logger()
@@ -140,7 +145,7 @@ _FAILURES: dict[int, tuple[str, type[BaseModel]]] = {
           "each field at fault in errors", Refusal),
     401: ("No valid access token (API Gateway answers before the function runs)", Message),
     403: ("Refused by API Gateway before the function runs", Message),
-    404: ("No such task, or not the caller's (the two answer alike)", Message),
+    404: ("No such task (or not the caller's: the two answer alike), or no such pipeline", Message),
     409: ("The task is past cancelling: finished, or committing its rows", Message),
     413: ("The body or the spec is over its byte limit (README, Limits), or over API Gateway's 10 MB", Refusal),
     415: ("The body is not sent as application/json", ValidationFailure),
@@ -148,6 +153,7 @@ _FAILURES: dict[int, tuple[str, type[BaseModel]]] = {
           "in detail", ValidationFailure),
     429: ("Throttled by API Gateway", Message),
     500: ("An unexpected error, told without internals; requestId finds its log line", InternalError),
+    503: ("The warehouse cannot be reached right now: try again", Message),
 }
 # Answered for every operation: by API Gateway before the function runs, or by the catch-all.
 _ALWAYS = (401, 403, 429, 500)
@@ -242,6 +248,17 @@ def list_rejects(
 )
 def summarize_rejects(taskId: TaskId) -> RejectSummary:
     return task_api.summarize_rejects(taskId, current_owner(), deps)
+
+
+@app.get(
+    "/pipelines/<name>/dashboard",
+    responses=responses(200, Dashboard, "The pipeline's charts over the caller's table", 400, 404, 422, 503),
+)
+def pipeline_dashboard(
+    name: Annotated[str, Path(min_length=1, max_length=MAX_PIPELINE_NAME_LENGTH)],
+    table: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+) -> Dashboard:
+    return task_api.pipeline_dashboard(name, table, current_owner(), deps)
 
 
 @app.post("/uploads", responses=responses(201, UploadTicket, "PUT the file to uploadUrl, then name uri", 413, 415, 422))

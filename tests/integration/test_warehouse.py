@@ -20,8 +20,10 @@ from typing import Any
 import psycopg
 import pytest
 from busline_core import tenancy
+from busline_core.dashboard_reader import DashboardReader
+from busline_core.dashboards import DashboardQuery
 from busline_core.errors import DataRefused, LoadFailed, TargetRefused
-from busline_core.pipelines import expand_pipeline
+from busline_core.pipelines import PIPELINES, expand_pipeline
 from busline_core.readers import iter_chunks, iter_records
 from busline_core.spec import OutputColumn, TargetSpec
 from busline_core.tenancy import owner_table, schema_for
@@ -687,3 +689,91 @@ def test_flights_transform_throughput_and_load(warehouse: Warehouse, owner: str)
         f"(CPU {transform_cpu_seconds:.2f} s = {read / transform_cpu_seconds:,.0f} rows/s); "
         f"load: {loaded} rows in {load_seconds:.2f} s = {loaded / load_seconds:,.0f} rows/s"
     )
+
+
+# --- pipeline dashboards (dashboard_reader.py) ------------------------------------------------------
+
+
+def _dashboard_query(name: str, statement: str, chart: str = "bar") -> DashboardQuery:
+    return DashboardQuery(name=name, title=name.replace("_", " "), chart=chart, sql=statement)
+
+
+@pytest.fixture
+def loaded_items(warehouse: Warehouse, owner: str) -> None:
+    """`owner` has loaded items 1..5 (even ids ok, scores n/2)."""
+    target = _target()
+    warehouse.ensure_table(owner, target, COLUMNS)
+    warehouse.load_chunk(f"task-{uuid.uuid4().hex}", 0, owner, target, COLUMNS, [_row(n) for n in range(1, 6)])
+
+
+def test_a_dashboard_reads_the_owners_own_table_and_no_one_elses(load_url: str, owner: str, loaded_items: None) -> None:
+    # Given the owner's items and a dashboard of two charts
+    queries = [
+        _dashboard_query("score_by_parity", "SELECT ok, sum(score) FROM {table} GROUP BY ok ORDER BY ok"),
+        _dashboard_query("items_per_day", "SELECT day, count(*) FROM {table} GROUP BY day", chart="line"),
+    ]
+    with DashboardReader(load_url) as reader:
+        # When the owner and then another owner read it
+        mine = reader.dashboard("demo", owner, "items", queries)
+        theirs = reader.dashboard("demo", f"owner-{uuid.uuid4()}", "items", queries)
+    # Then the owner's charts hold their rows' figures, x then y
+    assert mine.loaded is True
+    assert [(chart.name, chart.error, chart.truncated) for chart in mine.charts] == [
+        ("score_by_parity", None, False),
+        ("items_per_day", None, False),
+    ]
+    assert [(point.x, point.y) for point in mine.charts[0].points] == [(False, 4.5), (True, 3.0)]
+    assert [(point.x, point.y) for point in mine.charts[1].points] == [("2013-01-02", 5.0)]
+    # And another owner, whose schema has no such table, gets no charts at all: not the owner's data
+    assert (theirs.loaded, theirs.charts) == (False, [])
+
+
+def test_a_dashboard_query_that_writes_is_refused_and_changes_nothing(
+    load_url: str, database_url: str, owner: str, loaded_items: None
+) -> None:
+    # Given a query that reads but smuggles a DELETE in a WITH (the static check lets it through)
+    sneaky = _dashboard_query(
+        "sneaky", "WITH gone AS (DELETE FROM {table} RETURNING id) SELECT 'deleted', count(*) FROM gone"
+    )
+    honest = _dashboard_query("count", "SELECT 'rows', count(*) FROM {table}")
+    with DashboardReader(load_url) as reader:
+        # When the dashboard runs it
+        dashboard = reader.dashboard("demo", owner, "items", [sneaky, honest])
+    # Then Postgres' read-only transaction refused it, the other chart still reads, and all 5 rows remain
+    assert dashboard.charts[0].error == "refused: the query writes, and a dashboard only reads"
+    assert dashboard.charts[0].points == []
+    assert [(point.x, point.y) for point in dashboard.charts[1].points] == [("rows", 5.0)]
+    assert _count(database_url, owner, "items") == 5
+
+
+def test_a_dashboard_query_is_cut_at_the_row_cap_and_stopped_at_the_timeout(
+    load_url: str, owner: str, loaded_items: None
+) -> None:
+    # Given a reader capped at 3 rows and 200 ms per query
+    every_row = _dashboard_query("every_row", "SELECT id, score FROM {table} ORDER BY id")
+    slow = _dashboard_query("slow", "SELECT 'x', count(*) FROM {table}, pg_sleep(2)")
+    with DashboardReader(load_url, row_cap=3, timeout_ms=200) as reader:
+        started = time.monotonic()
+        # When it reads 5 rows and then a query of 2 s
+        dashboard = reader.dashboard("demo", owner, "items", [every_row, slow])
+        elapsed = time.monotonic() - started
+    # Then the first chart has the first 3 rows and says it was truncated
+    capped, stopped = dashboard.charts
+    assert [(point.x, point.y) for point in capped.points] == [(1, 0.5), (2, 1.0), (3, 1.5)]
+    assert capped.truncated is True
+    # And the slow query was cancelled by the statement timeout, long before its 2 s
+    assert stopped.error == "the query ran past its 200 ms statement timeout"
+    assert elapsed < 2.0
+    assert (dashboard.rowCap, dashboard.statementTimeoutMs) == (3, 200)
+
+
+def test_the_flights_dashboard_declares_read_only_queries_of_its_table() -> None:
+    # Given the flights pipeline
+    flights = PIPELINES["flights"]
+    # Then its dashboard has three charts, each one SELECT over {table}
+    assert [(query.name, query.chart) for query in flights.dashboard] == [
+        ("departure_delay_by_carrier", "bar"),
+        ("flights_per_month", "line"),
+        ("busiest_destinations", "bar"),
+    ]
+    assert flights.default_table == "flights"

@@ -128,6 +128,19 @@ class TaskError(_Wire):
     message: str
 
 
+class TaskCost(_Wire):
+    """What a task cost on AWS, estimated from its counted requests and compute at list prices (usage.py
+    says what is counted, pricing.py holds the prices)."""
+
+    usd: float
+    byService: dict[str, float]
+    requests: int  # AWS requests counted for the task: its functions' calls and invocations, SQS deliveries
+    lambdaGbSeconds: float
+    unpriced: dict[str, float] = {}  # requests counted but without a price in the table (not in usd)
+    prices: str  # which price list, and when it was checked
+    counted: dict[str, float] = {}  # what the estimate is made of: "<service>:<operation>" and usage.py's own keys
+
+
 class TaskFinished(_Event):
     """Detail of TaskSucceeded / TaskFailed (the detail-type says which)."""
 
@@ -135,6 +148,7 @@ class TaskFinished(_Event):
     status: TaskStatus
     counts: Counts
     error: TaskError | None = None
+    cost: TaskCost | None = None
 
     @property
     def detail_type(self) -> str:
@@ -258,6 +272,8 @@ class TaskSnapshot(_Wire):
     # the request that submitted the task (its X-Correlation-Id, or API Gateway's request id): every log
     # line of every function about this task carries it (`busline logs`)
     correlationId: str | None = None
+    # estimated AWS cost so far (final once the task is): None for a task whose usage was never counted
+    cost: TaskCost | None = None
 
 
 class TaskPage(_Wire):

@@ -15,10 +15,12 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import usage
 from .bus import EventPublisher, Notifier
 from .connections import ConnectionsRepository, WebSocketPusher
 from .contracts import LoadOutcome
 from .dead_letters import DeadLetterQueues
+from .errors import ConfigurationError
 from .lifecycle import TaskLifecycle
 from .paging import PageTokens
 from .retries import StepQueue
@@ -40,7 +42,11 @@ from .tasks_repo import TasksRepository
 from .transform import ReferenceTable
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pyarrow as pa
+
+    from .dashboards import Dashboard, DashboardQuery
 
 Clock = Callable[[], datetime]
 Faults = Callable[[], frozenset[str]]
@@ -102,6 +108,18 @@ class WarmCache:
     dynamo_target: DynamoDbTarget | None = None
 
 
+class DashboardSource(Protocol):
+    """What GET /pipelines/{name}/dashboard reads: dashboards.DashboardReader, a fake in unit tests."""
+
+    def dashboard(
+        self, pipeline: str, owner: str, table: str, queries: Sequence[DashboardQuery]
+    ) -> Dashboard: ...
+
+
+def _no_dashboards() -> DashboardSource:
+    raise ConfigurationError("no warehouse is configured for dashboards (DATABASE_SECRET_ARN)")
+
+
 @dataclass
 class ApiDeps:
     tasks: TasksRepository
@@ -113,6 +131,14 @@ class ApiDeps:
     clock: Clock = utc_now
     readable_buckets: tuple[str, ...] = ()  # the operator's extra source buckets (ReadableBuckets)
     allow_loopback_http: bool = False  # AllowLoopbackHttpSources (the local cloud)
+    # opened on the first dashboard of a warm container, then kept (the API never needs it otherwise)
+    dashboard_source_factory: Callable[[], DashboardSource] = _no_dashboards
+    _dashboard_source: DashboardSource | None = None
+
+    def dashboards(self) -> DashboardSource:
+        if self._dashboard_source is None:
+            self._dashboard_source = self.dashboard_source_factory()
+        return self._dashboard_source
 
     @property
     def source_access(self) -> SourceAccess:
@@ -210,7 +236,14 @@ def _faults(settings: ExtractSettings | TransformSettings | LoadSettings) -> Fau
     return partial(active_faults, settings.faults_parameter, max_age=settings.faults_max_age_seconds)
 
 
+def _open_dashboards(settings: ApiSettings) -> DashboardSource:
+    from .dashboard_reader import DashboardReader  # psycopg is imported on the first dashboard only
+
+    return DashboardReader(settings.database_url or database_url(settings.database_secret_arn))
+
+
 def build_api_deps(settings: ApiSettings) -> ApiDeps:
+    usage.METER.install()  # before any client is built: each counts its calls for the task at hand
     return ApiDeps(
         tasks=TasksRepository.from_table_name(settings.tasks_table),
         publisher=EventPublisher.for_bus(settings.event_bus_name),
@@ -220,10 +253,12 @@ def build_api_deps(settings: ApiSettings) -> ApiDeps:
         chunk_rows=settings.chunk_rows,
         readable_buckets=parse_bucket_list(settings.readable_buckets),
         allow_loopback_http=settings.allow_loopback_http_sources,
+        dashboard_source_factory=partial(_open_dashboards, settings),
     )
 
 
 def _step_parts(settings: ExtractSettings | TransformSettings | LoadSettings) -> dict[str, Any]:
+    usage.METER.install()  # before any client is built: each counts its calls for the task at hand
     tasks = TasksRepository.from_table_name(settings.tasks_table)
     return {
         "tasks": tasks,

@@ -86,6 +86,20 @@ class TaskNotCancellable(BuslineError):
         self.status = status
 
 
+class PipelineNotFound(BuslineError):
+    """No pipeline of that name (GET /pipelines/{name}/…; a task naming one is an InvalidPipeline)."""
+
+    retryable = False
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"pipeline {name} not found")
+        self.name = name
+
+
+class WarehouseUnavailable(BuslineError):
+    """The warehouse cannot be reached for a read a person waits on (a dashboard): try again later."""
+
+
 class SourceUnreadable(BuslineError):
     """A source cannot be opened or parsed; retrying the same bytes will not help."""
 

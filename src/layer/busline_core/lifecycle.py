@@ -189,6 +189,7 @@ class TaskLifecycle:
             counts=snapshot.counts,
             error=snapshot.error,
             correlationId=state.correlation_id,
+            cost=snapshot.cost,
         )
         if publish:
             self.publisher.publish(finished.detail_type, finished)

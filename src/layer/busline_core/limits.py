@@ -116,3 +116,12 @@ MAX_ROWS_PER_TASK: Final = 1_000_000_000
 # Rejected rows kept (with their data, for GET /tasks/{id}/rejects) per chunk; the rest are counted in
 # `counts.rejected` but not stored, so a source of garbage cannot fill the bucket.
 MAX_REJECTS_KEPT_PER_CHUNK: Final = 1000
+
+# --- dashboards ------------------------------------------------------------------------------------
+
+# Rows one dashboard query may return: a chart of more points is unreadable, and the API's answer stays
+# far below API Gateway's 10 MB. A query returning more is cut here and says it was truncated.
+MAX_DASHBOARD_ROWS: Final = 1000
+# How long one dashboard query may run (Postgres statement_timeout): a dashboard is read while a person
+# waits, and the API's own timeout is 29 s for all of a pipeline's queries together.
+DASHBOARD_STATEMENT_TIMEOUT_MS: Final = 5000

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import InvalidTask
+from .dashboards import DashboardQuery
+from .errors import InvalidTask, PipelineNotFound
 from .limits import MAX_CHUNK_ROWS, MIN_CHUNK_ROWS
 from .spec import DEFAULT_CHUNK_ROWS, TaskSpec, table_name_problem
 
@@ -48,7 +50,7 @@ FLIGHTS_KEY = ["year", "month", "day", "carrier", "flight", "origin"]
 
 def _flights(params: dict[str, Any], data_bucket: str) -> dict[str, Any]:
     _only_params(params, {"chunkRows", "table", "limit"})
-    table = params.get("table", "flights")
+    table = params.get("table", PIPELINES["flights"].default_table)
     if not isinstance(table, str):
         raise InvalidPipeline("params.table", f"{table!r} is not a table name")
     problem = table_name_problem(table)
@@ -97,7 +99,52 @@ def _flights(params: dict[str, Any], data_bucket: str) -> dict[str, Any]:
     }
 
 
-PIPELINES: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {"flights": _flights}
+# What the flights pipeline's dashboard draws from the table it loads (one row per departed flight).
+_FLIGHTS_DASHBOARD = (
+    DashboardQuery(
+        name="departure_delay_by_carrier",
+        title="Mean departure delay by carrier",
+        chart="bar",
+        sql="SELECT carrier, round(avg(dep_delay)::numeric, 1) FROM {table} GROUP BY carrier ORDER BY carrier",
+        x_label="carrier",
+        y_label="minutes",
+    ),
+    DashboardQuery(
+        name="flights_per_month",
+        title="Flights per month",
+        chart="line",
+        sql="SELECT month, count(*) FROM {table} GROUP BY month ORDER BY month",
+        x_label="month",
+        y_label="flights",
+    ),
+    DashboardQuery(
+        name="busiest_destinations",
+        title="Ten busiest destinations",
+        chart="bar",
+        sql="SELECT dest, count(*) AS flights FROM {table} GROUP BY dest ORDER BY flights DESC, dest LIMIT 10",
+        x_label="destination",
+        y_label="flights",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    build: Callable[[dict[str, Any], str], dict[str, Any]]  # (params, data bucket) -> a TaskSpec's JSON
+    default_table: str  # the table it loads when its params name none: the one its dashboard reads
+    dashboard: tuple[DashboardQuery, ...] = ()
+
+
+PIPELINES: dict[str, Pipeline] = {
+    "flights": Pipeline(build=_flights, default_table="flights", dashboard=_FLIGHTS_DASHBOARD),
+}
+
+
+def pipeline_named(name: str) -> Pipeline:
+    pipeline = PIPELINES.get(name)
+    if pipeline is None:
+        raise PipelineNotFound(name)
+    return pipeline
 
 
 def _only_params(params: dict[str, Any], allowed: set[str]) -> None:
@@ -110,8 +157,8 @@ def _only_params(params: dict[str, Any], allowed: set[str]) -> None:
 
 def expand_pipeline(name: str, params: dict[str, Any] | None, data_bucket: str) -> TaskSpec:
     """The TaskSpec of pipeline `name` reading its data from `data_bucket`."""
-    builder = PIPELINES.get(name)
-    if builder is None:
+    pipeline = PIPELINES.get(name)
+    if pipeline is None:
         raise InvalidPipeline(
             "pipeline", f"unknown pipeline '{name}' (known: {', '.join(sorted(PIPELINES))})"
         )
@@ -122,7 +169,7 @@ def expand_pipeline(name: str, params: dict[str, Any] | None, data_bucket: str) 
     if not data_bucket:
         raise InvalidPipeline("pipeline", f"pipeline '{name}' needs the data bucket, and none is configured")
     try:
-        return TaskSpec.model_validate(builder(params, data_bucket))
+        return TaskSpec.model_validate(pipeline.build(params, data_bucket))
     except ValidationError as exc:
         # Parameters are checked above, so this is a bug in the pipeline itself; still name the field.
         first = exc.errors()[0]

@@ -57,13 +57,21 @@ LIST_PRICES = PriceList(
     glue_minimum_seconds=60.0,
 )
 
-# How each recorded operation ("<service>:<operation>", the bench's byOperation keys) is billed.
+# How each operation is billed. Keys are "<service>:<operation>": the bench names them as moto's request
+# log does (S3 as "<METHOD> object|bucket"), a task's meter (usage.py) by the client's operation names.
+# A batch bills each of its items: only the caller can say how many (Usage's units), so a batch call alone
+# is left unpriced.
 _DYNAMODB_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
 _DYNAMODB_READS = frozenset({"GetItem", "Query", "Scan"})
-# S3 names operations "<METHOD> object|bucket"; a GET on a bucket is a LIST, billed like a PUT.
-_S3_PUT_CLASS = frozenset({"PUT object", "POST object", "PUT bucket", "POST bucket", "GET bucket"})
-_S3_GET_CLASS = frozenset({"GET object", "HEAD object", "HEAD bucket"})
-_S3_FREE = frozenset({"DELETE object", "DELETE bucket"})
+_DYNAMODB_FREE = frozenset({"DescribeTable", "ListTagsOfResource"})  # control plane: not billed per call
+# A GET on a bucket is a LIST, billed like a PUT.
+_S3_PUT_CLASS = frozenset({
+    "PUT object", "POST object", "PUT bucket", "POST bucket", "GET bucket",
+    "PutObject", "CopyObject", "CreateMultipartUpload", "UploadPart", "UploadPartCopy",
+    "CompleteMultipartUpload", "ListObjectsV2", "ListObjects", "ListMultipartUploads", "ListParts",
+})  # fmt: skip
+_S3_GET_CLASS = frozenset({"GET object", "HEAD object", "HEAD bucket", "GetObject", "HeadObject", "HeadBucket"})
+_S3_FREE = frozenset({"DELETE object", "DELETE bucket", "DeleteObject", "DeleteObjects", "AbortMultipartUpload"})
 # Records a Lambda event source mapping reads from a DynamoDB stream are free.
 _FREE_SERVICES = frozenset({"dynamodbstreams"})
 
@@ -151,7 +159,11 @@ def estimate_cost(usage: Usage, prices: PriceList = LIST_PRICES) -> CostEstimate
             s3_puts += count
         elif service == "s3" and operation in _S3_GET_CLASS:
             s3_gets += count
-        elif service in _FREE_SERVICES or (service == "s3" and operation in _S3_FREE):
+        elif (
+            service in _FREE_SERVICES
+            or (service == "s3" and operation in _S3_FREE)
+            or (service == "dynamodb" and operation in _DYNAMODB_FREE)
+        ):
             free[key] = free.get(key, 0) + count
         else:
             unpriced[key] = unpriced.get(key, 0) + count

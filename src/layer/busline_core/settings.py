@@ -58,6 +58,9 @@ class ApiSettings(_PublishingSettings, _SourceReaderSettings):
     # comma-separated buckets (template parameter ReadableBuckets) whose every object a task may read,
     # besides the owner's uploads and shared/ in the data bucket (source_access.py); empty: none
     readable_buckets: str = ""
+    # the warehouse pipeline dashboards read (GET /pipelines/{name}/dashboard), as for LoadSettings
+    database_secret_arn: str = ""
+    database_url: str = ""
 
 
 class ExtractSettings(_StepSettings, _SourceReaderSettings):

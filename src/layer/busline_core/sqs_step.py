@@ -29,7 +29,7 @@ from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from . import correlation
+from . import correlation, usage
 from .deps import StepDeps
 from .etl_steps import record_final_failure, record_retry, run_step
 from .retries import StepQueue, retry_delay_seconds
@@ -70,7 +70,9 @@ class SqsStep(Generic[Detail]):
             EventType.SQS, model=record_model, raise_on_entire_batch_failure=False, logger=logging.getLogger(logger.name)
         )
         self.idempotency = IdempotencyConfig(event_key_jmespath=idempotency_key, raise_on_no_idempotency_key=True)
-        persistence = DynamoDBPersistenceLayer(table_name=idempotency_table)
+        # its client comes from the metered session: the idempotency records' writes are the task's calls too
+        persistence = DynamoDBPersistenceLayer(table_name=idempotency_table, boto3_session=usage.METER.install())
+        self._batch_size = 1
 
         def work_once(detail: Detail) -> int:
             rows = work(detail)
@@ -85,6 +87,12 @@ class SqsStep(Generic[Detail]):
         detail = record.body.detail
         correlation.bind(detail.correlationId)
         self.logger.append_keys(task_id=detail.taskId, chunk=getattr(detail, "chunk", None))
+        share = 1 / self._batch_size
+        # the invocation and the poller's receive and delete are shared by the batch; the rule's send is its own
+        with usage.METER.working_on(detail.taskId, invocation_share=share, deliveries=1 + 2 * share):
+            self._handle(record, detail)
+
+    def _handle(self, record: Any, detail: Any) -> None:
         started = time.monotonic()
         try:
             rows = self.work_once(detail=detail)
@@ -126,6 +134,7 @@ class SqsStep(Generic[Detail]):
         # ties the in-progress expiry to this invocation: a killed or timed-out attempt frees its key
         self.idempotency.register_lambda_context(context)
         self.on_invocation(context)
+        self._batch_size = max(1, len(event.get("Records") or ()))
         return process_partial_response(
             event=event, record_handler=self.handle_record, processor=self.processor, context=context
         )

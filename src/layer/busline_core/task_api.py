@@ -14,7 +14,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from pydantic import ValidationError
 
-from . import correlation, reject_groups
+from . import correlation, reject_groups, usage
 from .contracts import (
     TASK_CANCELLED,
     TASK_SUBMITTED,
@@ -32,13 +32,14 @@ from .contracts import (
     UploadRequest,
     UploadTicket,
 )
+from .dashboards import Dashboard
 from .deps import ApiDeps
 from .errors import InvalidPage, InvalidTask, RequestTooLarge, TaskNotCancellable, TaskNotFound
 from .limits import MAX_SPEC_BYTES, MAX_SUMMARIZED_REJECTS
 from .paging import check_limit
-from .pipelines import expand_pipeline
+from .pipelines import expand_pipeline, pipeline_named
 from .source_access import upload_prefix
-from .spec import TARGET_REFUSED, TaskSpec
+from .spec import TARGET_REFUSED, TaskSpec, table_name_problem
 from .task_state import Cancelled, TaskAbandoned, TaskState
 from .tasks_repo import TasksRepository
 
@@ -136,13 +137,17 @@ def submit_task(
         commit=spec.target.commit,
         correlation_id=correlation.current(),
     )
-    state = deps.tasks.create(submitted)
-    try:
-        deps.publisher.publish(TASK_SUBMITTED, TaskSubmitted(taskId=state.task_id, correlationId=state.correlation_id))
-    except Exception as error:
-        # Without the event nothing will ever run it: say so on the task instead of leaving it ACCEPTED.
-        deps.tasks.apply(state.task_id, TaskAbandoned(Phase.EXTRACT, f"could not publish TaskSubmitted: {error}"))
-        raise
+    with usage.METER.working_on(submitted.task_id):
+        # the item counts this request's PutItem and the PutEvents that follows it (usage.py)
+        state = deps.tasks.create(submitted, prepaid=("events:PutEvents", usage.EVENTBRIDGE_ENTRIES))
+        try:
+            deps.publisher.publish(
+                TASK_SUBMITTED, TaskSubmitted(taskId=state.task_id, correlationId=state.correlation_id)
+            )
+        except Exception as error:
+            # Without the event nothing will ever run it: say so on the task instead of leaving it ACCEPTED.
+            deps.tasks.apply(state.task_id, TaskAbandoned(Phase.EXTRACT, f"could not publish TaskSubmitted: {error}"))
+            raise
     logger.info("task accepted", extra={"task_id": state.task_id, "pipeline": pipeline, "owner": owner})
     return state.snapshot()
 
@@ -230,6 +235,17 @@ def summarize_rejects(task_id: str, owner: str, deps: ApiDeps) -> RejectSummary:
     return RejectSummary(
         total=state.counts.rejected, summarized=summarized, complete=position is None, groups=groups
     )
+
+
+def pipeline_dashboard(name: str, table: str | None, owner: str, deps: ApiDeps) -> Dashboard:
+    """The pipeline's dashboard over the owner's `table` (by default the one the pipeline loads): only the
+    caller's own table is ever read, so another owner's data answers like a table never loaded."""
+    pipeline = pipeline_named(name)
+    table = pipeline.default_table if table is None else table
+    problem = table_name_problem(table)
+    if problem is not None:
+        raise InvalidTask(f"table: {problem}", errors=[{"field": "table", "message": problem}])
+    return deps.dashboards().dashboard(name, owner, table, pipeline.dashboard)
 
 
 def create_upload(request: UploadRequest | Mapping[str, Any], owner: str, deps: ApiDeps) -> UploadTicket:

@@ -41,6 +41,7 @@ from .contracts import (
 )
 from .limits import MAX_RETRY_NOTICES
 from .redaction import public_message
+from .usage import task_cost
 
 COUNTERS: Final = ("read", "filtered", "rejected", "loaded", "deleted")
 CANCELLABLE_STATUSES: Final = (
@@ -131,6 +132,7 @@ class TaskState(_Frozen):
     committed_at: str | None = None
     retrying: tuple[RetryNotice, ...] = ()  # work whose delivery failed and that is tried again soon
     correlation_id: str | None = None  # of the request that submitted the task (correlation.py)
+    usage: Mapping[str, float] = {}  # what it used of AWS so far (usage.py's counts)
 
     @classmethod
     def submitted(
@@ -211,6 +213,7 @@ class TaskState(_Frozen):
             correlationId=self.correlation_id,
             target=self._target(),
             retrying=[] if self.is_final else [notice for notice in self.retrying if not self._done(notice)],
+            cost=task_cost(self.usage),
         )
 
     def _target(self) -> TaskTarget | None:

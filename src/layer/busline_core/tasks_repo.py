@@ -17,6 +17,7 @@ RetryNotice, of the work waiting for its next delivery; absent on tasks recorded
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,7 @@ from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
+from . import usage
 from .contracts import PHASE_ORDER, Counts, Phase, RetryNotice, TaskError, TaskStatus
 from .limits import MAX_RETRY_NOTICES, MAX_TASK_ID_LENGTH
 from .task_state import (
@@ -138,6 +140,7 @@ def state_from_item(item: Mapping[str, Any]) -> TaskState:
         commit="task" if item.get("commit") == "task" else "chunk",
         committed_at=item.get("committedAt"),
         correlation_id=item.get("correlationId"),
+        usage=usage.counts_from_item(item),
         retrying=in_retry_order(
             [
                 RetryNotice.model_validate({name: _plain(value) for name, value in notice.items()})
@@ -433,6 +436,33 @@ def _write_for(event: TaskEvent, now: datetime) -> _Write:
     raise TypeError(f"not a task event: {event!r}")
 
 
+_CREATE_CALL = "dynamodb:PutItem"
+_UPDATE_CALL = "dynamodb:UpdateItem"
+_ADD_CLAUSE = re.compile(r"\bADD ")
+
+
+def _usage_attributes(counted: Mapping[str, float]) -> dict[str, Decimal]:
+    return {f"{usage.ATTRIBUTE_PREFIX}{key}": Decimal(str(round(value, 9))) for key, value in counted.items()}
+
+
+def _with_usage(write: _Write, counted: Mapping[str, float]) -> _Write:
+    """`write` that also adds the task's counted usage (usage.py): one more ADD term per count, so the
+    state change and its counts are one UpdateItem (DynamoDB allows one ADD clause per expression)."""
+    if not counted:
+        return write
+    names, values, terms = dict(write.names), dict(write.values), []
+    for index, (attribute, amount) in enumerate(_usage_attributes(counted).items()):
+        names[f"#usage{index}"] = attribute
+        values[f":usage{index}"] = amount
+        terms.append(f"#usage{index} :usage{index}")
+    added = ", ".join(terms)
+    if _ADD_CLAUSE.search(write.update):
+        update = _ADD_CLAUSE.sub(f"ADD {added}, ", write.update, count=1)
+    else:
+        update = f"{write.update} ADD {added}"
+    return _Write(update, write.condition, values, names)
+
+
 def _error_value(phase: Phase, chunk: int | None, message: str) -> dict[str, Any]:
     return task_error(phase, chunk, message).model_dump(mode="json")
 
@@ -531,15 +561,25 @@ class TasksRepository:
 
     # --- writes ------------------------------------------------------------------------------
 
-    def create(self, state: TaskState) -> TaskState:
-        self._table.put_item(Item=item_from_state(state), ConditionExpression="attribute_not_exists(taskId)")
-        return state
+    def create(self, state: TaskState, *, prepaid: tuple[str, ...] = ()) -> TaskState:
+        """Record a new task; its item starts with the usage counted for it so far, this PutItem and the
+        `prepaid` calls the caller is about to make for it (the API's PutEvents)."""
+        paid = (_CREATE_CALL, *prepaid)
+        counted = usage.METER.take(state.task_id, prepaid=paid)
+        item = {**item_from_state(state), **_usage_attributes(counted)}
+        try:
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(taskId)")
+        except Exception:
+            usage.METER.give_back(state.task_id, counted, prepaid=paid)
+            raise
+        return state.model_copy(update={"usage": counted})
 
     def apply(self, task_id: str, event: TaskEvent) -> Outcome | None:
         """Apply one state-machine event as one conditional UpdateItem; None when the table refuses it."""
         validate(event)
         now = self._clock()
-        write = _write_for(event, now)
+        counted = usage.METER.take(task_id, prepaid=(_UPDATE_CALL,))
+        write = _with_usage(_write_for(event, now), counted)
         request: dict[str, Any] = {
             "Key": {"taskId": task_id},
             "UpdateExpression": write.update,
@@ -553,6 +593,8 @@ class TasksRepository:
         try:
             response = self._table.update_item(**request)
         except ClientError as error:
+            # refused or failed, the write carried none of the counts: they wait for the next one
+            usage.METER.give_back(task_id, counted, prepaid=(_UPDATE_CALL,))
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 return None
             raise

@@ -11,8 +11,6 @@ Every identifier is composed with psycopg.sql; no SQL is built by string formatt
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -25,6 +23,7 @@ from . import tenancy
 from .contracts import LoadOutcome, Reject
 from .errors import DataRefused, LoadFailed
 from .limits import MAX_REJECTS_KEPT_PER_CHUNK
+from .pg_connection import LazyConnection
 from .spec import POSTGRES_TYPES, OutputColumn, TargetSpec
 from .tenancy import COMMITS, LEDGER, TableRef
 from .transform import output_schema_of
@@ -52,19 +51,13 @@ T = TypeVar("T")
 
 
 class Warehouse:
-    """One connection per warm Lambda container, opened lazily and replaced when it breaks."""
+    """Writes through one connection per warm Lambda container (pg_connection.py)."""
 
     def __init__(self, database_url: str, *, connect_timeout: int = 10) -> None:
-        self._database_url = database_url
-        self._connect_timeout = connect_timeout
-        self._connection: psycopg.Connection[Any] | None = None
-        # Lambda runs one invocation at a time per container, but tests and the local cloud may
-        # share an instance between threads; transactions must not interleave on one connection.
-        self._lock = threading.Lock()
+        self._db = LazyConnection(database_url, application_name="busline", connect_timeout=connect_timeout)
 
     def close(self) -> None:
-        with self._lock:
-            self._discard()
+        self._db.close()
 
     def __enter__(self) -> Warehouse:
         return self
@@ -312,31 +305,14 @@ class Warehouse:
         return _merge(cursor, ref, stage, target, names, order=(_CHUNK_COLUMN, _ORDINAL_COLUMN))
 
     def _connect(self) -> psycopg.Connection[Any]:
-        if self._connection is not None and not self._connection.closed and not self._connection.broken:
-            return self._connection
-        self._discard()
         try:
-            self._connection = psycopg.connect(
-                self._database_url,
-                autocommit=True,  # transactions are explicit (connection.transaction())
-                connect_timeout=self._connect_timeout,
-                application_name="busline",
-                # Server-side prepared statements break behind transaction poolers (RDS Proxy, PgBouncer).
-                prepare_threshold=None,
-            )
+            return self._db.get()
         except psycopg.Error as exc:
             raise LoadFailed(f"cannot connect to the warehouse: {_first_line(exc)}") from exc
-        return self._connection
-
-    def _discard(self) -> None:
-        if self._connection is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._connection.close()
-            self._connection = None
 
     def _run(self, what: str | Callable[[], str], operation: Callable[[psycopg.Connection[Any]], T]) -> T:
         """`what` names the operation in an error; a callable, when the operation learns the name as it goes."""
-        with self._lock:
+        with self._db.lock:
             for attempt in (1, 2):
                 connection = self._connect()
                 try:
@@ -345,7 +321,7 @@ class Warehouse:
                     # A connection the server dropped (restart, idle timeout while the container was
                     # frozen) is replaced once; the ledger makes re-running the operation safe.
                     if attempt == 1 and connection.broken:
-                        self._discard()
+                        self._db.discard()
                         continue
                     raise LoadFailed(f"{_name(what)}: {_describe(exc)}") from exc
                 except (psycopg.DataError, psycopg.IntegrityError) as exc:

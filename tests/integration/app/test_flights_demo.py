@@ -201,3 +201,30 @@ def test_flights_as_a_plain_csv_are_read_in_parallel_ranges_with_the_zip_runs_re
         )
     ).fetchone() or (None,)
     assert differences == 0
+
+
+def test_the_flights_demo_reports_what_it_cost_on_aws(flights_run: Any, expected: ExpectedCounts) -> None:
+    # Given the finished flights demo: 17 chunks committed as one task, so 36 SQS records at least (extract,
+    # each chunk's transform and load, the commit), more if a delivery was repeated
+    cost = flights_run.final["cost"]
+    chunks = -(-expected.read // 20_000)
+    counted = cost["counted"]
+    records = counted["sqs:deliveries"] / 3  # each: the rule's send, the poller's receive and its delete
+    assert records == int(records) and records >= 1 + chunks + chunks + 1, counted
+    # Then each record was one Lambda invocation (batch size 1), besides the submitting request's
+    assert counted["lambda:requests"] == records + 1
+    # and of the 39 events published about it (submitted, each chunk extracted and transformed, three phases
+    # completed, succeeded), all but those a container published after its last write of the task: each
+    # ChunkTransformed is published before its chunk's count, so those 17 and the submitted one at least
+    # (usage.py: what is not counted)
+    assert 1 + chunks <= counted["events:entries"] <= 1 + chunks + chunks + 3 + 1
+    # And the dollars are those counts at list prices, per service and in all
+    assert cost["byService"]["eventbridge"] == pytest.approx(counted["events:entries"] * 1.00e-6)
+    sqs_calls = sum(value for key, value in counted.items() if key.startswith("sqs:") and key != "sqs:deliveries")
+    assert cost["byService"]["sqs"] == pytest.approx((counted["sqs:deliveries"] + sqs_calls) * 0.40e-6)
+    assert cost["byService"]["lambda"] == pytest.approx(
+        counted["lambda:requests"] * 0.20e-6 + counted["lambda:gbSeconds"] * 0.0000166667
+    )
+    assert cost["usd"] == pytest.approx(sum(cost["byService"].values()))
+    assert sorted(cost["byService"]) == ["dynamodb", "eventbridge", "lambda", "s3", "sqs"]
+    assert cost["prices"] == "AWS list prices, us-east-1, checked late November 2026"

@@ -366,3 +366,24 @@ def test_cancel_prints_the_cancelled_task_and_refusals_by_their_words(runner, cl
     assert (finished.exit_code, unknown.exit_code) == (1, 1)
     assert "task done is SUCCEEDED: nothing to cancel" in finished.stderr
     assert "task nope not found" in unknown.stderr
+
+
+def test_status_shows_the_tasks_estimated_cost(runner, cli_app, fake_api, tmp_path):
+    # Given a finished task that reports its cost
+    cost = {
+        "usd": 0.000412, "byService": {"lambda": 0.0003, "sqs": 0.000012, "dynamodb": 0.0001},
+        "requests": 1234, "lambdaGbSeconds": 17.5, "unpriced": {"sns:Publish": 1},
+        "prices": "AWS list prices, us-east-1, checked late November 2026",
+    }  # fmt: skip
+    fake_api.answer("GET", f"/tasks/{TASK_ID}", (200, {**SUCCEEDED, "cost": cost}))
+    endpoints = write_endpoints(tmp_path, fake_api.url)
+
+    # When showing it
+    result = runner.invoke(cli_app, ["status", TASK_ID, "--endpoints", str(endpoints)])
+
+    # Then one line says what it cost, by service (largest first), what was counted and which prices
+    assert result.exit_code == 0, result.output + result.stderr
+    assert (
+        "Cost      $0.000412 on AWS (lambda $0.000300, dynamodb $0.000100, sqs $0.000012); 1,234 requests, "
+        "17.5 Lambda GB-s; not priced: sns:Publish; AWS list prices, us-east-1, checked late November 2026"
+    ) in result.stdout

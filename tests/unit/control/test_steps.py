@@ -216,7 +216,9 @@ def test_a_small_csv_goes_through_all_steps_with_exact_counts(
         "transform",
         "load",
     ]
-    assert _of_type(events, "TaskSucceeded") == [
+    succeeded = _of_type(events, "TaskSucceeded")
+    cost = [detail.pop("cost") for detail in succeeded]
+    assert succeeded == [
         {
             "taskId": task_id,
             "status": "SUCCEEDED",
@@ -224,6 +226,11 @@ def test_a_small_csv_goes_through_all_steps_with_exact_counts(
             "error": None,
             "correlationId": SUBMITTING_REQUEST,
         }
+    ]
+    # with what was counted (here, where the steps run without their SQS handler: the submitting request,
+    # its PutItem and PutEvents, and the first write after it)
+    assert [(entry["requests"], sorted(entry["byService"])) for entry in cost] == [
+        (4, ["dynamodb", "eventbridge", "lambda"])
     ]
     assert [note["status"] for note in cloud.notifications()] == ["SUCCEEDED"]
     # And the warehouse holds the typed, joined rows

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from busline_core.dashboards import DashboardQuery
 from busline_core.errors import InvalidTask
 from busline_core.pipelines import InvalidPipeline, expand_pipeline
 from busline_core.spec import TaskSpec, output_columns
+from pydantic import ValidationError
 
 
 def test_flights_expands_to_the_documented_spec() -> None:
@@ -75,3 +79,23 @@ def test_invalid_pipeline_is_a_value_error_and_an_invalid_task() -> None:
         expand_pipeline("nope", {}, "b")
     with pytest.raises(InvalidTask):
         expand_pipeline("nope", {}, "b")
+
+
+@pytest.mark.parametrize(
+    ("statement", "problem"),
+    [
+        ("DELETE FROM {table}", "does not start with SELECT or WITH"),
+        ("SELECT 1, 2 FROM {table}; DROP TABLE {table}", "is more than one statement"),
+        ("/* looks like a comment */ UPDATE {table} SET x = 1", "does not start with SELECT or WITH"),
+        ("SELECT 1, 2 FROM flights", "names no {table}"),
+    ],
+)
+def test_a_dashboard_query_that_is_not_one_select_of_its_table_is_refused(statement: str, problem: str) -> None:
+    # When a pipeline declares such a query / Then its declaration fails, naming why
+    with pytest.raises(ValidationError, match=re.escape(problem)):
+        DashboardQuery(name="q", title="Q", chart="bar", sql=statement)
+
+
+def test_a_dashboard_query_may_end_in_a_semicolon_and_carry_comments() -> None:
+    query = DashboardQuery(name="q", title="Q", chart="line", sql="-- per day\nSELECT day, count(*) FROM {table};")
+    assert query.chart == "line"

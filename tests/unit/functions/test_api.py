@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import boto3
+from busline_core.dashboards import Dashboard, DashboardChart
 from handler_kit import OWNER, REGION, Cloud, FakeLambdaContext, event_file, of_type
 
 SAMPLE_REQUEST_ID = "3c1b7d1e-2a57-4f0b-8d0e-7a6f2c9b1d20"  # requestContext.requestId of events/api_post_task.json
@@ -172,12 +173,12 @@ def test_rejects_of_unknown_task_is_404_and_bad_limit_is_422(
 
 
 def test_openapi_schema_is_served(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
-    # When the schema is asked for / Then it lists the five routes
+    # When the schema is asked for / Then it lists the seven paths
     status, schema = get(load_handler("api"), context, "/swagger", {"format": "json"})
     assert status == 200
     assert sorted(schema["paths"]) == [
-        "/tasks", "/tasks/{taskId}", "/tasks/{taskId}/cancel", "/tasks/{taskId}/rejects",
-        "/tasks/{taskId}/rejects/summary", "/uploads",
+        "/pipelines/{name}/dashboard", "/tasks", "/tasks/{taskId}", "/tasks/{taskId}/cancel",
+        "/tasks/{taskId}/rejects", "/tasks/{taskId}/rejects/summary", "/uploads",
     ]  # fmt: skip
     assert sorted(schema["paths"]["/tasks"]) == ["get", "post"]
 
@@ -268,3 +269,51 @@ def test_the_task_list_filters_by_pipeline_and_status_and_refuses_an_unknown_sta
     assert (other[0], other[1]["items"]) == (200, [])
     assert unknown[0] == 422
     assert [issue["loc"] for issue in unknown[1]["detail"]] == [["query", "status"]]
+
+
+class RecordingDashboards:
+    """The warehouse side of GET /pipelines/{name}/dashboard (dashboard_reader.py has its own tests against
+    Postgres): records what it was asked for and answers one empty chart."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str, str, list[str]]] = []
+
+    def dashboard(self, pipeline: str, owner: str, table: str, queries: Any) -> Dashboard:
+        self.asked.append((pipeline, owner, table, [query.name for query in queries]))
+        chart = DashboardChart(name="c", title="C", chart="bar", xLabel="x", yLabel="y", points=[])
+        return Dashboard(pipeline=pipeline, table=table, loaded=True, charts=[chart])
+
+
+def test_a_dashboard_reads_the_callers_table_of_a_known_pipeline(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given the API with a warehouse that records what it is asked
+    api = load_handler("api")
+    warehouse = RecordingDashboards()
+    api.deps.dashboard_source_factory = lambda: warehouse
+    # When the flights dashboard is asked for, by default and for another table of the caller's
+    status, body = get(api, context, "/pipelines/flights/dashboard")
+    other_status, other = get(api, context, "/pipelines/flights/dashboard", {"table": "flights_2014"})
+    # Then each reads the caller's table with the pipeline's three queries
+    assert (status, other_status) == (200, 200)
+    queries = ["departure_delay_by_carrier", "flights_per_month", "busiest_destinations"]
+    assert warehouse.asked == [
+        ("flights", OWNER, "flights", queries),
+        ("flights", OWNER, "flights_2014", queries),
+    ]
+    assert (body["table"], other["table"], body["loaded"], len(body["charts"])) == ("flights", "flights_2014", True, 1)
+
+
+def test_a_dashboard_of_an_unknown_pipeline_is_404_and_a_bad_table_400_naming_it(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    api = load_handler("api")
+    warehouse = RecordingDashboards()
+    api.deps.dashboard_source_factory = lambda: warehouse
+    # When a pipeline that does not exist is asked for / Then 404 naming it
+    assert get(api, context, "/pipelines/nope/dashboard") == (404, {"message": "pipeline nope not found"})
+    # When a table is schema-qualified / Then 400 naming the table parameter, and nothing was read
+    status, body = get(api, context, "/pipelines/flights/dashboard", {"table": "public.flights"})
+    assert status == 400
+    assert [error["field"] for error in body["errors"]] == ["table"]
+    assert warehouse.asked == []

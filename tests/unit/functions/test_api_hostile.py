@@ -295,7 +295,7 @@ def test_an_answer_that_breaks_its_own_model_is_a_500_not_a_422(
 
 ERROR_BODIES = {
     400: "Refusal", 401: "Message", 403: "Message", 404: "Message", 409: "Message", 413: "Refusal", 415: "ValidationFailure",
-    422: "ValidationFailure", 429: "Message", 500: "InternalError",
+    422: "ValidationFailure", 429: "Message", 500: "InternalError", 503: "Message",
 }
 
 
@@ -326,6 +326,7 @@ def test_the_openapi_document_declares_every_status_of_every_operation_with_its_
         ("/tasks/{taskId}/rejects", "get"): expected((200, "RejectPage"), 400, 404, 422),
         ("/tasks/{taskId}/rejects/summary", "get"): expected((200, "RejectSummary"), 404, 422),
         ("/uploads", "post"): expected((201, "UploadTicket"), 413, 415, 422),
+        ("/pipelines/{name}/dashboard", "get"): expected((200, "Dashboard"), 400, 404, 422, 503),
     }
     # And the bodies say what a client reads
     schemas = schema["components"]["schemas"]
