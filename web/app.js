@@ -173,7 +173,6 @@ function showApp() {
   refreshTaskList();
   restartRuns(); // runs.js
   refreshDashboard().catch((error) => showError(error.message)); // dashboard.js
-  loadPipelines().catch((error) => showError(error.message)); // pipelines.js
 }
 
 // ------------------------------------------------------------------ REST
