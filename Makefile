@@ -34,12 +34,12 @@ run: setup
 # The unit folder runs on both cores (pytest-xdist); the rest one test at a time, since each local cloud
 # wants the whole machine.
 test: setup chromium
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 tests/unit
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 tests/unit pipelines
 	$(BIN)/python -m pytest -q -p no:cacheprovider --ignore=tests/unit
 
 # No local cloud, no Postgres, no browser: the fast suite CI runs on every push.
 test-unit: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 tests/unit
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 tests/unit pipelines
 
 bench: setup
 	$(BIN)/python -m busline.bench --json bench-results.json
@@ -47,7 +47,7 @@ bench: setup
 # checkov: every finding fixed, or skipped with its reason in the resource's Metadata; --skip-download
 # keeps it off the network (no guideline lookups).
 lint: setup $(CHECKOV)
-	$(BIN)/ruff check busline src tests
+	$(BIN)/ruff check busline pipelines src tests
 	$(BIN)/mypy  # the files pyproject.toml lists: busline, the layer and every function
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/sam validate --lint --template template.yaml --region us-east-1

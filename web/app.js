@@ -173,6 +173,7 @@ function showApp() {
   refreshTaskList();
   restartRuns(); // runs.js
   refreshDashboard().catch((error) => showError(error.message)); // dashboard.js
+  loadPipelines().catch((error) => showError(error.message)); // pipelines.js
 }
 
 // ------------------------------------------------------------------ REST

@@ -143,6 +143,25 @@ def task_detail(snapshot: dict[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
+def _param_text(name: str, prop: dict[str, Any]) -> str:
+    kinds = [prop.get("type"), *(choice.get("type") for choice in prop.get("anyOf", []) if isinstance(choice, dict))]
+    kind = "|".join(str(k) for k in kinds if k and k != "null") or "any"
+    default = f" = {prop['default']}" if "default" in prop and prop["default"] is not None else ""
+    return f"{name}: {kind}{default}"
+
+
+def pipelines_table(items: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{len(items)} pipeline(s)")
+    for column in ("name", "parameters", "description"):
+        table.add_column(column)
+    for item in items:
+        schema = item.get("params") if isinstance(item.get("params"), dict) else {}
+        properties = schema.get("properties", {}) if isinstance(schema, dict) else {}
+        params = ", ".join(_param_text(name, prop) for name, prop in properties.items() if isinstance(prop, dict))
+        add_plain_row(table, item.get("name", "?"), params, item.get("description", ""))
+    return table
+
+
 def tasks_table(items: list[dict[str, Any]]) -> Table:
     table = Table(title=f"{len(items)} task(s), newest first")
     for column in ("task", "pipeline", "status", "created", "updated", "read", "loaded", "error"):

@@ -76,6 +76,9 @@ class ApiClient:
     def cancel(self, task_id: str) -> dict[str, Any]:
         return self._request("POST", f"/tasks/{urllib.parse.quote(task_id, safe='')}/cancel", {})
 
+    def list_pipelines(self) -> dict[str, Any]:
+        return self._request("GET", "/pipelines")
+
     def list_tasks(self, limit: int, next_token: str | None = None) -> dict[str, Any]:
         query = {"limit": str(limit)} | ({"nextToken": next_token} if next_token else {})
         return self._request("GET", "/tasks?" + urllib.parse.urlencode(query))
@@ -143,12 +146,51 @@ def _dotted(location: list[Any]) -> str:
     return text or "body"
 
 
-def parse_params(pairs: list[str]) -> dict[str, Any]:
-    """`k=v` pairs; a value that reads as a JSON number/bool/null becomes one, anything else stays text."""
+def parse_params(pairs: list[str], schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`k=v` pairs; a parameter the pipeline's JSON Schema types as a string stays text, any other value
+    that reads as a JSON number/bool/null becomes one (without a schema, every value is read so)."""
+    properties = (schema or {}).get("properties") or {}
     try:
-        return {key: json_scalar(value) for key, value in split_pairs(pairs).items()}
+        return {
+            key: value if _is_text(properties.get(key)) else json_scalar(value)
+            for key, value in split_pairs(pairs).items()
+        }
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--param") from None
+
+
+def _is_text(prop: Any) -> bool:
+    if not isinstance(prop, dict):
+        return False
+    types = [prop.get("type"), *(choice.get("type") for choice in prop.get("anyOf", []) if isinstance(choice, dict))]
+    return "string" in types and not {"integer", "number", "boolean"} & set(types)
+
+
+def _params_schema(api: ApiClient, pipeline: str) -> dict[str, Any] | None:
+    """The pipeline's params schema from GET /pipelines; None when the API cannot say (the API still
+    checks every parameter, naming a bad one)."""
+    try:
+        listed = api.list_pipelines()
+    except (ApiError, ApiUnreachable):
+        return None
+    for item in listed.get("items", []) if isinstance(listed, dict) else []:
+        if isinstance(item, dict) and item.get("name") == pipeline and isinstance(item.get("params"), dict):
+            return dict(item["params"])
+    return None
+
+
+def list_pipelines(
+    endpoints: EndpointsOption = None,
+    stack: StackOption = None,
+    region: RegionOption = None,
+) -> None:
+    """List the named pipelines and their parameters (`busline submit NAME --param KEY=VALUE`)."""
+    api = _api(_deployment(endpoints, stack, region))
+    try:
+        listed = api.list_pipelines()
+    except (ApiError, ApiUnreachable) as error:
+        raise _fail_on_api_error(error) from None
+    console.print(progress_view.pipelines_table(listed.get("items", []) if isinstance(listed, dict) else []))
 
 
 def read_spec(path: Path) -> dict[str, Any]:
@@ -312,11 +354,13 @@ def submit(
         raise typer.BadParameter("give either a PIPELINE name or --spec FILE (exactly one)")
     if spec is not None and param:
         raise typer.BadParameter("--param only applies to a named pipeline, not to --spec", param_hint="--param")
-    body = read_spec(spec) if spec is not None else {"pipeline": pipeline, "params": parse_params(param or [])}
     deployment = _deployment(endpoints, stack, region)
-    if spec is not None:
-        body = fill_outputs(body, deployment.outputs, deployment.origin)
     api = _api(deployment)
+    if spec is not None:
+        body = fill_outputs(read_spec(spec), deployment.outputs, deployment.origin)
+    else:
+        schema = _params_schema(api, str(pipeline)) if param else None
+        body = {"pipeline": pipeline, "params": parse_params(param or [], schema)}
     try:
         accepted = api.submit(body)
     except (ApiError, ApiUnreachable) as error:
@@ -473,3 +517,4 @@ def register(app: typer.Typer) -> None:
     app.command("cancel")(cancel)
     app.command("logs")(logs)
     app.command("tasks")(list_tasks)
+    app.command("pipelines")(list_pipelines)

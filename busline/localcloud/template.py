@@ -9,8 +9,12 @@ that goes on sys.path).
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +63,10 @@ def _rewrite_local_code_uris(sam: dict[str, Any], base: Path) -> dict[str, Path]
     """Swap local CodeUri/ContentUri for S3 URIs in place; return S3 key -> absolute local folder."""
     folders: dict[str, Path] = {}
 
-    def rewrite(owner: str, properties: dict[str, Any], key: str, importable_subdir: str = "") -> None:
+    def rewrite(owner: str, properties: dict[str, Any], key: str, importable_subdir: str = "") -> str | None:
         uri = properties.get(key)
         if not isinstance(uri, str) or uri.startswith("s3://"):
-            return  # S3 dicts/URIs and intrinsics are left for the provisioner to reject if it must
+            return None  # S3 dicts/URIs and intrinsics are left for the provisioner to reject if it must
         folder = (base / uri).resolve()
         if not folder.exists():
             raise ProvisionError(f"{owner}: {key} {uri!r} does not exist (looked in {folder})")
@@ -71,6 +75,7 @@ def _rewrite_local_code_uris(sam: dict[str, Any], base: Path) -> dict[str, Path]
         relpath = os.path.relpath(folder, base).replace(os.sep, "/")
         folders[relpath] = folder / importable_subdir if importable_subdir else folder
         properties[key] = f"s3://{LOCAL_CODE_BUCKET}/{relpath}"
+        return relpath
 
     function_globals = sam.get("Globals", {}).get("Function")
     if isinstance(function_globals, dict):
@@ -85,10 +90,41 @@ def _rewrite_local_code_uris(sam: dict[str, Any], base: Path) -> dict[str, Path]
             rewrite(logical_id, properties, "CodeUri")
         elif resource.get("Type") == _LAYER:
             # Without a BuildMethod the folder is zipped as is, and Lambda puts only <root>/python
-            # on sys.path; with one, `sam build` moves the folder's content (and deps) into python/.
+            # on sys.path; with one, `sam build` moves the folder's content (and deps) into python/;
+            # with "makefile", the folder's Makefile decides what goes where, so it is run here too.
             build_method = (resource.get("Metadata") or {}).get("BuildMethod")
-            rewrite(logical_id, properties, "ContentUri", "" if build_method else "python")
+            relpath = rewrite(logical_id, properties, "ContentUri", "" if build_method else "python")
+            if relpath is not None and build_method == "makefile":
+                folders[relpath] = build_with_make(logical_id, folders[relpath], base) / "python"
     return folders
+
+
+def build_with_make(logical_id: str, folder: Path, base: Path) -> Path:
+    """What `sam build` does for BuildMethod makefile: `make build-<LogicalId>` in the folder, with
+    ARTIFACTS_DIR an empty folder. Built under .aws-sam/ beside the template, once per content (a hash of
+    the folder's files), so clouds started one after the other share it and a change is built again."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    artifacts = base / ".aws-sam" / "busline-local" / f"{logical_id}-{digest.hexdigest()[:16]}"
+    if artifacts.is_dir():
+        return artifacts
+    artifacts.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f"{logical_id}-", dir=artifacts.parent))
+    try:
+        made = subprocess.run(
+            ["make", "--no-print-directory", "-C", str(folder), f"build-{logical_id}", f"ARTIFACTS_DIR={building}"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if made.returncode != 0:
+            raise ProvisionError(f"{logical_id}: make build-{logical_id} failed in {folder}: {made.stderr.strip()}")
+        os.replace(building, artifacts)  # atomic: a concurrent start sees all of it or none
+    except OSError:
+        if not artifacts.is_dir():
+            raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return artifacts
 
 
 def _translate(sam: dict[str, Any], region: str, template_path: Path) -> dict[str, Any]:

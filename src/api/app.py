@@ -26,7 +26,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.types import EventHandlerInstance
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from busline_core import correlation, request_body, task_api
+from busline_core import correlation, pipelines, request_body, task_api
 from busline_core.contracts import (
     RejectPage,
     RejectSummary,
@@ -54,6 +54,7 @@ from busline_core.errors import (
 from busline_core.identity import owner_from_claims
 from busline_core.limits import MAX_PAGE_SIZE, MAX_PIPELINE_NAME_LENGTH, MAX_TASK_ID_LENGTH
 from busline_core.paging import DEFAULT_REJECTS_PAGE, DEFAULT_TASKS_PAGE
+from busline_core.pipelines import PipelineList
 from busline_core.settings import ApiSettings
 from pydantic import BaseModel
 
@@ -248,6 +249,12 @@ def list_rejects(
 )
 def summarize_rejects(taskId: TaskId) -> RejectSummary:
     return task_api.summarize_rejects(taskId, current_owner(), deps)
+
+
+@app.get("/pipelines", responses=responses(200, PipelineList, "The pipelines a task may name, with their params", 422))
+def list_pipelines() -> PipelineList:
+    current_owner()  # signed in, like every route, though the list is the same for everyone
+    return pipelines.listed()
 
 
 @app.get(

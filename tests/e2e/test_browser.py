@@ -142,6 +142,20 @@ def test_invalid_spec_shows_a_readable_error(browser: Any, e2e_cloud: Any) -> No
         page.get_by_test_id("submit-spec").click()
         # Then the page says so before calling the API
         expect(error).to_contain_text("not valid JSON")
+        # When the named flights pipeline is picked (its params prefilled from GET /pipelines) and a bad
+        # limit is given
+        page.locator("#named summary").click()
+        picker = page.get_by_test_id("pipeline-name")
+        expect(picker.locator("option")).to_have_text(["airports", "flights"])
+        picker.select_option("flights")
+        expect(page.get_by_test_id("pipeline-description")).to_contain_text("nycflights13")
+        params = page.get_by_test_id("pipeline-params")
+        assert json.loads(params.input_value()) == {"chunkRows": 20000, "table": "flights"}
+        params.fill('{"limit": 0}')
+        page.get_by_test_id("submit-pipeline").click()
+        # Then the API's 400 names the parameter
+        expect(error).to_contain_text("HTTP 400")
+        expect(error).to_contain_text("params.limit: Input should be greater than or equal to 1")
     finally:
         page.close()
 

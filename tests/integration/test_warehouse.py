@@ -23,7 +23,7 @@ from busline_core import tenancy
 from busline_core.dashboard_reader import DashboardReader
 from busline_core.dashboards import DashboardQuery
 from busline_core.errors import DataRefused, LoadFailed, TargetRefused
-from busline_core.pipelines import PIPELINES, expand_pipeline
+from busline_core.pipelines import expand_pipeline, registry
 from busline_core.readers import iter_chunks, iter_records
 from busline_core.spec import OutputColumn, TargetSpec
 from busline_core.tenancy import owner_table, schema_for
@@ -769,7 +769,7 @@ def test_a_dashboard_query_is_cut_at_the_row_cap_and_stopped_at_the_timeout(
 
 def test_the_flights_dashboard_declares_read_only_queries_of_its_table() -> None:
     # Given the flights pipeline
-    flights = PIPELINES["flights"]
+    flights = registry()["flights"]
     # Then its dashboard has three charts, each one SELECT over {table}
     assert [(query.name, query.chart) for query in flights.dashboard] == [
         ("departure_delay_by_carrier", "bar"),

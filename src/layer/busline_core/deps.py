@@ -95,6 +95,7 @@ class TaskPlan:
 
     owner: str
     spec: TaskSpec
+    pipeline: str = ""  # a named pipeline's hook (pipelines.py) runs in transform
 
 
 @dataclass

@@ -39,13 +39,14 @@ from .contracts import (
 from .deps import DynamoDbTarget, ExtractDeps, LoadDeps, StepDeps, TaskPlan, TransformDeps, Warehouse
 from .errors import BuslineError, ChunkFailed, LoadFailed, SourceOverLimit, SourceUnreadable
 from .limits import MAX_CHUNKS_PER_TASK, MAX_REJECTS_KEPT_PER_CHUNK, MAX_ROWS_PER_TASK
+from .pipelines import hook_of
 from .ranges import ByteRange, Fetch, header_of, plan_ranges, range_table, splittable
 from .readers import iter_chunks, iter_records, open_source, refuse_stored_size, s3_location
 from .spec import JoinSpec, SourceSpec, TaskSpec, output_columns
 from .staging import Paused, Staged, must_stage, stage_source
 from .storage import ChunkStore, raw_table_from_records
 from .task_state import ChunkCounted, Committed, ExtractProgressed, ExtractStarted, RetryScheduled, iso
-from .transform import ReferenceTable, transform_table
+from .transform import ReferenceTable, apply_hook, transform_table
 
 logger = Logger(child=True)
 
@@ -95,7 +96,7 @@ def _plan_of(task_id: str, deps: StepDeps) -> TaskPlan | None:
     state = deps.tasks.get(task_id)
     if state is None or state.error_terminal or state.status is TaskStatus.CANCELLED:
         return None
-    plan = TaskPlan(owner=state.owner, spec=TaskSpec.model_validate_json(state.spec_json))
+    plan = TaskPlan(owner=state.owner, spec=TaskSpec.model_validate_json(state.spec_json), pipeline=state.pipeline)
     plans[task_id] = plan
     while len(plans) > WARM_TASK_CACHE:
         plans.popitem(last=False)
@@ -110,6 +111,7 @@ class ChunkWork:
     spec: TaskSpec
     table: pa.Table
     started_at: str
+    pipeline: str
 
 
 def _chunk_prologue(detail: ChunkExtracted | ChunkTransformed, deps: StepDeps) -> ChunkWork | None:
@@ -128,7 +130,7 @@ def _chunk_prologue(detail: ChunkExtracted | ChunkTransformed, deps: StepDeps) -
         table = _read_range(detail.chunk, detail.range, plan.spec.source, deps)
     else:
         table = deps.chunks.get_table(detail.key)
-    return ChunkWork(owner=plan.owner, spec=plan.spec, table=table, started_at=started_at)
+    return ChunkWork(owner=plan.owner, spec=plan.spec, table=table, started_at=started_at, pipeline=plan.pipeline)
 
 
 # --- extract --------------------------------------------------------------------------------------
@@ -404,7 +406,12 @@ def transform_chunk(detail: ChunkExtracted, deps: TransformDeps) -> int:
     planned = detail.range
     first_row = 1 if planned is not None else detail.chunk * spec.chunkRows + 1
     result = transform_table(work.table, spec, refs, first_row=first_row)
-    rejects = result.rejects if planned is None else _located_in_range(result.rejects, detail.chunk, planned)
+    if planned is not None:
+        result.rejects = _located_in_range(result.rejects, detail.chunk, planned)
+    hook = hook_of(work.pipeline)
+    if hook is not None:
+        result = apply_hook(result, hook)
+    rejects = result.rejects
 
     key = ChunkStore.chunk_key(task_id, Phase.TRANSFORM.value, detail.chunk)
     deps.chunks.put_table(key, result.table)

@@ -140,7 +140,7 @@ def state_from_item(item: Mapping[str, Any]) -> TaskState:
         commit="task" if item.get("commit") == "task" else "chunk",
         committed_at=item.get("committedAt"),
         correlation_id=item.get("correlationId"),
-        usage=usage.counts_from_item(item),
+        usage=_usage_counts(item),
         retrying=in_retry_order(
             [
                 RetryNotice.model_validate({name: _plain(value) for name, value in notice.items()})
@@ -441,8 +441,17 @@ _UPDATE_CALL = "dynamodb:UpdateItem"
 _ADD_CLAUSE = re.compile(r"\bADD ")
 
 
+# The task item's attributes holding its usage counts (usage.py): "usage:<service>:<operation>", numbers,
+# one per counted key, so a write adds to them with ADD and no map has to exist first.
+_USAGE_PREFIX = "usage:"
+
+
 def _usage_attributes(counted: Mapping[str, float]) -> dict[str, Decimal]:
-    return {f"{usage.ATTRIBUTE_PREFIX}{key}": Decimal(str(round(value, 9))) for key, value in counted.items()}
+    return {f"{_USAGE_PREFIX}{key}": Decimal(str(round(value, 9))) for key, value in counted.items()}
+
+
+def _usage_counts(item: Mapping[str, Any]) -> dict[str, float]:
+    return {name[len(_USAGE_PREFIX) :]: float(value) for name, value in item.items() if name.startswith(_USAGE_PREFIX)}
 
 
 def _with_usage(write: _Write, counted: Mapping[str, float]) -> _Write:

@@ -790,3 +790,29 @@ def transform_rows(
     )
     result = _transform(table, spec, refs, first_row, lambda offsets: [rows[offset] for offset in offsets])
     return TransformResult(rows=result.table.to_pylist(), rejects=result.rejects, filtered=result.filtered)
+
+
+# --- a pipeline's hook (pipelines.py states the contract) ------------------------------------------
+
+HOOK_REJECTED_AT = "pipeline hook"
+
+
+def apply_hook(result: TableResult, hook: Callable[[list[dict[str, Any]]], Any]) -> TableResult:
+    """`result` after the pipeline's hook over its rows: the rows the hook returns, held to the output
+    schema; the rows it leaves out filtered; if it raises (or returns rows that do not fit), every row of
+    the batch rejected with its message. The hook gets a copy of the rows and nothing else."""
+    if result.table.num_rows == 0:
+        return result
+    rows = result.table.to_pylist()  # fresh objects: nothing the hook does to them reaches the chunk
+    try:
+        returned = hook([dict(row) for row in rows])
+        if not isinstance(returned, list) or not all(isinstance(row, dict) for row in returned):
+            raise TypeError(f"returned {type(returned).__name__}, not a list of rows (dicts)")
+        table = pa.Table.from_pylist(returned, schema=result.table.schema)
+    except Exception as exc:  # the hook is the pipeline author's code: any failure is the batch's reason
+        reason = f"{HOOK_REJECTED_AT}: {_escaped(str(exc) or type(exc).__name__)}"[:1000]
+        rejects = [Reject(row=None, at=HOOK_REJECTED_AT, reason=reason, data=row) for row in rows]
+        empty = result.table.schema.empty_table()
+        return TableResult(table=empty, rejects=[*result.rejects, *rejects], filtered=result.filtered)
+    left_out = max(0, len(rows) - table.num_rows)
+    return TableResult(table=table, rejects=result.rejects, filtered=result.filtered + left_out)

@@ -37,9 +37,6 @@ import boto3
 from .contracts import TaskCost
 from .pricing import PRICES_CHECKED, PRICES_REGION, CostEstimate, Usage, estimate_cost, lambda_gb_seconds
 
-# The task item's attributes holding its counts: "usage:<service>:<operation>" (numbers), one per counted
-# key, so a write adds to them with ADD and no map has to exist first.
-ATTRIBUTE_PREFIX = "usage:"
 LAMBDA_REQUESTS = "lambda:requests"
 LAMBDA_GB_SECONDS = "lambda:gbSeconds"
 SQS_DELIVERIES = "sqs:deliveries"
@@ -181,15 +178,6 @@ class UsageMeter:
 
 # One per container, like boto3's default session it hooks into.
 METER = UsageMeter()
-
-
-def counts_from_item(item: Mapping[str, Any]) -> dict[str, float]:
-    """The usage counts a task item carries."""
-    return {
-        name[len(ATTRIBUTE_PREFIX) :]: float(value)
-        for name, value in item.items()
-        if name.startswith(ATTRIBUTE_PREFIX)
-    }
 
 
 def usage_of(counts: Mapping[str, float]) -> Usage:

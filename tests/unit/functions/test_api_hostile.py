@@ -327,6 +327,7 @@ def test_the_openapi_document_declares_every_status_of_every_operation_with_its_
         ("/tasks/{taskId}/rejects/summary", "get"): expected((200, "RejectSummary"), 404, 422),
         ("/uploads", "post"): expected((201, "UploadTicket"), 413, 415, 422),
         ("/pipelines/{name}/dashboard", "get"): expected((200, "Dashboard"), 400, 404, 422, 503),
+        ("/pipelines", "get"): expected((200, "PipelineList"), 422),
     }
     # And the bodies say what a client reads
     schemas = schema["components"]["schemas"]
