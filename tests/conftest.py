@@ -33,6 +33,10 @@ DEMO_CLOUD_ARGS = [
     "--param", "MaxReceiveCount=3",
     "--param", "ChunkRows=20000",
     "--param", "ProgressFramesPerSecond=4",
+    # schedules fire on a 60x clock, so a test sees a rate(5 minutes) schedule fire twice in 5 s; the
+    # watchdog's rule keeps firing once a real minute
+    "--schedule-scale", "60",
+    "--param", "WatchdogSchedule=rate(60 minutes)",
 ]  # fmt: skip
 DEMO_CLOUD_START_TIMEOUT_S = 180.0
 

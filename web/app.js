@@ -174,6 +174,7 @@ function showApp() {
   restartRuns(); // runs.js
   refreshDashboard().catch((error) => showError(error.message)); // dashboard.js
   loadPipelines().catch((error) => showError(error.message)); // pipelines.js
+  refreshSchedules().catch((error) => showError(error.message)); // schedules.js
 }
 
 // ------------------------------------------------------------------ REST
@@ -283,7 +284,9 @@ function renderSnapshot(snapshot) {
   $("no-task").hidden = true;
   $("current").hidden = false;
   $("task-id").textContent = snapshot.taskId;
-  $("task-pipeline").textContent = snapshot.pipeline;
+  $("task-pipeline").textContent = snapshot.scheduledBy
+    ? `${snapshot.pipeline} (scheduled by ${snapshot.scheduledBy.scheduleId}, due ${snapshot.scheduledBy.scheduledTime})`
+    : snapshot.pipeline;
   $("task-created").textContent = new Date(snapshot.createdAt).toLocaleString();
   const status = $("status");
   status.textContent = snapshot.status;

@@ -36,13 +36,18 @@ async function loadPipelines() {
 }
 
 $("pipeline-name").addEventListener("change", (event) => showPipeline(event.target.value));
-$("submit-pipeline").addEventListener("click", () => {
-  let params;
+// The form's params, or null (the page has said why) when they are not JSON.
+function formParams() {
   try {
-    params = JSON.parse($("pipeline-params").value || "{}");
+    return JSON.parse($("pipeline-params").value || "{}");
   } catch (error) {
     showError(`The params are not valid JSON: ${error.message}`);
-    return;
+    return null;
   }
+}
+
+$("submit-pipeline").addEventListener("click", () => {
+  const params = formParams();
+  if (params === null) return;
   submit({ pipeline: $("pipeline-name").value, params }).catch((error) => showError(error.message));
 });

@@ -128,6 +128,9 @@ def task_detail(snapshot: dict[str, Any]) -> RenderableType:
     for label, key in (("Task", "taskId"), ("Pipeline", "pipeline"), ("Owner", "owner"), ("Status", "status"),
                        ("Created", "createdAt"), ("Updated", "updatedAt")):
         add_plain_row(header, label, snapshot.get(key) or "")
+    scheduled = snapshot.get("scheduledBy")
+    if isinstance(scheduled, dict):
+        add_plain_row(header, "Started by", f"schedule {scheduled.get('scheduleId')}, due {scheduled.get('scheduledTime')}")
     if snapshot.get("commit") == "task":
         committed = snapshot.get("committedAt")
         add_plain_row(header, "Commit", f"task: visible at once, {committed}" if committed else "task: rows visible when it succeeds")

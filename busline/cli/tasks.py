@@ -79,6 +79,15 @@ class ApiClient:
     def list_pipelines(self) -> dict[str, Any]:
         return self._request("GET", "/pipelines")
 
+    def create_schedule(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", "/schedules", body)
+
+    def list_schedules(self) -> dict[str, Any]:
+        return self._request("GET", "/schedules")
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._request("DELETE", f"/schedules/{urllib.parse.quote(schedule_id, safe='')}")
+
     def list_tasks(self, limit: int, next_token: str | None = None) -> dict[str, Any]:
         query = {"limit": str(limit)} | ({"nextToken": next_token} if next_token else {})
         return self._request("GET", "/tasks?" + urllib.parse.urlencode(query))

@@ -12,7 +12,6 @@ import contextlib
 import datetime as dt
 import json
 import math
-import re
 import threading
 import time
 import uuid
@@ -21,7 +20,8 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from croniter import croniter
+from busline_core import schedule_expressions
+from busline_core.schedule_expressions import InvalidScheduleExpression
 from moto.events.models import EventPattern
 
 from busline.localcloud.chaos import ChaosConfig
@@ -118,7 +118,7 @@ class EventSource:
 def build_event_sources(model: CloudModel, runtime: FunctionRuntime, chaos: ChaosConfig | None,
                         schedule_scale: float = 1.0) -> list[EventSource]:
     """One SqsPoller per enabled SQS mapping, one StreamPoller per enabled stream mapping, and one
-    Scheduler when the template has enabled schedules."""
+    Scheduler when the template has enabled schedules or a moto server may be handed new ones."""
     active_chaos = chaos if chaos is not None and chaos.enabled() else None
     sources: list[EventSource] = []
     for sqs_mapping in model.sqs_mappings:
@@ -127,7 +127,7 @@ def build_event_sources(model: CloudModel, runtime: FunctionRuntime, chaos: Chao
     for stream_mapping in model.stream_mappings:
         if stream_mapping.enabled:
             sources.append(StreamPoller(model, stream_mapping, runtime, active_chaos))
-    if any(schedule.enabled for schedule in model.schedules):
+    if model.endpoints.aws or any(schedule.enabled for schedule in model.schedules):
         sources.append(Scheduler(model, runtime, active_chaos, schedule_scale))
     return sources
 
@@ -575,65 +575,43 @@ def _iso(epoch_s: Any) -> str | None:
 # ---------------------------------------------------------------------------------------------------
 # Schedules
 
-_RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
-_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
-_CRON = re.compile(r"^cron\((.*)\)$")
+# How often the schedules made at run time through the Scheduler API (CreateSchedule, DeleteSchedule)
+# are read back from moto, which stores them but never fires them.
+SCHEDULER_SYNC_S = 1.0
 
 
 class _Timetable:
     """When one schedule fires, on the scaled clock (`scale` virtual seconds per real second)."""
 
     def __init__(self, schedule: ScheduleSpec, virtual_start: float) -> None:
-        expression = schedule.expression.strip()
-        self.period_s: float | None = None
-        self.cron: croniter | None = None
-        rate = _RATE.match(expression)
-        cron = _CRON.match(expression)
-        if rate:
-            amount = int(rate.group(1))
-            if amount <= 0:
-                raise LocalCloudError(f"{schedule.logical_id}: rate must be positive in {expression!r}")
-            self.period_s = float(amount * _UNIT_SECONDS[rate.group(2).rstrip("s")])
-            self.next_virtual = virtual_start + self.period_s
-        elif cron:
-            fields = cron.group(1).split()
-            if len(fields) != 6:
-                raise LocalCloudError(
-                    f"{schedule.logical_id}: cron expression {expression!r} must have 6 fields "
-                    "(minutes hours day-of-month month day-of-week year)"
-                )
-            converted = _to_croniter(fields)
-            if not croniter.is_valid(converted):
-                raise LocalCloudError(f"{schedule.logical_id}: cron expression {expression!r} is not valid")
-            start = dt.datetime.fromtimestamp(virtual_start, dt.UTC)
-            self.cron = croniter(converted, start)
-            self.next_virtual = float(self.cron.get_next(float))
+        try:
+            self.expression = schedule_expressions.parse(schedule.expression, schedule.timezone)
+        except InvalidScheduleExpression as error:
+            raise LocalCloudError(f"{schedule.logical_id}: {error}") from None
+        if schedule.service == "events" and self.expression.kind == "at":
+            raise LocalCloudError(f"{schedule.logical_id}: an EventBridge rule takes rate() or cron(), not at()")
+        start = dt.datetime.fromtimestamp(virtual_start, dt.UTC)
+        if self.expression.period_s is not None:
+            # A Scheduler rate schedule without a StartDate fires at once; a rule's first firing is one period on.
+            first: dt.datetime | None = start
+            if schedule.service == "events":
+                first = start + dt.timedelta(seconds=self.expression.period_s)
         else:
-            raise LocalCloudError(
-                f"{schedule.logical_id}: schedule {expression!r} is neither rate(N minute|minutes|hour|hours|"
-                "day|days) nor cron(...)"
-            )
+            first = self.expression.first_run(start)
+        self.next_virtual = first.timestamp() if first is not None else math.inf
 
     def advance(self) -> None:
-        if self.period_s is not None:
-            self.next_virtual += self.period_s
-        elif self.cron is not None:
-            self.next_virtual = float(self.cron.get_next(float))
-
-
-def _to_croniter(fields: list[str]) -> str:
-    """AWS cron (6 fields, `?`, day-of-week 1-7 = SUN-SAT) -> croniter's 5 fields (0-6 = SUN-SAT)."""
-    minutes, hours, day_of_month, month, day_of_week, _year = (field.replace("?", "*") for field in fields)
-
-    def shift(match: re.Match[str]) -> str:
-        return str(int(match.group(0)) - 1)
-
-    # Numbers that are days, not step sizes (after /) nor occurrence counts (after #).
-    day_of_week = re.sub(r"(?<![/#\d])\d+", shift, day_of_week)
-    return " ".join((minutes, hours, day_of_month, month, day_of_week))
+        if self.expression.period_s is not None:
+            self.next_virtual += self.expression.period_s
+            return
+        upcoming = self.expression.next_after(dt.datetime.fromtimestamp(self.next_virtual, dt.UTC))
+        self.next_virtual = upcoming.timestamp() if upcoming is not None else math.inf
 
 
 class Scheduler(EventSource):
+    """The template's schedule rules and Scheduler schedules, plus every Scheduler schedule created at run
+    time (read back from moto every SCHEDULER_SYNC_S): each fires its Lambda target on the scaled clock."""
+
     def __init__(self, model: CloudModel, runtime: FunctionRuntime, chaos: ChaosConfig | None,
                  schedule_scale: float = 1.0) -> None:
         super().__init__()
@@ -647,8 +625,11 @@ class Scheduler(EventSource):
         self.schedules = [schedule for schedule in model.schedules if schedule.enabled]
         self._real_start = time.monotonic()
         self._virtual_start = time.time()
+        self._lock = threading.Lock()
         # Parse now, so a bad expression is reported when the cloud starts.
         self._timetables = [_Timetable(schedule, self._virtual_start) for schedule in self.schedules]
+        self._template_names = {schedule.name for schedule in model.schedules if schedule.name}
+        self._next_sync = 0.0
 
     def start(self) -> None:
         self._real_start = time.monotonic()
@@ -661,15 +642,25 @@ class Scheduler(EventSource):
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            if not self._timetables:
-                return
-            due = min(self._timetables, key=lambda timetable: timetable.next_virtual)
+            if self.model.endpoints.aws and time.monotonic() >= self._next_sync:
+                self._next_sync = time.monotonic() + SCHEDULER_SYNC_S
+                self._sync_runtime_schedules()
+            with self._lock:
+                if not self._timetables:
+                    due = None
+                else:
+                    due = min(self._timetables, key=lambda timetable: timetable.next_virtual)
+            if due is None or math.isinf(due.next_virtual):
+                self._stopping.wait(SCHEDULER_SYNC_S)
+                continue
             wait_s = (due.next_virtual - self._virtual_now()) / self.scale
             if wait_s > 0:
-                self._stopping.wait(min(wait_s, 1.0))
+                self._stopping.wait(min(wait_s, SCHEDULER_SYNC_S))
                 continue
-            index = self._timetables.index(due)
-            schedule = self.schedules[index]
+            with self._lock:
+                if due not in self._timetables:
+                    continue  # deleted meanwhile
+                schedule = self.schedules[self._timetables.index(due)]
             fire_time = due.next_virtual
             due.advance()
             event = self._event(schedule, fire_time)
@@ -678,7 +669,70 @@ class Scheduler(EventSource):
                 self.chaos.record("duplicate")
                 self._spawn(self._fire, schedule, event, name=f"schedule-duplicate-{schedule.logical_id}")
 
+    def _sync_runtime_schedules(self) -> None:
+        """Add the enabled Lambda-target schedules moto holds that are not known yet; drop deleted ones."""
+        try:
+            client = aws_client(self.model, "scheduler")
+            listed = [
+                summary
+                for page in client.get_paginator("list_schedules").paginate()
+                for summary in page.get("Schedules", [])
+            ]
+            current = {f"{summary.get('GroupName', 'default')}/{summary['Name']}" for summary in listed}
+            with self._lock:
+                known = {schedule.name for schedule in self.schedules if schedule.name}
+            added: list[tuple[ScheduleSpec, _Timetable]] = []
+            for summary in listed:
+                name = f"{summary.get('GroupName', 'default')}/{summary['Name']}"
+                if name in known or name in self._template_names:
+                    continue
+                spec = self._runtime_schedule(client, summary, name)
+                if spec is not None:
+                    added.append((spec, _Timetable(spec, self._virtual_now())))
+        except LocalCloudError as error:
+            console_line(f"scheduler: {error}")
+            return
+        except Exception as error:  # moto unreachable for a moment: the next sync tries again
+            if not self._stopping.is_set():
+                console_line(f"scheduler: cannot read the schedules: {type(error).__name__}: {error}")
+            return
+        with self._lock:
+            for spec, timetable in added:
+                self.schedules.append(spec)
+                self._timetables.append(timetable)
+            for index in reversed(range(len(self.schedules))):
+                name = self.schedules[index].name
+                if name and name not in self._template_names and name not in current:
+                    del self.schedules[index]
+                    del self._timetables[index]
+
+    def _runtime_schedule(self, client: Any, summary: dict[str, Any], name: str) -> ScheduleSpec | None:
+        detail = client.get_schedule(Name=summary["Name"], GroupName=summary.get("GroupName", "default"))
+        if detail.get("State", "ENABLED") != "ENABLED":
+            return None
+        target = detail.get("Target") or {}
+        function = next(
+            (spec.logical_id for spec in self.model.functions.values() if spec.arn == target.get("Arn")), None
+        )
+        if function is None:
+            raise LocalCloudError(
+                f"schedule {name}: target {target.get('Arn')!r} is not a function of this template; "
+                "the local cloud only runs scheduled functions"
+            )
+        return ScheduleSpec(
+            logical_id=name,
+            function=function,
+            expression=detail["ScheduleExpression"],
+            input=target.get("Input"),
+            rule_arn=detail.get("Arn", ""),
+            name=name,
+            timezone=detail.get("ScheduleExpressionTimezone") or "UTC",
+            service="scheduler",
+        )
+
     def _event(self, schedule: ScheduleSpec, fire_time: float) -> Any:
+        if schedule.service == "scheduler":
+            return _scheduler_input(schedule, fire_time)
         if schedule.input is not None:
             return schedule.input
         return {
@@ -702,3 +756,24 @@ class Scheduler(EventSource):
                 return
             if self._stopping.wait(min(60.0, max(0.5, 60.0 * (attempt + 1) / self.scale))):
                 return
+
+
+def _scheduler_input(schedule: ScheduleSpec, fire_time: float) -> Any:
+    """The target's Input with Scheduler's context attributes filled in, as a Lambda target receives it
+    (an absent Input arrives as an empty object). Attempts are not counted locally: always 1."""
+    if schedule.input is None:
+        return {}
+    text = schedule.input if isinstance(schedule.input, str) else json.dumps(schedule.input)
+    scheduled = dt.datetime.fromtimestamp(math.floor(fire_time), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    context = {
+        "<aws.scheduler.schedule-arn>": schedule.rule_arn,
+        "<aws.scheduler.scheduled-time>": scheduled,
+        "<aws.scheduler.execution-id>": str(uuid.uuid4()),
+        "<aws.scheduler.attempt-number>": "1",
+    }
+    for placeholder, value in context.items():
+        text = text.replace(placeholder, value)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # Input need not be JSON; Lambda is then handed the string

@@ -105,7 +105,10 @@ class ScheduleSpec:
     expression: str  # "rate(5 minutes)" or "cron(0 12 * * ? *)"
     input: Any = None  # the target's Input (already parsed JSON), else the scheduled event
     enabled: bool = True
-    rule_arn: str = ""
+    rule_arn: str = ""  # the rule's ARN, or the Scheduler schedule's
+    service: str = "events"  # "events" (a rule's ScheduleExpression) or "scheduler" (EventBridge Scheduler)
+    name: str = ""  # a Scheduler schedule's "group/name"
+    timezone: str = "UTC"  # a Scheduler schedule's ScheduleExpressionTimezone
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""REST API: submit a task, read its snapshot, list tasks, page through its rejected rows, pipeline dashboards.
+"""REST API: submit a task, read its snapshot, list tasks, page through its rejected rows, pipeline dashboards,
+schedules.
 
 Thin on purpose: validation is Powertools' (422 naming each field), bodies are read as strict JSON text by
 busline_core.request_body, the work is busline_core.task_api, and this module is the one place where errors
@@ -26,10 +27,13 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.types import EventHandlerInstance
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from busline_core import correlation, pipelines, request_body, task_api
+from busline_core import correlation, pipelines, request_body, schedules, task_api
 from busline_core.contracts import (
     RejectPage,
     RejectSummary,
+    Schedule,
+    ScheduleList,
+    ScheduleRequest,
     SubmitTaskRequest,
     TaskPage,
     TaskSnapshot,
@@ -46,13 +50,19 @@ from busline_core.errors import (
     NotSignedIn,
     PipelineNotFound,
     RequestTooLarge,
+    ScheduleNotFound,
     SourceUnreadable,
     TaskNotCancellable,
     TaskNotFound,
     WarehouseUnavailable,
 )
 from busline_core.identity import owner_from_claims
-from busline_core.limits import MAX_PAGE_SIZE, MAX_PIPELINE_NAME_LENGTH, MAX_TASK_ID_LENGTH
+from busline_core.limits import (
+    MAX_PAGE_SIZE,
+    MAX_PIPELINE_NAME_LENGTH,
+    MAX_SCHEDULE_ID_LENGTH,
+    MAX_TASK_ID_LENGTH,
+)
 from busline_core.paging import DEFAULT_REJECTS_PAGE, DEFAULT_TASKS_PAGE
 from busline_core.pipelines import PipelineList
 from busline_core.settings import ApiSettings
@@ -64,6 +74,7 @@ HTTP_STATUS: dict[type[BuslineError], int] = {
     NotSignedIn: 401,
     TaskNotFound: 404,
     PipelineNotFound: 404,
+    ScheduleNotFound: 404,
     TaskNotCancellable: 409,
     RequestTooLarge: 413,
     SourceUnreadable: 422,
@@ -146,7 +157,7 @@ _FAILURES: dict[int, tuple[str, type[BaseModel]]] = {
           "each field at fault in errors", Refusal),
     401: ("No valid access token (API Gateway answers before the function runs)", Message),
     403: ("Refused by API Gateway before the function runs", Message),
-    404: ("No such task (or not the caller's: the two answer alike), or no such pipeline", Message),
+    404: ("No such task or schedule (or not the caller's: the two answer alike), or no such pipeline", Message),
     409: ("The task is past cancelling: finished, or committing its rows", Message),
     413: ("The body or the spec is over its byte limit (README, Limits), or over API Gateway's 10 MB", Refusal),
     415: ("The body is not sent as application/json", ValidationFailure),
@@ -266,6 +277,37 @@ def pipeline_dashboard(
     table: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
 ) -> Dashboard:
     return task_api.pipeline_dashboard(name, table, current_owner(), deps)
+
+
+ScheduleId = Annotated[str, Path(min_length=1, max_length=MAX_SCHEDULE_ID_LENGTH)]
+
+
+@app.post(
+    "/schedules",
+    responses=responses(201, Schedule, "Created: the pipeline runs as the caller at each firing", 400, 413, 415, 422),
+)
+def create_schedule(request: Annotated[ScheduleRequest, Body()]) -> Response[Schedule]:
+    created = schedules.create_schedule(request, current_owner(), deps)
+    return Response(status_code=201, content_type=content_types.APPLICATION_JSON, body=created)
+
+
+@app.get("/schedules", responses=responses(200, ScheduleList, "The caller's schedules with their next runs", 422))
+def list_schedules() -> ScheduleList:
+    return schedules.list_schedules(current_owner(), deps)
+
+
+@app.get("/schedules/<scheduleId>", responses=responses(200, Schedule, "The schedule and its next runs", 404, 422))
+def get_schedule(scheduleId: ScheduleId) -> Schedule:
+    return schedules.get_schedule(scheduleId, current_owner(), deps)
+
+
+@app.delete(
+    "/schedules/<scheduleId>",
+    responses=responses(204, Message, "Deleted: no new run starts; runs already started carry on", 404, 422),
+)
+def delete_schedule(scheduleId: ScheduleId) -> Response[None]:
+    schedules.delete_schedule(scheduleId, current_owner(), deps)
+    return Response(status_code=204, body=None)
 
 
 @app.post("/uploads", responses=responses(201, UploadTicket, "PUT the file to uploadUrl, then name uri", 413, 415, 422))

@@ -156,6 +156,25 @@ def test_invalid_spec_shows_a_readable_error(browser: Any, e2e_cloud: Any) -> No
         # Then the API's 400 names the parameter
         expect(error).to_contain_text("HTTP 400")
         expect(error).to_contain_text("params.limit: Input should be greater than or equal to 1")
+        # When airports is scheduled with a five-field cron, then once at 06:00 on 1 January 2030 in UTC
+        picker.select_option("airports")
+        page.get_by_test_id("schedule-timezone").fill("UTC")
+        page.get_by_test_id("schedule-expression").fill("cron(0 6 * * *)")
+        page.get_by_test_id("create-schedule").click()
+        # Then the first is refused naming the expression
+        expect(error).to_contain_text("expression: 'cron(0 6 * * *)' must have 6 fields")
+        page.get_by_test_id("schedule-expression").fill("at(2030-01-01T06:00:00)")
+        page.get_by_test_id("create-schedule").click()
+        # and the second is listed with its pipeline, expression and next run
+        rows = page.get_by_test_id("schedule-list").locator("li")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("airports · at(2030-01-01T06:00:00) (UTC)")
+        next_run = page.evaluate("new Date('2030-01-01T06:00:00Z').toLocaleString()")
+        expect(rows.first.get_by_test_id("schedule-next")).to_have_text(f" next {next_run}")
+        # When it is deleted / Then the list is empty again
+        rows.first.get_by_test_id("delete-schedule").click()
+        expect(rows).to_have_count(0)
+        expect(page.locator("#schedule-list-empty")).to_be_visible()
     finally:
         page.close()
 

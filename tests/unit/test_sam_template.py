@@ -88,7 +88,7 @@ def test_translation_only_produces_types_the_local_cloud_provisions(cfn: dict[st
     # Given the SAM-translated template / Then every resource type is one the local cloud supports
     unsupported = {f"{name}: {r['Type']}" for name, r in cfn["Resources"].items() if r["Type"] not in LOCAL_CLOUD_TYPES}
     assert unsupported == set()
-    assert len(of_type(cfn, "AWS::Lambda::Function")) == 8
+    assert len(of_type(cfn, "AWS::Lambda::Function")) == 9
 
 
 def test_each_step_function_consumes_its_queue_one_record_at_a_time(cfn: dict[str, Any]) -> None:
@@ -137,7 +137,8 @@ def test_api_watchdog_and_websocket_functions_have_their_triggers(cfn: dict[str,
     assert "${ConnectionsFunction.Arn}" in integration["IntegrationUri"]["Fn::Sub"]
     handlers = {n: r["Properties"]["Handler"] for n, r in of_type(cfn, "AWS::Lambda::Function").items()}
     assert handlers == {
-        "ApiFunction": "app.lambda_handler", "ExtractFunction": "app.lambda_handler",
+        "ApiFunction": "app.lambda_handler", "ScheduledRunFunction": "scheduled.lambda_handler",
+        "ExtractFunction": "app.lambda_handler",
         "TransformFunction": "app.lambda_handler", "LoadFunction": "app.lambda_handler",
         "ProgressFunction": "stream.lambda_handler", "ConnectionsFunction": "routes.lambda_handler",
         "WatchdogFunction": "watchdog.lambda_handler", "WebSocketAuthorizerFunction": "authorizer.lambda_handler",
@@ -283,8 +284,8 @@ def test_every_policy_check_skipped_in_the_template_says_why(cfn: dict[str, Any]
         for name, resource in template["Resources"].items()
         for skip in ((resource.get("Metadata") or {}).get("checkov") or {}).get("skip", [])
     ]
-    # Then there are 56 of them, each with a reason of at least a sentence
-    assert len(skips) == 56
+    # Then there are 62 of them, each with a reason of at least a sentence
+    assert len(skips) == 62
     assert [(name, skip["id"]) for name, skip in skips if len(skip.get("comment", "")) < 40] == []
 
 

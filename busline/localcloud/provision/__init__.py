@@ -75,6 +75,7 @@ HANDLERS: dict[str, Handler] = {
     "AWS::IAM::Policy": iam.policy,
     "AWS::IAM::ManagedPolicy": iam.managed_policy,
     "AWS::Scheduler::Schedule": scheduler.schedule,
+    "AWS::Scheduler::ScheduleGroup": scheduler.schedule_group,
     "AWS::Cognito::UserPool": cognito.user_pool,
     "AWS::Cognito::UserPoolClient": cognito.user_pool_client,
     "AWS::Cognito::UserPoolResourceServer": cognito.resource_server,

@@ -253,6 +253,13 @@ class TaskTarget(_Wire):
     commit: Literal["task", "chunk"]
 
 
+class ScheduledBy(_Wire):
+    """A run a schedule started: which schedule, and the time it was due (EventBridge Scheduler's)."""
+
+    scheduleId: str
+    scheduledTime: str  # ISO 8601 UTC, e.g. 2026-12-01T06:00:00Z
+
+
 class TaskSnapshot(_Wire):
     taskId: str
     owner: str
@@ -274,6 +281,7 @@ class TaskSnapshot(_Wire):
     correlationId: str | None = None
     # estimated AWS cost so far (final once the task is): None for a task whose usage was never counted
     cost: TaskCost | None = None
+    scheduledBy: ScheduledBy | None = None  # None for a task submitted over the API
 
 
 class TaskPage(_Wire):
@@ -392,3 +400,46 @@ class UploadTicket(_Wire):
     expiresIn: int  # seconds the URL stays valid
     method: Literal["PUT"] = "PUT"
     headers: dict[str, str] = Field(default_factory=dict)
+
+
+# --- schedules (POST /schedules; what EventBridge Scheduler hands the scheduled-run function) --------
+
+
+class ScheduleRequest(BaseModel):
+    """Run a named pipeline with these params on a schedule, as the caller."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline: str = Field(min_length=1, max_length=MAX_PIPELINE_NAME_LENGTH)
+    params: dict[str, Any] = {}
+    # EventBridge Scheduler's: rate(1 day), cron(0 6 * * ? *), at(2026-12-24T18:00:00) (schedule_expressions.py)
+    expression: str = Field(min_length=1, max_length=256)
+    timezone: str = Field(default="UTC", min_length=1, max_length=50)  # IANA, e.g. Europe/Paris
+    description: str = Field(default="", max_length=512)
+
+
+class Schedule(_Wire):
+    scheduleId: str
+    pipeline: str
+    params: dict[str, Any]
+    expression: str
+    timezone: str
+    description: str = ""
+    createdAt: str
+    nextRuns: list[str] = []  # the next few firings, ISO 8601 UTC (none once an at() has passed)
+
+
+class ScheduleList(_Wire):
+    items: list[Schedule]
+
+
+class ScheduledRun(_Wire):
+    """The Input of a Busline schedule: who it runs as and what, plus the context attributes
+    EventBridge Scheduler fills in when it fires (<aws.scheduler.scheduled-time>, ...-schedule-arn>)."""
+
+    owner: str = Field(min_length=1)
+    scheduleId: str = Field(min_length=1)
+    pipeline: str = Field(min_length=1, max_length=MAX_PIPELINE_NAME_LENGTH)
+    params: dict[str, Any] = {}
+    scheduledTime: str = Field(min_length=1)
+    scheduleArn: str = Field(min_length=1)

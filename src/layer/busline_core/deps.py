@@ -24,12 +24,14 @@ from .errors import ConfigurationError
 from .lifecycle import TaskLifecycle
 from .paging import PageTokens
 from .retries import StepQueue
+from .schedules_repo import SchedulesRepository
 from .secrets import active_faults, database_url, page_token_key
 from .settings import (
     ApiSettings,
     ConnectionsSettings,
     ExtractSettings,
     LoadSettings,
+    ScheduledRunSettings,
     StreamSettings,
     TransformSettings,
     WatchdogSettings,
@@ -121,6 +123,46 @@ def _no_dashboards() -> DashboardSource:
     raise ConfigurationError("no warehouse is configured for dashboards (DATABASE_SECRET_ARN)")
 
 
+class SubmitDeps(Protocol):
+    """What submitting a task needs: the API has it, and so has the function a schedule invokes."""
+
+    @property
+    def tasks(self) -> TasksRepository: ...
+    @property
+    def publisher(self) -> EventPublisher: ...
+    @property
+    def data_bucket(self) -> str: ...
+    @property
+    def chunk_rows(self) -> int: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def source_access(self) -> SourceAccess: ...
+
+
+@dataclass
+class ScheduledRunDeps:
+    tasks: TasksRepository
+    publisher: EventPublisher
+    data_bucket: str
+    chunk_rows: int = 20000
+    clock: Clock = utc_now
+    readable_buckets: tuple[str, ...] = ()
+    allow_loopback_http: bool = False
+
+    @property
+    def source_access(self) -> SourceAccess:
+        return SourceAccess.of(
+            self.data_bucket, self.readable_buckets, allow_loopback_http=self.allow_loopback_http
+        )
+
+
+def _no_schedules() -> SchedulesRepository:
+    raise ConfigurationError(
+        "schedules are not configured (SCHEDULES_TABLE, SCHEDULE_GROUP, SCHEDULED_RUN_FUNCTION_ARN, SCHEDULER_ROLE_ARN)"
+    )
+
+
 @dataclass
 class ApiDeps:
     tasks: TasksRepository
@@ -132,6 +174,13 @@ class ApiDeps:
     clock: Clock = utc_now
     readable_buckets: tuple[str, ...] = ()  # the operator's extra source buckets (ReadableBuckets)
     allow_loopback_http: bool = False  # AllowLoopbackHttpSources (the local cloud)
+    schedules_factory: Callable[[], SchedulesRepository] = _no_schedules
+    _schedules: SchedulesRepository | None = None
+
+    def schedules(self) -> SchedulesRepository:
+        if self._schedules is None:
+            self._schedules = self.schedules_factory()
+        return self._schedules
     # opened on the first dashboard of a warm container, then kept (the API never needs it otherwise)
     dashboard_source_factory: Callable[[], DashboardSource] = _no_dashboards
     _dashboard_source: DashboardSource | None = None
@@ -255,6 +304,27 @@ def build_api_deps(settings: ApiSettings) -> ApiDeps:
         readable_buckets=parse_bucket_list(settings.readable_buckets),
         allow_loopback_http=settings.allow_loopback_http_sources,
         dashboard_source_factory=partial(_open_dashboards, settings),
+        schedules_factory=partial(_open_schedules, settings),
+    )
+
+
+def _open_schedules(settings: ApiSettings) -> SchedulesRepository:
+    parts = (settings.schedules_table, settings.schedule_group, settings.scheduled_run_function_arn,
+             settings.scheduler_role_arn)
+    if not all(parts):
+        return _no_schedules()
+    return SchedulesRepository.connect(*parts)
+
+
+def build_scheduled_run_deps(settings: ScheduledRunSettings) -> ScheduledRunDeps:
+    usage.METER.install()  # before any client is built: each counts its calls for the task at hand
+    return ScheduledRunDeps(
+        tasks=TasksRepository.from_table_name(settings.tasks_table),
+        publisher=EventPublisher.for_bus(settings.event_bus_name),
+        data_bucket=settings.data_bucket,
+        chunk_rows=settings.chunk_rows,
+        readable_buckets=parse_bucket_list(settings.readable_buckets),
+        allow_loopback_http=settings.allow_loopback_http_sources,
     )
 
 

@@ -75,6 +75,16 @@ class TaskNotFound(BuslineError):
         self.task_id = task_id
 
 
+class TaskAlreadyRecorded(BuslineError):
+    """A task id chosen ahead (a schedule's run) is recorded already: this is a repeated delivery."""
+
+    retryable = False
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id} is recorded already")
+        self.task_id = task_id
+
+
 class TaskNotCancellable(BuslineError):
     """The task is past cancelling: finished, or COMMITTING (its rows may be becoming visible right now)."""
 
@@ -94,6 +104,16 @@ class PipelineNotFound(BuslineError):
     def __init__(self, name: str) -> None:
         super().__init__(f"pipeline {name} not found")
         self.name = name
+
+
+class ScheduleNotFound(BuslineError):
+    """No such schedule, or not the caller's: the two answer alike."""
+
+    retryable = False
+
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"schedule {schedule_id} not found")
+        self.schedule_id = schedule_id
 
 
 class WarehouseUnavailable(BuslineError):

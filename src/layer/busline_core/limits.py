@@ -75,6 +75,17 @@ MAX_PAGE_SIZE: Final = 1000
 MAX_SUMMARIZED_REJECTS: Final = 100_000
 # The most frequent values shown per reason group.
 REJECT_SUMMARY_VALUES: Final = 5
+# --- schedules -------------------------------------------------------------------------------------
+
+# How many schedules one owner may keep: each lists with one GetSchedule, so GET /schedules stays quick.
+MAX_SCHEDULES_PER_OWNER: Final = 50
+# EventBridge Scheduler's limit on a target's Input (characters); a schedule's pipeline and params ride in it.
+MAX_SCHEDULE_INPUT_CHARS: Final = 8192
+# The firings GET /schedules shows ahead of now.
+SCHEDULE_NEXT_RUNS: Final = 3
+# Schedule ids are 12 hex characters; longer is refused unread.
+MAX_SCHEDULE_ID_LENGTH: Final = 32
+
 # Far above any page token we issue; a longer one is refused unread.
 MAX_TOKEN_LENGTH: Final = 2048
 

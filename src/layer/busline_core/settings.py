@@ -61,6 +61,20 @@ class ApiSettings(_PublishingSettings, _SourceReaderSettings):
     # the warehouse pipeline dashboards read (GET /pipelines/{name}/dashboard), as for LoadSettings
     database_secret_arn: str = ""
     database_url: str = ""
+    # POST /schedules: the table indexing them, the stack's schedule group, the function each schedule
+    # invokes and the role EventBridge Scheduler invokes it with; empty: schedules are not offered
+    schedules_table: str = ""
+    schedule_group: str = ""
+    scheduled_run_function_arn: str = ""
+    scheduler_role_arn: str = ""
+
+
+class ScheduledRunSettings(_PublishingSettings, _SourceReaderSettings):
+    """The function a schedule invokes: it submits the run as the schedule's owner, as the API would."""
+
+    data_bucket: str = Field(min_length=1)
+    chunk_rows: int = Field(default=DEFAULT_CHUNK_ROWS, ge=MIN_CHUNK_ROWS, le=MAX_CHUNK_ROWS)
+    readable_buckets: str = ""
 
 
 class ExtractSettings(_StepSettings, _SourceReaderSettings):

@@ -23,6 +23,7 @@ from .contracts import (
     Reject,
     RejectPage,
     RejectSummary,
+    ScheduledBy,
     SubmitTaskRequest,
     TaskFinished,
     TaskPage,
@@ -33,7 +34,7 @@ from .contracts import (
     UploadTicket,
 )
 from .dashboards import Dashboard
-from .deps import ApiDeps
+from .deps import ApiDeps, SubmitDeps
 from .errors import InvalidPage, InvalidTask, RequestTooLarge, TaskNotCancellable, TaskNotFound
 from .limits import MAX_SPEC_BYTES, MAX_SUMMARIZED_REJECTS
 from .paging import check_limit
@@ -86,7 +87,7 @@ def refused_target(details: Iterable[Mapping[str, Any]]) -> InvalidTask | None:
 
 
 def _resolve_spec(
-    request: SubmitTaskRequest | PipelineRequest | TaskSpec | Mapping[str, Any], deps: ApiDeps
+    request: SubmitTaskRequest | PipelineRequest | TaskSpec | Mapping[str, Any], deps: SubmitDeps
 ) -> tuple[str, TaskSpec]:
     if isinstance(request, Mapping):
         try:
@@ -109,9 +110,51 @@ def _resolve_spec(
 
 
 def submit_task(
-    request: SubmitTaskRequest | PipelineRequest | TaskSpec | Mapping[str, Any], owner: str, deps: ApiDeps
+    request: SubmitTaskRequest | PipelineRequest | TaskSpec | Mapping[str, Any],
+    owner: str,
+    deps: SubmitDeps,
+    *,
+    task_id: str | None = None,
+    scheduled_by: ScheduledBy | None = None,
 ) -> TaskSnapshot:
-    """Validate, record (ACCEPTED) and announce a task; invalid requests record and publish nothing."""
+    """Validate, record (ACCEPTED) and announce a task; invalid requests record and publish nothing.
+
+    A `task_id` chosen by the caller (a schedule's run) is recorded once: a second submission under it
+    raises TaskAlreadyRecorded and publishes nothing."""
+    pipeline, spec = checked_spec(request, owner, deps)
+    spec_json = spec.model_dump_json(by_alias=True)
+    submitted = TaskState.submitted(
+        task_id or str(uuid.uuid4()),
+        owner,
+        pipeline,
+        spec_json,
+        deps.clock(),
+        commit=spec.target.commit,
+        correlation_id=correlation.current(),
+        scheduled_by=scheduled_by,
+    )
+    with usage.METER.working_on(submitted.task_id):
+        # the item counts this request's PutItem and the PutEvents that follows it (usage.py)
+        state = deps.tasks.create(submitted, prepaid=("events:PutEvents", usage.EVENTBRIDGE_ENTRIES))
+        announce(state, deps)
+    logger.info("task accepted", extra={"task_id": state.task_id, "pipeline": pipeline, "owner": owner})
+    return state.snapshot()
+
+
+def announce(state: TaskState, deps: SubmitDeps) -> None:
+    """Publish TaskSubmitted for a recorded task (again, for a repeated delivery: extract is idempotent)."""
+    try:
+        deps.publisher.publish(TASK_SUBMITTED, TaskSubmitted(taskId=state.task_id, correlationId=state.correlation_id))
+    except Exception as error:
+        # Without the event nothing will ever run it: say so on the task instead of leaving it ACCEPTED.
+        deps.tasks.apply(state.task_id, TaskAbandoned(Phase.EXTRACT, f"could not publish TaskSubmitted: {error}"))
+        raise
+
+
+def checked_spec(
+    request: SubmitTaskRequest | PipelineRequest | TaskSpec | Mapping[str, Any], owner: str, deps: SubmitDeps
+) -> tuple[str, TaskSpec]:
+    """The pipeline name and spec of a request, held to every rule a submission is (400 naming each field)."""
     pipeline, spec = _resolve_spec(request, deps)
     spec_json = spec.model_dump_json(by_alias=True)
     stored_bytes = len(spec_json.encode())
@@ -127,29 +170,7 @@ def submit_task(
     except ValidationError as error:
         raise _invalid(error) from error
     deps.source_access.check(spec, owner)
-
-    submitted = TaskState.submitted(
-        str(uuid.uuid4()),
-        owner,
-        pipeline,
-        spec_json,
-        deps.clock(),
-        commit=spec.target.commit,
-        correlation_id=correlation.current(),
-    )
-    with usage.METER.working_on(submitted.task_id):
-        # the item counts this request's PutItem and the PutEvents that follows it (usage.py)
-        state = deps.tasks.create(submitted, prepaid=("events:PutEvents", usage.EVENTBRIDGE_ENTRIES))
-        try:
-            deps.publisher.publish(
-                TASK_SUBMITTED, TaskSubmitted(taskId=state.task_id, correlationId=state.correlation_id)
-            )
-        except Exception as error:
-            # Without the event nothing will ever run it: say so on the task instead of leaving it ACCEPTED.
-            deps.tasks.apply(state.task_id, TaskAbandoned(Phase.EXTRACT, f"could not publish TaskSubmitted: {error}"))
-            raise
-    logger.info("task accepted", extra={"task_id": state.task_id, "pipeline": pipeline, "owner": owner})
-    return state.snapshot()
+    return pipeline, spec
 
 
 def _owned(task_id: str, owner: str, deps: ApiDeps) -> TaskState:

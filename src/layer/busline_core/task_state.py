@@ -34,6 +34,7 @@ from .contracts import (
     Phases,
     PhaseTiming,
     RetryNotice,
+    ScheduledBy,
     TaskError,
     TaskSnapshot,
     TaskStatus,
@@ -133,6 +134,7 @@ class TaskState(_Frozen):
     retrying: tuple[RetryNotice, ...] = ()  # work whose delivery failed and that is tried again soon
     correlation_id: str | None = None  # of the request that submitted the task (correlation.py)
     usage: Mapping[str, float] = {}  # what it used of AWS so far (usage.py's counts)
+    scheduled_by: ScheduledBy | None = None  # the schedule that started it, if one did
 
     @classmethod
     def submitted(
@@ -144,6 +146,7 @@ class TaskState(_Frozen):
         now: datetime,
         commit: CommitMode = "chunk",
         correlation_id: str | None = None,
+        scheduled_by: ScheduledBy | None = None,
     ) -> TaskState:
         return cls(
             task_id=task_id,
@@ -152,6 +155,7 @@ class TaskState(_Frozen):
             spec_json=spec_json,
             commit=commit,
             correlation_id=correlation_id,
+            scheduled_by=scheduled_by,
             status=TaskStatus.ACCEPTED,
             created_at=iso(now),
             updated_at=iso(now),
@@ -214,6 +218,7 @@ class TaskState(_Frozen):
             target=self._target(),
             retrying=[] if self.is_final else [notice for notice in self.retrying if not self._done(notice)],
             cost=task_cost(self.usage),
+            scheduledBy=self.scheduled_by,
         )
 
     def _target(self) -> TaskTarget | None:

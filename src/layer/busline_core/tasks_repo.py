@@ -30,7 +30,8 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from . import usage
-from .contracts import PHASE_ORDER, Counts, Phase, RetryNotice, TaskError, TaskStatus
+from .contracts import PHASE_ORDER, Counts, Phase, RetryNotice, ScheduledBy, TaskError, TaskStatus
+from .errors import TaskAlreadyRecorded
 from .limits import MAX_RETRY_NOTICES, MAX_TASK_ID_LENGTH
 from .task_state import (
     ACTIVE_STATUSES,
@@ -140,6 +141,7 @@ def state_from_item(item: Mapping[str, Any]) -> TaskState:
         commit="task" if item.get("commit") == "task" else "chunk",
         committed_at=item.get("committedAt"),
         correlation_id=item.get("correlationId"),
+        scheduled_by=None if item.get("scheduledBy") is None else ScheduledBy.model_validate(item["scheduledBy"]),
         usage=_usage_counts(item),
         retrying=in_retry_order(
             [
@@ -199,6 +201,8 @@ def item_from_state(state: TaskState) -> Item:
         item["committedAt"] = state.committed_at
     if state.correlation_id is not None:
         item["correlationId"] = state.correlation_id
+    if state.scheduled_by is not None:
+        item["scheduledBy"] = state.scheduled_by.model_dump()
     # always a map, so that RetryScheduled can set one member of it and count them (size())
     item[_RETRYING] = {retry_member(notice): notice.model_dump(mode="json") for notice in state.retrying}
     return item
@@ -578,8 +582,10 @@ class TasksRepository:
         item = {**item_from_state(state), **_usage_attributes(counted)}
         try:
             self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(taskId)")
-        except Exception:
+        except Exception as error:
             usage.METER.give_back(state.task_id, counted, prepaid=paid)
+            if isinstance(error, ClientError) and _refused_by_condition(error):
+                raise TaskAlreadyRecorded(state.task_id) from error
             raise
         return state.model_copy(update={"usage": counted})
 
@@ -604,7 +610,7 @@ class TasksRepository:
         except ClientError as error:
             # refused or failed, the write carried none of the counts: they wait for the next one
             usage.METER.give_back(task_id, counted, prepaid=(_UPDATE_CALL,))
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if _refused_by_condition(error):
                 return None
             raise
         before = state_from_item(response["Attributes"])
@@ -612,3 +618,7 @@ class TasksRepository:
         if after is None:
             raise StateMachineDrift(f"{type(event).__name__} was written to {task_id} but the table refuses it")
         return Outcome(before=before, after=after)
+
+
+def _refused_by_condition(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

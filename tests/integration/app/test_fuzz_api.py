@@ -43,12 +43,16 @@ def test_fuzzed_requests_get_no_5xx_and_only_declared_statuses(api: Any, schema:
     operations = _operations(schema)
     labels = sorted(operation.label for operation in operations)
     assert labels == [
+        "DELETE /schedules/{scheduleId}",
         "GET /pipelines",
         "GET /pipelines/{name}/dashboard",
+        "GET /schedules",
+        "GET /schedules/{scheduleId}",
         "GET /tasks",
         "GET /tasks/{taskId}",
         "GET /tasks/{taskId}/rejects",
         "GET /tasks/{taskId}/rejects/summary",
+        "POST /schedules",
         "POST /tasks",
         "POST /tasks/{taskId}/cancel",
         "POST /uploads",
@@ -77,8 +81,8 @@ def test_fuzzed_requests_get_no_5xx_and_only_declared_statuses(api: Any, schema:
         case.validate_response(response, checks=[not_a_server_error, status_code_conformance])
 
     fuzz()
-    # And all 360 requests were sent, every operation among them (GET /pipelines takes no input at all, so
-    # no request of it can be invalid)
-    assert len(sent) == EXAMPLES * len(operations) == 360
-    inputless = {"GET /pipelines"} if mode is GenerationMode.NEGATIVE else set()
+    # And all 520 requests were sent, every operation among them (GET /pipelines and GET /schedules take no
+    # input at all, so no request of them can be invalid)
+    assert len(sent) == EXAMPLES * len(operations) == 520
+    inputless = {"GET /pipelines", "GET /schedules"} if mode is GenerationMode.NEGATIVE else set()
     assert {label for label, statuses in seen.items() if statuses} == set(labels) - inputless, seen

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from sources_helpers import ACCOUNT, REGION, Harness, wait_until
 
-from busline.localcloud.event_sources import Scheduler, _to_croniter, build_event_sources
+from busline.localcloud.event_sources import Scheduler, build_event_sources
 from busline.localcloud.model import LocalCloudError, ScheduleSpec
 from busline.localcloud.runtime import FunctionRuntime
 
@@ -76,25 +76,12 @@ def test_cron_schedule_fires(harness: Harness, runtime_for: Callable[..., Functi
 
 
 @pytest.mark.parametrize(
-    ("aws", "croniter_form"),
-    [
-        ("0 12 * * ? *", "0 12 * * *"),
-        ("0/15 8-17 ? * MON-FRI *", "0/15 8-17 * * MON-FRI"),
-        ("0 10 ? * 2-6 2026", "0 10 * * 1-5"),
-        ("30 6 ? * 1,7 *", "30 6 * * 0,6"),
-        ("0 9 ? * 6#3 *", "0 9 * * 5#3"),
-    ],
-)
-def test_aws_cron_is_converted_for_croniter(aws: str, croniter_form: str) -> None:
-    assert _to_croniter(aws.split()) == croniter_form
-
-
-@pytest.mark.parametrize(
     ("expression", "message"),
     [
-        ("rate(5 fortnights)", "Bad: schedule 'rate(5 fortnights)' is neither"),
-        ("cron(0 12 * * ?)", "Bad: cron expression 'cron(0 12 * * ?)' must have 6 fields"),
-        ("cron(99 12 * * ? *)", "Bad: cron expression 'cron(99 12 * * ? *)' is not valid"),
+        ("rate(5 fortnights)", "Bad: 'rate(5 fortnights)' is none of at(yyyy-mm-ddThh:mm:ss)"),
+        ("cron(0 12 * * ?)", "Bad: 'cron(0 12 * * ?)' must have 6 fields"),
+        ("cron(99 12 * * ? *)", "Bad: 'cron(99 12 * * ? *)' is not a valid cron expression"),
+        ("at(2026-12-24T18:00:00)", "Bad: an EventBridge rule takes rate() or cron(), not at()"),
     ],
 )
 def test_bad_expression_names_the_schedule(harness: Harness, runtime_for: Callable[..., FunctionRuntime],

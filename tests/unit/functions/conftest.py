@@ -44,6 +44,10 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
             "WEB_ORIGIN": created.stack.environment("ApiFunction")["WEB_ORIGIN"] if created.stack else "",
         }.items():
             monkeypatch.setenv(name, value)
+        if created.stack is not None:
+            api_environment = created.stack.environment("ApiFunction")
+            for name in ("SCHEDULES_TABLE", "SCHEDULE_GROUP", "SCHEDULED_RUN_FUNCTION_ARN", "SCHEDULER_ROLE_ARN"):
+                monkeypatch.setenv(name, api_environment[name])
         parameters.clear_caches()
         yield created
         parameters.clear_caches()

@@ -173,12 +173,13 @@ def test_rejects_of_unknown_task_is_404_and_bad_limit_is_422(
 
 
 def test_openapi_schema_is_served(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
-    # When the schema is asked for / Then it lists the eight paths
+    # When the schema is asked for / Then it lists the ten paths
     status, schema = get(load_handler("api"), context, "/swagger", {"format": "json"})
     assert status == 200
     assert sorted(schema["paths"]) == [
-        "/pipelines", "/pipelines/{name}/dashboard", "/tasks", "/tasks/{taskId}", "/tasks/{taskId}/cancel",
-        "/tasks/{taskId}/rejects", "/tasks/{taskId}/rejects/summary", "/uploads",
+        "/pipelines", "/pipelines/{name}/dashboard", "/schedules", "/schedules/{scheduleId}", "/tasks",
+        "/tasks/{taskId}", "/tasks/{taskId}/cancel", "/tasks/{taskId}/rejects", "/tasks/{taskId}/rejects/summary",
+        "/uploads",
     ]  # fmt: skip
     assert sorted(schema["paths"]["/tasks"]) == ["get", "post"]
 

@@ -320,6 +320,10 @@ def test_the_openapi_document_declares_every_status_of_every_operation_with_its_
 
     assert declared == {
         ("/tasks", "post"): expected((202, "TaskAccepted"), 400, 413, 415, 422),
+        ("/schedules", "post"): expected((201, "Schedule"), 400, 413, 415, 422),
+        ("/schedules", "get"): expected((200, "ScheduleList"), 422),
+        ("/schedules/{scheduleId}", "get"): expected((200, "Schedule"), 404, 422),
+        ("/schedules/{scheduleId}", "delete"): expected((204, "Message"), 404, 422),
         ("/tasks", "get"): expected((200, "TaskPage"), 400, 422),
         ("/tasks/{taskId}", "get"): expected((200, "TaskSnapshot"), 404, 422),
         ("/tasks/{taskId}/cancel", "post"): expected((202, "TaskSnapshot"), 404, 409, 422),

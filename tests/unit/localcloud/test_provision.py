@@ -312,10 +312,15 @@ def test_sqs_and_stream_events_become_mappings(endpoints: Endpoints) -> None:
 def test_schedule_and_api_events_become_schedule_and_routes(endpoints: Endpoints) -> None:
     model = provision_fixture(endpoints, "sam_events.yaml")
     # Then the Schedule (EventBridge rule) and ScheduleV2 (EventBridge Scheduler) events both run the function
-    schedules = sorted((s.logical_id, s.function, s.expression, json.dumps(s.input), s.enabled) for s in model.schedules)
+    # (a rule's Input is parsed once; a Scheduler schedule's is kept as text, its context attributes
+    # filled in at each firing)
+    schedules = sorted(
+        (s.logical_id, s.service, s.function, s.expression, s.input if isinstance(s.input, str) else json.dumps(s.input), s.enabled)
+        for s in model.schedules
+    )
     assert schedules == [
-        ("WorkerFunctionNightly", "WorkerFunction", "cron(0 3 * * ? *)", '{"reason": "nightly"}', True),
-        ("WorkerFunctionTick", "WorkerFunction", "rate(5 minutes)", '{"reason": "tick"}', True),
+        ("WorkerFunctionNightly", "scheduler", "WorkerFunction", "cron(0 3 * * ? *)", '{"reason": "nightly"}', True),
+        ("WorkerFunctionTick", "events", "WorkerFunction", "rate(5 minutes)", '{"reason": "tick"}', True),
     ]
     # The schedule is run by the local scheduler: moto holds the rule but no target
     assert client(endpoints, "events").list_targets_by_rule(Rule="t-WorkerFunctionTick")["Targets"] == []
