@@ -37,6 +37,8 @@ DEMO_CLOUD_ARGS = [
     # watchdog's rule keeps firing once a real minute
     "--schedule-scale", "60",
     "--param", "WatchdogSchedule=rate(60 minutes)",
+    # every notification is also mailed to the operator (the local cloud keeps mail in <data dir>/outbox)
+    "--param", "NotificationEmail=ops@example.com",
 ]  # fmt: skip
 DEMO_CLOUD_START_TIMEOUT_S = 180.0
 

@@ -175,7 +175,17 @@ function showApp() {
   refreshDashboard().catch((error) => showError(error.message)); // dashboard.js
   loadPipelines().catch((error) => showError(error.message)); // pipelines.js
   refreshSchedules().catch((error) => showError(error.message)); // schedules.js
+  openLinkedTask();
 }
+
+// A notification links to its task as <page>/#task=<id>: open that task once signed in.
+function openLinkedTask() {
+  const linked = /^#task=([A-Za-z0-9-]{1,64})$/.exec(window.location.hash);
+  if (linked && state.taskId !== linked[1]) selectTask(linked[1]);
+}
+window.addEventListener("hashchange", () => {
+  if (state.session) openLinkedTask();
+});
 
 // ------------------------------------------------------------------ REST
 

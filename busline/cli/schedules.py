@@ -35,6 +35,9 @@ def create(
     param: Annotated[list[str] | None, typer.Option("--param", help="Pipeline parameter KEY=VALUE (repeat).")] = None,
     timezone: Annotated[str, typer.Option("--timezone", help="IANA time zone the expression is read in.")] = "UTC",
     description: Annotated[str, typer.Option("--description", help="What it is for, shown in the list.")] = "",
+    notify_email: Annotated[
+        str | None, typer.Option("--notify-email", help="Mail this address when each run ends (SNS asks it to confirm).")
+    ] = None,
     endpoints: EndpointsOption = None,
     stack: StackOption = None,
     region: RegionOption = None,
@@ -48,7 +51,7 @@ def create(
         "expression": expression,
         "timezone": timezone,
         "description": description,
-    }
+    } | ({"notifyEmail": notify_email} if notify_email else {})
     try:
         created = api.create_schedule(body)
     except (ApiError, ApiUnreachable) as error:

@@ -42,6 +42,8 @@ DATABASE_URL_PARAMETER = "DatabaseUrl"
 LOOPBACK_SOURCES_PARAMETER = "AllowLoopbackHttpSources"
 WEB_ORIGIN_PARAMETER = "WebOrigin"
 ENDPOINTS_FILE = "endpoints.json"
+# what SNS e-mail subscriptions would be mailed, one <address>.jsonl each (moto_patches.deliver_email_to_outbox)
+OUTBOX_DIR = "outbox"
 DEMO_USERNAME = "demo"
 _PORT_ROLES = ("REST API", "WebSocket API", "web page", "moto (AWS APIs)", "@connections management API",
                "Cognito OAuth2 token endpoint")
@@ -311,6 +313,7 @@ class LocalCloud:
         from moto.server import ThreadedMotoServer  # heavy import, only needed here
 
         from busline.localcloud.moto_patches import (
+            deliver_email_to_outbox,
             keep_put_bodies,
             make_dynamodb_atomic,
             serve_ranges_without_reading_whole_objects,
@@ -319,6 +322,7 @@ class LocalCloud:
         make_dynamodb_atomic()
         keep_put_bodies()
         serve_ranges_without_reading_whole_objects()
+        deliver_email_to_outbox(self.data_dir / OUTBOX_DIR)
 
         if not self.options.verbose:
             logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call otherwise
@@ -376,7 +380,8 @@ class LocalCloud:
             f"{len(model.stream_mappings)} stream triggers, {len(model.schedules)} schedules, "
             f"{len(model.rest_routes)} REST routes, {len(model.ws_apis)} WebSocket APIs",
             f"  {info['chaos']}",
-            f"  endpoints: {self.data_dir / ENDPOINTS_FILE}   logs: {self.data_dir / 'logs'}",
+            f"  endpoints: {self.data_dir / ENDPOINTS_FILE}   logs: {self.data_dir / 'logs'}   "
+            f"mail (SNS e-mail subscriptions): {self.data_dir / OUTBOX_DIR}",
         ]
         auth = info.get("auth")
         if auth:

@@ -118,7 +118,8 @@ class EventSource:
 def build_event_sources(model: CloudModel, runtime: FunctionRuntime, chaos: ChaosConfig | None,
                         schedule_scale: float = 1.0) -> list[EventSource]:
     """One SqsPoller per enabled SQS mapping, one StreamPoller per enabled stream mapping, and one
-    Scheduler when the template has enabled schedules or a moto server may be handed new ones."""
+    Scheduler when the template has enabled schedules, or a schedule group that schedules created at run
+    time go into."""
     active_chaos = chaos if chaos is not None and chaos.enabled() else None
     sources: list[EventSource] = []
     for sqs_mapping in model.sqs_mappings:
@@ -127,7 +128,8 @@ def build_event_sources(model: CloudModel, runtime: FunctionRuntime, chaos: Chao
     for stream_mapping in model.stream_mappings:
         if stream_mapping.enabled:
             sources.append(StreamPoller(model, stream_mapping, runtime, active_chaos))
-    if model.endpoints.aws or any(schedule.enabled for schedule in model.schedules):
+    groups = [resource for resource in model.resources.values() if resource.type == "AWS::Scheduler::ScheduleGroup"]
+    if (model.endpoints.aws and groups) or any(schedule.enabled for schedule in model.schedules):
         sources.append(Scheduler(model, runtime, active_chaos, schedule_scale))
     return sources
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import re
 import threading
 import time
@@ -321,3 +322,48 @@ def serve_ranges_without_reading_whole_objects() -> None:
 
     S3Response.get_object = ranged_get_object  # type: ignore[method-assign]
     _ranges_sliced = True
+
+
+# -- SNS e-mail: an outbox instead of a mail server -------------------------------------------------
+
+_outbox: list[Any] = []  # [Path] once set: where deliveries go (a cloud per process, so one folder)
+_outbox_lock = threading.Lock()
+
+
+def deliver_email_to_outbox(folder: Any) -> None:
+    """For the rest of the process: what an SNS e-mail subscription would be mailed is appended to
+    `<folder>/<address>.jsonl` (to, subject, body, topic, message id), after the subscription's filter
+    policy and the message's per-protocol form (MessageStructure json), as SNS would mail it.
+
+    moto keeps e-mail subscriptions but delivers nothing; a local cloud sends no mail off the machine."""
+    from pathlib import Path
+
+    from moto.sns.models import Subscription
+
+    with _outbox_lock:
+        first = not _outbox
+        _outbox[:] = [Path(folder)]
+    if not first:
+        return
+    publish = Subscription.publish
+
+    def publish_and_keep_mail(self: Any, message: str, message_id: str, *args: Any, **kwargs: Any) -> None:
+        publish(self, message, message_id, *args, **kwargs)
+        if self.protocol not in ("email", "email-json"):
+            return
+        attributes = kwargs.get("message_attributes")
+        if self._filter_policy_matcher is not None and not self._filter_policy_matcher.matches(attributes, message):
+            return
+        body = message
+        if kwargs.get("message_structure") == "json":
+            body = self._parse_message_structure(message, self.protocol)
+        mail = {"to": self.endpoint, "subject": kwargs.get("subject"), "body": body,
+                "topicArn": self.topic.arn, "messageId": message_id}  # fmt: skip
+        address = re.sub(r"[^A-Za-z0-9@._+-]", "_", self.endpoint)
+        with _outbox_lock:
+            folder_now = _outbox[0]
+            folder_now.mkdir(parents=True, exist_ok=True)
+            with (folder_now / f"{address}.jsonl").open("a", encoding="utf-8") as outbox:
+                outbox.write(json.dumps(mail) + "\n")
+
+    Subscription.publish = publish_and_keep_mail  # type: ignore[method-assign]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -57,26 +58,64 @@ class EventPublisher:
 
 
 class Notifier:
-    """SNS notification when a task finishes; a blank topic ARN turns it off."""
+    """SNS notification when a task finishes; a blank topic ARN turns it off.
 
-    def __init__(self, sns_client: Any, topic_arn: str) -> None:
+    One message per task, in two forms (MessageStructure json): the TaskFinished JSON for machines
+    (SQS, HTTPS, Lambda subscribers) and a few lines a person reads for e-mail. Its attributes (status,
+    pipeline, scheduleId) let a subscription filter: a schedule's own address gets only its runs."""
+
+    def __init__(self, sns_client: Any, topic_arn: str, web_origin: str = "") -> None:
         self._sns = sns_client
         self._topic_arn = topic_arn
+        self._web_origin = web_origin.rstrip("/")
 
     @classmethod
-    def for_topic(cls, topic_arn: str) -> Notifier:
-        return cls(boto3.client("sns") if topic_arn else None, topic_arn)
+    def for_topic(cls, topic_arn: str, web_origin: str = "") -> Notifier:
+        return cls(boto3.client("sns") if topic_arn else None, topic_arn, web_origin)
 
     def task_finished(self, finished: TaskFinished) -> bool:
         if not self._topic_arn:
             return False
+        attributes = {
+            "status": {"DataType": "String", "StringValue": finished.status.value},
+            "taskId": {"DataType": "String", "StringValue": finished.taskId},
+        }
+        if finished.pipeline:
+            attributes["pipeline"] = {"DataType": "String", "StringValue": finished.pipeline}
+        if finished.scheduledBy is not None:
+            attributes["scheduleId"] = {"DataType": "String", "StringValue": finished.scheduledBy.scheduleId}
         self._sns.publish(
             TopicArn=self._topic_arn,
-            Subject=f"Busline task {finished.status.value}"[:100],
-            Message=finished.model_dump_json(),
-            MessageAttributes={
-                "status": {"DataType": "String", "StringValue": finished.status.value},
-                "taskId": {"DataType": "String", "StringValue": finished.taskId},
-            },
+            Subject=notification_subject(finished)[:100],
+            Message=json.dumps({"default": finished.model_dump_json(), "email": self.email_text(finished)}),
+            MessageStructure="json",
+            MessageAttributes=attributes,
         )
         return True
+
+    def page_url(self, task_id: str) -> str | None:
+        return f"{self._web_origin}/#task={task_id}" if self._web_origin else None
+
+    def email_text(self, finished: TaskFinished) -> str:
+        counts = finished.counts
+        lines = [
+            f"Pipeline: {finished.pipeline or 'ad hoc'}",
+            f"Status: {finished.status.value}",
+            f"Rows: {counts.read:,} read, {counts.filtered:,} filtered, {counts.rejected:,} rejected, "
+            f"{counts.loaded:,} loaded, {counts.deleted:,} deleted",
+        ]
+        if finished.durationSeconds is not None:
+            lines.append(f"Duration: {finished.durationSeconds:,.1f} s")
+        if finished.scheduledBy is not None:
+            lines.append(
+                f"Started by schedule {finished.scheduledBy.scheduleId}, due {finished.scheduledBy.scheduledTime}"
+            )
+        if finished.error is not None:
+            lines.append(f"Error: {finished.error.message}")
+        url = self.page_url(finished.taskId)
+        lines.append(f"Task: {url}" if url else f"Task: {finished.taskId}")
+        return "\n".join(lines) + "\n"
+
+
+def notification_subject(finished: TaskFinished) -> str:
+    return f"Busline {finished.pipeline or 'task'} {finished.status.value}"

@@ -141,14 +141,24 @@ class TaskCost(_Wire):
     counted: dict[str, float] = {}  # what the estimate is made of: "<service>:<operation>" and usage.py's own keys
 
 
+class ScheduledBy(_Wire):
+    """A run a schedule started: which schedule, and the time it was due (EventBridge Scheduler's)."""
+
+    scheduleId: str
+    scheduledTime: str  # ISO 8601 UTC, e.g. 2026-12-01T06:00:00Z
+
+
 class TaskFinished(_Event):
-    """Detail of TaskSucceeded / TaskFailed (the detail-type says which)."""
+    """Detail of TaskSucceeded / TaskFailed (the detail-type says which), and the SNS notification's."""
 
     taskId: str
     status: TaskStatus
     counts: Counts
     error: TaskError | None = None
     cost: TaskCost | None = None
+    pipeline: str | None = None
+    durationSeconds: float | None = None  # from submission to the end
+    scheduledBy: ScheduledBy | None = None
 
     @property
     def detail_type(self) -> str:
@@ -251,13 +261,6 @@ class TaskTarget(_Wire):
     table: str
     mode: str
     commit: Literal["task", "chunk"]
-
-
-class ScheduledBy(_Wire):
-    """A run a schedule started: which schedule, and the time it was due (EventBridge Scheduler's)."""
-
-    scheduleId: str
-    scheduledTime: str  # ISO 8601 UTC, e.g. 2026-12-01T06:00:00Z
 
 
 class TaskSnapshot(_Wire):
@@ -369,6 +372,8 @@ class SubmitTaskRequest(
 
 # The name becomes the last part of an S3 key and of the s3:// URI a spec names, so it is kept to
 # characters that mean the same in both (no '%', '?', '#', spaces) and never starts with a dot.
+# what SNS takes as an e-mail endpoint, roughly: one @, no spaces, a dot in the domain
+EMAIL_ADDRESS = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 _UPLOAD_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # type/subtype with optional ;key=value parameters: nothing that could break out of a header line
 _CONTENT_TYPE = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(; ?[A-Za-z0-9!#$&^_.+-]+=[A-Za-z0-9!#$&^_.+-]+)*$"
@@ -416,6 +421,8 @@ class ScheduleRequest(BaseModel):
     expression: str = Field(min_length=1, max_length=256)
     timezone: str = Field(default="UTC", min_length=1, max_length=50)  # IANA, e.g. Europe/Paris
     description: str = Field(default="", max_length=512)
+    # an address mailed when each of this schedule's runs ends (an SNS e-mail subscription filtered to it)
+    notifyEmail: str | None = Field(default=None, max_length=254, pattern=EMAIL_ADDRESS)
 
 
 class Schedule(_Wire):
@@ -425,6 +432,7 @@ class Schedule(_Wire):
     expression: str
     timezone: str
     description: str = ""
+    notifyEmail: str | None = None
     createdAt: str
     nextRuns: list[str] = []  # the next few firings, ISO 8601 UTC (none once an at() has passed)
 

@@ -275,7 +275,7 @@ def _lifecycle(
     return TaskLifecycle(
         tasks,
         EventPublisher.for_bus(settings.event_bus_name),
-        Notifier.for_topic(settings.notification_topic_arn),
+        Notifier.for_topic(settings.notification_topic_arn, settings.web_origin),
         retention=timedelta(days=settings.finished_task_retention_days),
     )
 
@@ -313,7 +313,7 @@ def _open_schedules(settings: ApiSettings) -> SchedulesRepository:
              settings.scheduler_role_arn)
     if not all(parts):
         return _no_schedules()
-    return SchedulesRepository.connect(*parts)
+    return SchedulesRepository.connect(*parts, topic_arn=settings.notification_topic_arn)
 
 
 def build_scheduled_run_deps(settings: ScheduledRunSettings) -> ScheduledRunDeps:

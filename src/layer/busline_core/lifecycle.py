@@ -190,6 +190,9 @@ class TaskLifecycle:
             error=snapshot.error,
             correlationId=state.correlation_id,
             cost=snapshot.cost,
+            pipeline=snapshot.pipeline,
+            durationSeconds=_seconds_between(snapshot.createdAt, snapshot.updatedAt),
+            scheduledBy=snapshot.scheduledBy,
         )
         if publish:
             self.publisher.publish(finished.detail_type, finished)
@@ -228,3 +231,11 @@ class TaskLifecycle:
                 return state
             state = fresh
         return state
+
+
+def _seconds_between(start: str, end: str) -> float | None:
+    try:
+        began, ended = datetime.fromisoformat(start), datetime.fromisoformat(end)
+    except ValueError:
+        return None
+    return round((ended - began).total_seconds(), 3)

@@ -69,6 +69,7 @@ def create_schedule(request: ScheduleRequest, owner: str, deps: ApiDeps) -> Sche
         timezone=request.timezone,
         description=request.description,
         created_at=_iso(now),
+        notify_email=request.notifyEmail,
     )
     run = ScheduledRun(
         owner=owner,
@@ -85,7 +86,7 @@ def create_schedule(request: ScheduleRequest, owner: str, deps: ApiDeps) -> Sche
             f"the schedule's input is {len(input_text):,} characters, over EventBridge Scheduler's "
             f"{MAX_SCHEDULE_INPUT_CHARS:,}",
         )
-    repository.create(record, input_text)
+    record = repository.create(record, input_text)
     logger.info("schedule created", extra={"schedule_id": record.schedule_id, "pipeline": record.pipeline})
     return _shown(record, now)
 
@@ -149,6 +150,7 @@ def _shown(record: ScheduleRecord, now: datetime) -> Schedule:
         expression=record.expression,
         timezone=record.timezone,
         description=record.description,
+        notifyEmail=record.notify_email,
         createdAt=record.created_at,
         nextRuns=[_iso(moment) for moment in upcoming],
     )

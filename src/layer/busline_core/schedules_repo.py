@@ -35,6 +35,8 @@ class ScheduleRecord(BaseModel):
     timezone: str
     description: str
     created_at: str  # ISO 8601 UTC
+    notify_email: str | None = None
+    subscription_arn: str | None = None  # the address's SNS subscription, filtered to this schedule
 
 
 def owner_key(owner: str) -> str:
@@ -59,29 +61,39 @@ def _record(item: dict[str, Any]) -> ScheduleRecord:
         timezone=item["timezone"],
         description=item.get("description", ""),
         created_at=item["createdAt"],
+        notify_email=item.get("notifyEmail"),
+        subscription_arn=item.get("subscriptionArn"),
     )
 
 
 class SchedulesRepository:
-    def __init__(self, table: Any, scheduler: Any, group: str, target_arn: str, role_arn: str) -> None:
+    def __init__(
+        self, table: Any, scheduler: Any, group: str, target_arn: str, role_arn: str,
+        sns: Any = None, topic_arn: str = "",
+    ) -> None:  # fmt: skip
         self._table = table
         self._scheduler = scheduler
         self._group = group
         self._target_arn = target_arn
         self._role_arn = role_arn
+        self._sns = sns
+        self._topic_arn = topic_arn
 
     @classmethod
-    def connect(cls, table_name: str, group: str, target_arn: str, role_arn: str) -> SchedulesRepository:
+    def connect(
+        cls, table_name: str, group: str, target_arn: str, role_arn: str, topic_arn: str = ""
+    ) -> SchedulesRepository:
         table = boto3.resource("dynamodb").Table(table_name)
-        return cls(table, boto3.client("scheduler"), group, target_arn, role_arn)
+        sns = boto3.client("sns") if topic_arn else None
+        return cls(table, boto3.client("scheduler"), group, target_arn, role_arn, sns, topic_arn)
 
     def count(self, owner: str) -> int:
         response = self._table.query(KeyConditionExpression=Key("owner").eq(owner), Select="COUNT")
         return int(response.get("Count", 0))
 
-    def create(self, record: ScheduleRecord, input_text: str) -> None:
-        """The item first, then the schedule: a schedule that fires always has its item to be listed by
-        and deleted through; if the schedule cannot be created, the item is taken back."""
+    def create(self, record: ScheduleRecord, input_text: str) -> ScheduleRecord:
+        """The item first, then the schedule (and its address's subscription): a schedule that fires always
+        has its item to be listed by and deleted through; if the rest cannot be made, the item is taken back."""
         item = {
             "owner": record.owner,
             "scheduleId": record.schedule_id,
@@ -92,6 +104,8 @@ class SchedulesRepository:
             "description": record.description,
             "createdAt": record.created_at,
         }
+        if record.notify_email:
+            item["notifyEmail"] = record.notify_email
         self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(scheduleId)")
         try:
             self._scheduler.create_schedule(
@@ -112,6 +126,32 @@ class SchedulesRepository:
         except Exception:
             self._table.delete_item(Key={"owner": record.owner, "scheduleId": record.schedule_id})
             raise
+        if not record.notify_email:
+            return record
+        try:
+            subscription_arn = self._subscribe(record.notify_email, record.schedule_id)
+            self._table.update_item(
+                Key={"owner": record.owner, "scheduleId": record.schedule_id},
+                UpdateExpression="SET subscriptionArn = :arn",
+                ExpressionAttributeValues={":arn": subscription_arn},
+            )
+        except Exception:
+            self.delete(record.owner, record.schedule_id)
+            raise
+        return record.model_copy(update={"subscription_arn": subscription_arn})
+
+    def _subscribe(self, address: str, schedule_id: str) -> str:
+        """The address gets the notifications of this schedule's runs only (SNS mails it a confirmation first)."""
+        if self._sns is None:
+            raise ValueError("no notification topic to subscribe an address to (NOTIFICATION_TOPIC_ARN)")
+        response = self._sns.subscribe(
+            TopicArn=self._topic_arn,
+            Protocol="email",
+            Endpoint=address,
+            Attributes={"FilterPolicy": json.dumps({"scheduleId": [schedule_id]})},
+            ReturnSubscriptionArn=True,
+        )
+        return str(response["SubscriptionArn"])
 
     def get(self, owner: str, schedule_id: str) -> ScheduleRecord | None:
         item = self._table.get_item(Key={"owner": owner, "scheduleId": schedule_id}).get("Item")
@@ -129,6 +169,13 @@ class SchedulesRepository:
 
     def delete(self, owner: str, schedule_id: str) -> bool:
         """The schedule first, then the item: nothing fires once this returns. False: there was none."""
+        record = self.get(owner, schedule_id)
+        if record is not None and record.subscription_arn and self._sns is not None:
+            try:
+                self._sns.unsubscribe(SubscriptionArn=record.subscription_arn)
+            except ClientError as error:
+                if not _not_found(error) and error.response.get("Error", {}).get("Code") != "NotFound":
+                    raise
         try:
             self._scheduler.delete_schedule(Name=schedule_name(owner, schedule_id), GroupName=self._group)
         except ClientError as error:

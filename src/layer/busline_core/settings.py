@@ -23,6 +23,8 @@ class _PublishingSettings(_FunctionSettings):
     event_bus_name: str = Field(min_length=1)
     # Empty: no SNS notification (the bus still gets TaskSucceeded/TaskFailed).
     notification_topic_arn: str = ""
+    # the page's origin (template parameter WebOrigin): a notification links to the task's page there
+    web_origin: str = ""
     # Template parameter FinishedTaskRetentionDays: DynamoDB's TTL deletes a finished task this long after.
     finished_task_retention_days: int = Field(default=90, ge=1, le=3650)
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -42,7 +44,7 @@ def test_a_schedule_fires_twice_as_its_owner_and_stops_when_deleted(api: Any, bo
     # When alice schedules airports every 5 minutes (every 5 s on this cloud's 60x schedule clock)
     created = api.call("POST", "/schedules", {
         "pipeline": "airports", "params": {"table": "airports_scheduled"}, "expression": "rate(5 minutes)",
-        "timezone": "UTC", "description": "twice",
+        "timezone": "UTC", "description": "twice", "notifyEmail": "alice@example.com",
     })
     assert created.status == 201, created.text
     schedule_id = created.body["scheduleId"]
@@ -58,14 +60,11 @@ def test_a_schedule_fires_twice_as_its_owner_and_stops_when_deleted(api: Any, bo
     assert bob.call("GET", f"/schedules/{schedule_id}").status == 404
     assert bob.call("GET", "/schedules").body == {"items": []}
 
-    # When it has fired twice (at once, then one scaled period later), and she deletes it
+    # When it has fired twice (at once, then one scaled period later)
     deadline = time.monotonic() + FIRING_TIMEOUT_S
     while len(runs := scheduled_runs(api, schedule_id)) < 2:
         assert time.monotonic() < deadline, f"{len(runs)} run(s) after {FIRING_TIMEOUT_S} s"
         time.sleep(0.5)
-    assert api.call("DELETE", f"/schedules/{schedule_id}").status == 204
-    time.sleep(1.5)  # the local scheduler reads deletions every second; a firing under way may still submit
-    started_by_then = len(scheduled_runs(api, schedule_id))
 
     # Then the two runs are hers, due 5 minutes apart, and each loaded every airport above sea level
     finals = [api.wait_terminal(run["taskId"]) for run in runs[:2]]
@@ -79,7 +78,36 @@ def test_a_schedule_fires_twice_as_its_owner_and_stops_when_deleted(api: Any, bo
     with psycopg.connect(cloud.endpoints["postgres"]) as connection:
         table = owner_table(finals[0]["owner"], "airports_scheduled")
         assert connection.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone() == (above,)
-    # And once deleted it is gone and starts nothing more for longer than a period (5 s here)
+    # And alice's address was mailed once per run, and only for these runs (its subscription is filtered
+    # to the schedule); the stack's address (NotificationEmail) got them too
+    outbox = cloud.data_dir / "outbox"
+    mailed = [json.loads(line) for line in (outbox / "alice@example.com.jsonl").read_text().splitlines()]
+    run_ids = {run["taskId"] for run in scheduled_runs(api, schedule_id)}
+    assert [mail for mail in mailed if not any(f"#task={task_id}" in mail["body"] for task_id in run_ids)] == []
+    mails = [mail for mail in mailed if any(f"#task={final['taskId']}" in mail["body"] for final in finals)]
+    assert [mail["subject"] for mail in mails] == ["Busline airports SUCCEEDED"] * 2
+    web = cloud.endpoints["web"]
+    # (the duration is the one measured figure: its line is checked for its form, every other exactly)
+    bodies = sorted([line for line in mail["body"].splitlines() if not line.startswith("Duration: ")] for mail in mails)
+    assert bodies == sorted(
+        [
+            "Pipeline: airports",
+            "Status: SUCCEEDED",
+            f"Rows: {len(altitudes):,} read, {len(altitudes) - above:,} filtered, 0 rejected, {above:,} loaded, 0 deleted",
+            f"Started by schedule {schedule_id}, due {final['scheduledBy']['scheduledTime']}",
+            f"Task: {web}/#task={final['taskId']}",
+        ]
+        for final in finals
+    )
+    assert all(re.fullmatch(r"Duration: \d+\.\d s", mail["body"].splitlines()[3]) for mail in mails)
+    operator = (outbox / "ops@example.com.jsonl").read_text()
+    assert all(f"#task={final['taskId']}" in operator for final in finals)
+
+    # When she deletes it
+    assert api.call("DELETE", f"/schedules/{schedule_id}").status == 204
+    time.sleep(1.5)  # the local scheduler reads deletions every second; a firing under way may still submit
+    started_by_then = len(scheduled_runs(api, schedule_id))
+    # Then it is gone and starts nothing more for longer than a period (5 s here)
     assert api.call("GET", "/schedules").body == {"items": []}
     time.sleep(6)
     assert len(scheduled_runs(api, schedule_id)) == started_by_then

@@ -225,6 +225,9 @@ def test_a_small_csv_goes_through_all_steps_with_exact_counts(
             "counts": {"read": ROWS, "filtered": FILTERED, "rejected": REJECTED, "loaded": LOADED, "deleted": 0},
             "error": None,
             "correlationId": SUBMITTING_REQUEST,
+            "pipeline": "adhoc",
+            "durationSeconds": 0.0,  # the test's clock stands still
+            "scheduledBy": None,
         }
     ]
     # with what was counted (here, where the steps run without their SQS handler: the submitting request,
