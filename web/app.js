@@ -374,6 +374,14 @@ function renderSnapshot(snapshot) {
   cost.textContent = costText(snapshot);
   cost.hidden = !snapshot.cost;
 
+  const retried = $("task-retried");
+  const offered = snapshot.retried;
+  retried.textContent = offered
+    ? `offered again from the previous run: ${offered.offered.toLocaleString()} rows, ` +
+      `${offered.recovered.toLocaleString()} recovered, ${offered.rejectedAgain.toLocaleString()} rejected again`
+    : "";
+  retried.hidden = !offered;
+
   const retrying = $("retrying");
   retrying.replaceChildren();
   for (const notice of snapshot.retrying || []) {

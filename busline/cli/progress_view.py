@@ -131,6 +131,13 @@ def task_detail(snapshot: dict[str, Any]) -> RenderableType:
     scheduled = snapshot.get("scheduledBy")
     if isinstance(scheduled, dict):
         add_plain_row(header, "Started by", f"schedule {scheduled.get('scheduleId')}, due {scheduled.get('scheduledTime')}")
+    retried = snapshot.get("retried")
+    if isinstance(retried, dict):
+        add_plain_row(
+            header, "Offered again",
+            f"{retried.get('offered', 0):,} rows rejected by {retried.get('of')}: {retried.get('recovered', 0):,} "
+            f"recovered, {retried.get('rejectedAgain', 0):,} rejected again",
+        )  # fmt: skip
     if snapshot.get("commit") == "task":
         committed = snapshot.get("committedAt")
         add_plain_row(header, "Commit", f"task: visible at once, {committed}" if committed else "task: rows visible when it succeeds")

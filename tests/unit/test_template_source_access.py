@@ -63,10 +63,11 @@ def s3_rights(cfn: dict[str, Any], role: str, readable_buckets: str) -> dict[str
 
 def test_extract_reads_only_uploads_shared_and_its_own_output_and_writes_only_raw_chunks(cfn: dict[str, Any]) -> None:
     # Given no ReadableBuckets / Then the extract function's S3 rights are exactly these: it reads back, resumes
-    # or aborts only what it writes under tasks/*/extract/ (raw chunks, a staged copy of a source)
+    # or aborts only what it writes under tasks/*/extract/ (raw chunks, a staged copy of a source), and reads
+    # kept rejects (a scheduled run offers the previous run's again)
     own_output = f"{DATA}/tasks/*/extract/*"
     assert s3_rights(cfn, "ExtractFunctionRole", "") == {
-        "s3:GetObject": {f"{DATA}/uploads/*", f"{DATA}/shared/*", own_output},
+        "s3:GetObject": {f"{DATA}/uploads/*", f"{DATA}/shared/*", own_output, f"{DATA}/tasks/*/rejects/*"},
         "s3:ListBucket": {DATA},
         "s3:PutObject": {own_output},
         "s3:ListMultipartUploadParts": {own_output},

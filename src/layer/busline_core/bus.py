@@ -110,6 +110,12 @@ class Notifier:
             lines.append(
                 f"Started by schedule {finished.scheduledBy.scheduleId}, due {finished.scheduledBy.scheduledTime}"
             )
+        if finished.retried is not None:
+            retried = finished.retried
+            lines.append(
+                f"Offered again from the previous run: {retried.offered:,} rows, {retried.recovered:,} recovered, "
+                f"{retried.rejectedAgain:,} rejected again"
+            )
         if finished.error is not None:
             lines.append(f"Error: {finished.error.message}")
         url = self.page_url(finished.taskId)

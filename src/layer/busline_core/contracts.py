@@ -98,6 +98,10 @@ class ChunkExtracted(_Event):
     key: str  # the raw chunk in the data bucket; empty when `range` says what to read from the source
     rows: int = Field(ge=0)  # 0 when `range` is set: rows are known once the range is read
     range: SourceRange | None = None
+    # rows the previous run of the task's schedule rejected, offered again (retryRejects): they come first,
+    # so the source's chunks follow them and `firstRow` numbers those
+    offeredAgain: bool = False
+    firstRow: int | None = Field(default=None, ge=1)  # the source row number of the chunk's first row
 
 
 class ChunkTransformed(_Event):
@@ -106,6 +110,7 @@ class ChunkTransformed(_Event):
     chunk: int = Field(ge=0)
     key: str
     rows: int = Field(ge=0)
+    offeredAgain: bool = False  # from a chunk of rows offered again (ChunkExtracted.offeredAgain)
 
 
 class PhaseCompleted(_Event):
@@ -148,6 +153,16 @@ class ScheduledBy(_Wire):
     scheduledTime: str  # ISO 8601 UTC, e.g. 2026-12-01T06:00:00Z
 
 
+class RetriedRows(_Wire):
+    """A scheduled run with retryRejects: what became of the rows the previous run rejected, offered again
+    with this run's source. Rows offered again are not in `counts` (those are the source's)."""
+
+    of: str  # the previous run's task id
+    offered: int = 0
+    recovered: int = 0  # loaded this time
+    rejectedAgain: int = 0  # kept as this run's rejects, so the next run offers them again
+
+
 class TaskFinished(_Event):
     """Detail of TaskSucceeded / TaskFailed (the detail-type says which), and the SNS notification's."""
 
@@ -159,6 +174,7 @@ class TaskFinished(_Event):
     pipeline: str | None = None
     durationSeconds: float | None = None  # from submission to the end
     scheduledBy: ScheduledBy | None = None
+    retried: RetriedRows | None = None
 
     @property
     def detail_type(self) -> str:
@@ -285,6 +301,7 @@ class TaskSnapshot(_Wire):
     # estimated AWS cost so far (final once the task is): None for a task whose usage was never counted
     cost: TaskCost | None = None
     scheduledBy: ScheduledBy | None = None  # None for a task submitted over the API
+    retried: RetriedRows | None = None  # a scheduled run that offered the previous run's rejects again
 
 
 class TaskPage(_Wire):
@@ -423,6 +440,8 @@ class ScheduleRequest(BaseModel):
     description: str = Field(default="", max_length=512)
     # an address mailed when each of this schedule's runs ends (an SNS e-mail subscription filtered to it)
     notifyEmail: str | None = Field(default=None, max_length=254, pattern=EMAIL_ADDRESS)
+    # offer each run the rows the previous run rejected (None: as the pipeline says, retry_rejects)
+    retryRejects: bool | None = None
 
 
 class Schedule(_Wire):
@@ -433,6 +452,7 @@ class Schedule(_Wire):
     timezone: str
     description: str = ""
     notifyEmail: str | None = None
+    retryRejects: bool = False
     createdAt: str
     nextRuns: list[str] = []  # the next few firings, ISO 8601 UTC (none once an at() has passed)
 
@@ -451,3 +471,7 @@ class ScheduledRun(_Wire):
     params: dict[str, Any] = {}
     scheduledTime: str = Field(min_length=1)
     scheduleArn: str = Field(min_length=1)
+    retryRejects: bool = False
+    # the schedule's expression: with retryRejects, when the previous run was due (its task id follows)
+    expression: str = ""
+    timezone: str = "UTC"

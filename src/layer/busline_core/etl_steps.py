@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import islice
-from typing import BinaryIO, TypeVar, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 import pyarrow as pa
 from aws_lambda_powertools import Logger
@@ -45,7 +45,15 @@ from .readers import iter_chunks, iter_records, open_source, refuse_stored_size,
 from .spec import JoinSpec, SourceSpec, TaskSpec, output_columns
 from .staging import Paused, Staged, must_stage, stage_source
 from .storage import ChunkStore, raw_table_from_records
-from .task_state import ChunkCounted, Committed, ExtractProgressed, ExtractStarted, RetryScheduled, iso
+from .task_state import (
+    ChunkCounted,
+    Committed,
+    ExtractProgressed,
+    ExtractStarted,
+    RetryScheduled,
+    TaskState,
+    iso,
+)
 from .transform import ReferenceTable, apply_hook, transform_table
 
 logger = Logger(child=True)
@@ -55,6 +63,8 @@ logger = Logger(child=True)
 EXTRACT_FLUSH_SECONDS = 0.25
 EXTRACT_FLUSH_EVENTS = 10  # the PutEvents batch
 WARM_TASK_CACHE = 64
+# reference tables a warm container keeps (per task and join): a few tasks' worth
+WARM_REFERENCES = 16
 # A source is read in parallel byte ranges only when it makes at least this many: below that, one
 # reader costs fewer calls than a plan, and is done as soon.
 MIN_PLANNED_RANGES = 3
@@ -64,6 +74,8 @@ RANGE_SAMPLE_BYTES = 64 * 1024
 MIN_RANGE_BYTES = 256 * 1024
 # A CSV header up to this size travels in each range's event, saving every range a GET of it.
 MAX_HEADER_IN_EVENT = 4096
+# where a row offered again (retryRejects) and rejected again is said to be: it has no row in this source
+OFFERED_AGAIN_AT = "offered again from the previous run"
 
 LoadDetail = ChunkTransformed | PhaseCompleted | TaskFinished  # what LoadQueue carries (contracts.LoadRecord)
 Detail = TypeVar("Detail", TaskSubmitted, ChunkExtracted, LoadDetail)
@@ -155,9 +167,11 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
     spec = TaskSpec.model_validate_json(state.spec_json)
     if detail.staging is None:
         deps.tasks.apply(task_id, ExtractStarted())
-    planned = _plan_source_ranges(task_id, spec, deps)
+    # (a staging that resumes announced them already, and only needs to know how many)
+    offered = _offer_rejects_again(task_id, state, spec, deps, announce=detail.staging is None)
+    planned = _plan_source_ranges(task_id, spec, deps, first_chunk=offered)
     if planned is not None:
-        deps.lifecycle.extract_completed(task_id, planned, read=None)
+        deps.lifecycle.extract_completed(task_id, offered + planned, read=None)
         return 0
     source = spec.source
     opened: AbstractContextManager[BinaryIO]
@@ -172,9 +186,9 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
             )
             return 0
         if isinstance(staging, Staged):
-            planned = _announce_ranges(task_id, spec, deps, deps.chunks.bucket, staging)
+            planned = _announce_ranges(task_id, spec, deps, deps.chunks.bucket, staging, first_chunk=offered)
             if planned is not None:
-                deps.lifecycle.extract_completed(task_id, planned, read=None)
+                deps.lifecycle.extract_completed(task_id, offered + planned, read=None)
                 _delete_if_dropped(task_id, [staging.key], deps)
                 return 0
             opened = open_source(f"s3://{deps.chunks.bucket}/{staging.key}", deps.chunks.s3_client)
@@ -182,13 +196,51 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
             opened = nullcontext(cast(BinaryIO, io.BytesIO(staging.data)))
     else:
         opened = open_source(source.uri, deps.chunks.s3_client, allow_loopback_http=deps.allow_loopback_http)
-    return _extract_by_one_reader(task_id, spec, opened, deps)
+    return _extract_by_one_reader(task_id, spec, opened, deps, first_chunk=offered)
+
+
+def _offer_rejects_again(task_id: str, state: TaskState, spec: TaskSpec, deps: ExtractDeps, *, announce: bool) -> int:
+    """The rows the previous run of the task's schedule rejected (retryRejects), as this task's first chunks:
+    their chunk numbers come before the source's, so on a key both hold, the source's row is the later one
+    and wins an upsert. Returns how many chunks (0 without a previous run). Only the rejects that run kept
+    (MAX_REJECTS_KEPT_PER_CHUNK a chunk) can be offered; each is offered as the record it was kept as."""
+    previous_id = state.retry_of
+    if previous_id is None:
+        return 0
+    previous = deps.tasks.get(previous_id)
+    if previous is None or previous.owner != state.owner:
+        return 0
+    records = (_as_record(reject.data) for reject in deps.chunks.all_rejects(previous_id))
+    events: list[tuple[str, BaseModel]] = []
+    for index, rows in enumerate(iter_chunks(records, spec.chunkRows)):
+        key = ChunkStore.chunk_key(task_id, Phase.EXTRACT.value, index)
+        if announce:
+            deps.chunks.put_table(key, raw_table_from_records(rows))
+        events.append(
+            (CHUNK_EXTRACTED, ChunkExtracted(taskId=task_id, chunk=index, key=key, rows=len(rows), offeredAgain=True))
+        )
+    if announce:
+        for first in range(0, len(events), EXTRACT_FLUSH_EVENTS):
+            deps.publisher.publish_many(events[first : first + EXTRACT_FLUSH_EVENTS])
+        logger.info("rejects offered again", extra={"task_id": task_id, "of": previous_id, "chunks": len(events)})
+    return len(events)
+
+
+def _as_record(data: Mapping[str, Any]) -> dict[str, str | None]:
+    """A kept reject as a source record again: text as it was read; a value a later step had typed (a hook's
+    or the warehouse's reject) spelled as a source would spell it."""
+    return {
+        name: None if value is None else value if isinstance(value, str)
+        else ("true" if value else "false") if isinstance(value, bool) else str(value)
+        for name, value in data.items()
+    }  # fmt: skip
 
 
 def _extract_by_one_reader(
-    task_id: str, spec: TaskSpec, opened: AbstractContextManager[BinaryIO], deps: ExtractDeps
+    task_id: str, spec: TaskSpec, opened: AbstractContextManager[BinaryIO], deps: ExtractDeps, *, first_chunk: int = 0
 ) -> int:
-    """Parse the whole source here, chunk after chunk, announcing chunks while the next ones are read."""
+    """Parse the whole source here, chunk after chunk, announcing chunks while the next ones are read.
+    Its chunks are numbered from `first_chunk` (after the rows offered again)."""
     publisher = deps.publisher
     written: list[str] = []
     pending: list[tuple[str, BaseModel]] = []
@@ -206,15 +258,20 @@ def _extract_by_one_reader(
         if source.limit is not None:
             records = islice(records, source.limit)
         for index, rows in enumerate(iter_chunks(records, spec.chunkRows)):
-            _check_task_size(source.uri, spec.chunkRows, chunks=index + 1, rows=read + len(rows))
-            key = ChunkStore.chunk_key(task_id, Phase.EXTRACT.value, index)
+            chunk = first_chunk + index
+            _check_task_size(source.uri, spec.chunkRows, chunks=chunk + 1, rows=read + len(rows))
+            key = ChunkStore.chunk_key(task_id, Phase.EXTRACT.value, chunk)
             deps.chunks.put_table(key, raw_table_from_records(rows))
             written.append(key)
-            chunks, read = index + 1, read + len(rows)
+            chunks, read = chunk + 1, read + len(rows)
             if not pending:
                 oldest_pending = time.monotonic()
+            first_row = index * spec.chunkRows + 1 if first_chunk else None
             pending.append(
-                (CHUNK_EXTRACTED, ChunkExtracted(taskId=task_id, chunk=index, key=key, rows=len(rows)))
+                (
+                    CHUNK_EXTRACTED,
+                    ChunkExtracted(taskId=task_id, chunk=chunk, key=key, rows=len(rows), firstRow=first_row),
+                )
             )
             if (
                 len(pending) >= EXTRACT_FLUSH_EVENTS
@@ -227,7 +284,7 @@ def _extract_by_one_reader(
                 ):
                     return read  # cancelled while it was read: stop here
     publisher.publish_many(pending)
-    deps.lifecycle.extract_completed(task_id, chunks, read)
+    deps.lifecycle.extract_completed(task_id, max(chunks, first_chunk), read)
     _delete_if_dropped(task_id, written, deps)
     return read
 
@@ -241,7 +298,7 @@ def _delete_if_dropped(task_id: str, keys: list[str], deps: StepDeps) -> bool:
     return True
 
 
-def _plan_source_ranges(task_id: str, spec: TaskSpec, deps: StepDeps) -> int | None:
+def _plan_source_ranges(task_id: str, spec: TaskSpec, deps: StepDeps, *, first_chunk: int = 0) -> int | None:
     """Announce one ChunkExtracted per byte range of a plain object in S3 and return how many; None for a
     source that is staged first (compressed, or on an http(s) server: staging.py), one that one reader must
     read (a JSON array, CSV with multiline fields, a `limit`, a row count no range can apply), or a small one.
@@ -261,14 +318,15 @@ def _plan_source_ranges(task_id: str, spec: TaskSpec, deps: StepDeps) -> int | N
         return None
     size, etag = int(head["ContentLength"]), head.get("ETag")
     refuse_stored_size(source.uri, size, "the object")
-    return _announce_ranges(task_id, spec, deps, bucket, Staged(key, size, etag), staged=False)
+    return _announce_ranges(task_id, spec, deps, bucket, Staged(key, size, etag), staged=False, first_chunk=first_chunk)
 
 
 def _announce_ranges(
-    task_id: str, spec: TaskSpec, deps: StepDeps, bucket: str, target: Staged, *, staged: bool = True
+    task_id: str, spec: TaskSpec, deps: StepDeps, bucket: str, target: Staged, *, staged: bool = True,
+    first_chunk: int = 0,
 ) -> int | None:
-    """The ranges of one object (the source itself, or its staged copy when `staged`), announced; None when
-    it makes fewer than MIN_PLANNED_RANGES."""
+    """The ranges of one object (the source itself, or its staged copy when `staged`), announced as chunks
+    numbered from `first_chunk`; None when it makes fewer than MIN_PLANNED_RANGES."""
     source = spec.source
     size, etag = target.size, target.etag
     fetch = _ranged_fetch(deps, bucket, target.key, etag, source.uri)
@@ -277,7 +335,7 @@ def _announce_ranges(
     ranges = plan_ranges(size, max(MIN_RANGE_BYTES, int(bytes_per_record * spec.chunkRows)))
     if len(ranges) < MIN_PLANNED_RANGES:
         return None
-    _check_task_size(source.uri, spec.chunkRows, chunks=len(ranges), rows=0)
+    _check_task_size(source.uri, spec.chunkRows, chunks=first_chunk + len(ranges), rows=0)
     header = None
     if source.format == "csv":
         line = header_of(fetch, size, name_hint=source.uri)
@@ -289,7 +347,7 @@ def _announce_ranges(
             CHUNK_EXTRACTED,
             ChunkExtracted(
                 taskId=task_id,
-                chunk=byte_range.index,
+                chunk=first_chunk + byte_range.index,
                 key="",
                 rows=0,
                 range=SourceRange(
@@ -377,9 +435,11 @@ def _check_task_size(uri: str, chunk_rows: int, *, chunks: int, rows: int) -> No
 # --- transform ------------------------------------------------------------------------------------
 
 
-def _reference(join: JoinSpec, deps: TransformDeps) -> ReferenceTable:
+def _reference(join: JoinSpec, deps: TransformDeps, task_id: str) -> ReferenceTable:
+    """The join's reference table, read once per task by a warm container: a task joins the file as it was
+    when the task first read it, and the next task reads it again (it may have been fixed meanwhile)."""
     key_columns = list(join.on.values())
-    cache_key = (join.uri, join.format, join.delimiter, tuple(join.nullValues), tuple(key_columns))
+    cache_key = (task_id, join.uri, join.format, join.delimiter, tuple(join.nullValues), tuple(key_columns))
     table = deps.cache.references.get(cache_key)
     if table is None:
         with open_source(
@@ -393,6 +453,8 @@ def _reference(join: JoinSpec, deps: TransformDeps) -> ReferenceTable:
             except ValueError as error:
                 raise SourceUnreadable(join.uri, f"join {join.name}: {error}") from error
         deps.cache.references[cache_key] = table
+        while len(deps.cache.references) > WARM_REFERENCES:
+            del deps.cache.references[next(iter(deps.cache.references))]  # the oldest
     return table
 
 
@@ -402,12 +464,16 @@ def transform_chunk(detail: ChunkExtracted, deps: TransformDeps) -> int:
     if work is None:
         return 0
     task_id, spec = detail.taskId, work.spec
-    refs = {join.name: _reference(join, deps) for join in spec.joins}
+    refs = {join.name: _reference(join, deps, task_id) for join in spec.joins}
     planned = detail.range
-    first_row = 1 if planned is not None else detail.chunk * spec.chunkRows + 1
+    first_row = 1 if planned is not None else detail.firstRow or detail.chunk * spec.chunkRows + 1
     result = transform_table(work.table, spec, refs, first_row=first_row)
     if planned is not None:
         result.rejects = _located_in_range(result.rejects, detail.chunk, planned)
+    if detail.offeredAgain:
+        result.rejects = [
+            reject.model_copy(update={"row": None, "at": OFFERED_AGAIN_AT}) for reject in result.rejects
+        ]
     hook = hook_of(work.pipeline)
     if hook is not None:
         result = apply_hook(result, hook)
@@ -418,9 +484,14 @@ def transform_chunk(detail: ChunkExtracted, deps: TransformDeps) -> int:
     # Every reject is counted; only the first ones are kept, so a source of garbage cannot fill the bucket.
     kept = rejects[:MAX_REJECTS_KEPT_PER_CHUNK]
     deps.chunks.put_rejects(ChunkStore.rejects_key(task_id, detail.chunk), kept)
-    transformed = ChunkTransformed(taskId=task_id, chunk=detail.chunk, key=key, rows=result.table.num_rows)
+    transformed = ChunkTransformed(
+        taskId=task_id, chunk=detail.chunk, key=key, rows=result.table.num_rows, offeredAgain=detail.offeredAgain
+    )
     deps.publisher.publish(CHUNK_TRANSFORMED, transformed)
     counts = {"filtered": result.filtered, "rejected": len(result.rejects)}
+    if detail.offeredAgain:
+        # not the source's rows: counted apart (a row filtered now is offered and neither of the others)
+        counts = {"offered": work.table.num_rows, "rejected_again": len(result.rejects)}
     if planned is not None:
         counts["read"] = work.table.num_rows  # the planner counted no rows: each range counts its own
     counted = deps.lifecycle.chunk_counted(
@@ -492,6 +563,8 @@ def load_chunk(detail: ChunkTransformed, deps: LoadDeps) -> int:
     counts = (
         {}
         if spec.target.commit == "task"
+        else {"recovered": outcome.rows, "rejected_again": outcome.rejected}
+        if detail.offeredAgain
         else {"loaded": outcome.rows, "deleted": outcome.deleted, "rejected": outcome.rejected}
     )
     deps.lifecycle.chunk_counted(ChunkCounted(Phase.LOAD, detail.chunk, counts, work.started_at), detail.taskId)

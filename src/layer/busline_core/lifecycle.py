@@ -193,6 +193,7 @@ class TaskLifecycle:
             pipeline=snapshot.pipeline,
             durationSeconds=_seconds_between(snapshot.createdAt, snapshot.updatedAt),
             scheduledBy=snapshot.scheduledBy,
+            retried=snapshot.retried,
         )
         if publish:
             self.publisher.publish(finished.detail_type, finished)

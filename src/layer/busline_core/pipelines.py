@@ -81,6 +81,8 @@ class Pipeline:
     description: str = ""
     dashboard: tuple[DashboardQuery, ...] = ()
     hook: Hook | None = None
+    # its schedules offer each run the rows the previous run rejected, unless a schedule says otherwise
+    retry_rejects: bool = False
 
     @property
     def default_table(self) -> str:

@@ -75,6 +75,25 @@ class ScheduleExpression:
             if self._years is None or candidate.year in self._years:
                 return candidate.astimezone(dt.UTC)
 
+    def previous_before(self, due: dt.datetime) -> dt.datetime | None:
+        """The firing before the one due at `due` (aware), in UTC; None for an at(), which fires once.
+        A rate schedule's is one period earlier (it may predate the schedule: then no run was due)."""
+        if self._at is not None:
+            return None
+        if self._period_s is not None:
+            return (due - dt.timedelta(seconds=self._period_s)).astimezone(dt.UTC)
+        if self._cron is None:
+            return None
+        local = due.astimezone(self.zone)
+        iterator = croniter(self._cron, local)
+        limit = local.year - _SEARCH_YEARS
+        while True:
+            candidate: dt.datetime = iterator.get_prev(dt.datetime)
+            if candidate.year < limit:
+                return None
+            if self._years is None or candidate.year in self._years:
+                return candidate.astimezone(dt.UTC)
+
     def runs_after(self, started: dt.datetime, after: dt.datetime, count: int) -> list[dt.datetime]:
         """Up to `count` firings strictly after `after` of a schedule that started at `started`."""
         runs: list[dt.datetime] = []

@@ -28,6 +28,7 @@ from .contracts import (
 from .deps import ApiDeps, SubmitDeps
 from .errors import InvalidTask, RequestTooLarge, ScheduleNotFound, TaskAlreadyRecorded
 from .limits import MAX_SCHEDULE_INPUT_CHARS, MAX_SCHEDULES_PER_OWNER, SCHEDULE_NEXT_RUNS
+from .pipelines import pipeline_named
 from .schedule_expressions import InvalidScheduleExpression
 from .schedules_repo import ScheduleRecord
 
@@ -53,7 +54,14 @@ def create_schedule(request: ScheduleRequest, owner: str, deps: ApiDeps) -> Sche
     except InvalidScheduleExpression as error:
         field = "timezone" if "time zone" in str(error) else "expression"
         raise _field(field, str(error)) from None
-    task_api.checked_spec(PipelineRequest(pipeline=request.pipeline, params=request.params), owner, deps)
+    _, spec = task_api.checked_spec(PipelineRequest(pipeline=request.pipeline, params=request.params), owner, deps)
+    retry_rejects = pipeline_named(request.pipeline).retry_rejects if request.retryRejects is None else request.retryRejects
+    if retry_rejects and spec.target.commit != "chunk":
+        raise _field(
+            "retryRejects",
+            f'needs a target committed chunk by chunk (target.commit "chunk"); {request.pipeline} commits '
+            f'"{spec.target.commit}", whose merge cannot tell rows offered again from the source\'s',
+        )
     now = deps.clock()
     if expression.kind == "at" and expression.next_after(now) is None:
         raise _field("expression", f"{request.expression} in {request.timezone} is in the past")
@@ -70,6 +78,7 @@ def create_schedule(request: ScheduleRequest, owner: str, deps: ApiDeps) -> Sche
         description=request.description,
         created_at=_iso(now),
         notify_email=request.notifyEmail,
+        retry_rejects=retry_rejects,
     )
     run = ScheduledRun(
         owner=owner,
@@ -78,6 +87,9 @@ def create_schedule(request: ScheduleRequest, owner: str, deps: ApiDeps) -> Sche
         params=record.params,
         scheduledTime=SCHEDULED_TIME,
         scheduleArn=SCHEDULE_ARN,
+        retryRejects=retry_rejects,
+        expression=record.expression,
+        timezone=record.timezone,
     )
     input_text = run.model_dump_json()
     if len(input_text) > MAX_SCHEDULE_INPUT_CHARS:
@@ -111,9 +123,34 @@ def delete_schedule(schedule_id: str, owner: str, deps: ApiDeps) -> None:
     logger.info("schedule deleted", extra={"schedule_id": schedule_id})
 
 
+def _run_task_id(schedule_arn: str, scheduled_time: str) -> str:
+    return str(uuid.uuid5(_RUN_NAMESPACE, f"{schedule_arn}|{scheduled_time}"))
+
+
+def previous_run(run: ScheduledRun, deps: SubmitDeps) -> str | None:
+    """The task of the schedule's run before this one, when it has ended: its rejects are offered again.
+    None when there was none (the first run, a missed one), or it is still running (its rejects are not
+    all known: they wait for the run after)."""
+    try:
+        due = datetime.fromisoformat(run.scheduledTime.replace("Z", "+00:00"))
+        before = schedule_expressions.parse(run.expression, run.timezone).previous_before(due)
+    except (ValueError, InvalidScheduleExpression):
+        return None
+    if before is None:
+        return None
+    task_id = _run_task_id(run.scheduleArn, _iso(before))
+    previous = deps.tasks.get(task_id)
+    if previous is None or previous.owner != run.owner:
+        return None
+    if not previous.is_final:
+        logger.info("the previous run is still going: its rejects wait for the next run", extra={"task_id": task_id})
+        return None
+    return task_id
+
+
 def run_scheduled(run: ScheduledRun, deps: SubmitDeps) -> TaskSnapshot:
     """Submit the run a schedule is due for, once however often Scheduler delivers it."""
-    task_id = str(uuid.uuid5(_RUN_NAMESPACE, f"{run.scheduleArn}|{run.scheduledTime}"))
+    task_id = _run_task_id(run.scheduleArn, run.scheduledTime)
     scheduled_by = ScheduledBy(scheduleId=run.scheduleId, scheduledTime=run.scheduledTime)
     recorded = deps.tasks.get(task_id)
     if recorded is None:
@@ -124,6 +161,7 @@ def run_scheduled(run: ScheduledRun, deps: SubmitDeps) -> TaskSnapshot:
                 deps,
                 task_id=task_id,
                 scheduled_by=scheduled_by,
+                retry_of=previous_run(run, deps) if run.retryRejects else None,
             )
         except TaskAlreadyRecorded:
             recorded = deps.tasks.get(task_id)  # a concurrent delivery recorded it first
@@ -151,6 +189,7 @@ def _shown(record: ScheduleRecord, now: datetime) -> Schedule:
         timezone=record.timezone,
         description=record.description,
         notifyEmail=record.notify_email,
+        retryRejects=record.retry_rejects,
         createdAt=record.created_at,
         nextRuns=[_iso(moment) for moment in upcoming],
     )

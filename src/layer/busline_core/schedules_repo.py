@@ -36,6 +36,7 @@ class ScheduleRecord(BaseModel):
     description: str
     created_at: str  # ISO 8601 UTC
     notify_email: str | None = None
+    retry_rejects: bool = False
     subscription_arn: str | None = None  # the address's SNS subscription, filtered to this schedule
 
 
@@ -62,6 +63,7 @@ def _record(item: dict[str, Any]) -> ScheduleRecord:
         description=item.get("description", ""),
         created_at=item["createdAt"],
         notify_email=item.get("notifyEmail"),
+        retry_rejects=bool(item.get("retryRejects", False)),
         subscription_arn=item.get("subscriptionArn"),
     )
 
@@ -94,7 +96,7 @@ class SchedulesRepository:
     def create(self, record: ScheduleRecord, input_text: str) -> ScheduleRecord:
         """The item first, then the schedule (and its address's subscription): a schedule that fires always
         has its item to be listed by and deleted through; if the rest cannot be made, the item is taken back."""
-        item = {
+        item: dict[str, Any] = {
             "owner": record.owner,
             "scheduleId": record.schedule_id,
             "pipeline": record.pipeline,
@@ -106,6 +108,8 @@ class SchedulesRepository:
         }
         if record.notify_email:
             item["notifyEmail"] = record.notify_email
+        if record.retry_rejects:
+            item["retryRejects"] = True
         self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(scheduleId)")
         try:
             self._scheduler.create_schedule(

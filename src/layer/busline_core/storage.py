@@ -12,7 +12,7 @@ Uploads go to uploads/<owner>/<uuid>/<file name> (source_access.py says who may 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import boto3
@@ -217,6 +217,13 @@ class ChunkStore:
             if following is None:
                 return page, None
             key, index, lines = following, 0, self._reject_lines(following)
+
+    def all_rejects(self, task_id: str) -> Iterator[Reject]:
+        """Every reject the task kept, in chunk then row order, read one file at a time."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.rejects_prefix(task_id)):
+            for item in page.get("Contents", []):
+                yield from (Reject.model_validate_json(line) for line in self._reject_lines(item["Key"]))
 
     def _next_key(self, prefix: str, start_after: str) -> str | None:
         params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 1}

@@ -116,6 +116,7 @@ def submit_task(
     *,
     task_id: str | None = None,
     scheduled_by: ScheduledBy | None = None,
+    retry_of: str | None = None,
 ) -> TaskSnapshot:
     """Validate, record (ACCEPTED) and announce a task; invalid requests record and publish nothing.
 
@@ -132,6 +133,7 @@ def submit_task(
         commit=spec.target.commit,
         correlation_id=correlation.current(),
         scheduled_by=scheduled_by,
+        retry_of=retry_of,
     )
     with usage.METER.working_on(submitted.task_id):
         # the item counts this request's PutItem and the PutEvents that follows it (usage.py)

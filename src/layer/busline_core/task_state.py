@@ -33,6 +33,7 @@ from .contracts import (
     PhaseProgress,
     Phases,
     PhaseTiming,
+    RetriedRows,
     RetryNotice,
     ScheduledBy,
     TaskError,
@@ -45,6 +46,8 @@ from .redaction import public_message
 from .usage import task_cost
 
 COUNTERS: Final = ("read", "filtered", "rejected", "loaded", "deleted")
+# what became of the rows a scheduled run offers again (retryRejects): kept apart from the source's COUNTERS
+RETRY_COUNTERS: Final = ("offered", "recovered", "rejected_again")
 CANCELLABLE_STATUSES: Final = (
     TaskStatus.ACCEPTED,
     TaskStatus.EXTRACTING,
@@ -135,6 +138,8 @@ class TaskState(_Frozen):
     correlation_id: str | None = None  # of the request that submitted the task (correlation.py)
     usage: Mapping[str, float] = {}  # what it used of AWS so far (usage.py's counts)
     scheduled_by: ScheduledBy | None = None  # the schedule that started it, if one did
+    retry_of: str | None = None  # the previous run whose rejects it offers again (retryRejects)
+    retry_counts: Mapping[str, int] = {}  # RETRY_COUNTERS' totals so far
 
     @classmethod
     def submitted(
@@ -147,6 +152,7 @@ class TaskState(_Frozen):
         commit: CommitMode = "chunk",
         correlation_id: str | None = None,
         scheduled_by: ScheduledBy | None = None,
+        retry_of: str | None = None,
     ) -> TaskState:
         return cls(
             task_id=task_id,
@@ -156,6 +162,7 @@ class TaskState(_Frozen):
             commit=commit,
             correlation_id=correlation_id,
             scheduled_by=scheduled_by,
+            retry_of=retry_of,
             status=TaskStatus.ACCEPTED,
             created_at=iso(now),
             updated_at=iso(now),
@@ -219,6 +226,18 @@ class TaskState(_Frozen):
             retrying=[] if self.is_final else [notice for notice in self.retrying if not self._done(notice)],
             cost=task_cost(self.usage),
             scheduledBy=self.scheduled_by,
+            retried=self._retried(),
+        )
+
+    def _retried(self) -> RetriedRows | None:
+        if self.retry_of is None:
+            return None
+        count = self.retry_counts
+        return RetriedRows(
+            of=self.retry_of,
+            offered=count.get("offered", 0),
+            recovered=count.get("recovered", 0),
+            rejectedAgain=count.get("rejected_again", 0),
         )
 
     def _target(self) -> TaskTarget | None:
@@ -503,11 +522,18 @@ def _extract_completed_while_failed(
 def _chunk_counted(state: TaskState, event: ChunkCounted, now: datetime) -> TaskState:
     phase = state.phase(event.phase)
     counts = state.counts.model_copy(
-        update={name: getattr(state.counts, name) + amount for name, amount in event.counts.items()}
+        update={
+            name: getattr(state.counts, name) + amount for name, amount in event.counts.items() if name in COUNTERS
+        }
     )
+    retry_counts = dict(state.retry_counts)
+    for name, amount in event.counts.items():
+        if name in RETRY_COUNTERS:
+            retry_counts[name] = retry_counts.get(name, 0) + amount
     state = _with(
         state,
         counts=counts,
+        retry_counts=retry_counts,
         failing=state.failing - {failure_member(event.phase, event.chunk)},
     ).with_phase(
         event.phase,
@@ -721,9 +747,9 @@ def validate(event: TaskEvent) -> None:
     if isinstance(event, ChunkCounted | PhaseCompleted) and event.phase is Phase.EXTRACT:
         raise ValueError(f"{type(event).__name__}: extract is counted by ExtractCompleted, not per chunk")
     if isinstance(event, ChunkCounted):
-        unknown = set(event.counts) - set(COUNTERS)
+        unknown = set(event.counts) - set(COUNTERS) - set(RETRY_COUNTERS)
         if unknown:
-            raise ValueError(f"unknown counters {sorted(unknown)}; expected some of {COUNTERS}")
+            raise ValueError(f"unknown counters {sorted(unknown)}; expected some of {COUNTERS + RETRY_COUNTERS}")
 
 
 def decide(state: TaskState, event: TaskEvent, now: datetime) -> TaskState | None:

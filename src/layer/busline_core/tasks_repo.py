@@ -36,6 +36,7 @@ from .limits import MAX_RETRY_NOTICES, MAX_TASK_ID_LENGTH
 from .task_state import (
     ACTIVE_STATUSES,
     COUNTERS,
+    RETRY_COUNTERS,
     Announced,
     Cancelled,
     ChunkCounted,
@@ -142,6 +143,8 @@ def state_from_item(item: Mapping[str, Any]) -> TaskState:
         committed_at=item.get("committedAt"),
         correlation_id=item.get("correlationId"),
         scheduled_by=None if item.get("scheduledBy") is None else ScheduledBy.model_validate(item["scheduledBy"]),
+        retry_of=item.get("retryOf"),
+        retry_counts={name: int(item[f"count_{name}"]) for name in RETRY_COUNTERS if f"count_{name}" in item},
         usage=_usage_counts(item),
         retrying=in_retry_order(
             [
@@ -203,6 +206,9 @@ def item_from_state(state: TaskState) -> Item:
         item["correlationId"] = state.correlation_id
     if state.scheduled_by is not None:
         item["scheduledBy"] = state.scheduled_by.model_dump()
+    if state.retry_of is not None:
+        item["retryOf"] = state.retry_of
+    item.update({f"count_{name}": amount for name, amount in state.retry_counts.items()})
     # always a map, so that RetryScheduled can set one member of it and count them (size())
     item[_RETRYING] = {retry_member(notice): notice.model_dump(mode="json") for notice in state.retrying}
     return item

@@ -95,7 +95,7 @@ def test_unknown_pipeline_is_refused_naming_the_pipeline_and_records_nothing(api
     assert response.status == 400, response.text
     assert {
         "field": "pipeline",
-        "message": "unknown pipeline 'no_such_pipeline' (known: airports, flights)",
+        "message": "unknown pipeline 'no_such_pipeline' (known: airports, deliveries, flights)",
     } in response.body["errors"]
     # and no task was recorded
     assert len(api.all_tasks()) == before

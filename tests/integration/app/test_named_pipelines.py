@@ -19,10 +19,10 @@ pytestmark = pytest.mark.integration
 def test_the_api_lists_every_pipeline_of_the_folder_with_its_params(api: Any) -> None:
     # When the pipelines are listed
     listed = api.call("GET", "/pipelines")
-    # Then the folder's two modules are there, with the JSON Schema of their params
+    # Then the folder's three modules are there, with the JSON Schema of their params
     assert listed.status == 200, listed.text
     items = {item["name"]: item for item in listed.body["items"]}
-    assert sorted(items) == ["airports", "flights"]
+    assert sorted(items) == ["airports", "deliveries", "flights"]
     assert sorted(items["flights"]["params"]["properties"]) == ["chunkRows", "limit", "table"]
     assert (items["airports"]["defaultTable"], items["airports"]["dashboard"]) == ("airports", [])
     assert items["flights"]["dashboard"] == ["departure_delay_by_carrier", "flights_per_month", "busiest_destinations"]

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,61 @@ def test_busline_schedule_creates_lists_and_deletes_the_demo_users_schedules(clo
     assert (deleted.returncode, deleted.stdout.strip()) == (0, f"Schedule {schedule_id} deleted")
     assert (again.returncode, again.stderr.strip()) == (1, f"schedule {schedule_id} not found")
     assert schedule_id not in busline(cloud, tmp_path, "schedule", "list").stdout
+
+
+def test_the_next_run_offers_the_rejects_again_and_recovers_the_ones_fixed_meanwhile(
+    api: Any, cloud: Any, s3: Any, data_bucket: str
+) -> None:
+    # Given a feed of the deliveries pipeline: two depots, and six deliveries of which two go to depot D3,
+    # not yet in depots.csv
+    feed = f"retry-{uuid.uuid4().hex[:8]}"
+
+    def put(name: str, text: str) -> None:
+        s3.put_object(Bucket=data_bucket, Key=f"shared/{feed}/{name}", Body=text.encode())
+
+    put("depots.csv", "depot,city\nD1,Leeds\nD2,York\n")
+    put("deliveries.csv", "id,depot,parcels\n1,D1,3\n2,D2,1\n3,D3,4\n4,D1,2\n5,D3,5\n6,D2,1\n")
+    table = f"deliveries_{feed.replace('-', '_')}"
+    # When alice schedules it every 15 minutes (15 s here): the pipeline retries rejects unless told not to
+    created = api.call("POST", "/schedules", {
+        "pipeline": "deliveries", "params": {"feed": feed, "table": table}, "expression": "rate(15 minutes)",
+    })
+    assert created.status == 201, created.text
+    assert created.body["retryRejects"] is True
+    schedule_id = created.body["scheduleId"]
+    try:
+        # Then the first run loads four and rejects the two for D3 (nothing before it to offer again)
+        deadline = time.monotonic() + FIRING_TIMEOUT_S
+        while not (runs := scheduled_runs(api, schedule_id)):
+            assert time.monotonic() < deadline, "no first run"
+            time.sleep(0.3)
+        first = api.wait_terminal(runs[0]["taskId"])
+        assert (first["status"], first["retried"]) == ("SUCCEEDED", None), first
+        assert first["counts"] == {"read": 6, "filtered": 0, "rejected": 2, "loaded": 4, "deleted": 0}
+        # When D3 is added to depots.csv and the next day's file has three deliveries, one to an unknown D4
+        put("depots.csv", "depot,city\nD1,Leeds\nD2,York\nD3,Hull\n")
+        put("deliveries.csv", "id,depot,parcels\n7,D1,2\n8,D3,1\n9,D4,6\n")
+        deadline = time.monotonic() + FIRING_TIMEOUT_S
+        while len(runs := scheduled_runs(api, schedule_id)) < 2:
+            assert time.monotonic() < deadline, "no second run"
+            time.sleep(0.5)
+        second = api.wait_terminal(runs[1]["taskId"])
+    finally:
+        api.call("DELETE", f"/schedules/{schedule_id}")
+    # Then the second run loaded its source's two good rows, and recovered both of the first run's rejects
+    assert second["status"] == "SUCCEEDED", second
+    assert second["counts"] == {"read": 3, "filtered": 0, "rejected": 1, "loaded": 2, "deleted": 0}
+    assert second["retried"] == {"of": first["taskId"], "offered": 2, "recovered": 2, "rejectedAgain": 0}
+    # and keeps the D4 delivery as its one reject, for the run after it to offer again
+    rejects = api.all_rejects(second["taskId"])
+    assert [(reject["data"]["id"], reject["reason"]) for reject in rejects] == [
+        ("9", rejects[0]["reason"])
+    ]
+    assert "depot" in rejects[0]["reason"]
+    # And the table holds each delivery once, the recovered ones with their depot's city
+    with psycopg.connect(cloud.endpoints["postgres"]) as connection:
+        rows = connection.execute(
+            sql.SQL("SELECT id, depot_city FROM {} ORDER BY id").format(owner_table(first["owner"], table))
+        ).fetchall()
+    assert rows == [(1, "Leeds"), (2, "York"), (3, "Hull"), (4, "Leeds"), (5, "Hull"), (6, "York"), (7, "Leeds"),
+                    (8, "Hull")]  # fmt: skip

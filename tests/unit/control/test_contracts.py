@@ -84,6 +84,8 @@ def test_sqs_records_parse_to_typed_details() -> None:
         "key": "k",
         "rows": 10,
         "range": None,  # a raw chunk in the bucket, not a byte range of the source
+        "offeredAgain": False,  # the source's rows, not the previous run's rejects offered again
+        "firstRow": None,  # numbered from its chunk: no rows were offered again before it
         "correlationId": None,  # an event of a task submitted before correlation ids existed
     }
     assert transformed.body.detail.rows == 9

@@ -228,6 +228,7 @@ def test_a_small_csv_goes_through_all_steps_with_exact_counts(
             "pipeline": "adhoc",
             "durationSeconds": 0.0,  # the test's clock stands still
             "scheduledBy": None,
+            "retried": None,
         }
     ]
     # with what was counted (here, where the steps run without their SQS handler: the submitting request,
@@ -713,3 +714,44 @@ def test_the_rejects_summary_groups_the_owners_rejects_by_reason_with_the_values
     }
     with pytest.raises(TaskNotFound):
         task_api.summarize_rejects(task_id, "bob", deps.api)
+
+
+# --- rows offered again (a schedule's retryRejects) -------------------------------------------------
+
+
+def test_a_run_offers_the_previous_runs_rejects_first_and_counts_them_apart(
+    cloud: Cloud, deps: Wired, warehouse: FakeWarehouse
+) -> None:
+    # Given a finished run of 250 rows that rejected 15 (10 for carrier ZZ, 5 for an amount "oops")
+    spec = _committing_chunks(_spec())
+    previous_id = _submit(cloud, deps, spec)
+    _run(cloud, deps, previous_id)
+    assert task_api.get_task(previous_id, "ana", deps.api).counts.rejected == REJECTED
+    # and carrier ZZ is now known
+    cloud.s3.put_object(Bucket=BUCKET, Key="shared/ref/carriers.csv",
+                        Body=b"code,name\nAA,American\nBB,Blue Sky\nZZ,Zed Air\n")  # fmt: skip
+    # When the next run (the same source) is submitted offering them again
+    correlation.bind(SUBMITTING_REQUEST)
+    task_id = task_api.submit_task(spec, "ana", deps.api, retry_of=previous_id).taskId
+    cloud.published_events()
+    events = _run(cloud, deps, task_id)
+    # Then the 15 rows came as one chunk before the source's three, numbered from 0, and the source's rows
+    # kept their own row numbers
+    extracted = _of_type(events, "ChunkExtracted")
+    assert [(detail["chunk"], detail["offeredAgain"], detail["firstRow"], detail["rows"]) for detail in extracted] == [
+        (0, True, None, 15), (1, False, 1, 100), (2, False, 101, 100), (3, False, 201, 50),
+    ]  # fmt: skip
+    snapshot = task_api.get_task(task_id, "ana", deps.api)
+    assert snapshot.status is TaskStatus.SUCCEEDED
+    # And the source's counts are the source's alone: now only the 5 bad amounts are rejected
+    assert snapshot.counts.model_dump() == {
+        "read": ROWS, "filtered": FILTERED, "rejected": 5, "loaded": ROWS - FILTERED - 5, "deleted": 0,
+    }  # fmt: skip
+    # and of the 15 offered again, the 10 ZZ rows were recovered and the 5 bad amounts rejected again
+    assert snapshot.retried is not None
+    assert snapshot.retried.model_dump() == {"of": previous_id, "offered": 15, "recovered": 10, "rejectedAgain": 5}
+    # which are kept as this run's rejects twice: as the source's (with their row) and as offered again
+    rejects, _ = deps.api.chunks.iter_rejects(task_id, 100)
+    assert [(reject.row, reject.at) for reject in rejects] == [(None, etl_steps.OFFERED_AGAIN_AT)] * 5 + [
+        (row, None) for row in (7, 57, 107, 157, 207)
+    ]

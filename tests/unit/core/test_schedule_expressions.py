@@ -84,3 +84,16 @@ def test_what_scheduler_would_refuse_is_refused_with_the_reason(expression: str,
     with pytest.raises(InvalidScheduleExpression) as refused:
         parse(expression, timezone)
     assert message in str(refused.value)
+
+
+def test_the_run_before_a_due_time_is_one_period_or_one_cron_step_earlier() -> None:
+    # Given a run due at 06:00 Paris time on 30 March 2026 (04:00 UTC, summer time since the 29th)
+    due = at("2026-03-30T04:00:00+00:00")
+    # Then the run before it was due 15 minutes earlier for rate(15 minutes), at 06:00 Paris on the
+    # 29th for the daily cron (also summer time), and never for a one-time schedule
+    assert parse("rate(15 minutes)").previous_before(due) == at("2026-03-30T03:45:00+00:00")
+    assert parse("cron(0 6 * * ? *)", "Europe/Paris").previous_before(due) == at("2026-03-29T04:00:00+00:00")
+    assert parse("cron(0 6 * * ? *)", "Europe/Paris").previous_before(at("2026-03-29T04:00:00+00:00")) == at(
+        "2026-03-28T05:00:00+00:00"
+    )
+    assert parse("at(2026-03-30T06:00:00)", "Europe/Paris").previous_before(due) is None

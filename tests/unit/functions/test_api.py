@@ -327,8 +327,8 @@ def test_get_pipelines_lists_the_folders_pipelines_with_their_params(
     status, body = get(load_handler("api"), context, "/pipelines")
     # Then each module of pipelines/ is there, its params' JSON Schema and its dashboard
     assert status == 200
-    assert [item["name"] for item in body["items"]] == ["airports", "flights"]
-    flights = body["items"][1]
+    assert [item["name"] for item in body["items"]] == ["airports", "deliveries", "flights"]
+    flights = body["items"][2]
     assert flights["params"]["properties"]["limit"] == {
         "anyOf": [{"minimum": 1, "type": "integer"}, {"type": "null"}],
         "default": None,

@@ -68,6 +68,7 @@ def test_a_schedule_is_created_listed_with_its_next_runs_and_deleted_by_its_owne
     assert json.loads(detail["Target"]["Input"]) == {
         "owner": OWNER, "scheduleId": schedule_id, "pipeline": "flights", "params": {},
         "scheduledTime": "<aws.scheduler.scheduled-time>", "scheduleArn": "<aws.scheduler.schedule-arn>",
+        "retryRejects": False, "expression": "cron(0 6 * * ? *)", "timezone": "Europe/Paris",
     }
 
     # When the owner lists and reads it, and another owner tries the same
@@ -109,6 +110,7 @@ def test_a_bad_schedule_is_400_naming_the_field_and_creates_nothing(
             "params.chunkRows": {"params": {"chunkRows": "many"}},
             "pipeline": {"pipeline": "nope"},
             "past": {"expression": "at(2020-01-01T00:00:00)"},
+            "retryRejects": {"retryRejects": True},  # flights commits "task": its merge cannot tell them apart
         }.items()
     }
     # Then each is a 400 naming the field at fault
@@ -119,6 +121,7 @@ def test_a_bad_schedule_is_400_naming_the_field_and_creates_nothing(
         "params.chunkRows": (400, ["params.chunkRows"]),
         "pipeline": (400, ["pipeline"]),
         "past": (400, ["expression"]),
+        "retryRejects": (400, ["retryRejects"]),
     }
     assert "must have 6 fields" in answers["expression"][1]["message"]
     assert "is in the past" in answers["past"][1]["message"]
@@ -161,3 +164,21 @@ def test_a_scheduled_run_whose_pipeline_is_gone_is_refused_once_not_retried(
     assert answer["scheduleId"] == "3f9a1c2b7d4e"
     assert "retired" in answer["refused"]
     assert cloud.published() == []
+
+
+def test_a_run_with_retry_rejects_offers_the_previous_run_once_that_run_has_ended(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given the Input of a rate(15 minutes) schedule that retries rejects, and its run due at 06:00
+    scheduled = load_handler("api/scheduled")
+    run = {**event_file("scheduled_run.json"), "retryRejects": True, "expression": "rate(15 minutes)"}
+    first = scheduled.lambda_handler({**run, "scheduledTime": "2026-12-01T06:00:00Z"}, context)["taskId"]
+    table = boto3.resource("dynamodb", region_name=REGION).Table(cloud.tasks_table)
+    # When the 06:15 run fires while the 06:00 one still runs, and the 06:30 one after the 06:15 one ended
+    second = scheduled.lambda_handler({**run, "scheduledTime": "2026-12-01T06:15:00Z"}, context)["taskId"]
+    table.update_item(Key={"taskId": second}, UpdateExpression="SET #s = :s",
+                      ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":s": "SUCCEEDED"})  # fmt: skip
+    third = scheduled.lambda_handler({**run, "scheduledTime": "2026-12-01T06:30:00Z"}, context)["taskId"]
+    # Then the first offers nothing (no run before it), the second nothing (the first had not ended: its
+    # rejects were not all known), and the third offers the second's
+    assert [cloud.task(task_id).get("retryOf") for task_id in (first, second, third)] == [None, None, second]
