@@ -7,10 +7,14 @@ STAMP  := $(VENV)/.installed-stamp
 CHECKOV_VENV := .venv-checkov
 CHECKOV      := $(CHECKOV_VENV)/bin/checkov
 CHECKOV_PIN  := checkov==3.3.30
+# `make conformance-peer`'s second opinion, MiniStack, in a venv of its own too (it pins its own botocore)
+PEER_VENV      := .venv-peer
+PEER_MINISTACK := $(PEER_VENV)/bin/ministack
+PEER_PIN       := ministack==1.5.33
 # root on CI and on the dev machines; sudo elsewhere
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-unit bench lint setup chromium clean
+.PHONY: run test test-unit bench lint setup chromium clean conformance-peer
 
 setup: $(STAMP)
 
@@ -23,6 +27,12 @@ $(STAMP): pyproject.toml src/layer/requirements.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
+
+# cryptography: MiniStack signs Cognito tokens with RSA only with it (else with a key no JWKS verifies);
+# boto3: what AWS's Python runtime gives functions, and MiniStack runs functions with this venv's Python.
+$(PEER_MINISTACK):
+	@test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install -q '$(PEER_PIN)' 'cryptography>=41' 'boto3>=1.34'
 
 # Browser tests drive Debian's chromium; Playwright's own browser download cannot work here.
 chromium:
@@ -54,5 +64,10 @@ lint: setup $(CHECKOV)
 	$(CHECKOV) --file template.yaml --framework cloudformation --compact --quiet --skip-download
 	$(BIN)/sam build --template template.yaml --build-dir .aws-sam/build
 
+# Not part of `make test`: the conformance scenarios against the local cloud and MiniStack, side by side with
+# what AWS documents (tests/conformance_peer); starts and stops both on loopback, writes conformance-peer.json.
+conformance-peer: setup $(PEER_MINISTACK)
+	$(BIN)/python -m tests.conformance_peer --ministack $(PEER_MINISTACK) --json conformance-peer.json
+
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) .busline .aws-sam
+	rm -rf $(VENV) $(CHECKOV_VENV) $(PEER_VENV) .busline .aws-sam

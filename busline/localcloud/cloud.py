@@ -28,13 +28,21 @@ from busline.auth import create_user, new_password
 from busline.localcloud.chaos import ChaosConfig
 from busline.localcloud.demo import upload_demo_data
 from busline.localcloud.event_sources import build_event_sources
-from busline.localcloud.gateways import RestGateway, StaticSite, WebSocketGateway
+from busline.localcloud.gateways import (
+    RestGateway,
+    StaticSite,
+    WebSocketGateway,
+    http_api_urls,
+    websocket_api_urls,
+)
 from busline.localcloud.intrinsics import DEFAULT_ACCOUNT_ID
 from busline.localcloud.model import CloudModel, Endpoints, LocalCloudError, PortInUse
+from busline.localcloud.notifications import Notifications
 from busline.localcloud.oauth2 import TOKEN_PATH, TokenEndpoint
 from busline.localcloud.postgres import start_postgres
 from busline.localcloud.provision import SNS_BRIDGE_TYPE, provision
 from busline.localcloud.runtime import FunctionRuntime
+from busline.localcloud.state import STATE_DIR, StateKeeper, StateStore, fingerprint
 from busline.localcloud.template import load_and_translate
 from busline.localcloud.ttl_sweeper import TtlSweeper, interval_from_environment
 
@@ -127,6 +135,8 @@ class CloudOptions:
     schedule_scale: float = 1.0
     demo: bool = False
     region: str = "us-east-1"
+    # start with no AWS state even if the data dir holds some (state.py)
+    fresh: bool = False
     # seconds between TTL sweeps; None: BUSLINE_TTL_SWEEP_SECONDS, else 60; 0 or less: expired items stay
     ttl_sweep_interval_s: float | None = None
 
@@ -160,6 +170,7 @@ class LocalCloud:
         self._stop_event = threading.Event()
         self._starting = False
         self._serves_web = False
+        self.restored_age_s: float | None = None  # how old the restored AWS state was, None: a new stack
         try:
             self.chaos = ChaosConfig.parse(options.chaos_spec or "", options.chaos_seed)
         except ValueError as exc:
@@ -216,15 +227,22 @@ class LocalCloud:
         # Translating first costs nothing and reports template mistakes before anything has started.
         cfn = load_and_translate(self.template, options.region)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        store = StateStore(self.data_dir)
+        if options.fresh:
+            store.forget()
         self._start_moto(options.port + 3)
 
-        postgres = start_postgres(self.data_dir)
+        postgres = start_postgres(self.data_dir, store.load_role_password())
         self._stop_steps.append(("PostgreSQL", postgres.stop))
         # endpoints.json gets the administrator's URL (tests, operators); the functions get the load role's.
         endpoints = Endpoints.for_base_port(options.host, options.port, postgres=postgres.url)
 
         parameters = local_parameters(cfn.get("Parameters") or {}, options.parameters, postgres.load_url, endpoints.web)
-        self.model = model = provision(cfn, endpoints, parameters, options.region, DEFAULT_ACCOUNT_ID)
+        self.model = model = self._restore_or_provision(store, cfn, endpoints, parameters)
+        keeper = StateKeeper(store)
+        keeper.start()
+        # stopped after everything started below (functions included), so its last snapshot sees no work in flight
+        self._stop_steps.append(("the AWS state", keeper.stop))
 
         runtime = FunctionRuntime(model, self.data_dir, chaos=self.chaos, verbose=options.verbose)
         self._stop_steps.append(("the function runtime", runtime.close))
@@ -235,6 +253,9 @@ class LocalCloud:
             "outputs": model.outputs,
             "chaos": self.chaos.describe(),
         }
+        # logical id -> URL, each API's own (`websocket` above stays the first WebSocket API's)
+        self.endpoints_json["websocketApis"] = websocket_api_urls(model)
+        self.endpoints_json["httpApis"] = http_api_urls(model)
         parts: list[tuple[str, _Startable]] = [
             ("the REST gateway", RestGateway(model, runtime, options.host, options.port)),
             (
@@ -260,6 +281,8 @@ class LocalCloud:
                     bridge.attributes["QueueUrl"], bridge.attributes["TopicArn"],
                 )
                 parts.append((f"the SNS forwarder of {bridge.logical_id}", forwarder))
+        # always: a bucket notification or a lambda subscription may also be made at run time
+        parts.append(("S3 notifications and SNS lambda subscriptions", Notifications(model, runtime)))
         for index, source in enumerate(build_event_sources(model, runtime, self.chaos, options.schedule_scale)):
             parts.append((f"event source #{index + 1} ({type(source).__name__})", source))
         # started last, stopped first: nothing is deleted while the stream pollers shut down
@@ -274,6 +297,28 @@ class LocalCloud:
             self.console.print(f"demo data: {len(keys)} files in s3://{model.outputs['DataBucketName']}/shared/nycflights13/")
 
         self._write_endpoints_file()
+
+    def _restore_or_provision(
+        self, store: StateStore, cfn: dict[str, Any], endpoints: Endpoints, parameters: dict[str, str]
+    ) -> CloudModel:
+        """The AWS state of the last stop when it was saved for this very stack, else a new stack."""
+        region = self.options.region
+        current = fingerprint(cfn, parameters, region, endpoints.as_json())
+        saved = store.saved_fingerprint()
+        if saved == current:
+            restored = store.restore()
+            self.restored_age_s = restored.snapshot_age_s
+            model: CloudModel = restored.model
+            return model
+        if saved is not None:
+            self.console.print(
+                "the template, its parameters or the ports changed since the AWS state in "
+                f"{store.folder} was saved: starting with an empty stack", highlight=False,
+            )
+            store.forget()
+        model = provision(cfn, endpoints, parameters, region, DEFAULT_ACCOUNT_ID)
+        store.save_model(model, current)
+        return model
 
     def _page_config(self) -> dict[str, Any]:
         """What the browser page needs: where the APIs are and how to sign in, never a secret it has no
@@ -313,12 +358,18 @@ class LocalCloud:
         from moto.server import ThreadedMotoServer  # heavy import, only needed here
 
         from busline.localcloud.moto_patches import (
+            apply_aws_edges,
             deliver_email_to_outbox,
             keep_put_bodies,
             make_dynamodb_atomic,
             serve_ranges_without_reading_whole_objects,
         )
+        from busline.localcloud.moto_speed import make_moto_calls_fast
+        from busline.localcloud.state import install_request_gate
 
+        make_moto_calls_fast()
+        install_request_gate()
+        apply_aws_edges()
         make_dynamodb_atomic()
         keep_put_bodies()
         serve_ranges_without_reading_whole_objects()
@@ -371,15 +422,25 @@ class LocalCloud:
             "[bold green]Busline local cloud is up[/bold green]",
             f"  REST API     {info['rest']}",
             f"  WebSocket    {info['websocket']}",
+            # several WebSocket APIs: each at its own /<api-id>/<stage>
+            *(f"    {url}   ({name})" for name, url in info["websocketApis"].items() if len(model.ws_apis) > 1),
+            *(f"  HTTP API     {url}   ({name})" for name, url in info["httpApis"].items()),
             f"  Web page     {info['web']}" + ("" if self._serves_web else "   (not served: no web/ folder)"),
             f"  AWS (moto)   {info['aws']}   (AWS_ENDPOINT_URL)",
             f"  @connections {info['management']}",
             f"  PostgreSQL   {info['postgres']}",
             f"  Region       {info['region']}",
-            f"  {len(model.functions)} functions, {len(model.sqs_mappings)} queue and "
-            f"{len(model.stream_mappings)} stream triggers, {len(model.schedules)} schedules, "
-            f"{len(model.rest_routes)} REST routes, {len(model.ws_apis)} WebSocket APIs",
+            f"  {len(model.functions)} functions, {len(model.sqs_mappings)} queue, "
+            f"{len(model.stream_mappings)} stream, {len(model.s3_triggers)} S3 and {len(model.sns_triggers)} SNS "
+            f"triggers, {len(model.schedules)} schedules, "
+            f"{len(model.rest_routes)} REST routes, {len(model.ws_apis)} WebSocket APIs, "
+            f"{len(model.http_apis)} HTTP APIs",
             f"  {info['chaos']}",
+            "  AWS state: " + (
+                f"restored from {self.data_dir / STATE_DIR} (as it was {self.restored_age_s:.0f} s before this start; "
+                "--fresh starts empty)" if self.restored_age_s is not None
+                else f"a new stack, kept in {self.data_dir / STATE_DIR} across restarts"
+            ),
             f"  endpoints: {self.data_dir / ENDPOINTS_FILE}   logs: {self.data_dir / 'logs'}   "
             f"mail (SNS e-mail subscriptions): {self.data_dir / OUTBOX_DIR}",
         ]

@@ -63,6 +63,8 @@ class EventSource:
     """A background poller; `start()` begins delivering, `stop()` ends and waits for its threads."""
 
     name: str = "event source"
+    # how long stop() lets invocations in flight finish before the runtime kills them
+    stop_grace_s: float = STOP_GRACE_S
 
     def __init__(self) -> None:
         self._stopping = threading.Event()
@@ -89,7 +91,7 @@ class EventSource:
 
     def stop(self) -> None:
         self._stopping.set()
-        deadline = time.monotonic() + STOP_GRACE_S
+        deadline = time.monotonic() + self.stop_grace_s
         with self._threads_lock:
             threads = list(self._threads)
         for thread in threads:
@@ -165,6 +167,11 @@ class SqsPoller(EventSource):
         self._slots = threading.BoundedSemaphore(self.concurrency)
         self._sqs = aws_client(model, "sqs")
         self._poll_token = f"{LONG_POLL_TOKEN_PREFIX}{uuid.uuid4().hex}"
+        # A clean stop lets a batch finish (up to its function's Timeout) rather than kill it: a killed one
+        # leaves its message hidden for the visibility timeout and its idempotency record in progress, so
+        # after a restart (state.py) the chunk would wait minutes, or fail against its own record.
+        function = model.functions.get(mapping.function)
+        self.stop_grace_s = max(STOP_GRACE_S, function.timeout_s + 1.0) if function else STOP_GRACE_S
 
     def start(self) -> None:
         make_sqs_long_polls_endable()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import sys
 import time
@@ -16,12 +14,13 @@ from urllib.parse import unquote, urlsplit
 from busline.localcloud.authorizers import (
     AuthorizerCache,
     AuthorizerResult,
-    CognitoTokens,
+    TokenVerifier,
     Unauthorized,
     authorizer_claims,
     bearer_value,
     policy_effect,
 )
+from busline.localcloud.gateway_http import HttpApiGateway
 from busline.localcloud.http_io import (
     HttpServerThread,
     Invoker,
@@ -35,20 +34,22 @@ from busline.localcloud.http_io import (
     split_query,
 )
 from busline.localcloud.model import CloudModel, RestAuthorizer, RestRoute
+from busline.localcloud.proxy_integration import (
+    RESPONSE_HEADERS_WE_OWN,
+    BadProxyResponse,
+    encode_body,
+    match_template,
+    matches_media_types,
+    status_and_body,
+)
 
 MAX_REQUEST_BODY_BYTES = 10 * 1024 * 1024  # API Gateway REST payload quota
 _TEXT_CONTENT_TYPES = ("text/", "application/json", "application/xml", "application/javascript",
                        "application/x-www-form-urlencoded", "+json", "+xml")
-# Hop-by-hop or framing headers are ours to set; a handler's copy would corrupt the response.
-_RESPONSE_HEADERS_WE_OWN = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
 # --------------------------------------------------------------------------------------------------
 # Route matching
-
-_SEGMENT_LITERAL, _SEGMENT_PARAM, _SEGMENT_GREEDY = 2, 1, 0
-_PARAM = re.compile(r"^\{([^{}+]+)\}$")
-_GREEDY = re.compile(r"^\{([^{}+]+)\+\}$")
 
 
 @dataclass(frozen=True)
@@ -57,41 +58,6 @@ class RouteMatch:
     path: str  # the request path without the stage prefix
     path_parameters: dict[str, str]
     specificity: tuple[int, ...]
-
-
-def _segments(path: str) -> list[str]:
-    return [segment for segment in path.split("/") if segment]
-
-
-def match_template(template: str, path: str) -> tuple[dict[str, str], tuple[int, ...]] | None:
-    """Path parameters and a sort key (literal > {param} > {proxy+}, segment by segment), or None."""
-    template_segments = _segments(template)
-    path_segments = _segments(path)
-    parameters: dict[str, str] = {}
-    kinds: list[int] = []
-    for index, template_segment in enumerate(template_segments):
-        greedy = _GREEDY.match(template_segment)
-        if greedy:
-            rest = path_segments[index:]
-            if not rest:  # {proxy+} needs at least one segment, as on API Gateway
-                return None
-            parameters[greedy.group(1)] = unquote("/".join(rest))
-            kinds.append(_SEGMENT_GREEDY)
-            return parameters, tuple(kinds)
-        if index >= len(path_segments):
-            return None
-        param = _PARAM.match(template_segment)
-        if param:
-            parameters[param.group(1)] = unquote(path_segments[index])
-            kinds.append(_SEGMENT_PARAM)
-        elif unquote(path_segments[index]) == template_segment:
-            kinds.append(_SEGMENT_LITERAL)
-        else:
-            return None
-    if len(path_segments) != len(template_segments):
-        return None
-    # A longer exact template beats a shorter one that only matched through a greedy tail.
-    return parameters, tuple(kinds) + (3,)
 
 
 def find_route(routes: list[RestRoute], method: str, raw_path: str) -> RouteMatch | None:
@@ -136,8 +102,24 @@ def _is_text(content_type: str, body: bytes) -> bool:
     return True
 
 
-class _BadProxyResponse(ValueError):
-    pass
+def request_body_is_text(route: RestRoute, content_type: str, body: bytes) -> bool:
+    """Whether the function gets the body as text (else base64, isBase64Encoded true).
+
+    AWS: a Content-Type among the API's binaryMediaTypes makes it binary, any other is text. A route no
+    template declared has no such list; then the bytes decide, so binary content still arrives whole.
+    """
+    if route.binary_media_types is None:
+        return _is_text(content_type, body)
+    return not matches_media_types(content_type, route.binary_media_types)
+
+
+def response_body_is_binary(route: RestRoute, accept: str | None) -> bool:
+    """Whether a base64 result (isBase64Encoded true) is decoded to bytes for the client.
+
+    AWS decodes it when the request's first Accept media type is among the binaryMediaTypes, and returns
+    the base64 text unchanged otherwise; a route no template declared always decodes it.
+    """
+    return route.binary_media_types is None or matches_media_types(accept, route.binary_media_types)
 
 
 class _GatewayRefusal(Exception):
@@ -157,32 +139,15 @@ _EXPLICIT_DENY = (403, {"Message": "User is not authorized to access this resour
 _NOT_ALLOWED = (403, {"Message": "User is not authorized to access this resource"}, "ACCESS_DENIED")
 
 
-def _response_from_payload(payload: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+def _response_from_payload(payload: Any, decode_base64: bool) -> tuple[int, list[tuple[str, str]], bytes]:
     """Status, headers and body from a proxy integration result, validated as API Gateway does."""
     if not isinstance(payload, dict) or "statusCode" not in payload:
-        raise _BadProxyResponse(f"the result must be an object with statusCode, got {type(payload).__name__}")
-    try:
-        status = int(payload["statusCode"])
-    except (TypeError, ValueError):
-        raise _BadProxyResponse(f"statusCode must be an integer, got {payload['statusCode']!r}") from None
-    if not 100 <= status <= 599:
-        raise _BadProxyResponse(f"statusCode {status} is not an HTTP status")
-    body = payload.get("body")
-    if body is None:
-        raw = b""
-    elif not isinstance(body, str):
-        raise _BadProxyResponse(f"body must be a string, got {type(body).__name__}")
-    elif payload.get("isBase64Encoded"):
-        try:
-            raw = base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError):
-            raise _BadProxyResponse("isBase64Encoded is true but body is not base64") from None
-    else:
-        raw = body.encode("utf-8")
+        raise BadProxyResponse(f"the result must be an object with statusCode, got {type(payload).__name__}")
+    status, raw = status_and_body(payload, decode_base64)
     single = payload.get("headers") or {}
     multi = payload.get("multiValueHeaders") or {}
     if not isinstance(single, dict) or not isinstance(multi, dict):
-        raise _BadProxyResponse("headers and multiValueHeaders must be objects")
+        raise BadProxyResponse("headers and multiValueHeaders must be objects")
     # API Gateway merges both; a name/value pair given in both appears once (from multiValueHeaders).
     headers: list[tuple[str, str]] = []
     for name, values in multi.items():
@@ -192,14 +157,15 @@ def _response_from_payload(payload: Any) -> tuple[int, list[tuple[str, str]], by
     for name, value in single.items():
         if (name.lower(), str(value)) not in present:
             headers.append((name, str(value)))
-    headers = [(name, value) for name, value in headers if name.lower() not in _RESPONSE_HEADERS_WE_OWN]
+    headers = [(name, value) for name, value in headers if name.lower() not in RESPONSE_HEADERS_WE_OWN]
     if not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("Content-Type", "application/json"))
     return status, headers, raw
 
 
 class RestGateway:
-    """Serves `model.rest_routes` like an API Gateway REST API with Lambda proxy integrations."""
+    """Serves `model.rest_routes` like an API Gateway REST API with Lambda proxy integrations, and hands
+    requests for an HTTP API (`/{api-id}/…`) to `HttpApiGateway`."""
 
     WHAT = "REST gateway"
 
@@ -209,8 +175,10 @@ class RestGateway:
         self.host = host
         self.port = port
         self._server = HttpServerThread(host, port, self._handler_class(), self.WHAT)
-        self._cognito = CognitoTokens(model.endpoints.aws) if model.endpoints.aws else None
+        self._tokens = TokenVerifier(model.endpoints.aws)
         self._authorizer_cache = AuthorizerCache()
+        # HTTP APIs share this port: their requests start with the API's id (see gateway_http).
+        self.http_apis = HttpApiGateway(model, runtime, self._tokens, port)
 
     def start(self) -> None:
         self._server.start()
@@ -228,13 +196,8 @@ class RestGateway:
         url = urlsplit(request.path)
         headers, multi_headers = split_headers(list(request.headers.items()))
         query, multi_query = split_query(url.query)
-        is_text = _is_text(request.headers.get("Content-Type", ""), body)
-        if not body:
-            event_body: str | None = None
-        elif is_text:
-            event_body = body.decode("utf-8")
-        else:
-            event_body = base64.b64encode(body).decode("ascii")
+        event_body, is_base64 = encode_body(
+            body, request_body_is_text(route, request.headers.get("Content-Type", ""), body))
         moment = now_utc()
         source_ip = request.client_address[0]
         user_agent = request.headers.get("User-Agent")
@@ -281,7 +244,7 @@ class RestGateway:
                 },
             },
             "body": event_body,
-            "isBase64Encoded": bool(body) and not is_text,
+            "isBase64Encoded": is_base64,
         }
         if authorizer is not None:
             event["requestContext"]["authorizer"] = authorizer
@@ -299,14 +262,19 @@ class RestGateway:
         return RestRequestHandler
 
     def handle(self, request: JsonResponder) -> None:
+        if self.http_apis.handle(request):
+            return
         method = request.command.upper()
         raw_path = urlsplit(request.path).path or "/"
         match = find_route(self.model.rest_routes, method, raw_path)
         if match is None:
             if method == "OPTIONS" and self._answer_preflight(request, raw_path):
                 return
-            # An unread body would be parsed as the next request on this keep-alive connection.
-            self._refuse(request, None, _GatewayRefusal(404, {"message": "Not Found"}, "RESOURCE_NOT_FOUND"),
+            # API Gateway's MISSING_AUTHENTICATION_TOKEN response: a REST API answers an undeclared path or
+            # method so, authorizer or not (docs: supported-gateway-response-types). An unread body would be
+            # parsed as the next request on this keep-alive connection.
+            self._refuse(request, None,
+                         _GatewayRefusal(403, {"message": "Missing Authentication Token"}, "MISSING_AUTHENTICATION_TOKEN"),
                          close=request.has_body())
             return
         route = match.route
@@ -335,8 +303,9 @@ class RestGateway:
                                                          "INTEGRATION_FAILURE"))
             return
         try:
-            status, headers, raw = _response_from_payload(outcome.payload)
-        except _BadProxyResponse as exc:
+            status, headers, raw = _response_from_payload(
+                outcome.payload, response_body_is_binary(route, request.headers.get("Accept")))
+        except BadProxyResponse as exc:
             # API Gateway answers a malformed proxy response with 502; say why on the console.
             print(f"[{self.WHAT}] {route.function}: malformed Lambda proxy response: {exc}",
                   file=sys.stderr)
@@ -380,10 +349,10 @@ class RestGateway:
                         scopes: list[str]) -> dict[str, Any]:
         header = authorizer.identity_sources[0].removeprefix("method.request.header.")
         token = bearer_value(request.headers.get(header) or "")
-        if not token or self._cognito is None:
+        if not token:
             raise _GatewayRefusal(*_UNAUTHORIZED)
         try:
-            claims = self._cognito.verify(token, authorizer.provider_arns, scopes)
+            claims = self._tokens.cognito(token, authorizer.provider_arns, scopes)
         except Unauthorized:
             raise _GatewayRefusal(*_UNAUTHORIZED) from None
         return {"claims": authorizer_claims(claims)}

@@ -51,6 +51,7 @@ _KNOWN_STATUSES = {status.value for status in http.HTTPStatus}
 @dataclass
 class Connection:
     connection_id: str
+    api: WsApi
     socket: ServerConnection
     connected_at: datetime
     source_ip: str
@@ -65,6 +66,7 @@ class Connection:
 class _Handshake:
     """What process_request learned, handed to the connection handler once the upgrade succeeded."""
 
+    api: WsApi
     connection_id: str
     connected_at: datetime
     authorizer: dict[str, Any] | None
@@ -103,8 +105,18 @@ def select_route(api: WsApi, body: str | None) -> str | None:
     return "$default" if "$default" in api.routes else None
 
 
+def websocket_api_urls(model: CloudModel) -> dict[str, str]:
+    """Each WebSocket API's connection URL (logical id -> URL), as its stage's wss:// URL on AWS."""
+    return {api.logical_id: model.endpoints.websocket + api.local_path for api in model.ws_apis}
+
+
 class WebSocketGateway:
-    """Serves the first `model.ws_apis` entry on ws_port and its @connections API on management_port."""
+    """Serves every `model.ws_apis` entry on ws_port and their @connections API on management_port.
+
+    Each API is at its `local_path` (`/{api-id}/{stage}`), and at `/{stage}` unless an API before it has
+    that stage: the template's `wss://{api-id}.execute-api…/{stage}` URLs are localized to the latter. The
+    first API is also at `/`.
+    """
 
     WHAT = "WebSocket gateway"
     MANAGEMENT_WHAT = "@connections management API"
@@ -115,7 +127,7 @@ class WebSocketGateway:
         self.host = host
         self.ws_port = ws_port
         self.management_port = management_port
-        self.api: WsApi | None = model.ws_apis[0] if model.ws_apis else None
+        self.apis = list(model.ws_apis)
         self._connections: dict[str, Connection] = {}
         self._handshakes: dict[uuid.UUID, _Handshake] = {}
         self._lock = threading.Lock()
@@ -237,10 +249,19 @@ class WebSocketGateway:
 
     # ---------------------------------------------------------------------------------------- handshake
 
+    def api_at(self, path: str) -> WsApi | None:
+        """The API a connection URL's path names, None if none does."""
+        segments = [unquote(segment) for segment in path.split("/") if segment]
+        if not segments:
+            return self.apis[0] if self.apis else None
+        if len(segments) == 1:
+            return next((api for api in self.apis if segments[0] == api.stage), None)
+        return next((api for api in self.apis if segments == [api.api_id, api.stage]), None)
+
     async def _process_request(self, socket: ServerConnection, request: Request) -> Response | None:
-        api = self.api
         url = urlsplit(request.path)
-        if api is None or url.path.rstrip("/") not in ("", f"/{api.stage}"):
+        api = self.api_at(url.path)
+        if api is None:
             return socket.respond(http.HTTPStatus.NOT_FOUND, '{"message": "Not Found"}')
         if "websocket" not in request.headers.get("Upgrade", "").lower():
             # A plain HTTP request (a health check, a browser tab) must not run the $connect route.
@@ -304,7 +325,7 @@ class WebSocketGateway:
             status = _status_of(outcome.payload)
             if not 200 <= status < 300:
                 raise _Refused(status if 400 <= status <= 599 else 500, "Forbidden")
-        return _Handshake(connection_id, connected_at, authorizer)
+        return _Handshake(api, connection_id, connected_at, authorizer)
 
     def _authorizer_context(self, api: WsApi, outcome: Any) -> dict[str, Any]:
         if not outcome.ok:
@@ -325,15 +346,16 @@ class WebSocketGateway:
     # ---------------------------------------------------------------------------------------- messages
 
     async def _serve_connection(self, socket: ServerConnection) -> None:
-        api = self.api
         with self._lock:
             handshake = self._handshakes.pop(socket.id, None)
-        if api is None or handshake is None:
+        if handshake is None:
             return
+        api = handshake.api
         request = socket.request
         headers, multi_headers = split_headers(list(request.headers.raw_items()) if request else [])
         connection = Connection(
             connection_id=handshake.connection_id,
+            api=api,
             socket=socket,
             connected_at=handshake.connected_at,
             source_ip=str(socket.remote_address[0]) if socket.remote_address else "127.0.0.1",
@@ -407,13 +429,17 @@ class WebSocketGateway:
 
     # ---------------------------------------------------------------------------------------- @connections
 
-    def connection(self, connection_id: str) -> Connection | None:
+    def connection(self, connection_id: str, api_id: str | None = None) -> Connection | None:
+        """The open connection; with `api_id`, only one of that API (another API does not know it)."""
         with self._lock:
-            return self._connections.get(connection_id)
+            connection = self._connections.get(connection_id)
+        if connection is not None and api_id is not None and connection.api.api_id != api_id:
+            return None
+        return connection
 
-    def post_to_connection(self, connection_id: str, data: bytes) -> bool:
+    def post_to_connection(self, connection_id: str, data: bytes, api_id: str | None = None) -> bool:
         """Send `data` (text frame if UTF-8, else binary); False if the connection is gone."""
-        connection = self.connection(connection_id)
+        connection = self.connection(connection_id, api_id)
         loop = self._loop
         if connection is None or loop is None:
             return False
@@ -428,8 +454,8 @@ class WebSocketGateway:
         connection.last_active_at = now_utc()
         return True
 
-    def delete_connection(self, connection_id: str) -> bool:
-        connection = self.connection(connection_id)
+    def delete_connection(self, connection_id: str, api_id: str | None = None) -> bool:
+        connection = self.connection(connection_id, api_id)
         loop = self._loop
         if connection is None or loop is None:
             return False
@@ -442,12 +468,17 @@ class WebSocketGateway:
         gateway = self
 
         class ManagementHandler(JsonResponder):
-            def _connection_id(self) -> str | None:
-                segments = [segment for segment in urlsplit(self.path).path.split("/") if segment]
-                if len(segments) == 3:  # /<stage>/@connections/<id>
-                    segments = segments[1:]
+            def _target(self) -> tuple[str, str | None] | None:
+                """(connection id, API id if the URL names one), None if the path is no @connections URL.
+
+                `/<stage>/@connections/<id>` is what a function's localized management URL calls (any API
+                of the gateway); `/<api-id>/<stage>/@connections/<id>` names the API as AWS's host does.
+                """
+                segments = [unquote(segment) for segment in urlsplit(self.path).path.split("/") if segment]
+                api_id = segments[0] if len(segments) == 4 else None
+                segments = segments[-2:] if len(segments) in (3, 4) else segments
                 if len(segments) == 2 and segments[0] == "@connections":
-                    return unquote(segments[1])
+                    return segments[1], api_id
                 return None
 
             def _gone(self) -> None:
@@ -459,26 +490,27 @@ class WebSocketGateway:
                                close=self.has_body())
 
             def do_POST(self) -> None:
-                connection_id = self._connection_id()
-                if connection_id is None:
+                target = self._target()
+                if target is None:
                     self._forbidden()
                     return
+                connection_id, api_id = target
                 data = self.read_body(MAX_FRAME_BYTES)
                 if data is None:
                     self.send_json(413, {"message": "Message too long"},
                                    [("x-amzn-ErrorType", "PayloadTooLargeException")], close=True)
                     return
-                if gateway.post_to_connection(connection_id, data):
+                if gateway.post_to_connection(connection_id, data, api_id):
                     self.send_body(200, b"")
                 else:
                     self._gone()
 
             def do_GET(self) -> None:
-                connection_id = self._connection_id()
-                if connection_id is None:
+                target = self._target()
+                if target is None:
                     self._forbidden()
                     return
-                connection = gateway.connection(connection_id)
+                connection = gateway.connection(*target)
                 if connection is None:
                     self._gone()
                     return
@@ -489,11 +521,11 @@ class WebSocketGateway:
                 })
 
             def do_DELETE(self) -> None:
-                connection_id = self._connection_id()
-                if connection_id is None:
+                target = self._target()
+                if target is None:
                     self._forbidden()
                     return
-                if gateway.delete_connection(connection_id):
+                if gateway.delete_connection(*target):
                     self.send_body(204, b"")
                 else:
                     self._gone()

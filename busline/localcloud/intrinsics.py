@@ -324,6 +324,9 @@ class Resolver:
         path = match.group("path") or ""
         if api.type == _REST_API:
             return f"{self.endpoints.rest}{path}"
+        local_endpoint = api.attributes.get("ApiEndpoint", "")
+        if local_endpoint.startswith("http"):  # an HTTP API: served by the REST gateway under its id
+            return f"{local_endpoint}{path}"
         if match.group("scheme") == "wss":
             return f"{self.endpoints.websocket}{path}"  # what clients connect to
         return f"{self.endpoints.management}{path}"  # https URL of a WebSocket API = @connections API

@@ -112,6 +112,43 @@ class ScheduleSpec:
 
 
 @dataclass
+class AsyncInvokeConfig:
+    """How Lambda treats a function's asynchronous invocations (what S3 and SNS deliver): the function's
+    AWS::Lambda::EventInvokeConfig and its DeadLetterConfig."""
+
+    max_retry_attempts: int = 2
+    max_event_age_s: int = 21600
+    on_success_arn: str | None = None  # SQS queue or SNS topic ARN
+    on_failure_arn: str | None = None
+    dead_letter_arn: str | None = None  # DeadLetterConfig.TargetArn: gets the event itself
+
+
+@dataclass
+class S3Trigger:
+    """A bucket notification whose target is a function of the template (the SAM `S3` event)."""
+
+    logical_id: str  # the bucket's
+    bucket: str
+    function: str  # FunctionSpec.logical_id
+    event: str  # "s3:ObjectCreated:*", ...
+    prefix: str = ""
+    suffix: str = ""
+    configuration_id: str = ""
+
+
+@dataclass
+class SnsTrigger:
+    """An SNS subscription with protocol `lambda` (the SAM `SNS` event)."""
+
+    logical_id: str  # the subscription's, or the topic's for an inline Subscription
+    topic_arn: str
+    function: str
+    subscription_arn: str
+    filter_policy: dict[str, Any] | None = None
+    filter_policy_scope: str = "MessageAttributes"
+
+
+@dataclass
 class RestAuthorizer:
     """One entry of the OpenAPI body's securitySchemes (x-amazon-apigateway-authorizer)."""
 
@@ -134,6 +171,9 @@ class RestRoute:
     authorizer: RestAuthorizer | None = None
     scopes: list[str] = field(default_factory=list)  # the method's authorization scopes (Cognito)
     mock_headers: dict[str, str] | None = None  # a mock integration answers 200 with these headers
+    # The API's binaryMediaTypes ("image/png", "image/*", "*/*"). None: no template said (a route built by
+    # hand); the gateway then tells binary bodies from text by their bytes instead of by media type.
+    binary_media_types: list[str] | None = None
 
 
 @dataclass
@@ -146,6 +186,75 @@ class WsApi:
     routes: dict[str, str]  # route key ("$connect", "subscribe", "$default") -> function logical id
     connect_authorizer: str | None = None  # function logical id of the $connect REQUEST authorizer
     authorizer_identity_sources: list[str] = field(default_factory=list)
+
+    @property
+    def local_path(self) -> str:
+        """Where the WebSocket gateway serves this API whatever the other APIs' stages: AWS's
+        wss://{api-id}.execute-api…/{stage} with the host's API id as the first path segment."""
+        return f"/{self.api_id}/{self.stage}"
+
+
+@dataclass
+class HttpAuthorizer:
+    """A JWT authorizer of an HTTP API: the token must be signed by the issuer's JWKS and meant for one of
+    the audiences (its `aud`, else its `client_id`)."""
+
+    name: str
+    issuer: str
+    audiences: list[str]
+    identity_sources: list[str] = field(default_factory=lambda: ["$request.header.Authorization"])
+
+
+@dataclass
+class HttpRoute:
+    route_key: str  # "GET /items/{id}", "ANY /{proxy+}" or "$default"
+    function: str  # logical id of the Lambda proxy integration's function (payload format 2.0)
+    authorizer: HttpAuthorizer | None = None
+    scopes: list[str] = field(default_factory=list)  # the route's authorizationScopes (any one suffices)
+
+    @property
+    def method(self) -> str:
+        return "ANY" if self.route_key == "$default" else self.route_key.split(" ", 1)[0].upper()
+
+    @property
+    def path(self) -> str | None:
+        """The route's path template; None for `$default`, which takes what no other route matches."""
+        return None if self.route_key == "$default" else self.route_key.split(" ", 1)[1]
+
+
+@dataclass
+class HttpCors:
+    """An HTTP API's CorsConfiguration (x-amazon-apigateway-cors): API Gateway answers preflights itself."""
+
+    allow_origins: list[str] = field(default_factory=list)
+    allow_methods: list[str] = field(default_factory=list)
+    allow_headers: list[str] = field(default_factory=list)
+    expose_headers: list[str] = field(default_factory=list)
+    max_age_s: int | None = None
+    allow_credentials: bool = False
+
+
+@dataclass
+class HttpApi:
+    """An AWS::ApiGatewayV2::Api with ProtocolType HTTP (SAM's AWS::Serverless::HttpApi)."""
+
+    logical_id: str
+    api_id: str
+    name: str
+    stage: str = "$default"  # "$default" has no stage segment in the URL
+    routes: list[HttpRoute] = field(default_factory=list)
+    cors: HttpCors | None = None
+
+    @staticmethod
+    def local_endpoint(rest_endpoint: str, api_id: str) -> str:
+        """An HTTP API's ApiEndpoint locally: AWS's https://{api-id}.execute-api… with the host's API id as
+        the first path segment on the REST gateway's port."""
+        return f"{rest_endpoint}/{api_id}"
+
+    @property
+    def stage_path(self) -> str:
+        """The stage's prefix of every path, as in AWS's invoke URL ("" for the $default stage)."""
+        return "" if self.stage == "$default" else f"/{self.stage}"
 
 
 @dataclass
@@ -170,6 +279,10 @@ class CloudModel:
     # api logical id -> gateway response type (DEFAULT_4XX, UNAUTHORIZED, ...) -> headers to add
     rest_gateway_responses: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     ws_apis: list[WsApi] = field(default_factory=list)
+    http_apis: list[HttpApi] = field(default_factory=list)
+    s3_triggers: list[S3Trigger] = field(default_factory=list)
+    sns_triggers: list[SnsTrigger] = field(default_factory=list)
+    async_invoke: dict[str, AsyncInvokeConfig] = field(default_factory=dict)  # function logical id -> config
     outputs: dict[str, str] = field(default_factory=dict)
 
 

@@ -29,8 +29,8 @@ class LocalPostgres(NamedTuple):
     stop: Callable[[], None]
 
 
-def start_postgres(data_dir: Path) -> LocalPostgres:
-    """Start pgserver in `data_dir` and provision LOAD_ROLE in it.
+def start_postgres(data_dir: Path, load_password: str | None = None) -> LocalPostgres:
+    """Start pgserver in `data_dir` and provision LOAD_ROLE in it (with `load_password`, else a new one).
 
     With DATABASE_URL set nothing is started, stop does nothing and that URL is used as given for both:
     the local cloud does not create roles or revoke privileges on a server it does not own (point
@@ -63,25 +63,30 @@ def start_postgres(data_dir: Path) -> LocalPostgres:
 
     url = server.get_uri()
     try:
-        load_url = provision_load_role(url)
+        load_url = provision_load_role(url, load_password)
     except Exception as exc:  # psycopg's errors, or a URL pgserver shaped differently
         stop()
         raise LocalCloudError(f"could not create the load function's role {LOAD_ROLE}: {exc}") from exc
     return LocalPostgres(url, load_url, stop)
 
 
-def provision_load_role(admin_url: str) -> str:
+def new_load_password() -> str:
+    return secrets.token_urlsafe(24)  # URL- and JSON-safe: it goes into a URL inside the secret's JSON
+
+
+def provision_load_role(admin_url: str, password: str | None = None) -> str:
     """Create (or refresh) LOAD_ROLE on the server `admin_url` reaches, and return its URL.
 
     The role may connect to this database, create schemas in it (the `busline` catalog and one per
     owner, which it then owns) and use temporary tables (the COPY staging table); it has nothing on
-    `public` and no other grant. Its password is new on every start and only ever sent as a SCRAM
-    verifier, so it appears in no server log.
+    `public` and no other grant. Its password is only ever sent as a SCRAM verifier, so it appears in
+    no server log; it is new on every start unless the caller keeps one (a restored stack's secret holds
+    the URL it was provisioned with: see state.py).
     """
     import psycopg  # imported late: only the local cloud's start needs it here
     from psycopg import sql
 
-    password = secrets.token_urlsafe(24)  # URL- and JSON-safe: it goes into a URL inside the secret's JSON
+    password = password or new_load_password()
     role = sql.Identifier(LOAD_ROLE)
     with psycopg.connect(admin_url, autocommit=True) as connection:
         verifier = connection.pgconn.encrypt_password(password.encode(), LOAD_ROLE.encode(), b"scram-sha-256")

@@ -76,12 +76,16 @@ def running_cloud(
     extra_args: list[str] | None = None,
     env: dict[str, str] | None = None,
     timeout_s: float = 180.0,
+    base_port: int | None = None,
 ) -> Iterator[RunningCloud]:
-    """Run `busline local up` until the block ends; SIGTERM it and wait, killing the group if it hangs."""
+    """Run `busline local up` until the block ends; SIGTERM it and wait, killing the group if it hangs.
+
+    `base_port`: the ports of an earlier run in the same data dir, so its saved AWS state is restored.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     endpoints_file = data_dir / "endpoints.json"
     endpoints_file.unlink(missing_ok=True)
-    base_port = free_base_port()
+    base_port = base_port or free_base_port()
     command = [
         sys.executable, "-m", "busline.cli.main", "local", "up",
         "--template", str(template), "--data-dir", str(data_dir), "--port", str(base_port),

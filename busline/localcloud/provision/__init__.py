@@ -84,6 +84,7 @@ HANDLERS: dict[str, Handler] = {
     "AWS::Lambda::EventSourceMapping": lambda_.event_source_mapping,
     "AWS::Lambda::Permission": recorded,
     "AWS::Lambda::LayerVersion": lambda_.layer,
+    "AWS::Lambda::EventInvokeConfig": lambda_.event_invoke_config,
     # API Gateway's account-wide CloudWatch role: nothing to set locally, where no stage writes access logs
     "AWS::ApiGateway::Account": recorded,
     "AWS::ApiGateway::RestApi": apigateway.rest_api,

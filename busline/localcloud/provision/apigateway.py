@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from busline.localcloud.model import ProvisionedResource, ProvisionError, RestAuthorizer, RestRoute
 from busline.localcloud.provision.context import ProvisionContext, provisioned
 
 _HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
+_ANY_METHOD = "x-amazon-apigateway-any-method"
+
+
+def openapi_operations(body: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(path, METHOD or ANY, operation) of an OpenAPI body, as API Gateway imports it (REST and HTTP APIs);
+    path-level `parameters` and other extensions are not operations."""
+    for path, operations in (body.get("paths") or {}).items():
+        for method_key, operation in (operations or {}).items():
+            if method_key == _ANY_METHOD:
+                yield path, "ANY", operation or {}
+            elif method_key.lower() in _HTTP_METHODS:
+                yield path, method_key.upper(), operation or {}
 LAMBDA_INVOCATION_URI = re.compile(r"functions/(?P<arn>arn:[^/]+:lambda:[^/]+)/invocations")
 
 
@@ -21,42 +34,43 @@ def rest_api(ctx: ProvisionContext, logical_id: str, resource: dict[str, Any], p
         )
     api_id = ctx.api_id(logical_id)
     authorizers = _authorizers(ctx, logical_id, body)
+    binary_media_types = _binary_media_types(body, props)
     default_security = body.get("security")
-    for path, operations in (body.get("paths") or {}).items():
-        for method_key, operation in (operations or {}).items():
-            if method_key == "x-amazon-apigateway-any-method":
-                method = "ANY"
-            elif method_key.lower() in _HTTP_METHODS:
-                method = method_key.upper()
-            else:
-                continue  # path-level "parameters" and other extensions
-            operation = operation or {}
-            integration = operation.get("x-amazon-apigateway-integration") or {}
-            if integration.get("type") == "mock":
-                ctx.model.rest_routes.append(RestRoute(
-                    function="", method=method, path=path, api_logical_id=logical_id,
-                    mock_headers=_mock_headers(integration),
-                ))  # fmt: skip
-                continue
-            match = LAMBDA_INVOCATION_URI.search(str(integration.get("uri", "")))
-            if integration.get("type") != "aws_proxy" or match is None:
-                raise ProvisionError(
-                    f"{logical_id}: {method} {path}: only Lambda proxy integrations are supported by the local cloud"
-                )
-            authorizer, scopes = _security(operation.get("security", default_security), authorizers,
-                                           f"{logical_id}: {method} {path}")
-            ctx.model.rest_routes.append(
-                RestRoute(
-                    function=ctx.function_by_arn(match.group("arn"), f"{logical_id}: {method} {path}"),
-                    method=method,
-                    path=path,
-                    api_logical_id=logical_id,
-                    authorizer=authorizer,
-                    scopes=scopes,
-                )
+    for path, method, operation in openapi_operations(body):
+        integration = operation.get("x-amazon-apigateway-integration") or {}
+        if integration.get("type") == "mock":
+            ctx.model.rest_routes.append(RestRoute(
+                function="", method=method, path=path, api_logical_id=logical_id,
+                mock_headers=_mock_headers(integration), binary_media_types=binary_media_types,
+            ))  # fmt: skip
+            continue
+        match = LAMBDA_INVOCATION_URI.search(str(integration.get("uri", "")))
+        if integration.get("type") != "aws_proxy" or match is None:
+            raise ProvisionError(
+                f"{logical_id}: {method} {path}: only Lambda proxy integrations are supported by the local cloud"
             )
+        authorizer, scopes = _security(operation.get("security", default_security), authorizers,
+                                       f"{logical_id}: {method} {path}")
+        ctx.model.rest_routes.append(
+            RestRoute(
+                function=ctx.function_by_arn(match.group("arn"), f"{logical_id}: {method} {path}"),
+                method=method,
+                path=path,
+                api_logical_id=logical_id,
+                authorizer=authorizer,
+                scopes=scopes,
+                binary_media_types=binary_media_types,
+            )
+        )
     ctx.model.rest_gateway_responses[logical_id] = _gateway_responses(body)
     return provisioned(logical_id, resource, api_id, RootResourceId=api_id[::-1])
+
+
+def _binary_media_types(body: dict[str, Any], props: dict[str, Any]) -> list[str]:
+    """The API's binaryMediaTypes: the body's extension and the BinaryMediaTypes property, which writes
+    `/` as `~1` (SAM fills in both)."""
+    declared = [*(body.get("x-amazon-apigateway-binary-media-types") or []), *(props.get("BinaryMediaTypes") or [])]
+    return list(dict.fromkeys(str(media_type).replace("~1", "/") for media_type in declared))
 
 
 def _authorizers(ctx: ProvisionContext, logical_id: str, body: dict[str, Any]) -> dict[str, RestAuthorizer]:

@@ -1,5 +1,5 @@
-"""AWS::Lambda::Function, LayerVersion and EventSourceMapping: never created in moto (it would want
-Docker), recorded in the CloudModel for the runtime and the event sources instead."""
+"""AWS::Lambda::Function, LayerVersion, EventSourceMapping and EventInvokeConfig: never created in moto (it
+would want Docker), recorded in the CloudModel for the runtime, the event sources and the notifications instead."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from busline.localcloud.model import (
+    AsyncInvokeConfig,
     FunctionSpec,
     ProvisionedResource,
     ProvisionError,
@@ -70,7 +71,41 @@ def function(ctx: ProvisionContext, logical_id: str, resource: dict[str, Any], p
         runtime=runtime,
         reserved_concurrency=None if reserved is None else int(reserved),
     )
+    dead_letter = (props.get("DeadLetterConfig") or {}).get("TargetArn")
+    if dead_letter:
+        _require_destination(logical_id, "DeadLetterConfig.TargetArn", str(dead_letter))
+        ctx.model.async_invoke.setdefault(logical_id, AsyncInvokeConfig()).dead_letter_arn = str(dead_letter)
     return provisioned(logical_id, resource, name, Arn=arn)
+
+
+def event_invoke_config(ctx: ProvisionContext, logical_id: str, resource: dict[str, Any], props: dict[str, Any]) -> ProvisionedResource:
+    """Retries, event age and destinations of the function's asynchronous invocations, kept for
+    busline.localcloud.notifications (the local cloud's one asynchronous invoker)."""
+    function = ctx.function_by_arn(str(props["FunctionName"]), logical_id)
+    config = ctx.model.async_invoke.setdefault(function, AsyncInvokeConfig())
+    if "MaximumRetryAttempts" in props:
+        config.max_retry_attempts = int(props["MaximumRetryAttempts"])
+        if not 0 <= config.max_retry_attempts <= 2:
+            raise ProvisionError(f"{logical_id}: MaximumRetryAttempts must be 0, 1 or 2")
+    if "MaximumEventAgeInSeconds" in props:
+        config.max_event_age_s = int(props["MaximumEventAgeInSeconds"])
+        if not 60 <= config.max_event_age_s <= 21600:
+            raise ProvisionError(f"{logical_id}: MaximumEventAgeInSeconds must be between 60 and 21600")
+    destinations = props.get("DestinationConfig") or {}
+    for outcome in ("OnSuccess", "OnFailure"):
+        destination = (destinations.get(outcome) or {}).get("Destination")
+        if destination:
+            _require_destination(logical_id, f"DestinationConfig.{outcome}", str(destination))
+            setattr(config, "on_success_arn" if outcome == "OnSuccess" else "on_failure_arn", str(destination))
+    return provisioned(logical_id, resource, ctx.physical_name(logical_id, 256))
+
+
+def _require_destination(logical_id: str, where: str, arn: str) -> None:
+    service = arn.split(":")[2] if arn.count(":") >= 5 else ""
+    if service not in ("sqs", "sns"):
+        raise ProvisionError(
+            f"{logical_id}: {where} {arn!r} is not an SQS queue or SNS topic, the destinations the local cloud sends to"
+        )
 
 
 def _layer_dir(ctx: ProvisionContext, logical_id: str, layer_arn: str) -> Path:

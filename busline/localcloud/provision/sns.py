@@ -1,12 +1,22 @@
-"""AWS::SNS::Topic, AWS::SNS::Subscription and AWS::SNS::TopicPolicy, created in moto."""
+"""AWS::SNS::Topic, AWS::SNS::Subscription and AWS::SNS::TopicPolicy, created in moto.
+
+A `lambda` subscription is created in moto too (filter policies and message structure are moto's) and
+recorded as an SnsTrigger; busline.localcloud.notifications runs the function for each message moto lets through.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from busline.localcloud.model import ProvisionedResource, ProvisionError
-from busline.localcloud.provision.context import ProvisionContext, attribute_text, provisioned, truthy
+from busline.localcloud.model import ProvisionedResource, ProvisionError, SnsTrigger
+from busline.localcloud.provision.context import (
+    ProvisionContext,
+    attribute_text,
+    parse_json,
+    provisioned,
+    truthy,
+)
 
 
 def topic(ctx: ProvisionContext, logical_id: str, resource: dict[str, Any], props: dict[str, Any]) -> ProvisionedResource:
@@ -36,15 +46,30 @@ def subscription(ctx: ProvisionContext, logical_id: str, resource: dict[str, Any
 
 
 def _subscribe(ctx: ProvisionContext, logical_id: str, topic_arn: str, protocol: str, endpoint: str, attributes: dict[str, str]) -> str:
+    function = None
     if protocol == "lambda":
-        raise ProvisionError(
-            f"{logical_id}: SNS subscription of a Lambda function is not supported by the local cloud; "
-            "subscribe an SQS queue"
-        )
+        # moto would hand the message to its Docker-only Lambda; busline.localcloud.notifications runs it instead
+        function = ctx.function_by_arn(endpoint, logical_id)
+        if topic_arn.endswith(".fifo"):
+            raise ProvisionError(f"{logical_id}: a FIFO topic cannot have a Lambda subscription (SNS delivers "
+                                 "FIFO topics to SQS queues only)")
     response = ctx.client("sns").subscribe(
         TopicArn=topic_arn, Protocol=protocol, Endpoint=endpoint, Attributes=attributes, ReturnSubscriptionArn=True
     )
-    return str(response["SubscriptionArn"])
+    subscription_arn = str(response["SubscriptionArn"])
+    if function is not None:
+        filter_policy = attributes.get("FilterPolicy")
+        ctx.model.sns_triggers.append(
+            SnsTrigger(
+                logical_id=logical_id,
+                topic_arn=topic_arn,
+                function=function,
+                subscription_arn=subscription_arn,
+                filter_policy=parse_json(filter_policy, f"{logical_id}: FilterPolicy") if filter_policy else None,
+                filter_policy_scope=attributes.get("FilterPolicyScope", "MessageAttributes"),
+            )
+        )
+    return subscription_arn
 
 
 def topic_policy(ctx: ProvisionContext, logical_id: str, resource: dict[str, Any], props: dict[str, Any]) -> ProvisionedResource:

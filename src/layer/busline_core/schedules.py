@@ -23,10 +23,9 @@ from .contracts import (
     ScheduleList,
     ScheduleRequest,
     TaskSnapshot,
-    TaskStatus,
 )
 from .deps import ApiDeps, SubmitDeps
-from .errors import InvalidTask, RequestTooLarge, ScheduleNotFound, TaskAlreadyRecorded
+from .errors import InvalidTask, RequestTooLarge, ScheduleNotFound
 from .limits import MAX_SCHEDULE_INPUT_CHARS, MAX_SCHEDULES_PER_OWNER, SCHEDULE_NEXT_RUNS
 from .pipelines import pipeline_named
 from .schedule_expressions import InvalidScheduleExpression
@@ -150,27 +149,14 @@ def previous_run(run: ScheduledRun, deps: SubmitDeps) -> str | None:
 
 def run_scheduled(run: ScheduledRun, deps: SubmitDeps) -> TaskSnapshot:
     """Submit the run a schedule is due for, once however often Scheduler delivers it."""
-    task_id = _run_task_id(run.scheduleArn, run.scheduledTime)
-    scheduled_by = ScheduledBy(scheduleId=run.scheduleId, scheduledTime=run.scheduledTime)
-    recorded = deps.tasks.get(task_id)
-    if recorded is None:
-        try:
-            return task_api.submit_task(
-                PipelineRequest(pipeline=run.pipeline, params=run.params),
-                run.owner,
-                deps,
-                task_id=task_id,
-                scheduled_by=scheduled_by,
-                retry_of=previous_run(run, deps) if run.retryRejects else None,
-            )
-        except TaskAlreadyRecorded:
-            recorded = deps.tasks.get(task_id)  # a concurrent delivery recorded it first
-            if recorded is None:
-                raise
-    if recorded.status is TaskStatus.ACCEPTED:
-        task_api.announce(recorded, deps)
-    logger.info("scheduled run delivered again", extra={"task_id": task_id, "schedule": run.scheduleId})
-    return recorded.snapshot()
+    return task_api.submit_once(
+        PipelineRequest(pipeline=run.pipeline, params=run.params),
+        run.owner,
+        deps,
+        task_id=_run_task_id(run.scheduleArn, run.scheduledTime),
+        scheduled_by=ScheduledBy(scheduleId=run.scheduleId, scheduledTime=run.scheduledTime),
+        retry_of=previous_run(run, deps) if run.retryRejects else None,
+    )
 
 
 def _iso(moment: datetime) -> str:

@@ -35,7 +35,14 @@ from .contracts import (
 )
 from .dashboards import Dashboard
 from .deps import ApiDeps, SubmitDeps
-from .errors import InvalidPage, InvalidTask, RequestTooLarge, TaskNotCancellable, TaskNotFound
+from .errors import (
+    InvalidPage,
+    InvalidTask,
+    RequestTooLarge,
+    TaskAlreadyRecorded,
+    TaskNotCancellable,
+    TaskNotFound,
+)
 from .limits import MAX_SPEC_BYTES, MAX_SUMMARIZED_REJECTS
 from .paging import check_limit
 from .pipelines import expand_pipeline, pipeline_named
@@ -87,7 +94,8 @@ def refused_target(details: Iterable[Mapping[str, Any]]) -> InvalidTask | None:
 
 
 def _resolve_spec(
-    request: SubmitTaskRequest | PipelineRequest | TaskSpec | Mapping[str, Any], deps: SubmitDeps
+    request: SubmitTaskRequest | PipelineRequest | TaskSpec | Mapping[str, Any], deps: SubmitDeps,
+    source_uri: str | None = None,
 ) -> tuple[str, TaskSpec]:
     if isinstance(request, Mapping):
         try:
@@ -102,6 +110,8 @@ def _resolve_spec(
             spec = expand_pipeline(body.pipeline, params, deps.data_bucket)
         except ValidationError as error:
             raise _invalid(error, "params") from error
+        if source_uri is not None:
+            spec = spec.model_copy(update={"source": spec.source.model_copy(update={"uri": source_uri})})
         return body.pipeline, spec
     spec = body
     if "chunkRows" not in spec.model_fields_set:
@@ -117,12 +127,14 @@ def submit_task(
     task_id: str | None = None,
     scheduled_by: ScheduledBy | None = None,
     retry_of: str | None = None,
+    source_uri: str | None = None,
 ) -> TaskSnapshot:
     """Validate, record (ACCEPTED) and announce a task; invalid requests record and publish nothing.
 
     A `task_id` chosen by the caller (a schedule's run) is recorded once: a second submission under it
-    raises TaskAlreadyRecorded and publishes nothing."""
-    pipeline, spec = checked_spec(request, owner, deps)
+    raises TaskAlreadyRecorded and publishes nothing. `source_uri` replaces a named pipeline's source (a
+    file dropped in the inbox) and is held to the same source rules."""
+    pipeline, spec = checked_spec(request, owner, deps, source_uri=source_uri)
     spec_json = spec.model_dump_json(by_alias=True)
     submitted = TaskState.submitted(
         task_id or str(uuid.uuid4()),
@@ -143,6 +155,34 @@ def submit_task(
     return state.snapshot()
 
 
+def submit_once(
+    request: PipelineRequest,
+    owner: str,
+    deps: SubmitDeps,
+    *,
+    task_id: str,
+    scheduled_by: ScheduledBy | None = None,
+    retry_of: str | None = None,
+    source_uri: str | None = None,
+) -> TaskSnapshot:
+    """Submit a task delivered at least once (a schedule's firing, a file dropped in the inbox) under the id
+    its caller derives from what was delivered: a repeated delivery finds the task recorded and only
+    announces it again while it never left ACCEPTED (extract takes a repeated TaskSubmitted as the same one)."""
+    recorded = deps.tasks.get(task_id)
+    if recorded is None:
+        try:
+            return submit_task(request, owner, deps, task_id=task_id, scheduled_by=scheduled_by, retry_of=retry_of,
+                               source_uri=source_uri)
+        except TaskAlreadyRecorded:
+            recorded = deps.tasks.get(task_id)  # a concurrent delivery recorded it first
+            if recorded is None:
+                raise
+    if recorded.status is TaskStatus.ACCEPTED:
+        announce(recorded, deps)
+    logger.info("task delivered again", extra={"task_id": task_id, "pipeline": recorded.pipeline})
+    return recorded.snapshot()
+
+
 def announce(state: TaskState, deps: SubmitDeps) -> None:
     """Publish TaskSubmitted for a recorded task (again, for a repeated delivery: extract is idempotent)."""
     try:
@@ -154,10 +194,11 @@ def announce(state: TaskState, deps: SubmitDeps) -> None:
 
 
 def checked_spec(
-    request: SubmitTaskRequest | PipelineRequest | TaskSpec | Mapping[str, Any], owner: str, deps: SubmitDeps
+    request: SubmitTaskRequest | PipelineRequest | TaskSpec | Mapping[str, Any], owner: str, deps: SubmitDeps,
+    *, source_uri: str | None = None,
 ) -> tuple[str, TaskSpec]:
     """The pipeline name and spec of a request, held to every rule a submission is (400 naming each field)."""
-    pipeline, spec = _resolve_spec(request, deps)
+    pipeline, spec = _resolve_spec(request, deps, source_uri)
     spec_json = spec.model_dump_json(by_alias=True)
     stored_bytes = len(spec_json.encode())
     if stored_bytes > MAX_SPEC_BYTES:

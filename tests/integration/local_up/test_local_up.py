@@ -23,8 +23,10 @@ def test_local_up_serves_an_api_function(cloud_data_dir: Path) -> None:
     ) as cloud:
         # Then endpoints.json has every documented key
         assert sorted(cloud.endpoints) == [
-            "aws", "chaos", "management", "oauth", "outputs", "postgres", "region", "rest", "web", "websocket",
+            "aws", "chaos", "httpApis", "management", "oauth", "outputs", "postgres", "region", "rest", "web",
+            "websocket", "websocketApis",
         ]
+        assert (cloud.endpoints["httpApis"], cloud.endpoints["websocketApis"]) == ({}, {})
         assert cloud.endpoints["outputs"] == {"ApiUrl": f"http://127.0.0.1:{cloud.base_port}/Prod"}
         # When the function is called through the local REST gateway
         with urllib.request.urlopen(f"{cloud.endpoints['outputs']['ApiUrl']}/hello/ada", timeout=30) as response:

@@ -80,14 +80,17 @@ def test_base64_body_is_decoded_to_bytes(cloud: RunningCloud) -> None:
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/no/such/route"), ("DELETE", "/items/1")])
-def test_unknown_route_is_404_json(cloud: RunningCloud, method: str, path: str) -> None:
+def test_unknown_route_is_403_missing_authentication_token(cloud: RunningCloud, method: str, path: str) -> None:
+    """API Gateway's MISSING_AUTHENTICATION_TOKEN gateway response: a REST API answers a path or method it
+    does not declare with 403 (https://docs.aws.amazon.com/apigateway/latest/developerguide/
+    supported-gateway-response-types.html)."""
     # Given a path (or a method on a known path) that no route declares
     # When we call it
     response = http(method, f"{cloud.endpoints['rest']}{path}")
-    # Then the gateway answers 404 with a JSON message, without invoking anything
-    assert response.status == 404
+    # Then the gateway answers 403 with AWS's JSON message, without invoking anything
+    assert response.status == 403
     assert response.headers["Content-Type"].startswith("application/json")
-    assert response.json() == {"message": "Not Found"}
+    assert response.json() == {"message": "Missing Authentication Token"}
 
 
 def test_handler_output_goes_to_its_log_file(cloud: RunningCloud, run_id: str) -> None:

@@ -249,7 +249,7 @@ def test_rest_binary_bodies_travel_base64_both_ways() -> None:
     assert (status, headers["Content-Type"], body) == (200, "application/octet-stream", reply)
 
 
-def test_rest_unknown_route_is_404_json_and_handler_failures_are_502_and_504() -> None:
+def test_rest_unknown_route_is_403_missing_token_and_handler_failures_are_502_and_504() -> None:
     # Given a failing, a timing-out and a malformed handler, and a route the runtime cannot run
     def broken(event: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("boom")
@@ -270,7 +270,7 @@ def test_rest_unknown_route_is_404_json_and_handler_failures_are_502_and_504() -
 
     # Then API Gateway's status codes and JSON messages come back
     assert [(status, json.loads(body)) for status, _, body in answers] == [
-        (404, {"message": "Not Found"}),
+        (403, {"message": "Missing Authentication Token"}),
         (502, {"message": "Internal server error"}),
         (504, {"message": "Endpoint request timed out"}),
         (502, {"message": "Internal server error"}),

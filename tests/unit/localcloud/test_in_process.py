@@ -99,9 +99,10 @@ def test_the_local_cloud_enables_loopback_sources_in_the_functions_that_judge_or
     # When the template is provisioned with them, and with its defaults (a deployed stack)
     local = provision_in_process(REPO / "template.yaml", parameters)
     setting = {name: function.environment.get("ALLOW_LOOPBACK_HTTP_SOURCES") for name, function in local.model.functions.items()}
-    # Then exactly the API, scheduled-run, extract and transform functions get the setting, "true" here
+    # Then exactly the API, scheduled-run, inbox, extract and transform functions get the setting, "true" here
     assert {name: value for name, value in setting.items() if value is not None} == {
-        "ApiFunction": "true", "ScheduledRunFunction": "true", "ExtractFunction": "true", "TransformFunction": "true",
+        "ApiFunction": "true", "ScheduledRunFunction": "true", "InboxFunction": "true", "ExtractFunction": "true",
+        "TransformFunction": "true",
     }
     assert declared["AllowLoopbackHttpSources"]["Default"] == "false"
 

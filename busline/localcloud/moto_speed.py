@@ -1,0 +1,183 @@
+"""Take the per-request overhead out of moto's server, without changing a single answer.
+
+Profiled on a chunk's calls (SQS send, receive + delete, DynamoDB put, PutEvents; 200 each), moto spent
+most of its time outside the service logic:
+- choosing the backend: every request listed moto's package folder (≈180 `isdir` calls) and tried the
+  service URL patterns one by one, all under one lock that serializes every request of the server;
+- `unix_time()` builds two datetimes per call, and SQS calls it per message, several times per request
+  (visibility, delay, retention): a queue holding 200 messages cost ≈ 10 ms per call;
+- SQS rebuilt every attribute of the queue (counting its messages) to read one of them;
+- each request re-listed its handler class's methods with `inspect.getmembers`, and drew its 52-character
+  request id (and each SQS receipt handle) one `random.choice` at a time;
+- Flask ran in debug mode, which builds a new class for every request (a form-error helper).
+
+Each replacement returns what the original returns for the same input; the memoized ones are pure
+functions of their arguments (a host name, a class, a CamelCase name).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from typing import Any
+
+_applied = False
+
+
+def make_moto_calls_fast() -> None:
+    """For the rest of the process (the local cloud's moto server)."""
+    global _applied
+    if _applied:
+        return
+    _memoize_backend_choice()
+    _fast_clock()
+    _memoize_pure_helpers()
+    _sqs_reads_only_what_it_needs()
+    _random_strings_in_one_draw()
+    _flask_without_debug_helpers()
+    _applied = True
+
+
+def _memoize_backend_choice() -> None:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    original = DomainDispatcherApplication.get_backend_for_host
+    chosen: dict[str | None, Any] = {}
+
+    @functools.wraps(original)
+    def get_backend_for_host(self: Any, host: str | None) -> Any:
+        # The answer depends on the host name only (moto's module list and URL patterns are fixed at import).
+        try:
+            return chosen[host]
+        except KeyError:
+            backend = chosen[host] = original(self, host)
+            return backend
+
+    DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
+
+
+def _rebind(name: str, original: Any, replacement: Any, modules: tuple[str, ...]) -> None:
+    """moto's modules import helpers by name (`from moto.core.utils import unix_time`): swap each copy."""
+    for module_name in modules:
+        module = sys.modules.get(module_name)
+        if module is not None and getattr(module, name, None) is original:
+            setattr(module, name, replacement)
+
+
+# the modules a Busline chunk's calls go through, imported up front so their copies can be swapped
+_HOT_MODULES = (
+    "moto.core.utils", "moto.core.responses", "moto.sqs.models", "moto.sqs.responses", "moto.sqs.utils",
+    "moto.dynamodb.models", "moto.dynamodb.models.table", "moto.dynamodb.responses",
+    "moto.dynamodbstreams.models", "moto.events.models", "moto.events.responses", "moto.s3.models",
+    "moto.s3.responses", "moto.sns.models", "moto.sns.responses",
+)
+
+
+def _import_hot_modules() -> None:
+    import importlib
+
+    for module_name in _HOT_MODULES:
+        try:
+            importlib.import_module(module_name)
+        except ImportError:  # a module moto reorganised away: nothing to swap there
+            continue
+
+
+def _fast_clock() -> None:
+    from moto.core import utils
+
+    _import_hot_modules()
+    original_unix_time = utils.unix_time
+    original_unix_time_millis = utils.unix_time_millis
+
+    def unix_time(dt: Any = None) -> float:
+        # Without an argument the original computes utcnow() - epoch, which is time.time().
+        return time.time() if dt is None else original_unix_time(dt)
+
+    def unix_time_millis(dt: Any = None) -> float:
+        return time.time() * 1000.0 if dt is None else original_unix_time_millis(dt)
+
+    _rebind("unix_time", original_unix_time, unix_time, _HOT_MODULES)
+    _rebind("unix_time_millis", original_unix_time_millis, unix_time_millis, _HOT_MODULES)
+
+
+def _memoize_pure_helpers() -> None:
+    from moto.core import utils
+
+    _import_hot_modules()
+    for name in ("camelcase_to_underscores", "underscores_to_camelcase", "method_names_from_class"):
+        original = getattr(utils, name)
+        _rebind(name, original, functools.lru_cache(maxsize=4096)(original), _HOT_MODULES)
+
+
+def _sqs_reads_only_what_it_needs() -> None:
+    from moto.sqs.models import Queue, SQSBackend
+
+    def is_message_valid_based_on_retention_period(self: Any, queue_name: str, message: Any) -> bool:
+        # The original asks for every attribute of the queue (counting its messages) to read this one.
+        retention_period = int(self.get_queue(queue_name).message_retention_period)
+        return bool(retention_period + message.sent_timestamp / 1000 > time.time())
+
+    SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
+        is_message_valid_based_on_retention_period
+    )
+
+    # The counts are three properties, each a pass over the messages with a clock read per message.
+    def _counts(queue: Any) -> tuple[int, int, int]:
+        now_ms = time.time() * 1000.0
+        visible = not_visible = delayed = 0
+        for message in queue._messages:
+            is_visible = now_ms > message.visible_at
+            is_delayed = now_ms < message.delayed_until
+            if is_delayed:
+                delayed += 1
+            if not is_visible:
+                not_visible += 1
+            elif not is_delayed:
+                visible += 1
+        return visible, not_visible, delayed
+
+    Queue.approximate_number_of_messages = property(lambda queue: _counts(queue)[0])  # type: ignore[method-assign,assignment]
+    Queue.approximate_number_of_messages_not_visible = property(  # type: ignore[method-assign,assignment]
+        lambda queue: _counts(queue)[1]
+    )
+    Queue.approximate_number_of_messages_delayed = property(lambda queue: _counts(queue)[2])  # type: ignore[method-assign,assignment]
+
+
+def _random_strings_in_one_draw() -> None:
+    import string
+
+    from moto.moto_api._internal.moto_random import MotoRandom
+
+    def get_random_string(self: Any, length: int = 20, include_digits: bool = True, lower_case: bool = False) -> str:
+        pool = string.ascii_letters + (string.digits if include_digits else "")
+        text = "".join(self.choices(pool, k=length))  # the same distribution as `length` choice() calls
+        return text.lower() if lower_case else text
+
+    MotoRandom.get_random_string = get_random_string  # type: ignore[method-assign]
+
+    from moto.moto_api._internal import mock_random
+    from moto.sqs import models as sqs_models
+    from moto.sqs import utils as sqs_utils
+
+    original_receipt_handle = sqs_utils.generate_receipt_handle
+
+    def generate_receipt_handle() -> str:
+        return "".join(mock_random.choices(string.ascii_lowercase, k=185))  # as the original: 185 letters
+
+    _rebind("generate_receipt_handle", original_receipt_handle, generate_receipt_handle,
+            (sqs_utils.__name__, sqs_models.__name__))
+
+
+def _flask_without_debug_helpers() -> None:
+    from moto.moto_server import threaded_moto_server
+
+    create_backend_app = threaded_moto_server.create_backend_app
+
+    def create_app(service: Any) -> Any:
+        app = create_backend_app(service)
+        app.debug = False  # answers are the same; an unexpected error still becomes a 500
+        return app
+
+    threaded_moto_server.create_backend_app = create_app  # type: ignore[assignment]

@@ -1,0 +1,162 @@
+"""The local cloud's AWS state survives a restart: a snapshot of moto's backends, restored into a moto that
+lost everything (state.py). No local cloud here: a moto server with the request gate, and boto3."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from busline.localcloud import state
+from busline.localcloud.state import GATE, StateStore, fingerprint
+from busline.localcloud.testing import moto_server
+
+BODY = bytes(index % 251 for index in range(2 * 1024 * 1024 + 3))  # past moto's in-memory buffer
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[dict[str, Any]]:
+    state.install_request_gate()
+    with moto_server() as endpoint:
+        def client(service: str) -> Any:
+            return boto3.client(  # type: ignore[call-overload]
+                service, endpoint_url=endpoint, region_name="us-east-1",
+                aws_access_key_id="testing", aws_secret_access_key="testing",
+            )  # fmt: skip
+        yield {name: client(name) for name in ("dynamodb", "sqs", "s3", "cognito-idp", "secretsmanager")}
+
+
+def _given_a_stack(aws: dict[str, Any], suffix: str) -> dict[str, str]:
+    aws["dynamodb"].create_table(
+        TableName=f"tasks-{suffix}", BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+    )  # fmt: skip
+    for number in range(3):
+        aws["dynamodb"].put_item(TableName=f"tasks-{suffix}", Item={"pk": {"S": f"t{number}"}, "n": {"N": str(number)}})
+    queue = aws["sqs"].create_queue(QueueName=f"chunks-{suffix}")["QueueUrl"]
+    aws["sqs"].send_message(QueueUrl=queue, MessageBody="first")
+    aws["sqs"].send_message(QueueUrl=queue, MessageBody="second")
+    in_flight = aws["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=1, VisibilityTimeout=300)
+    assert [message["Body"] for message in in_flight["Messages"]] == ["first"]
+    aws["s3"].create_bucket(Bucket=f"data-{suffix}")
+    aws["s3"].put_object(Bucket=f"data-{suffix}", Key="big.bin", Body=BODY)
+    aws["s3"].put_object(Bucket=f"data-{suffix}", Key="small.txt", Body=b"hello")
+    pool = aws["cognito-idp"].create_user_pool(PoolName=f"users-{suffix}")["UserPool"]["Id"]
+    aws["cognito-idp"].admin_create_user(UserPoolId=pool, Username="alice", MessageAction="SUPPRESS")
+    aws["secretsmanager"].create_secret(Name=f"db-{suffix}", SecretString="postgresql://load@db")
+    return {"queue": queue, "pool": pool}
+
+
+def _receive_counts(aws: dict[str, Any], queue: str) -> dict[str, str]:
+    answer = aws["sqs"].receive_message(
+        QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=300, MessageSystemAttributeNames=["All"]
+    )
+    return {message["Body"]: message["Attributes"]["ApproximateReceiveCount"] for message in answer.get("Messages", [])}
+
+
+def _everything_deleted(aws: dict[str, Any], suffix: str, names: dict[str, str]) -> None:
+    aws["dynamodb"].delete_table(TableName=f"tasks-{suffix}")
+    aws["sqs"].delete_queue(QueueUrl=names["queue"])
+    aws["s3"].delete_object(Bucket=f"data-{suffix}", Key="big.bin")
+    aws["s3"].delete_object(Bucket=f"data-{suffix}", Key="small.txt")
+    aws["s3"].delete_bucket(Bucket=f"data-{suffix}")
+    aws["cognito-idp"].delete_user_pool(UserPoolId=names["pool"])
+    aws["secretsmanager"].delete_secret(SecretId=f"db-{suffix}", ForceDeleteWithoutRecovery=True)
+
+
+def test_a_restore_brings_back_items_messages_objects_users_and_secrets(aws: dict[str, Any], tmp_path: Path) -> None:
+    # Given a stack with items, a queue with one message in flight, objects, a user and a secret, saved
+    names = _given_a_stack(aws, "restore")
+    store = StateStore(tmp_path)
+    assert store.snapshot() is True
+    # When moto loses all of it and the snapshot is restored
+    _everything_deleted(aws, "restore", names)
+    StateStore(tmp_path).restore()
+    # Then everything is as it was at the snapshot
+    items = aws["dynamodb"].scan(TableName="tasks-restore")["Items"]
+    assert sorted((item["pk"]["S"], item["n"]["N"]) for item in items) == [("t0", "0"), ("t1", "1"), ("t2", "2")]
+    # the message in flight stays hidden for the rest of its visibility timeout, as it would on AWS
+    assert _receive_counts(aws, names["queue"]) == {"second": "1"}
+    assert aws["s3"].get_object(Bucket="data-restore", Key="big.bin")["Body"].read() == BODY
+    assert aws["s3"].get_object(Bucket="data-restore", Key="small.txt", Range="bytes=1-3")["Body"].read() == b"ell"
+    user = aws["cognito-idp"].admin_get_user(UserPoolId=names["pool"], Username="alice")
+    assert user["Username"] == "alice"
+    assert aws["secretsmanager"].get_secret_value(SecretId="db-restore")["SecretString"] == "postgresql://load@db"
+
+
+def test_a_clean_stop_hands_messages_in_flight_back_with_their_receive_counts(aws: dict[str, Any], tmp_path: Path) -> None:
+    # Given a queue whose first message was received once and is still in flight
+    names = _given_a_stack(aws, "handback")
+    # When the last snapshot of a clean stop is taken and restored
+    assert StateStore(tmp_path).snapshot(hand_back_messages=True) is True
+    _everything_deleted(aws, "handback", names)
+    StateStore(tmp_path).restore()
+    # Then both messages are visible at once, the first one's earlier receive counted
+    assert _receive_counts(aws, names["queue"]) == {"first": "2", "second": "1"}
+
+
+def test_an_s3_body_is_written_once_and_dropped_with_its_object(aws: dict[str, Any], tmp_path: Path) -> None:
+    # Given a bucket with two objects, saved twice
+    aws["s3"].create_bucket(Bucket="data-blobs")
+    aws["s3"].put_object(Bucket="data-blobs", Key="a", Body=b"a" * 10)
+    aws["s3"].put_object(Bucket="data-blobs", Key="b", Body=b"b" * 20)
+    store = StateStore(tmp_path)
+    assert store.snapshot() is True
+    first = {blob.name: blob.stat().st_mtime_ns for blob in store.blobs.iterdir()}
+    aws["s3"].put_object(Bucket="data-blobs", Key="c", Body=b"c")  # a change, so the next snapshot is due
+    assert store.snapshot_if_changed() is True
+    second = {blob.name: blob.stat().st_mtime_ns for blob in store.blobs.iterdir()}
+    bodies = {blob.name: blob.read_bytes() for blob in store.blobs.iterdir()}
+    # Then the bodies already on disk were not written again; the new one was added
+    assert {name: second[name] for name in first} == first
+    assert [(store.blobs / name).read_bytes() for name in set(second) - set(first)] == [b"c"]
+    # When an object is deleted and the state saved again
+    aws["s3"].delete_object(Bucket="data-blobs", Key="b")
+    assert store.snapshot() is True
+    # Then its body is gone from disk too, and only its
+    third = {blob.name for blob in store.blobs.iterdir()}
+    assert [bodies[name] for name in set(second) - third] == [b"b" * 20]
+    assert store.snapshot_if_changed() is False  # nothing served since
+
+
+def test_a_snapshot_waits_for_requests_in_flight_and_gives_up_rather_than_stall_them() -> None:
+    # Given a request being served
+    served = threading.Event()
+    release = threading.Event()
+
+    def request() -> None:
+        with GATE.shared():
+            served.set()
+            release.wait(5)
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    served.wait(5)
+    # When a snapshot wants the gate for 0.2 s
+    with GATE.exclusive(0.2) as acquired:
+        # Then it does not get it, and a new request still goes through meanwhile
+        assert acquired is False
+        with GATE.shared():
+            pass
+    release.set()
+    worker.join(5)
+    with GATE.exclusive(0.2) as acquired:
+        assert acquired is True
+
+
+def test_the_state_belongs_to_one_template_parameters_and_ports() -> None:
+    cfn = {"Resources": {"Tasks": {"Type": "AWS::DynamoDB::Table"}}}
+    base = fingerprint(cfn, {"StepTimeout": "8"}, "us-east-1", {"rest": "http://127.0.0.1:3000"})
+    assert base == fingerprint(cfn, {"StepTimeout": "8"}, "us-east-1", {"rest": "http://127.0.0.1:3000"})
+    assert len({
+        base,
+        fingerprint(cfn, {"StepTimeout": "9"}, "us-east-1", {"rest": "http://127.0.0.1:3000"}),
+        fingerprint(cfn, {"StepTimeout": "8"}, "eu-west-1", {"rest": "http://127.0.0.1:3000"}),
+        fingerprint(cfn, {"StepTimeout": "8"}, "us-east-1", {"rest": "http://127.0.0.1:3100"}),
+        fingerprint({"Resources": {}}, {"StepTimeout": "8"}, "us-east-1", {"rest": "http://127.0.0.1:3000"}),
+    }) == 5
