@@ -49,6 +49,7 @@ class DuckdbResult:
             "filtered": self.filtered,
             "rejected": self.rejected,
             "loaded": self.loaded,
+            "deleted": 0,  # the script upserts; it never deletes (the pipeline's mode "upsert" neither)
         }
 
 

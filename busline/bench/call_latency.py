@@ -24,6 +24,7 @@ from busline.bench.ministack import ministack
 
 LOOPS = 200
 WARMUP_CALLS = 10
+SETTLE_S = 3.0
 # Issue 14, measured on this machine, 200 calls each, medians (ms): what to beat when MiniStack is absent.
 MINISTACK_ISSUE_MS = {"sqsSend": 3.6, "sqsReceiveDelete": 7.5, "dynamodbPut": 3.6, "putEvents": 3.7}
 OURS_BEFORE_MS = {"sqsSend": 12.9, "sqsReceiveDelete": 35.0, "dynamodbPut": 6.5, "putEvents": 6.4}

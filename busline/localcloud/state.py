@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -35,6 +36,7 @@ import shutil
 import tempfile
 import threading
 import time
+import types
 import uuid
 import weakref
 from collections import defaultdict
@@ -194,6 +196,8 @@ class StateStore:
         self._blob_of: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._saved_at_change = -1
         self._lock = threading.Lock()
+        self.snapshots = 0
+        self.longest_quiet_s = 0.0  # the longest time requests waited for a snapshot
 
     # -- restore ---------------------------------------------------------------------------------
 
@@ -250,9 +254,40 @@ class StateStore:
 
     def snapshot(self, hand_back_messages: bool = False) -> bool:
         """Save every backend, at one instant; False when requests in flight kept the gate busy."""
-        with self._lock, GATE.exclusive(GATE_WAIT_S) as acquired:
+        with self._lock:
+            self.blobs.mkdir(parents=True, exist_ok=True)
+            self._write_new_bodies()
+            return self._snapshot(hand_back_messages)
+
+    def _write_new_bodies(self) -> None:
+        """Copy the bodies of objects stored since the last snapshot while requests go on: a body never
+        changes once stored (a PUT makes a new object), and each copy holds the object's own lock, as moto's
+        reads do. Only what appears meanwhile is copied inside the snapshot's quiet moment, so a 300 MB
+        upload does not stop every request for the time its copy takes."""
+        from moto.s3.models import s3_backends
+
+        backends: list[Any] = [backend for _account, _region, backend in s3_backends.iter_backends()]
+        try:
+            objects = [
+                fake_key
+                for backend in backends
+                for bucket in list(backend.buckets.values())
+                for fake_key in [
+                    *(version for name in list(bucket.keys.keys()) for version in bucket.keys.getlist(name, [])),
+                    *(part for upload in list(bucket.multiparts.values()) for part in list(upload.parts.values())),
+                ]
+            ]
+        except RuntimeError:  # a bucket changed while listed: whatever was missed is copied in the snapshot
+            return
+        for fake_key in objects:
+            if fake_key not in self._blob_of:
+                self._copy_body(fake_key)
+
+    def _snapshot(self, hand_back_messages: bool) -> bool:
+        with GATE.exclusive(GATE_WAIT_S) as acquired:
             if not acquired:
                 return False
+            quiet_since = time.monotonic()
             changes = _changes
             if hand_back_messages:
                 _make_in_flight_messages_visible()
@@ -261,21 +296,25 @@ class StateStore:
                  {account_id: dict(account) for account_id, account in backend_dict.items()})
                 for module_name, attribute, backend_dict in _moto_backend_dicts()
             ]
-            self.blobs.mkdir(parents=True, exist_ok=True)
             self._referenced: set[str] = set()
-            fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=".aws-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as stream:
-                    _Pickler(stream, self).dump(saved)
-                    stream.flush()
-                    os.fsync(stream.fileno())
-                os.replace(temporary, self.folder / _BACKENDS_FILE)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(temporary)
-                raise
+            # pickled to memory (S3 bodies are files already): writing and syncing the file need no quiet moment
+            pickled = io.BytesIO()
+            _Pickler(pickled, self).dump(saved)
             self._saved_at_change = changes
             referenced = self._referenced
+            self.snapshots += 1
+            self.longest_quiet_s = max(self.longest_quiet_s, time.monotonic() - quiet_since)
+        fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=".aws-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as stream:
+                stream.write(pickled.getbuffer())
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, self.folder / _BACKENDS_FILE)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
         for blob in self.blobs.iterdir():  # bodies of objects deleted since: nothing names them any more
             if blob.name not in referenced and not blob.name.startswith("."):
                 blob.unlink(missing_ok=True)
@@ -286,18 +325,22 @@ class StateStore:
     def blob_name(self, fake_key: Any) -> str:
         name = self._blob_of.get(fake_key)
         if name is None or not (self.blobs / name).is_file():
-            name = uuid.uuid4().hex
-            buffer = fake_key._value_buffer
-            temporary = self.blobs / f".{name}.tmp"
-            with temporary.open("wb") as stream:
-                # moto closes the body of an object it deleted or replaced; one still referenced (by an
-                # upload's parts, say) keeps no bytes, as moto's own __getstate__ does
-                if not buffer.closed:
-                    buffer.seek(0)
-                    shutil.copyfileobj(buffer, stream, 1 << 20)
-            os.replace(temporary, self.blobs / name)
-            self._blob_of[fake_key] = name
+            name = self._copy_body(fake_key)
         self._referenced.add(name)
+        return name
+
+    def _copy_body(self, fake_key: Any) -> str:
+        name = uuid.uuid4().hex
+        temporary = self.blobs / f".{name}.tmp"
+        with temporary.open("wb") as stream, fake_key.lock:
+            buffer = fake_key._value_buffer
+            # moto closes the body of an object it deleted or replaced; one still referenced (by an
+            # upload's parts, say) keeps no bytes, as moto's own __getstate__ does
+            if not buffer.closed:
+                buffer.seek(0)
+                shutil.copyfileobj(buffer, stream, 1 << 20)
+        os.replace(temporary, self.blobs / name)
+        self._blob_of[fake_key] = name
         return name
 
     def read_blob_into(self, name: str, fake_key: Any) -> None:
@@ -362,6 +405,9 @@ def _public_key(pem: bytes) -> Any:
     return load_pem_public_key(pem)
 
 
+_PLAIN_TYPES: set[type] = set()
+
+
 class _Pickler(cloudpickle.CloudPickler):
     def __init__(self, stream: Any, store: StateStore) -> None:
         super().__init__(stream, protocol=pickle.HIGHEST_PROTOCOL)  # lambdas and local classes by value
@@ -375,6 +421,17 @@ class _Pickler(cloudpickle.CloudPickler):
         self._public_keys = key_types.PublicKeyTypes.__args__  # type: ignore[attr-defined]
 
     def reducer_override(self, obj: Any) -> Any:
+        # Called for nearly every object (tens of thousands in a stack with tasks): the types that need
+        # nothing special, which the checks below and cloudpickle's decide by type alone, are remembered.
+        kind = type(obj)
+        if kind in _PLAIN_TYPES:
+            return NotImplemented
+        reduced = self._reduce(obj)
+        if reduced is NotImplemented and not issubclass(kind, type) and kind is not types.FunctionType:
+            _PLAIN_TYPES.add(kind)
+        return reduced
+
+    def _reduce(self, obj: Any) -> Any:
         # Locks and conditions guard a running process: a restored one starts with fresh, free ones.
         if isinstance(obj, threading.Condition):
             return _new_condition, ()
@@ -468,5 +525,9 @@ class StateKeeper:
         for _attempt in range(20):
             with contextlib.suppress(RuntimeError):  # a request still finishing mutated a dict: again
                 if self.store.snapshot(hand_back_messages=True):
+                    from busline.localcloud.runtime import console_line
+
+                    console_line(f"AWS state saved in {self.store.folder} ({self.store.snapshots} snapshots this "
+                                 f"run; requests waited at most {self.store.longest_quiet_s * 1000:.0f} ms for one)")
                     return
         raise RuntimeError("could not take the last snapshot: requests kept arriving")

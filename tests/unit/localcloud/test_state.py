@@ -160,3 +160,21 @@ def test_the_state_belongs_to_one_template_parameters_and_ports() -> None:
         fingerprint(cfn, {"StepTimeout": "8"}, "us-east-1", {"rest": "http://127.0.0.1:3100"}),
         fingerprint({"Resources": {}}, {"StepTimeout": "8"}, "us-east-1", {"rest": "http://127.0.0.1:3000"}),
     }) == 5
+
+
+def test_new_bodies_are_copied_while_requests_go_on(aws: dict[str, Any], tmp_path: Path) -> None:
+    # Given a new object, and a request being served that keeps the snapshot from its quiet moment
+    aws["s3"].create_bucket(Bucket="data-busy")
+    aws["s3"].put_object(Bucket="data-busy", Key="big.bin", Body=BODY)
+    store = StateStore(tmp_path)
+    with GATE.shared():
+        # When a snapshot is tried
+        saved = store.snapshot()
+    # Then it waits for no one: nothing is saved yet, but the body is already on disk
+    assert saved is False
+    assert not (tmp_path / "state" / "aws.pickle").exists()
+    assert BODY in [blob.read_bytes() for blob in store.blobs.iterdir()]
+    # and the next snapshot, with the gate free, takes it without copying it again
+    before = {blob.name for blob in store.blobs.iterdir()}
+    assert store.snapshot() is True
+    assert before <= {blob.name for blob in store.blobs.iterdir()}
