@@ -127,11 +127,13 @@ def print_report(report: dict[str, Any]) -> None:
     if latency:
         calls = Table(title=f"AWS call latency through the local cloud, median of {latency['loops']} calls (ms); "
                       f"MiniStack: {latency['ministackSource']}")
-        for column in ("call", "ours", "ours before (issue 14)", "MiniStack", "at or below MiniStack"):
+        for column in ("call", "ours", "ours before (issue 14)", "MiniStack", "at or below MiniStack",
+                       "MiniStack in issue 14", "at or below issue 14's"):
             calls.add_column(column, justify="left" if column == "call" else "right")
         for name, text in latency["calls"].items():
             calls.add_row(text, _fmt(latency["oursMs"][name]), _fmt(latency["oursBeforeMs"][name]),
-                          _fmt(latency["ministackMs"][name]), _met(latency["atOrBelowMinistack"][name]))
+                          _fmt(latency["ministackMs"][name]), _met(latency["atOrBelowMinistack"][name]),
+                          _fmt(latency["issueMinistackMs"][name]), _met(latency["atOrBelowIssueFigures"][name]))
         console.print(calls)
     if "error" in projection:
         console.print(f"[red]no AWS projection[/red]: {projection['error']}")
