@@ -1,4 +1,4 @@
-"""SQS (TaskSubmitted, SourceStagingPaused) -> the task's source into chunks in S3, or planned in byte ranges.
+"""SQS (TaskSubmitted, SourceStagingPaused, SourceReadingPaused) -> the task's source into chunks in S3, or planned in byte ranges.
 
 Thin: the work is etl_steps.extract_task; the SQS, idempotency and failure frame is busline_core.sqs_step.
 """
@@ -16,7 +16,7 @@ deps, lambda_handler = sqs_step_function(
     build_extract_deps,
     record_model=TaskSubmittedRecord,
     work=extract_task,
-    # a paused source copy resumes under the same task: each checkpoint is its own piece of work
-    idempotency_key="[taskId, staging.uploadId, staging.stagedBytes]",
+    # a paused source copy or reader resumes under the same task: each checkpoint is its own piece of work
+    idempotency_key="[taskId, staging.uploadId, staging.stagedBytes, reading.offset]",
     metric_name="RowsExtracted",
 )

@@ -21,6 +21,7 @@ EVENT_SOURCE = "busline"
 
 TASK_SUBMITTED = "TaskSubmitted"
 SOURCE_STAGING_PAUSED = "SourceStagingPaused"
+SOURCE_READING_PAUSED = "SourceReadingPaused"
 CHUNK_EXTRACTED = "ChunkExtracted"
 CHUNK_TRANSFORMED = "ChunkTransformed"
 PHASE_COMPLETED = "PhaseCompleted"
@@ -71,12 +72,26 @@ class StagingCheckpoint(_Wire):
     stagedBytes: int = Field(ge=0)
 
 
+class ReadingCheckpoint(_Wire):
+    """Where the one reader of a source no byte range can split (a JSON array, CSV with multiline fields, a
+    row `limit`, a small source) stopped before its invocation ran out of time (etl_steps): right after the
+    last record of the last chunk it stored."""
+
+    offset: int = Field(ge=0)  # the byte of the decompressed source after that record
+    lines: int = Field(ge=0)  # physical lines up to there, so errors name the source's own lines
+    chunks: int = Field(ge=0)  # chunks the task has so far: the next chunk's number
+    rows: int = Field(ge=0)  # records read so far (a `limit` counts on from here)
+    etag: str | None = None  # the S3 object version read: the rest is read from the same one
+
+
 class TaskSubmitted(_Event):
     """What the extract queue carries: a new task (detail-type TaskSubmitted), or the same task whose source
-    copy paused before its invocation ran out of time (detail-type SourceStagingPaused, `staging` set)."""
+    copy paused before its invocation ran out of time (detail-type SourceStagingPaused, `staging` set), or
+    whose one reader did (detail-type SourceReadingPaused, `reading` set)."""
 
     taskId: str
     staging: StagingCheckpoint | None = None
+    reading: ReadingCheckpoint | None = None
 
 
 class SourceRange(_Wire):

@@ -25,11 +25,13 @@ from pydantic import BaseModel
 from .contracts import (
     CHUNK_EXTRACTED,
     CHUNK_TRANSFORMED,
+    SOURCE_READING_PAUSED,
     SOURCE_STAGING_PAUSED,
     ChunkExtracted,
     ChunkTransformed,
     Phase,
     PhaseCompleted,
+    ReadingCheckpoint,
     Reject,
     SourceRange,
     TaskFinished,
@@ -41,7 +43,17 @@ from .errors import BuslineError, ChunkFailed, LoadFailed, SourceOverLimit, Sour
 from .limits import MAX_CHUNKS_PER_TASK, MAX_REJECTS_KEPT_PER_CHUNK, MAX_ROWS_PER_TASK
 from .pipelines import hook_of
 from .ranges import ByteRange, Fetch, header_of, plan_ranges, range_table, splittable
-from .readers import iter_chunks, iter_records, open_source, refuse_stored_size, s3_location
+from .readers import (
+    OpenedAt,
+    RecordEnds,
+    ResumePoint,
+    iter_chunks,
+    iter_records,
+    open_source,
+    open_source_at,
+    refuse_stored_size,
+    s3_location,
+)
 from .spec import JoinSpec, SourceSpec, TaskSpec, output_columns
 from .staging import Paused, Staged, must_stage, stage_source
 from .storage import ChunkStore, raw_table_from_records
@@ -74,6 +86,9 @@ RANGE_SAMPLE_BYTES = 64 * 1024
 MIN_RANGE_BYTES = 256 * 1024
 # A CSV header up to this size travels in each range's event, saving every range a GET of it.
 MAX_HEADER_IN_EVENT = 4096
+# The time a reader that pauses keeps in hand for its last chunk's events and the one that resumes it; three
+# times the slowest chunk seen, if more.
+MIN_READING_RESERVE_SECONDS = 10.0
 # where a row offered again (retryRejects) and rejected again is said to be: it has no row in this source
 OFFERED_AGAIN_AT = "offered again from the previous run"
 
@@ -108,7 +123,9 @@ def _plan_of(task_id: str, deps: StepDeps) -> TaskPlan | None:
     state = deps.tasks.get(task_id)
     if state is None or state.error_terminal or state.status is TaskStatus.CANCELLED:
         return None
-    plan = TaskPlan(owner=state.owner, spec=TaskSpec.model_validate_json(state.spec_json), pipeline=state.pipeline)
+    plan = TaskPlan(
+        owner=state.owner, spec=TaskSpec.model_validate_json(state.spec_json), pipeline=state.pipeline
+    )
     plans[task_id] = plan
     while len(plans) > WARM_TASK_CACHE:
         plans.popitem(last=False)
@@ -142,7 +159,9 @@ def _chunk_prologue(detail: ChunkExtracted | ChunkTransformed, deps: StepDeps) -
         table = _read_range(detail.chunk, detail.range, plan.spec.source, deps)
     else:
         table = deps.chunks.get_table(detail.key)
-    return ChunkWork(owner=plan.owner, spec=plan.spec, table=table, started_at=started_at, pipeline=plan.pipeline)
+    return ChunkWork(
+        owner=plan.owner, spec=plan.spec, table=table, started_at=started_at, pipeline=plan.pipeline
+    )
 
 
 # --- extract --------------------------------------------------------------------------------------
@@ -153,7 +172,9 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
     task_id = detail.taskId
     state = deps.tasks.get(task_id)
     if state is None or state.status is TaskStatus.CANCELLED:
-        logger.warning("TaskSubmitted for a task that is gone or cancelled: ignored", extra={"task_id": task_id})
+        logger.warning(
+            "TaskSubmitted for a task that is gone or cancelled: ignored", extra={"task_id": task_id}
+        )
         return 0
     if state.status is TaskStatus.SUCCEEDED:
         deps.lifecycle.advance(task_id, state)  # only re-announces, if the announcement was lost
@@ -165,41 +186,47 @@ def extract_task(detail: TaskSubmitted, deps: ExtractDeps) -> int:
         return state.counts.read
     _check_fault_switch(Phase.EXTRACT, deps)
     spec = TaskSpec.model_validate_json(state.spec_json)
-    if detail.staging is None:
+    starting = detail.staging is None and detail.reading is None
+    if starting:
         deps.tasks.apply(task_id, ExtractStarted())
-    # (a staging that resumes announced them already, and only needs to know how many)
-    offered = _offer_rejects_again(task_id, state, spec, deps, announce=detail.staging is None)
+    # (a staging or reading that resumes announced them already, and only needs to know how many)
+    offered = _offer_rejects_again(task_id, state, spec, deps, announce=starting)
+    source = spec.source
+    if detail.reading is not None:
+        staged = ChunkStore.staged_source_key(task_id, source.format)
+        uri = f"s3://{deps.chunks.bucket}/{staged}" if must_stage(source) else source.uri
+        return _extract_by_one_reader(task_id, spec, uri, deps, first_chunk=offered, resume=detail.reading)
     planned = _plan_source_ranges(task_id, spec, deps, first_chunk=offered)
     if planned is not None:
         deps.lifecycle.extract_completed(task_id, offered + planned, read=None)
         return 0
-    source = spec.source
-    opened: AbstractContextManager[BinaryIO]
-    if must_stage(source):
-        staging = stage_source(
-            task_id, source, deps.chunks, allow_loopback_http=deps.allow_loopback_http,
-            remaining_seconds=deps.remaining_seconds, resume=detail.staging,
-        )  # fmt: skip
-        if isinstance(staging, Paused):
-            deps.publisher.publish(
-                SOURCE_STAGING_PAUSED, TaskSubmitted(taskId=task_id, staging=staging.checkpoint)
-            )
+    if not must_stage(source):
+        return _extract_by_one_reader(task_id, spec, source.uri, deps, first_chunk=offered)
+    staging = stage_source(
+        task_id, source, deps.chunks, allow_loopback_http=deps.allow_loopback_http,
+        remaining_seconds=deps.remaining_seconds, resume=detail.staging,
+    )  # fmt: skip
+    if isinstance(staging, Paused):
+        deps.publisher.publish(
+            SOURCE_STAGING_PAUSED, TaskSubmitted(taskId=task_id, staging=staging.checkpoint)
+        )
+        return 0
+    if isinstance(staging, Staged):
+        planned = _announce_ranges(task_id, spec, deps, deps.chunks.bucket, staging, first_chunk=offered)
+        if planned is not None:
+            deps.lifecycle.extract_completed(task_id, offered + planned, read=None)
+            _delete_if_dropped(task_id, [staging.key], deps)
             return 0
-        if isinstance(staging, Staged):
-            planned = _announce_ranges(task_id, spec, deps, deps.chunks.bucket, staging, first_chunk=offered)
-            if planned is not None:
-                deps.lifecycle.extract_completed(task_id, offered + planned, read=None)
-                _delete_if_dropped(task_id, [staging.key], deps)
-                return 0
-            opened = open_source(f"s3://{deps.chunks.bucket}/{staging.key}", deps.chunks.s3_client)
-        else:
-            opened = nullcontext(cast(BinaryIO, io.BytesIO(staging.data)))
-    else:
-        opened = open_source(source.uri, deps.chunks.s3_client, allow_loopback_http=deps.allow_loopback_http)
-    return _extract_by_one_reader(task_id, spec, opened, deps, first_chunk=offered)
+        return _extract_by_one_reader(
+            task_id, spec, f"s3://{deps.chunks.bucket}/{staging.key}", deps, first_chunk=offered
+        )
+    small = nullcontext(OpenedAt(cast(BinaryIO, io.BytesIO(staging.data)), 0, None))
+    return _extract_by_one_reader(task_id, spec, source.uri, deps, first_chunk=offered, opened=small)
 
 
-def _offer_rejects_again(task_id: str, state: TaskState, spec: TaskSpec, deps: ExtractDeps, *, announce: bool) -> int:
+def _offer_rejects_again(
+    task_id: str, state: TaskState, spec: TaskSpec, deps: ExtractDeps, *, announce: bool
+) -> int:
     """The rows the previous run of the task's schedule rejected (retryRejects), as this task's first chunks:
     their chunk numbers come before the source's, so on a key both hold, the source's row is the later one
     and wins an upsert. Returns how many chunks (0 without a previous run). Only the rejects that run kept
@@ -217,12 +244,17 @@ def _offer_rejects_again(task_id: str, state: TaskState, spec: TaskSpec, deps: E
         if announce:
             deps.chunks.put_table(key, raw_table_from_records(rows))
         events.append(
-            (CHUNK_EXTRACTED, ChunkExtracted(taskId=task_id, chunk=index, key=key, rows=len(rows), offeredAgain=True))
+            (
+                CHUNK_EXTRACTED,
+                ChunkExtracted(taskId=task_id, chunk=index, key=key, rows=len(rows), offeredAgain=True),
+            )
         )
     if announce:
         for first in range(0, len(events), EXTRACT_FLUSH_EVENTS):
             deps.publisher.publish_many(events[first : first + EXTRACT_FLUSH_EVENTS])
-        logger.info("rejects offered again", extra={"task_id": task_id, "of": previous_id, "chunks": len(events)})
+        logger.info(
+            "rejects offered again", extra={"task_id": task_id, "of": previous_id, "chunks": len(events)}
+        )
     return len(events)
 
 
@@ -237,42 +269,73 @@ def _as_record(data: Mapping[str, Any]) -> dict[str, str | None]:
 
 
 def _extract_by_one_reader(
-    task_id: str, spec: TaskSpec, opened: AbstractContextManager[BinaryIO], deps: ExtractDeps, *, first_chunk: int = 0
+    task_id: str,
+    spec: TaskSpec,
+    uri: str,
+    deps: ExtractDeps,
+    *,
+    first_chunk: int = 0,
+    resume: ReadingCheckpoint | None = None,
+    opened: AbstractContextManager[OpenedAt] | None = None,
 ) -> int:
-    """Parse the whole source here, chunk after chunk, announcing chunks while the next ones are read.
-    Its chunks are numbered from `first_chunk` (after the rows offered again)."""
+    """Parse the whole source at `uri` here, chunk after chunk, announcing chunks while the next ones are
+    read; the source's chunks are numbered from `first_chunk` (after the rows offered again).
+
+    No source size meets Lambda's 15-minute wall: before the invocation runs out of time the reader stops
+    after a chunk and publishes SourceReadingPaused with where that chunk ended (ReadingCheckpoint); the next
+    invocation opens the source at that byte (readers.open_source_at) and goes on. A re-run from the same
+    checkpoint stores the same chunks under the same keys, since chunks are cut every chunkRows records."""
     publisher = deps.publisher
     written: list[str] = []
     pending: list[tuple[str, BaseModel]] = []
     oldest_pending = 0.0
-    chunks = read = 0
+    chunks, read = (resume.chunks, resume.rows) if resume else (first_chunk, 0)
     source = spec.source
-    with opened as stream:
+    slowest = 0.0
+    opening = opened or open_source_at(
+        uri, deps.chunks.s3_client, offset=resume.offset if resume else 0,
+        etag=resume.etag if resume else None, allow_loopback_http=deps.allow_loopback_http,
+    )  # fmt: skip
+    ends = RecordEnds()
+    with opening as at:
         records = iter_records(
-            stream,
-            source.format,
-            name_hint=source.uri,
-            delimiter=source.delimiter,
-            null_values=source.nullValues,
-        )
+            at.stream, source.format, name_hint=source.uri, delimiter=source.delimiter,
+            null_values=source.nullValues, ends=ends, resume=_resume_point(uri, spec, deps, resume),
+        )  # fmt: skip
         if source.limit is not None:
-            records = islice(records, source.limit)
-        for index, rows in enumerate(iter_chunks(records, spec.chunkRows)):
-            chunk = first_chunk + index
+            records = islice(records, source.limit - read)
+        chunk_started = time.monotonic()
+        for rows in iter_chunks(records, spec.chunkRows):
+            chunk = chunks
             _check_task_size(source.uri, spec.chunkRows, chunks=chunk + 1, rows=read + len(rows))
             key = ChunkStore.chunk_key(task_id, Phase.EXTRACT.value, chunk)
             deps.chunks.put_table(key, raw_table_from_records(rows))
             written.append(key)
+            first_row = read + 1 if first_chunk else None
             chunks, read = chunk + 1, read + len(rows)
             if not pending:
                 oldest_pending = time.monotonic()
-            first_row = index * spec.chunkRows + 1 if first_chunk else None
             pending.append(
                 (
                     CHUNK_EXTRACTED,
                     ChunkExtracted(taskId=task_id, chunk=chunk, key=key, rows=len(rows), firstRow=first_row),
                 )
             )
+            slowest = max(slowest, time.monotonic() - chunk_started)
+            # (a source given `opened` is small and in memory: nothing to open again, nor time to run out)
+            # (a short chunk is the last: the source or its limit ended, so there is nothing to go on with)
+            more = len(rows) == spec.chunkRows and (source.limit is None or read < source.limit)
+            if more and opened is None and deps.remaining_seconds() < max(MIN_READING_RESERVE_SECONDS, 3 * slowest):
+                end, lines = ends.after_last()
+                checkpoint = ReadingCheckpoint(
+                    offset=at.start + end, lines=lines + (resume.lines if resume else 0),
+                    chunks=chunks, rows=read, etag=at.etag,
+                )  # fmt: skip
+                publisher.publish_many(pending)
+                deps.tasks.apply(task_id, ExtractProgressed(chunks, read))
+                publisher.publish(SOURCE_READING_PAUSED, TaskSubmitted(taskId=task_id, reading=checkpoint))
+                logger.info("reading paused", extra={"task_id": task_id, "offset": checkpoint.offset})
+                return read
             if (
                 len(pending) >= EXTRACT_FLUSH_EVENTS
                 or time.monotonic() - oldest_pending >= EXTRACT_FLUSH_SECONDS
@@ -283,10 +346,39 @@ def _extract_by_one_reader(
                     task_id, written, deps
                 ):
                     return read  # cancelled while it was read: stop here
+            chunk_started = time.monotonic()
     publisher.publish_many(pending)
     deps.lifecycle.extract_completed(task_id, max(chunks, first_chunk), read)
     _delete_if_dropped(task_id, written, deps)
     return read
+
+
+def _resume_point(
+    uri: str, spec: TaskSpec, deps: ExtractDeps, resume: ReadingCheckpoint | None
+) -> ResumePoint | None:
+    """What a reader going on from `resume` must know: a CSV's columns, read again from its header line."""
+    if resume is None:
+        return None
+    source = spec.source
+    header: tuple[str, ...] | None = None
+    if source.format == "csv":
+        with open_source_at(
+            uri,
+            deps.chunks.s3_client,
+            offset=0,
+            etag=resume.etag,
+            allow_loopback_http=deps.allow_loopback_http,
+        ) as at:
+            first = next(
+                iter_records(
+                    at.stream, "csv", name_hint=source.uri, delimiter=source.delimiter, null_values=()
+                ),
+                None,
+            )
+        if first is None:
+            raise SourceUnreadable(source.uri, "it changed while it was read: its header is gone")
+        header = tuple(first)
+    return ResumePoint(header=header, lines=resume.lines)
 
 
 def _delete_if_dropped(task_id: str, keys: list[str], deps: StepDeps) -> bool:
@@ -301,7 +393,8 @@ def _delete_if_dropped(task_id: str, keys: list[str], deps: StepDeps) -> bool:
 def _plan_source_ranges(task_id: str, spec: TaskSpec, deps: StepDeps, *, first_chunk: int = 0) -> int | None:
     """Announce one ChunkExtracted per byte range of a plain object in S3 and return how many; None for a
     source that is staged first (compressed, or on an http(s) server: staging.py), one that one reader must
-    read (a JSON array, CSV with multiline fields, a `limit`, a row count no range can apply), or a small one.
+    read (a JSON array, CSV with multiline fields, a `limit`, a row count no range can apply: the reader that
+    pauses, _extract_by_one_reader), or a small one.
     The planner reads no rows: the transform of each range reads its records (ranges.py), in parallel."""
     source = spec.source
     location = s3_location(source.uri)
@@ -318,11 +411,19 @@ def _plan_source_ranges(task_id: str, spec: TaskSpec, deps: StepDeps, *, first_c
         return None
     size, etag = int(head["ContentLength"]), head.get("ETag")
     refuse_stored_size(source.uri, size, "the object")
-    return _announce_ranges(task_id, spec, deps, bucket, Staged(key, size, etag), staged=False, first_chunk=first_chunk)
+    return _announce_ranges(
+        task_id, spec, deps, bucket, Staged(key, size, etag), staged=False, first_chunk=first_chunk
+    )
 
 
 def _announce_ranges(
-    task_id: str, spec: TaskSpec, deps: StepDeps, bucket: str, target: Staged, *, staged: bool = True,
+    task_id: str,
+    spec: TaskSpec,
+    deps: StepDeps,
+    bucket: str,
+    target: Staged,
+    *,
+    staged: bool = True,
     first_chunk: int = 0,
 ) -> int | None:
     """The ranges of one object (the source itself, or its staged copy when `staged`), announced as chunks
@@ -485,7 +586,11 @@ def transform_chunk(detail: ChunkExtracted, deps: TransformDeps) -> int:
     kept = rejects[:MAX_REJECTS_KEPT_PER_CHUNK]
     deps.chunks.put_rejects(ChunkStore.rejects_key(task_id, detail.chunk), kept)
     transformed = ChunkTransformed(
-        taskId=task_id, chunk=detail.chunk, key=key, rows=result.table.num_rows, offeredAgain=detail.offeredAgain
+        taskId=task_id,
+        chunk=detail.chunk,
+        key=key,
+        rows=result.table.num_rows,
+        offeredAgain=detail.offeredAgain,
     )
     deps.publisher.publish(CHUNK_TRANSFORMED, transformed)
     counts = {"filtered": result.filtered, "rejected": len(result.rejects)}
@@ -567,7 +672,9 @@ def load_chunk(detail: ChunkTransformed, deps: LoadDeps) -> int:
         if detail.offeredAgain
         else {"loaded": outcome.rows, "deleted": outcome.deleted, "rejected": outcome.rejected}
     )
-    deps.lifecycle.chunk_counted(ChunkCounted(Phase.LOAD, detail.chunk, counts, work.started_at), detail.taskId)
+    deps.lifecycle.chunk_counted(
+        ChunkCounted(Phase.LOAD, detail.chunk, counts, work.started_at), detail.taskId
+    )
     return int(outcome.rows)
 
 
@@ -593,7 +700,12 @@ def commit_task(detail: PhaseCompleted, deps: LoadDeps) -> int:
     )
     logger.info(
         "task committed",
-        extra={"task_id": task_id, "loaded": outcome.rows, "deleted": outcome.deleted, "rejected": outcome.rejected},
+        extra={
+            "task_id": task_id,
+            "loaded": outcome.rows,
+            "deleted": outcome.deleted,
+            "rejected": outcome.rejected,
+        },
     )
     return int(outcome.rows)
 
@@ -617,7 +729,11 @@ def discard_cancelled(detail: TaskFinished, deps: LoadDeps) -> int:
 
 
 def record_retry(
-    detail: TaskSubmitted | ChunkExtracted | LoadDetail, error: BaseException, attempt: int, delay: int, deps: StepDeps
+    detail: TaskSubmitted | ChunkExtracted | LoadDetail,
+    error: BaseException,
+    attempt: int,
+    delay: int,
+    deps: StepDeps,
 ) -> None:
     """Show on the task that this work failed and when it is tried again (retries.py decides when)."""
     chunk = detail.chunk if isinstance(detail, ChunkExtracted | ChunkTransformed) else None

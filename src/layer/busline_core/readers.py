@@ -27,8 +27,9 @@ import tempfile
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
@@ -105,6 +106,111 @@ def open_source(uri: str, s3_client: Any, *, allow_loopback_http: bool = False) 
         else:
             stream = raw
         yield cast(BinaryIO, stream)
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class OpenedAt:
+    """A source opened at a byte of its (decompressed) text: `start` is that byte, past a leading byte-order
+    mark (which iter_records would drop), so `start` plus RecordEnds' bytes is a byte to open it at again.
+    `etag` is the S3 object's version read, for the next opening to insist on."""
+
+    stream: BinaryIO
+    start: int
+    etag: str | None
+
+
+@contextmanager
+def open_source_at(
+    uri: str, s3_client: Any, *, offset: int, etag: str | None = None, allow_loopback_http: bool = False
+) -> Iterator[OpenedAt]:
+    """`uri` from byte `offset` of its decompressed text on, for a reader that goes on where another stopped.
+
+    A plain S3 object is read from there by a ranged GET of the version `etag` names (a newer version fails
+    the read for good rather than mix two); anything else is opened again and its first `offset` bytes
+    decompressed and dropped, which costs far less than parsing them did.
+    """
+    location = s3_location(uri)
+    path = unquote(urlsplit(uri).path).lower()
+    with ExitStack() as stack:
+        stream: BinaryIO
+        if location is not None and not path.endswith((".gz", ".zip")):
+            stream, etag = stack.enter_context(_s3_object_from(uri, s3_client, *location, offset, etag))
+        else:
+            stream = stack.enter_context(open_source(uri, s3_client, allow_loopback_http=allow_loopback_http))
+            etag = None
+            left = offset
+            while left > 0:
+                with stream_errors_named(uri):
+                    dropped = len(stream.read(min(left, 1 << 20)))
+                if not dropped:
+                    raise SourceUnreadable(
+                        uri, f"it changed while it was read: shorter than {offset:,} bytes"
+                    )
+                left -= dropped
+        start = offset
+        if offset == 0:
+            with stream_errors_named(uri):
+                first = stream.read(len(_BOM))
+            if first == _BOM:
+                start = len(_BOM)
+            elif first:
+                rest = stream
+                stream = cast(BinaryIO, io.BufferedReader(_Chained(first, rest)))
+        yield OpenedAt(stream, start, etag)
+
+
+class _Chained(io.RawIOBase):
+    """Bytes already read, then the rest of their stream."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        super().__init__()
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        target = memoryview(buffer).cast("B")
+        if self._head:
+            count = min(len(target), len(self._head))
+            target[:count] = self._head[:count]
+            self._head = self._head[count:]
+            return count
+        data = self._rest.read(len(target))
+        target[: len(data)] = data
+        return len(data)
+
+
+@contextmanager
+def _s3_object_from(
+    uri: str, s3_client: Any, bucket: str, key: str, offset: int, etag: str | None
+) -> Iterator[tuple[BinaryIO, str | None]]:
+    extra: dict[str, str] = {"IfMatch": etag} if etag else {}
+    if offset:
+        extra["Range"] = f"bytes={offset}-"
+    try:
+        response = s3_client.get_object(Bucket=bucket, Key=key, **extra)
+    except Exception as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        if code == "InvalidRange":  # the last record ended the object: nothing is left to read
+            yield cast(BinaryIO, io.BytesIO(b"")), etag
+            return
+        if code in ("PreconditionFailed", "412"):
+            raise SourceUnreadable(uri, "the object changed while it was read") from exc
+        if _s3_transient(exc):
+            raise
+        raise SourceUnreadable(uri, _describe_s3_error(exc)) from exc
+    body = response["Body"]
+    try:
+        length = response.get("ContentLength")
+        refuse_stored_size(uri, offset + length if isinstance(length, int) else None, "the object")
+        yield cast(BinaryIO, _SourceMeter(body, uri)), response.get("ETag", etag)
+    finally:
+        body.close()
 
 
 def s3_location(uri: str) -> tuple[str, str] | None:
@@ -352,6 +458,31 @@ def _pick_member(uri: str, path: str, archive: zipfile.ZipFile) -> zipfile.ZipIn
 # --- records ------------------------------------------------------------------------------------
 
 
+class RecordEnds:
+    """Where the last record a parser yielded ends: the text's bytes (UTF-8, a leading byte-order mark not
+    counted) and physical lines up to there. Measured only when asked, which a reader that checkpoints does
+    once a chunk, so the parsers keep their pace."""
+
+    def __init__(self) -> None:
+        self.measure: Callable[[], tuple[int, int]] = lambda: (0, 0)
+
+    def after_last(self) -> tuple[int, int]:
+        """(bytes, lines) of the text up to the end of the last record yielded."""
+        return self.measure()
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """A stream that starts right after a record another reader ended on: what that reader had learnt."""
+
+    header: tuple[str, ...] | None = None  # a CSV's columns (its header line is not in the stream)
+    lines: int = 0  # physical lines before the stream, so errors name the source's own lines
+
+
+def _utf8_length(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def iter_records(
     stream: IO[bytes],
     fmt: str,
@@ -359,6 +490,8 @@ def iter_records(
     name_hint: str = "source",
     delimiter: str = ",",
     null_values: Sequence[str] = ("NA", ""),
+    ends: RecordEnds | None = None,
+    resume: ResumePoint | None = None,
 ) -> Iterator[Record]:
     """Records of a csv / ndjson / json (top-level array) stream, values as text or None.
 
@@ -366,18 +499,21 @@ def iter_records(
     SourceUnreadable naming the line; a record over a source limit (MAX_RECORD_LENGTH,
     MAX_SOURCE_JSON_DEPTH, MAX_SOURCE_FIELDS) raises SourceOverLimit. A failing connection
     (a timeout, a reset) is raised as it is, to be retried.
+
+    `ends`, when given, tells where in the text the last record yielded ends (a reader that checkpoints
+    asks it between records); `resume` starts a stream that begins right after such an end.
     """
     nulls = frozenset(null_values)
-    # utf-8-sig: spreadsheets like to start CSV exports with a byte-order mark.
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
+    # utf-8-sig: spreadsheets like to start CSV exports with a byte-order mark (never mid-source).
+    text = io.TextIOWrapper(stream, encoding="utf-8" if resume else "utf-8-sig", newline="")  # type: ignore[arg-type]
     try:
         with stream_errors_named(name_hint):
             if fmt == "csv":
-                yield from _csv_records(text, name_hint, delimiter, nulls)
+                yield from _csv_records(text, name_hint, delimiter, nulls, ends or RecordEnds(), resume)
             elif fmt == "ndjson":
-                yield from _ndjson_records(text, name_hint, nulls)
+                yield from _ndjson_records(text, name_hint, nulls, ends, resume)
             elif fmt == "json":
-                yield from _json_array_records(text, name_hint, nulls)
+                yield from _json_array_records(text, name_hint, nulls, ends or RecordEnds(), resume)
             else:
                 raise SourceUnreadable(name_hint, f"unknown format '{fmt}' (csv, ndjson or json)")
     finally:
@@ -465,10 +601,34 @@ def _too_many_fields(name: str, line: int, count: int, what: str) -> SourceOverL
     )
 
 
-def _csv_records(text: IO[str], name: str, delimiter: str, nulls: frozenset[str]) -> Iterator[Record]:
+def _csv_records(
+    text: IO[str],
+    name: str,
+    delimiter: str,
+    nulls: frozenset[str],
+    ends: RecordEnds,
+    resume: ResumePoint | None,
+) -> Iterator[Record]:
     limit = MAX_RECORD_LENGTH
     read = text.read
+    base = resume.lines if resume else 0  # lines before this stream: errors name the source's lines
     done = 0  # reader.line_num when the last record was complete
+    # what csv has been fed, for RecordEnds: the bytes of the pieces before the one it reads now
+    fed_bytes = 0
+    feeding = ""
+    feeding_from = 0  # reader.line_num when `feeding` was handed
+
+    def feed(piece: str) -> io.StringIO:
+        nonlocal fed_bytes, feeding, feeding_from
+        fed_bytes += _utf8_length(feeding)
+        feeding, feeding_from = piece, reader.line_num
+        return io.StringIO(piece, newline="")
+
+    def record_end() -> tuple[int, int]:
+        taken = io.StringIO(feeding, newline="").readlines()[: done - feeding_from]
+        return fed_bytes + _utf8_length("".join(taken)), base + done
+
+    ends.measure = record_end
 
     def lines_in_chunks() -> Iterator[io.StringIO]:
         # csv.reader fed by the text itself would take a physical line of any length, and keep adding
@@ -490,18 +650,18 @@ def _csv_records(text: IO[str], name: str, delimiter: str, nulls: frozenset[str]
             before = consumed
             room = limit - open_record - len(carry)
             if room < 0:
-                raise _record_too_long(name, consumed + 1, "a record")
+                raise _record_too_long(name, base + consumed + 1, "a record")
             more = read(min(_READ_SIZE, room) or 1)
             if not more:
                 break
             # At the limit one more character can only end a line on a lone \r; anything else is over.
             if not room and not (carry.endswith("\r") and more != "\n"):
-                raise _record_too_long(name, consumed + 1, "a record")
+                raise _record_too_long(name, base + consumed + 1, "a record")
             nul = more.find("\x00")
             if nul >= 0:
                 # Python's csv takes NUL as data since 3.11; in a CSV it means a binary file.
                 line = consumed + len(io.StringIO(f"{carry}{more[:nul]}.", newline="").readlines())
-                raise SourceUnreadable(name, f"line {line}: a NUL character (not CSV text)")
+                raise SourceUnreadable(name, f"line {base + line}: a NUL character (not CSV text)")
             chunk = carry + more
             # A final \r may be half of a \r\n, and csv must see the two in one line.
             end = len(chunk) - 1 if chunk.endswith("\r") else len(chunk)
@@ -510,21 +670,25 @@ def _csv_records(text: IO[str], name: str, delimiter: str, nulls: frozenset[str]
             if handed:
                 # newline="" splits at \r, \n and \r\n as the text would, never at the other breaks
                 # str.splitlines knows (\f, \x1c, \u2028...), which are data in a CSV field.
-                yield io.StringIO(handed, newline="")
+                yield feed(handed)
         if carry:
-            yield io.StringIO(carry, newline="")
+            yield feed(carry)
 
     reader = csv.reader(itertools.chain.from_iterable(lines_in_chunks()), delimiter=delimiter, strict=True)
     try:
-        header = next(reader, None)
-        if header is None:
-            return
-        done = reader.line_num
-        if len(header) > MAX_SOURCE_FIELDS:
-            raise _too_many_fields(name, reader.line_num, len(header), "columns in the header")
-        if len(set(header)) != len(header):
-            repeated = sorted(column for column, count in Counter(header).items() if count > 1)
-            raise SourceUnreadable(name, f"line 1: repeated column name {', '.join(repeated)}")
+        if resume is not None and resume.header is not None:
+            header = list(resume.header)
+        else:
+            first = next(reader, None)
+            if first is None:
+                return
+            header = first
+            done = reader.line_num
+            if len(header) > MAX_SOURCE_FIELDS:
+                raise _too_many_fields(name, base + reader.line_num, len(header), "columns in the header")
+            if len(set(header)) != len(header):
+                repeated = sorted(column for column, count in Counter(header).items() if count > 1)
+                raise SourceUnreadable(name, f"line 1: repeated column name {', '.join(repeated)}")
         width = len(header)
         for row in reader:
             done = reader.line_num
@@ -532,9 +696,9 @@ def _csv_records(text: IO[str], name: str, delimiter: str, nulls: frozenset[str]
                 if not row:  # blank line
                     continue
                 if len(row) > MAX_SOURCE_FIELDS:
-                    raise _too_many_fields(name, reader.line_num, len(row), "fields")
+                    raise _too_many_fields(name, base + reader.line_num, len(row), "fields")
                 raise SourceUnreadable(
-                    name, f"line {reader.line_num}: {len(row)} fields where the header has {width}"
+                    name, f"line {base + reader.line_num}: {len(row)} fields where the header has {width}"
                 )
             # Most rows hold no null marker: one C-level set check spares a per-cell test.
             if nulls.isdisjoint(row):
@@ -545,9 +709,9 @@ def _csv_records(text: IO[str], name: str, delimiter: str, nulls: frozenset[str]
                     for column, value in zip(header, row, strict=True)
                 }
     except csv.Error as exc:
-        raise SourceUnreadable(name, f"line {reader.line_num}: {exc}") from exc
+        raise SourceUnreadable(name, f"line {base + reader.line_num}: {exc}") from exc
     except _StreamOverLimit as exc:
-        raise exc.after(name, reader.line_num) from exc
+        raise exc.after(name, base + reader.line_num) from exc
 
 
 class _BadRecord(Exception):
@@ -612,14 +776,22 @@ def _invalid_json(name: str, line: int, exc: ValueError) -> SourceUnreadable:
     return SourceUnreadable(name, f"line {line}: invalid JSON ({getattr(exc, 'msg', exc)})")
 
 
-def _ndjson_records(text: IO[str], name: str, nulls: frozenset[str]) -> Iterator[Record]:
+def _ndjson_records(
+    text: IO[str], name: str, nulls: frozenset[str], ends: RecordEnds | None, resume: ResumePoint | None
+) -> Iterator[Record]:
     limit = MAX_RECORD_LENGTH
     readline = text.readline
-    line_number = 0
+    line_number = resume.lines if resume else 0
+    read_bytes = 0
+    measured = ends is not None  # a byte count per line only for a reader that asks
+    if ends is not None:
+        ends.measure = lambda: (read_bytes, line_number)
     try:
         # A bounded readline: iterating the text would hold a line of any length.
         while line := readline(limit + 1):
             line_number += 1
+            if measured:
+                read_bytes += _utf8_length(line)
             if len(line) > limit:
                 raise _record_too_long(name, line_number, "a line")
             if not line.strip():
@@ -642,20 +814,29 @@ def _ndjson_records(text: IO[str], name: str, nulls: frozenset[str]) -> Iterator
 _WHITESPACE = " \t\r\n"
 
 
-def _json_array_records(text: IO[str], name: str, nulls: frozenset[str]) -> Iterator[Record]:
-    """Stream the objects of a top-level JSON array without holding the whole document."""
+def _json_array_records(
+    text: IO[str], name: str, nulls: frozenset[str], ends: RecordEnds, resume: ResumePoint | None
+) -> Iterator[Record]:
+    """Stream the objects of a top-level JSON array without holding the whole document; `resume` starts
+    inside the array, right after an item."""
     decoder = json.JSONDecoder()
     limit = MAX_RECORD_LENGTH
     buffer = ""
     position = 0
-    lines_before = 0  # newlines in text already dropped from the buffer
+    lines_before = resume.lines if resume else 0  # newlines in text already dropped from the buffer
+    bytes_before = 0  # bytes of the text already dropped from the buffer
     eof = False
+
+    def record_end() -> tuple[int, int]:
+        return bytes_before + _utf8_length(buffer[:position]), lines_before + buffer.count("\n", 0, position)
+
+    ends.measure = record_end
 
     def line_at(offset: int) -> int:
         return lines_before + buffer.count("\n", 0, offset) + 1
 
     def fill(size: int = _READ_SIZE) -> bool:
-        nonlocal buffer, position, lines_before, eof
+        nonlocal buffer, position, lines_before, bytes_before, eof
         if eof:
             return False
         more = text.read(size)
@@ -663,6 +844,7 @@ def _json_array_records(text: IO[str], name: str, nulls: frozenset[str]) -> Iter
             eof = True
             return False
         lines_before += buffer.count("\n", 0, position)
+        bytes_before += _utf8_length(buffer[:position])
         buffer = buffer[position:] + more
         position = 0
         return True
@@ -696,14 +878,17 @@ def _json_array_records(text: IO[str], name: str, nulls: frozenset[str]) -> Iter
                 raise _invalid_json(name, line_at(position), exc) from exc
 
     try:
-        first = next_significant()
-        if first is None:
-            raise SourceUnreadable(name, "empty document (expected a JSON array)")
-        if first != "[":
-            raise SourceUnreadable(name, f"line {line_at(position)}: expected a JSON array")
-        position += 1
         expect_item = True  # right after '[' or ','
         first_item = True
+        if resume is not None:
+            expect_item = first_item = False
+        else:
+            first = next_significant()
+            if first is None:
+                raise SourceUnreadable(name, "empty document (expected a JSON array)")
+            if first != "[":
+                raise SourceUnreadable(name, f"line {line_at(position)}: expected a JSON array")
+            position += 1
         while True:
             char = next_significant()
             if char is None:
@@ -728,8 +913,8 @@ def _json_array_records(text: IO[str], name: str, nulls: frozenset[str]) -> Iter
                 record = _record_from_object(value, nulls)
             except _BadRecord as problem:
                 raise problem.at(name, line_at(position)) from None
+            position = end  # before the yield: RecordEnds measures up to here
             yield record
-            position = end
             expect_item = False
             first_item = False
 

@@ -7,6 +7,8 @@ rule back to the extract queue, and the next invocation finishes the copy and pl
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from busline_core.pipelines import expand_pipeline
 
@@ -43,3 +45,30 @@ def test_a_copy_paused_by_the_time_limit_goes_on_and_the_task_ends_with_exact_co
     log = (drill_cloud.data_dir / "logs" / "ExtractFunction.log").read_text()
     assert log.count('"staging paused"') == 1
     assert log.count('"source staged"') == 1
+
+
+def test_a_json_array_read_by_one_reader_pauses_by_the_time_limit_and_the_task_ends_with_exact_counts(
+    drill_cloud: RunningCloud,
+) -> None:
+    # Given a JSON array of 1,400 records in 500-row chunks: no byte range can split it, so one reader reads it
+    endpoints = drill_cloud.endpoints
+    bucket = endpoints["outputs"]["DataBucketName"]
+    items = ",\n".join(json.dumps({"id": n, "name": f"row {n}\n"}) for n in range(1, 1401))
+    aws_client(endpoints, "s3").put_object(Bucket=bucket, Key="shared/drill/rows.json", Body=f"[{items}]".encode())
+    spec = {
+        "source": {"uri": f"s3://{bucket}/shared/drill/rows.json", "format": "json"},
+        "columns": [{"name": "id", "type": "int", "required": True}, {"name": "name", "type": "string"}],
+        "target": {"table": "rows_paused", "key": ["id"]},
+        "chunkRows": 500,
+    }
+    api = Api(endpoints)
+    # When it runs on a cloud whose functions time out after 8 s, under the reader's 10 s reserve
+    task_id = api.submit(spec)
+    final = api.wait_terminal([task_id], timeout_s=STAGED_BOUND_S)[task_id]
+    # Then it succeeded with every record once, in 3 chunks (500, 500, 400)
+    assert (final["status"], final["error"]) == ("SUCCEEDED", None)
+    assert final["counts"] == {"read": 1400, "filtered": 0, "rejected": 0, "loaded": 1400, "deleted": 0}
+    assert final["phases"]["transform"] == {"done": 3, "total": 3, "status": "completed"}
+    # And the reader paused after each full chunk (the short one ends the source), SourceReadingPaused going back to extract
+    log = (drill_cloud.data_dir / "logs" / "ExtractFunction.log").read_text()
+    assert log.count('"reading paused"') == 2

@@ -140,7 +140,7 @@ def test_submit_records_the_task_and_publishes_exactly_one_task_submitted(cloud:
     assert cloud.task_count() == 1
     events = cloud.published_events()
     assert [(event["source"], event["detail-type"], event["detail"]) for event in events] == [
-        ("busline", "TaskSubmitted", {"taskId": snapshot.taskId, "staging": None, "correlationId": None})
+        ("busline", "TaskSubmitted", {"taskId": snapshot.taskId, "staging": None, "reading": None, "correlationId": None})
     ]
 
 

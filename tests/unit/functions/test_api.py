@@ -61,7 +61,7 @@ def test_post_task_answers_202_and_publishes_exactly_one_task_submitted(
     # Gateway's id of the request
     published = cloud.published()
     assert [(e["detail-type"], e["source"], e["detail"]) for e in published] == [
-        ("TaskSubmitted", "busline", {"taskId": task_id, "staging": None, "correlationId": SAMPLE_REQUEST_ID})
+        ("TaskSubmitted", "busline", {"taskId": task_id, "staging": None, "reading": None, "correlationId": SAMPLE_REQUEST_ID})
     ]
     assert cloud.task(task_id)["correlationId"] == SAMPLE_REQUEST_ID
 

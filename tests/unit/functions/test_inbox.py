@@ -65,7 +65,7 @@ def test_a_dropped_file_starts_its_pipelines_task_as_the_owner_reading_a_copy_of
     assert copied == CSV
     # And TaskSubmitted was published once, with the PUT's request id as the correlation id
     [submitted] = of_type(cloud.published(), "TaskSubmitted")
-    assert submitted["detail"] == {"taskId": task_id, "correlationId": "C3D13FE58DE4C810", "staging": None}
+    assert submitted["detail"] == {"taskId": task_id, "correlationId": "C3D13FE58DE4C810", "staging": None, "reading": None}
 
 
 def test_a_repeated_delivery_of_the_same_version_records_nothing_new(
