@@ -17,6 +17,7 @@ deps, lambda_handler = sqs_step_function(
     build_load_deps,
     record_model=LoadRecord,
     work=load_step,
-    idempotency_key="[taskId, phase, chunk]",
+    # each chunk's work runs once by the task's own record of the chunks it counted (sqs_step says how)
+    idempotency_key=None,
     metric_name="RowsLoaded",
 )

@@ -16,6 +16,7 @@ deps, lambda_handler = sqs_step_function(
     build_transform_deps,
     record_model=ChunkExtractedRecord,
     work=transform_chunk,
-    idempotency_key="[taskId, phase, chunk]",
+    # each chunk's work runs once by the task's own record of the chunks it counted (sqs_step says how)
+    idempotency_key=None,
     metric_name="RowsTransformed",
 )

@@ -110,19 +110,26 @@ def _check_fault_switch(phase: Phase, deps: StepDeps) -> None:
         raise ChunkFailed(f"deliberate fault: the fault switch says {phase.value}:fail")
 
 
-def _plan_of(task_id: str, deps: StepDeps) -> TaskPlan | None:
+def _plan_of(task_id: str, phase: Phase, chunk: int, deps: StepDeps) -> TaskPlan | None | _Counted:
     """The task's owner and spec, from this warm container's cache or the task; None when there is no
     work to do for it: no such task (or TTL deleted it), or it failed for good (an over-limit source,
-    say), so its chunks still in flight are neither written to S3 nor loaded."""
+    say), so its chunks still in flight are neither written to S3 nor loaded. _COUNTED when an earlier
+    delivery of this chunk finished this phase's work: a redelivery (SQS, a DLQ replay) has nothing to
+    redo, and so each chunk is announced and loaded once without an idempotency record of its own."""
     plans = deps.cache.tasks
     if task_id in plans:
-        if deps.tasks.work_dropped(task_id):
+        dropped, counted = deps.tasks.chunk_standing(task_id, phase, chunk)
+        if dropped:
             return None
+        if counted:
+            return _COUNTED
         plans.move_to_end(task_id)
         return plans[task_id]
     state = deps.tasks.get(task_id)
     if state is None or state.error_terminal or state.status is TaskStatus.CANCELLED:
         return None
+    if chunk in state.phase(phase).chunks:
+        return _COUNTED
     plan = TaskPlan(
         owner=state.owner, spec=TaskSpec.model_validate_json(state.spec_json), pipeline=state.pipeline
     )
@@ -130,6 +137,13 @@ def _plan_of(task_id: str, deps: StepDeps) -> TaskPlan | None:
     while len(plans) > WARM_TASK_CACHE:
         plans.popitem(last=False)
     return plan
+
+
+class _Counted:
+    """_plan_of's answer for a chunk an earlier delivery counted."""
+
+
+_COUNTED = _Counted()
 
 
 @dataclass(frozen=True)
@@ -148,12 +162,17 @@ def _chunk_prologue(detail: ChunkExtracted | ChunkTransformed, deps: StepDeps) -
     started_at = iso(deps.clock())
     phase = PHASE_OF_DETAIL[type(detail)]
     _check_fault_switch(phase, deps)
-    plan = _plan_of(detail.taskId, deps)
+    plan = _plan_of(detail.taskId, phase, detail.chunk, deps)
     if plan is None:
         logger.warning(
             f"{type(detail).__name__} for a task that is gone or failed for good: ignored",
             extra={"task_id": detail.taskId},
         )
+        return None
+    if isinstance(plan, _Counted):
+        # the earlier delivery may have died before the completion check, or this is a DLQ replay of it
+        logger.info(f"{type(detail).__name__} counted by an earlier delivery: nothing to redo")
+        deps.lifecycle.chunk_redelivered(detail.taskId, phase, detail.chunk)
         return None
     if isinstance(detail, ChunkExtracted) and detail.range is not None:
         table = _read_range(detail.chunk, detail.range, plan.spec.source, deps)

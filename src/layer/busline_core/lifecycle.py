@@ -82,6 +82,10 @@ class TaskLifecycle:
         """Extract ran to completion before: clear its failure (a replay) and finish what is left."""
         self.advance(task_id, self._cleared(task_id, Phase.EXTRACT, None))
 
+    def chunk_redelivered(self, task_id: str, phase: Phase, chunk: int) -> None:
+        """A chunk counted before came again: clear its failure (a replay) and finish what is left."""
+        self.advance(task_id, self._cleared(task_id, phase, chunk))
+
     def chunk_counted(self, event: ChunkCounted, task_id: str) -> TaskState | None:
         """Count the chunk and complete what that allows; the task as this count left it (None when an
         earlier delivery had counted it)."""

@@ -150,12 +150,12 @@ def iter_range_bytes(
     if start == 0 and not skip_header:
         # The first record starts at byte 0 even behind a byte-order mark: were it owned from byte 3,
         # a first range shorter than the mark would own nothing and the next would skip the record.
-        reader = _Reader(fetch, size, 0, name_hint)
+        reader = _Reader(fetch, size, 0, name_hint, read_ahead_to=end + _FIRST_FETCH_PAST_END)
         yield from _without_bom(_to_end_of_last_record(reader, b"", end))
         return
     # The first record's start is right after the first line ending at or after byte start - 1 (at or
     # after byte 0 in the first range: the header's).
-    reader = _Reader(fetch, size, start - 1 if start else 0, name_hint)
+    reader = _Reader(fetch, size, start - 1 if start else 0, name_hint, read_ahead_to=end + _FIRST_FETCH_PAST_END)
     owned = _from_first_record(reader, end)
     if owned is not None:
         yield from _to_end_of_last_record(reader, owned, end)
@@ -266,28 +266,44 @@ def _parsed(
 
 
 class _Reader:
-    """The source read forward from `position` in ranged fetches, never past its size."""
+    """The source read forward from `position` in ranged fetches, never past its size.
 
-    def __init__(self, fetch: Fetch, size: int, position: int, name_hint: str) -> None:
+    With `read_ahead_to`, the first fetch also takes the bytes up to there: a range's reader asks for the
+    first _FIRST_FETCH_PAST_END bytes past its end with its own bytes, so the record its end cuts is most
+    often finished without a second GET (one call per range instead of two)."""
+
+    def __init__(self, fetch: Fetch, size: int, position: int, name_hint: str, *, read_ahead_to: int = 0) -> None:
         self._fetch = fetch
         self.size = size
         self.position = position
         self.name = name_hint
+        self._read_ahead_to = read_ahead_to
+        self._buffer = memoryview(b"")
+        self._buffer_start = position
 
     def read(self, limit: int, most: int) -> bytes:
         """The next bytes, at most `most` of them and none at or past `limit`; b"" when there are none."""
         stop = min(limit, self.size, self.position + most)
         if stop <= self.position:
             return b""
-        data = self._fetch(self.position, stop)
-        if len(data) != stop - self.position:
-            raise SourceUnreadable(
-                self.name,
-                f"bytes {self.position:,} to {stop:,} came back as {len(data):,} bytes: the source changed "
-                "while it was read, or its server does not honour byte ranges",
-            )
+        buffered_end = self._buffer_start + len(self._buffer)
+        if self.position >= buffered_end:
+            fetch_to = min(self.size, max(stop, self._read_ahead_to))
+            self._read_ahead_to = 0
+            data = self._fetch(self.position, fetch_to)
+            if len(data) != fetch_to - self.position:
+                raise SourceUnreadable(
+                    self.name,
+                    f"bytes {self.position:,} to {fetch_to:,} came back as {len(data):,} bytes: the source "
+                    "changed while it was read, or its server does not honour byte ranges",
+                )
+            self._buffer, self._buffer_start, buffered_end = memoryview(data), self.position, fetch_to
+        stop = min(stop, buffered_end)
+        piece = bytes(self._buffer[self.position - self._buffer_start : stop - self._buffer_start])
         self.position = stop
-        return data
+        if stop == buffered_end:
+            self._buffer = memoryview(b"")
+        return piece
 
 
 def _line_end(data: bytes, at: int = 0) -> int | None:

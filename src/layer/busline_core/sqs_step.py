@@ -1,10 +1,14 @@
 """What every SQS-triggered step (extract, transform, load) does around its one call into `steps`.
 
 One record per invocation (BatchSize 1); a failure is reported for that record only, so SQS redelivers
-it and, after MaxReceiveCount deliveries, moves it to the DLQ. Redeliveries and duplicates are absorbed
-twice over: the Powertools idempotency record keyed on the business identity (taskId, phase, chunk),
-not on the SQS messageId (EventBridge may deliver one event twice under two message ids), and the
-conditional counters inside the step. A failure no retry can mend fails the task at once instead
+it and, after MaxReceiveCount deliveries, moves it to the DLQ. Redeliveries and duplicates are absorbed by
+the business identity, never the SQS messageId (EventBridge may deliver one event twice under two message
+ids). Extract, whose work is a task's whole source, claims a Powertools idempotency record keyed on
+(taskId, staging, reading). The chunk steps need none: the task item already says which chunks each
+phase counted (a conditional write keyed on taskId, phase, chunk), which a redelivery reads with the
+check it makes anyway (etl_steps._plan_of) and skips its work; a duplicate running at the same time does
+the same deterministic work, and the conditional count and load's ledger keep its effect once. That saves
+each chunk four idempotency writes. A failure no retry can mend fails the task at once instead
 (etl_steps.run_step).
 """
 
@@ -47,7 +51,7 @@ class SqsStep(Generic[Detail]):
         record_model: type[SqsRecordModel],
         work: Callable[[Detail], int],
         on_final_failure: Callable[[Detail, Exception], object],
-        idempotency_key: str,
+        idempotency_key: str | None,
         idempotency_table: str,
         max_receive_count: int,
         metric_name: str,
@@ -69,19 +73,27 @@ class SqsStep(Generic[Detail]):
         self.processor = BatchProcessor(
             EventType.SQS, model=record_model, raise_on_entire_batch_failure=False, logger=logging.getLogger(logger.name)
         )
-        self.idempotency = IdempotencyConfig(event_key_jmespath=idempotency_key, raise_on_no_idempotency_key=True)
-        # its client comes from the metered session: the idempotency records' writes are the task's calls too
-        persistence = DynamoDBPersistenceLayer(table_name=idempotency_table, boto3_session=usage.METER.install())
         self._batch_size = 1
 
         def work_once(detail: Detail) -> int:
             rows = work(detail)
-            metrics.add_metric(name=metric_name, unit=MetricUnit.Count, value=rows)
+            if rows:  # (none for a redelivery that found its chunk done: no work, no datapoint)
+                metrics.add_metric(name=metric_name, unit=MetricUnit.Count, value=rows)
             return rows
 
-        self.work_once = idempotent_function(
-            data_keyword_argument="detail", config=self.idempotency, persistence_store=persistence
-        )(work_once)
+        self.idempotency: IdempotencyConfig | None = None
+        self.work_once: Callable[..., int] = work_once
+        if idempotency_key is not None:
+            self.idempotency = IdempotencyConfig(
+                event_key_jmespath=idempotency_key, raise_on_no_idempotency_key=True
+            )
+            # its client comes from the metered session: the idempotency records' writes are the task's calls too
+            persistence = DynamoDBPersistenceLayer(
+                table_name=idempotency_table, boto3_session=usage.METER.install()
+            )
+            self.work_once = idempotent_function(
+                data_keyword_argument="detail", config=self.idempotency, persistence_store=persistence
+            )(work_once)
 
     def handle_record(self, record: Any) -> None:
         detail = record.body.detail
@@ -132,7 +144,8 @@ class SqsStep(Generic[Detail]):
 
     def handle(self, event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
         # ties the in-progress expiry to this invocation: a killed or timed-out attempt frees its key
-        self.idempotency.register_lambda_context(context)
+        if self.idempotency is not None:
+            self.idempotency.register_lambda_context(context)
         self.on_invocation(context)
         self._batch_size = max(1, len(event.get("Records") or ()))
         return process_partial_response(
@@ -157,7 +170,7 @@ def sqs_step_function(
     *,
     record_model: type[SqsRecordModel],
     work: Callable[[Any, StepDepsT], int],
-    idempotency_key: str,
+    idempotency_key: str | None,
     metric_name: str,
 ) -> tuple[StepDepsT, Callable[[dict[str, Any], LambdaContext], PartialItemFailureResponse]]:
     """Everything a step's handler module needs: its deps (built once per container) and its entry point."""

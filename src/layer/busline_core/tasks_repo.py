@@ -504,6 +504,21 @@ class TasksRepository:
         item = response.get("Item")
         return None if item is None else state_from_item(item)
 
+    def chunk_standing(self, task_id: str, phase: Phase, chunk: int) -> tuple[bool, bool]:
+        """(work dropped, as work_dropped says; the chunk already counted in `phase`): one consistent read,
+        which lets a redelivered chunk skip work an earlier delivery finished."""
+        response = self._table.get_item(
+            Key={"taskId": task_id},
+            ConsistentRead=True,
+            ProjectionExpression="error_terminal, #status, #chunks",
+            ExpressionAttributeNames={"#status": "status", "#chunks": f"{phase.value}_chunks"},
+        )
+        item = response.get("Item")
+        if item is None:
+            return True, False
+        dropped = bool(item.get("error_terminal", False)) or item.get("status") == TaskStatus.CANCELLED.value
+        return dropped, chunk in {int(counted) for counted in item.get(f"{phase.value}_chunks", ())}
+
     def work_dropped(self, task_id: str) -> bool:
         """Whether no work on the task can matter any more: it failed for good, it was cancelled, or it is
         gone (TTL)."""
