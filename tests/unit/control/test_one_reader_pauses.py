@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 from busline_core import etl_steps, task_api
-from busline_core.contracts import Reject, TaskStatus, TaskSubmitted
+from busline_core.contracts import TaskStatus, TaskSubmitted
 
 from .conftest import BUCKET, Clock, Cloud, FakeWarehouse, RecordingPusher, Wired, wire
+from .test_source_staging import Seconds, _extract_until_planned, _finish, _rejects
 from .test_steps import _flights_csv, _of_type, _spec
 
 ROWS = 2_000
@@ -76,56 +77,14 @@ def _submit(deps: Wired, cloud: Cloud, key: str, table: str) -> str:
     return task_id
 
 
-class ChunksOfTime:
-    """A Lambda context's remaining time that runs out after `chunks` chunks: the reader pauses then."""
-
-    def __init__(self, chunks: int) -> None:
-        self.asked = 0
-        self.chunks = chunks
-
-    def __call__(self) -> float:
-        self.asked += 1
-        return 900.0 if self.asked < self.chunks else 1.0
-
-
 def _extract(
     cloud: Cloud, deps: Wired, task_id: str, *, chunks_per_invocation: int | None, deliveries: int = 1
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Run extract on the TaskSubmitted, then on each SourceReadingPaused it publishes, as the extract queue
-    would (each `deliveries` times); returns the pauses and the ChunkExtracted events."""
-    pauses: list[dict[str, Any]] = []
-    extracted: list[dict[str, Any]] = []
-    details = [TaskSubmitted(taskId=task_id)]
-    while details:
-        for detail in details:
-            for _ in range(deliveries):
-                if chunks_per_invocation is not None:
-                    deps.extract.remaining_seconds = ChunksOfTime(chunks_per_invocation)
-                etl_steps.run_step(etl_steps.extract_task, detail, deps.extract)
-        events = cloud.published_events()
-        extracted += _of_type(events, "ChunkExtracted")
-        paused = _of_type(events, "SourceReadingPaused")
-        pauses += paused
-        details = [TaskSubmitted.model_validate(pause) for pause in paused]
-    return pauses, extracted
-
-
-def _finish(cloud: Cloud, deps: Wired, extracted: list[dict[str, Any]]) -> None:
-    for detail in extracted:
-        etl_steps.run_step(
-            etl_steps.transform_chunk, etl_steps.ChunkExtracted.model_validate(detail), deps.transform
-        )
-    for detail in _of_type(cloud.published_events(), "ChunkTransformed"):
-        etl_steps.run_step(etl_steps.load_chunk, etl_steps.ChunkTransformed.model_validate(detail), deps.load)
-    for detail in _of_type(cloud.published_events(), "PhaseCompleted"):
-        if detail["phase"] == "load":
-            etl_steps.run_step(etl_steps.load_step, etl_steps.PhaseCompleted.model_validate(detail), deps.load)
-    cloud.published_events()
-
-
-def _rejects(deps: Wired, task_id: str) -> list[Reject]:
-    items, _ = deps.api.chunks.iter_rejects(task_id, 10_000)
-    return items
+    """Extract, then each SourceReadingPaused, as the extract queue would: (pauses, ChunkExtracted events)."""
+    return _extract_until_planned(
+        cloud, deps, task_id, parts_per_invocation=chunks_per_invocation, deliveries=deliveries,
+        paused_type="SourceReadingPaused",
+    )  # fmt: skip
 
 
 def _assert_succeeded(deps: Wired, task_id: str) -> None:
@@ -199,7 +158,7 @@ def test_a_source_replaced_while_it_is_read_fails_the_task_for_good(cloud: Cloud
     # Given a JSON array whose reader paused after its first chunk
     task_id = _submit(sources, cloud, "uploads/ana/rows.json", "paced")
     deps = sources.extract
-    deps.remaining_seconds = ChunksOfTime(1)
+    deps.remaining_seconds = Seconds(1)
     etl_steps.run_step(etl_steps.extract_task, TaskSubmitted(taskId=task_id), deps)
     (pause,) = _of_type(cloud.published_events(), "SourceReadingPaused")
     # When the object is replaced, then the reader goes on

@@ -74,10 +74,12 @@ class Seconds:
 
 
 def _extract_until_planned(
-    cloud: Cloud, deps: Wired, task_id: str, *, parts_per_invocation: int | None, deliveries: int = 1
+    cloud: Cloud, deps: Wired, task_id: str, *, parts_per_invocation: int | None, deliveries: int = 1,
+    paused_type: str = "SourceStagingPaused",
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Run extract on the TaskSubmitted, then on each SourceStagingPaused it publishes, as the extract queue
-    would (each `deliveries` times); returns the pauses and the ChunkExtracted events."""
+    """Run extract on the TaskSubmitted, then on each pause (`paused_type`) it publishes, as the extract queue
+    would (each `deliveries` times); returns the pauses and the ChunkExtracted events. `parts_per_invocation`
+    is how many times an invocation finds time left (parts staged, or chunks read)."""
     pauses: list[dict[str, Any]] = []
     extracted: list[dict[str, Any]] = []
     details = [TaskSubmitted(taskId=task_id)]
@@ -89,7 +91,7 @@ def _extract_until_planned(
                 etl_steps.run_step(etl_steps.extract_task, detail, deps.extract)
         events = cloud.published_events()
         extracted += _of_type(events, "ChunkExtracted")
-        paused = _of_type(events, "SourceStagingPaused")
+        paused = _of_type(events, paused_type)
         pauses += paused
         details = [TaskSubmitted.model_validate(pause) for pause in paused]
     return pauses, extracted
