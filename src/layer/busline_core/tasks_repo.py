@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -611,34 +611,59 @@ class TasksRepository:
         return state.model_copy(update={"usage": counted})
 
     def apply(self, task_id: str, event: TaskEvent) -> Outcome | None:
-        """Apply one state-machine event as one conditional UpdateItem; None when the table refuses it."""
+        """Apply one state-machine event as one conditional UpdateItem; None when the table refuses it.
+
+        The item's updatedAtMs never goes back, which watchers order snapshots by: a writer whose clock
+        is behind the stamp stored (two workers writing within the same few milliseconds, the later one
+        stamped first) is refused by the stamp's condition and writes again just after that stamp."""
         validate(event)
         now = self._clock()
-        counted = usage.METER.take(task_id, prepaid=(_UPDATE_CALL,))
-        write = _with_usage(_write_for(event, now), counted)
-        request: dict[str, Any] = {
-            "Key": {"taskId": task_id},
-            "UpdateExpression": write.update,
-            "ConditionExpression": write.condition,
-            "ReturnValues": "ALL_OLD",
-        }
-        if write.values:
-            request["ExpressionAttributeValues"] = write.values
-        if write.names:
-            request["ExpressionAttributeNames"] = write.names
-        try:
-            response = self._table.update_item(**request)
-        except ClientError as error:
-            # refused or failed, the write carried none of the counts: they wait for the next one
-            usage.METER.give_back(task_id, counted, prepaid=(_UPDATE_CALL,))
-            if _refused_by_condition(error):
-                return None
-            raise
+        for _ in range(_STAMP_ATTEMPTS):
+            counted = usage.METER.take(task_id, prepaid=(_UPDATE_CALL,))
+            write = _with_usage(_write_for(event, now), counted)
+            request: dict[str, Any] = {
+                "Key": {"taskId": task_id},
+                "UpdateExpression": write.update,
+                "ConditionExpression": f"({write.condition}) AND {_STAMP_NOT_BEHIND}",
+                "ReturnValues": "ALL_OLD",
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                "ExpressionAttributeValues": {**write.values, ":nowMs": epoch_ms(now)},
+            }
+            if write.names:
+                request["ExpressionAttributeNames"] = write.names
+            try:
+                response = self._table.update_item(**request)
+                break
+            except ClientError as error:
+                # refused or failed, the write carried none of the counts: they wait for the next one
+                usage.METER.give_back(task_id, counted, prepaid=(_UPDATE_CALL,))
+                if not _refused_by_condition(error):
+                    raise
+                stored = _stored_stamp(error)
+                if stored is None or stored <= epoch_ms(now):
+                    return None  # the event's own condition refused it
+                now = _EPOCH + timedelta(milliseconds=stored + 1)
+        else:
+            return None
         before = state_from_item(response["Attributes"])
         after = decide(before, event, now)
         if after is None:
             raise StateMachineDrift(f"{type(event).__name__} was written to {task_id} but the table refuses it")
         return Outcome(before=before, after=after)
+
+
+# updatedAtMs never goes back (TasksRepository.apply); a writer behind it tries again this often at most
+_STAMP_NOT_BEHIND = "(attribute_not_exists(updatedAtMs) OR updatedAtMs <= :nowMs)"
+_STAMP_ATTEMPTS = 3
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _stored_stamp(error: ClientError) -> int | None:
+    """The item's updatedAtMs, from a refused write's ALL_OLD item (low-level format); None without one."""
+    stamp = error.response.get("Item", {}).get("updatedAtMs")  # type: ignore[attr-defined]
+    if isinstance(stamp, dict):
+        stamp = stamp.get("N")
+    return None if stamp is None else int(stamp)
 
 
 def _refused_by_condition(error: ClientError) -> bool:

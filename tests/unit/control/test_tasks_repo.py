@@ -147,6 +147,28 @@ def test_a_redelivered_chunk_is_counted_once(repo: TasksRepository, clock: Clock
     assert snapshot.status is TaskStatus.TRANSFORMING
 
 
+def test_the_snapshot_time_never_goes_back_when_a_writer_stamped_earlier_writes_later(
+    repo: TasksRepository, clock: Clock
+) -> None:
+    # Given a task in transform whose chunk 0 was counted at 10:00:05.000
+    _extracted(repo, clock, chunks=3)
+    clock.now += timedelta(seconds=5)
+    assert _count(repo, Phase.TRANSFORM, 0, filtered=1)
+    stamped = _state(repo).updated_at_ms
+    # When another worker, whose clock read 7 ms earlier (two writes racing), counts chunk 1
+    clock.now -= timedelta(milliseconds=7)
+    counted = repo.apply("t1", ChunkCounted(Phase.TRANSFORM, 1, {"filtered": 2}))
+    # Then its count is written, stamped 1 ms after the stored one rather than before it
+    assert counted is not None
+    state = _state(repo)
+    assert (state.transform.done, state.counts.filtered) == (2, 3)
+    assert state.updated_at_ms == stamped + 1
+    assert counted.after.updated_at_ms == state.updated_at_ms
+    # And a refusal of the event itself is still a refusal, whatever its clock: chunk 1 again
+    assert repo.apply("t1", ChunkCounted(Phase.TRANSFORM, 1, {"filtered": 2})) is None
+    assert _state(repo).counts.filtered == 3
+
+
 def test_phase_completes_exactly_once_under_racing_callers(repo: TasksRepository, clock: Clock) -> None:
     # Given a task whose 2 transform chunks are done
     _extracted(repo, clock, chunks=2)
