@@ -642,9 +642,10 @@ class TasksRepository:
                 stored = _stored_stamp(error)
                 if stored is None or stored <= epoch_ms(now):
                     return None  # the event's own condition refused it
-                now = _EPOCH + timedelta(milliseconds=stored + 1)
+                now = max(self._clock(), _EPOCH + timedelta(milliseconds=stored + 1))
         else:
-            return None
+            # other writers kept stamping ahead of this one: never drop the event, SQS delivers it again
+            raise StampContention(f"{type(event).__name__} for {task_id}: {_STAMP_ATTEMPTS} writes stamped behind")
         before = state_from_item(response["Attributes"])
         after = decide(before, event, now)
         if after is None:
@@ -654,8 +655,13 @@ class TasksRepository:
 
 # updatedAtMs never goes back (TasksRepository.apply); a writer behind it tries again this often at most
 _STAMP_NOT_BEHIND = "(attribute_not_exists(updatedAtMs) OR updatedAtMs <= :nowMs)"
-_STAMP_ATTEMPTS = 3
+_STAMP_ATTEMPTS = 10
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class StampContention(RuntimeError):
+    """Every attempt of a write found the item stamped later than itself (tasks_repo.apply): retried as a
+    whole, never taken for a refusal."""
 
 
 def _stored_stamp(error: ClientError) -> int | None:
