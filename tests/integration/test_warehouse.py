@@ -136,7 +136,7 @@ def _refusal(url: str, statement: str | sql.Composable) -> str:
     return str(caught.value.diag.message_primary)
 
 
-def _map_table(database_url: str, owner: str, table: str, relation: str) -> None:
+def _map_table(database_url: str, owner: str, table: str, relation: str, *, keyed: bool = True) -> None:
     """An existing table `relation` of another schema, then what docs/runbook.md ("Mapping an existing table
     to an owner") tells an operator to run for an owner who has not loaded anything yet: the owner's schema,
     the table moved into it and writable by the load role, the mapping."""
@@ -145,8 +145,8 @@ def _map_table(database_url: str, owner: str, table: str, relation: str) -> None
     with psycopg.connect(database_url, autocommit=True) as connection, connection.transaction():
         connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(elsewhere)))
         connection.execute(
-            sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, name text, note text DEFAULT 'legacy')").format(
-                sql.Identifier(elsewhere, relation)
+            sql.SQL("CREATE TABLE {} (id bigint {}, name text, note text DEFAULT 'legacy')").format(
+                sql.Identifier(elsewhere, relation), sql.SQL("PRIMARY KEY" if keyed else "NOT NULL")
             )
         )
         # the runbook's steps 1 to 3
@@ -357,6 +357,49 @@ def test_staged_chunks_become_visible_at_once_and_the_last_row_of_a_key_in_the_s
     assert _query(database_url, "SELECT outcome, loaded FROM busline.commits WHERE task_id = %s", task) == [
         ("committed", 3)
     ]
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        ([[_row(1), _row(2)], [_row(3)]], [(1, "x"), (2, "x"), (3, "x")]),
+        ([[_row(1), _row(2, "first")], [_row(2, "last"), _row(3)]], [(1, "x"), (2, "last"), (3, "x")]),
+    ],
+    ids=["each key once", "a key staged twice"],
+)
+def test_a_first_load_into_an_empty_table_writes_each_key_once_the_last_row_winning(
+    warehouse: Warehouse, database_url: str, owner: str, chunks: list[list[dict[str, Any]]],
+    expected: list[tuple[int, str]],
+) -> None:
+    # Given an empty table and an upsert task committing "task" that staged its chunks
+    table = f"first_{uuid.uuid4().hex[:8]}"
+    target = _target(table=table, commit="task")
+    warehouse.ensure_table(owner, target, COLUMNS)
+    task = f"task-{uuid.uuid4().hex}"
+    for chunk, rows in enumerate(chunks):
+        warehouse.load_chunk(task, chunk, owner, target, COLUMNS, rows)
+    # When the task commits
+    outcome = warehouse.commit_task(task, owner, target, COLUMNS)
+    # Then each key is written once, with the last of its rows in source order
+    assert (outcome.rows, outcome.deleted, outcome.rejected, outcome.already_loaded) == (3, 0, 0, False)
+    assert _query(database_url, sql.SQL("SELECT id, name FROM {} ORDER BY id").format(owner_table(owner, table))) == expected
+
+
+@pytest.mark.usefixtures("catalog")
+def test_a_mapped_table_without_a_unique_key_is_refused_even_while_empty(
+    warehouse: Warehouse, database_url: str, owner: str
+) -> None:
+    # Given an operator who mapped an empty table whose `id` has no unique index
+    _map_table(database_url, owner, "orders", "legacy_orders", keyed=False)
+    columns = COLUMNS[:2]
+    target = _target(table="orders")
+    warehouse.ensure_table(owner, target, columns)
+    # When the owner upserts rows keyed on `id`
+    with pytest.raises(LoadFailed) as refused:
+        warehouse.load_chunk(f"task-{uuid.uuid4().hex}", 0, owner, target, columns, [{"id": 1, "name": "a"}])
+    # Then the load is refused for the missing key, and nothing was written
+    assert "no unique or exclusion constraint matching the ON CONFLICT specification" in str(refused.value)
+    assert _query(database_url, sql.SQL("SELECT count(*) FROM {}").format(owner_table(owner, "legacy_orders"))) == [(0,)]
 
 
 def test_each_mode_merges_as_it_says(warehouse: Warehouse, database_url: str, owner: str) -> None:

@@ -246,6 +246,7 @@ class LoadDeps(StepDeps):
 
 @dataclass
 class StreamDeps:
+    tasks: TasksRepository
     connections: ConnectionsRepository
     pusher: WebSocketPusher
 
@@ -372,6 +373,7 @@ def build_load_deps(settings: LoadSettings) -> LoadDeps:
 
 def build_stream_deps(settings: StreamSettings) -> StreamDeps:
     return StreamDeps(
+        tasks=TasksRepository.from_table_name(settings.tasks_table),
         connections=ConnectionsRepository.from_table_name(settings.connections_table),
         pusher=WebSocketPusher(settings.websocket_management_endpoint),
     )

@@ -5,7 +5,9 @@ A connection belongs to whoever signed in on $connect: it may subscribe only to 
 (another owner's task answers exactly like a missing one), and pushes go only to the owner's connections.
 
 Pushes are paced per task by `FrameThrottle`: the stream mapping has no batching window, so a change
-reaches its watchers at once, and the throttle keeps a busy task from flooding them.
+reaches its watchers at once, and the throttle keeps a busy task from flooding them. A change that had to
+wait is pushed as the task stands after the wait (one consistent read), so the frame is as fresh as the
+pace allows; the stream records of what that read already showed are then old news and send nothing.
 """
 
 from __future__ import annotations
@@ -55,6 +57,24 @@ class FrameThrottle:
         self._sleep = sleep
         self._capacity = capacity
         self._last_push: OrderedDict[str, float] = OrderedDict()
+        self._last_shown: OrderedDict[str, int] = OrderedDict()
+
+    def would_wait(self, task_id: str, final: bool) -> bool:
+        """Whether `release` would hold this task back now (a non-final change inside its interval)."""
+        last = self._last_push.get(task_id)
+        return not final and last is not None and self._clock() - last < self.interval_s
+
+    def shown(self, task_id: str, updated_at_ms: int) -> None:
+        """Remember the snapshot time of the task's last pushed state."""
+        self._last_shown[task_id] = updated_at_ms
+        self._last_shown.move_to_end(task_id)
+        while len(self._last_shown) > self._capacity:
+            self._last_shown.popitem(last=False)
+
+    def already_shown(self, task_id: str, updated_at_ms: int) -> bool:
+        """A state no newer than one pushed already (stamps of one task never go back: tasks_repo.apply)."""
+        last = self._last_shown.get(task_id)
+        return last is not None and updated_at_ms <= last
 
     def release(self, finals: Mapping[str, bool]) -> Iterator[str]:
         """The task ids of one batch (each mapped to whether its state is final), each yielded when it
@@ -109,6 +129,11 @@ def push_progress(
     """Push the newest snapshot of each task in a stream batch to its subscribers, paced by `throttle`
     (none: every task at once); returns messages sent."""
     newest = _newest_per_task(new_images)
+    if throttle is not None:
+        newest = {
+            task_id: state for task_id, state in newest.items()
+            if not throttle.already_shown(task_id, state.updated_at_ms)
+        }
     receivers: dict[str, list[str]] = {}
     for task_id, state in newest.items():
         # subscribe() already refused other owners; checking again here keeps a stray row from leaking
@@ -118,11 +143,24 @@ def push_progress(
         if watching:
             receivers[task_id] = watching
     finals = {task_id: newest[task_id].is_final for task_id in receivers}
-    order = throttle.release(finals) if throttle is not None else iter(finals)
+    if throttle is None:
+        order, held_back = iter(finals), set()
+    else:
+        held_back = {task_id for task_id, final in finals.items() if throttle.would_wait(task_id, final)}
+        order = throttle.release(finals)
     sent = 0
     for task_id in order:
-        payload = newest[task_id].snapshot().model_dump(mode="json")
+        state = newest[task_id]
+        if task_id in held_back:
+            # Newer changes landed during the wait (their records queue behind this invocation): push the
+            # task as it stands now rather than a frame already a wait old.
+            stored = deps.tasks.get(task_id)
+            if stored is not None and stored.owner == state.owner and stored.updated_at_ms > state.updated_at_ms:
+                state = stored
+        payload = state.snapshot().model_dump(mode="json")
         sent += sum(1 for connection_id in receivers[task_id] if _send(connection_id, payload, deps))
+        if throttle is not None:
+            throttle.shown(task_id, state.updated_at_ms)
     return sent
 
 

@@ -102,6 +102,7 @@ class StreamSettings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
+    tasks_table: str = Field(min_length=1)
     connections_table: str = Field(min_length=1)
     websocket_management_endpoint: str = Field(min_length=1)
     # Template parameter ProgressFramesPerSecond: most pushes per task and second (progress.FrameThrottle);

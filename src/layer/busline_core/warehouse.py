@@ -409,6 +409,19 @@ def _merge(
         if non_key
         else sql.SQL("DO NOTHING")
     )
+    if _is_empty_with_unique_key(cursor, ref.identifier, target.key):
+        # A first load has nothing to conflict with: a plain INSERT skips ON CONFLICT's check of every row
+        # against the key's index (1.5 s instead of 2.5 s for the demo's 320,960 rows). A key staged twice
+        # stops it at its savepoint, and the statements below decide. (Without a unique index on the key,
+        # ON CONFLICT below refuses the table, as it always has, where a plain INSERT would not.)
+        try:
+            with cursor.connection.transaction():
+                cursor.execute(
+                    sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(ref.identifier, columns, columns, stage)
+                )
+            return LoadOutcome(rows=cursor.rowcount, deleted=deleted, already_loaded=False)
+        except psycopg.errors.UniqueViolation:
+            pass
     if non_key:
         # Most tasks stage each key once: then the rows go in as they are, without sorting them all to
         # pick the last of each key (a third of the merge's time for the demo's 320,960 rows). ON CONFLICT
@@ -432,6 +445,21 @@ def _merge(
         )
     )
     return LoadOutcome(rows=cursor.rowcount, deleted=deleted, already_loaded=False)
+
+
+def _is_empty_with_unique_key(cursor: psycopg.Cursor[Any], relation: sql.Identifier, key: Sequence[str]) -> bool:
+    cursor.execute(
+        sql.SQL(
+            "SELECT NOT EXISTS (SELECT 1 FROM {0}) AND EXISTS ("
+            "SELECT 1 FROM pg_index i WHERE i.indrelid = %s::regclass AND i.indisunique "
+            "AND i.indpred IS NULL AND i.indexprs IS NULL AND ("
+            'SELECT array_agg(a.attname::text ORDER BY a.attname::text COLLATE "C") FROM pg_attribute a '
+            "WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) = %s::text[])"
+        ).format(relation),
+        (relation.as_string(cursor), sorted(key)),
+    )
+    found = cursor.fetchone()
+    return bool(found and found[0])
 
 
 def _count(cursor: psycopg.Cursor[Any], relation: sql.Identifier) -> int:

@@ -319,7 +319,7 @@ def wire(cloud: Cloud, clock: Clock, warehouse: Any, pusher: Any) -> Wired:
                 DYNAMO_TARGET_WRITES_PER_SECOND,
             ),
         ),
-        stream=StreamDeps(connections=connections, pusher=pusher),
+        stream=StreamDeps(tasks=tasks, connections=connections, pusher=pusher),
         connections=ConnectionsDeps(tasks=tasks, connections=connections, pusher=pusher),
         watchdog=WatchdogDeps(tasks=tasks, lifecycle=lifecycle(), clock=clock),
     )

@@ -136,6 +136,39 @@ def test_stream_pushes_are_paced_per_task_and_the_final_state_is_not_held_back(
     ]
 
 
+def test_a_change_that_waited_is_pushed_as_the_task_stands_after_the_wait(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given a watched task whose item is stored at time `stored`, and a pace of 2 frames/s on a fake clock
+    stream = load_handler("progress/stream")
+    task_id = submit(small_spec(f"s3://{cloud.bucket}/uploads/{OWNER}/in.csv"))
+    stored = int(cloud.task(task_id)["updatedAtMs"])
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    stream.throttle = FrameThrottle(2, clock=lambda: now[0], sleep=sleep)
+    stream.deps.connections.add("conn-G", OWNER, task_id)
+    # When a first change is pushed, a second comes 0.1 s later (the item has moved on since it was
+    # written), and then come the stream records of the stored state and of a newer one
+    stream.lambda_handler(stream_event(image(task_id, "ACCEPTED", stored - 20, 1)), context)
+    now[0] += 0.1
+    stream.lambda_handler(stream_event(image(task_id, "ACCEPTED", stored - 10, 2)), context)
+    stream.lambda_handler(stream_event(image(task_id, "ACCEPTED", stored, 0)), context)
+    now[0] += 1.0
+    stream.lambda_handler(stream_event(image(task_id, "ACCEPTED", stored + 10, 3)), context)
+    # Then the second frame, after its 0.4 s wait, is the stored state rather than the change that waited;
+    # the stored state's own record sends nothing, and the newer one goes out at once
+    assert slept == [pytest.approx(0.4)]
+    frames = cloud.pushed("conn-G")
+    assert [(frame["updatedAtMs"], frame["counts"]["loaded"]) for frame in frames] == [
+        (stored - 20, 1), (stored, 0), (stored + 10, 3),
+    ]
+
+
 def test_a_task_nobody_watches_costs_no_wait(cloud: Cloud, load_handler: Any, context: FakeLambdaContext) -> None:
     # Given the stream function with a throttle that may not sleep, and no subscriber of a task
     stream = load_handler("progress/stream")
