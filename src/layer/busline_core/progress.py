@@ -15,8 +15,10 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from typing import Any, Final
 
+from .connections import Subscriber
 from .deps import ConnectionsDeps, StreamDeps
 from .task_state import TaskState
 from .tasks_repo import state_from_stream_image
@@ -24,6 +26,7 @@ from .tasks_repo import state_from_stream_image
 USAGE = {"error": 'unknown action; send {"action": "subscribe", "taskId": "<task id>"}'}
 DEFAULT_FRAMES_PER_SECOND: Final = 4
 THROTTLE_MEMORY: Final = 1024  # tasks whose last push a warm container remembers
+WATCHERS_FRESH_SECONDS: Final = 1.0
 
 
 class FrameThrottle:
@@ -103,6 +106,46 @@ class FrameThrottle:
             self._last_push.popitem(last=False)
 
 
+class WatcherCache:
+    """Who watches each task, as this warm container last read it from the connections table.
+
+    A task's watchers are read again once they are `fresh_s` old, and always for a final state, so every
+    watcher gets the last frame. A subscriber added in between got the current snapshot from `subscribe`
+    and misses at most `fresh_s` of frames after it; the read saved is most of a busy task's queries, and
+    its time on the way to every frame.
+    """
+
+    def __init__(
+        self,
+        fresh_s: float = WATCHERS_FRESH_SECONDS,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        capacity: int = THROTTLE_MEMORY,
+    ) -> None:
+        self.fresh_s = fresh_s
+        self._clock = clock
+        self._capacity = capacity
+        self._read: OrderedDict[str, tuple[float, list[Subscriber]]] = OrderedDict()
+
+    def of(self, task_id: str, final: bool, read: Callable[[], list[Subscriber]]) -> list[Subscriber]:
+        now = self._clock()
+        cached = self._read.get(task_id)
+        if not final and cached is not None and now - cached[0] < self.fresh_s:
+            return cached[1]
+        watchers = read()
+        self._read[task_id] = (now, watchers)
+        self._read.move_to_end(task_id)
+        while len(self._read) > self._capacity:
+            self._read.popitem(last=False)
+        return watchers
+
+    def gone(self, task_id: str, connection_id: str) -> None:
+        """A connection that refused a push (and was removed from the table) gets no more of this task's."""
+        cached = self._read.get(task_id)
+        if cached is not None:
+            self._read[task_id] = (cached[0], [s for s in cached[1] if s.connection_id != connection_id])
+
+
 def _newest_per_task(images: Iterable[Mapping[str, Any]]) -> dict[str, TaskState]:
     newest: dict[str, TaskState] = {}
     for image in images:
@@ -124,10 +167,14 @@ def _send(connection_id: str, payload: Mapping[str, Any], deps: StreamDeps | Con
 
 
 def push_progress(
-    new_images: list[dict[str, Any]], deps: StreamDeps, throttle: FrameThrottle | None = None
+    new_images: list[dict[str, Any]],
+    deps: StreamDeps,
+    throttle: FrameThrottle | None = None,
+    watchers: WatcherCache | None = None,
 ) -> int:
     """Push the newest snapshot of each task in a stream batch to its subscribers, paced by `throttle`
-    (none: every task at once); returns messages sent."""
+    (none: every task at once), with the subscribers `watchers` remembers (none: read each time); returns
+    messages sent."""
     newest = _newest_per_task(new_images)
     if throttle is not None:
         newest = {
@@ -137,7 +184,12 @@ def push_progress(
     receivers: dict[str, list[str]] = {}
     for task_id, state in newest.items():
         # subscribe() already refused other owners; checking again here keeps a stray row from leaking
-        watching = [s.connection_id for s in deps.connections.for_task(task_id) if s.owner == state.owner]
+        subscribers = (
+            watchers.of(task_id, state.is_final, partial(deps.connections.for_task, task_id))
+            if watchers is not None
+            else deps.connections.for_task(task_id)
+        )
+        watching = [s.connection_id for s in subscribers if s.owner == state.owner]
         # Unwatched tasks neither wait nor use up their pace: a later subscriber gets the current
         # snapshot from subscribe() and the next change at once.
         if watching:
@@ -158,7 +210,11 @@ def push_progress(
             if stored is not None and stored.owner == state.owner and stored.updated_at_ms > state.updated_at_ms:
                 state = stored
         payload = state.snapshot().model_dump(mode="json")
-        sent += sum(1 for connection_id in receivers[task_id] if _send(connection_id, payload, deps))
+        for connection_id in receivers[task_id]:
+            if _send(connection_id, payload, deps):
+                sent += 1
+            elif watchers is not None:
+                watchers.gone(task_id, connection_id)
         if throttle is not None:
             throttle.shown(task_id, state.updated_at_ms)
     return sent
