@@ -639,6 +639,7 @@ class Scheduler(EventSource):
         self._timetables = [_Timetable(schedule, self._virtual_start) for schedule in self.schedules]
         self._template_names = {schedule.name for schedule in model.schedules if schedule.name}
         self._next_sync = 0.0
+        self._client: Any = None  # made at the first sync (the AWS endpoint is known by then), then kept
 
     def start(self) -> None:
         self._real_start = time.monotonic()
@@ -681,7 +682,9 @@ class Scheduler(EventSource):
     def _sync_runtime_schedules(self) -> None:
         """Add the enabled Lambda-target schedules moto holds that are not known yet; drop deleted ones."""
         try:
-            client = aws_client(self.model, "scheduler")
+            if self._client is None:
+                self._client = aws_client(self.model, "scheduler")
+            client = self._client
             listed = [
                 summary
                 for page in client.get_paginator("list_schedules").paginate()

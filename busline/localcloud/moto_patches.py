@@ -520,17 +520,22 @@ def _template_with_values(template: str, values: dict[str, Any]) -> str:
 
 
 def _input_transformer_quotes_json_values() -> None:
-    from jsonpath_ng.ext import parse as json_path
+    import jsonpath_ng.ext
     from moto.events.utils import EventTemplateParser
 
     original = EventTemplateParser.parse
+    # Parsing a path builds jsonpath_ng's whole grammar (PLY tables) again: an eighth of the local cloud's
+    # time in the flights run, for the same few paths (the rules' and moto's default target input). A parsed
+    # path is immutable; moto's own parse imports `parse` at each call, so it gets the remembered ones too.
+    compiled_path = functools.lru_cache(maxsize=512)(jsonpath_ng.ext.parse)
+    jsonpath_ng.ext.parse = compiled_path
 
     def parse(input_template: str, input_paths_map: dict[str, Any], event: Any) -> Any:
         if not input_template or not input_paths_map:  # the whole event, or moto's own archive template
             return original(input_template, input_paths_map, event)
         values: dict[str, Any] = {}
         for name, path in input_paths_map.items():
-            matches = json_path(path).find(event)  # type: ignore[no-untyped-call]
+            matches = compiled_path(path).find(event)
             values[name] = matches[0].value if matches else None
         values["aws.events.event.json"] = event
         values["aws.events.event.ingestion-time"] = event.get("ingestion-time")

@@ -62,3 +62,81 @@ def test_a_recording_keeps_an_s3_objects_size_not_its_bytes(tmp_path: Path, monk
     assert [(entry["headers"]["Content-Length"], entry["body"]) for entry in puts] == [
         (str(len(large)), ""), ("10", "MDEyMzQ1Njc4OQ=="),
     ]
+
+
+RICH_ITEM = {
+    "taskId": {"S": "t-1"},
+    "empty": {"S": ""},
+    "count": {"N": "336776"},
+    "ratio": {"N": "0.25"},
+    "done": {"BOOL": False},
+    "nothing": {"NULL": True},
+    "chunks": {"NS": ["0", "1", "16"]},
+    "owners": {"SS": ["ana", "bob"]},
+    "phases": {"M": {"load": {"M": {"done": {"N": "3"}, "status": {"S": "running"}, "none": {"M": {}}}},
+                      "list": {"L": [{"S": "a"}, {"N": "1"}, {"L": []}, {"M": {"x": {"BOOL": True}}}]}}},
+}
+
+
+def _serialized_both_ways(operation: str, result: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    from moto.core.serialize import JSONSerializer, XFormedAttributePicker
+    from moto.core.utils import get_service_model
+
+    from busline.localcloud import moto_speed
+
+    make_moto_calls_fast()
+    model = get_service_model("dynamodb").operation_model(operation)
+
+    def body() -> str:
+        serializer = JSONSerializer(operation_model=model, pretty_print=False, value_picker=XFormedAttributePicker())
+        return str(serializer.serialize(result)["body"])
+
+    direct = body()
+    with monkeypatch.context() as generic:
+        generic.setattr(moto_speed, "_DIRECT_MEMBERS", frozenset())  # every value takes the generic path
+        return direct, body()
+
+
+@pytest.mark.parametrize(
+    ("operation", "result"),
+    [
+        ("GetItem", {"Item": RICH_ITEM}),
+        ("UpdateItem", {"Attributes": RICH_ITEM}),
+        ("Query", {"Items": [RICH_ITEM, {"taskId": {"S": "t-2"}}], "Count": 2, "ScannedCount": 2}),
+        ("GetItem", {"Item": {**RICH_ITEM, "blob": {"B": "AAEC"}, "blobs": {"BS": ["AAEC"]}}}),
+    ],
+    ids=["GetItem", "UpdateItem", "Query", "binary values"],
+)
+def test_items_are_serialized_exactly_as_the_generic_serializer_does(
+    operation: str, result: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a result holding every kind of attribute value (nested maps and lists, sets, empty ones)
+    # When it is serialized directly and by the generic serializer
+    direct, generic = _serialized_both_ways(operation, result, monkeypatch)
+    # Then the two bodies are the same bytes
+    assert direct == generic
+    assert json.loads(direct)[next(iter(result))] is not None
+
+
+def test_an_item_reads_back_as_it_was_written() -> None:
+    # Given the fast moto and a table
+    make_moto_calls_fast()
+    with moto_server() as endpoint:
+        dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
+                                aws_access_key_id="testing", aws_secret_access_key="testing")
+        dynamodb.create_table(TableName="speed", BillingMode="PAY_PER_REQUEST",
+                              KeySchema=[{"AttributeName": "taskId", "KeyType": "HASH"}],
+                              AttributeDefinitions=[{"AttributeName": "taskId", "AttributeType": "S"}])
+        item = {**RICH_ITEM, "blob": {"B": b"\x00\x01\x02"}}
+        # When it is put, read, and updated with ALL_NEW
+        dynamodb.put_item(TableName="speed", Item=item)
+        read = dynamodb.get_item(TableName="speed", Key={"taskId": {"S": "t-1"}}, ConsistentRead=True)["Item"]
+        updated = dynamodb.update_item(TableName="speed", Key={"taskId": {"S": "t-1"}}, UpdateExpression="SET #c = :c",
+                                       ExpressionAttributeNames={"#c": "count"},
+                                       ExpressionAttributeValues={":c": {"N": "7"}}, ReturnValues="ALL_NEW")["Attributes"]
+        # Then it reads back exactly as written (sets in any order), and the update changed only its count
+        def canonical(value: dict[str, object]) -> dict[str, object]:
+            return {name: {kind: sorted(v) if kind in ("SS", "NS") else v for kind, v in av.items()}  # type: ignore[union-attr]
+                    for name, av in value.items()}
+        assert canonical(read) == canonical(item)
+        assert canonical(updated) == canonical({**item, "count": {"N": "7"}})
