@@ -194,6 +194,10 @@ class StateStore:
         self.blobs = self.folder / _BLOBS
         # S3 bodies already on disk, by the object holding them (objects are immutable once stored)
         self._blob_of: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        # Blob files this process wrote or read (a stat per object inside the quiet moment cost more, under
+        # load, than the pickling), and bodies taken inside the moment, written to disk just after it.
+        self._on_disk: set[str] = set()
+        self._taken: dict[str, bytes] = {}
         self._saved_at_change = -1
         self._lock = threading.Lock()
         self.snapshots = 0
@@ -304,6 +308,9 @@ class StateStore:
             referenced = self._referenced
             self.snapshots += 1
             self.longest_quiet_s = max(self.longest_quiet_s, time.monotonic() - quiet_since)
+        taken, self._taken = self._taken, {}
+        for name, body in taken.items():  # before the snapshot that names them replaces the previous one
+            self._write_blob(name, body)
         fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=".aws-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as stream:
@@ -318,35 +325,55 @@ class StateStore:
         for blob in self.blobs.iterdir():  # bodies of objects deleted since: nothing names them any more
             if blob.name not in referenced and not blob.name.startswith("."):
                 blob.unlink(missing_ok=True)
+                self._on_disk.discard(blob.name)
         return True
 
     # -- S3 bodies -------------------------------------------------------------------------------
 
     def blob_name(self, fake_key: Any) -> str:
+        """The blob of an object being pickled (inside the quiet moment): a body stored since the copies
+        made before the moment is taken into memory now and written to disk right after the moment."""
         name = self._blob_of.get(fake_key)
-        if name is None or not (self.blobs / name).is_file():
-            name = self._copy_body(fake_key)
+        if name is None or (name not in self._on_disk and name not in self._taken):
+            name = uuid.uuid4().hex
+            body = io.BytesIO()
+            self._read_body(fake_key, body)
+            self._taken[name] = body.getvalue()
+            self._blob_of[fake_key] = name
         self._referenced.add(name)
         return name
 
     def _copy_body(self, fake_key: Any) -> str:
         name = uuid.uuid4().hex
         temporary = self.blobs / f".{name}.tmp"
-        with temporary.open("wb") as stream, fake_key.lock:
+        with temporary.open("wb") as stream:
+            self._read_body(fake_key, stream)
+        os.replace(temporary, self.blobs / name)
+        self._on_disk.add(name)
+        self._blob_of[fake_key] = name
+        return name
+
+    @staticmethod
+    def _read_body(fake_key: Any, into: Any) -> None:
+        with fake_key.lock:
             buffer = fake_key._value_buffer
             # moto closes the body of an object it deleted or replaced; one still referenced (by an
             # upload's parts, say) keeps no bytes, as moto's own __getstate__ does
             if not buffer.closed:
                 buffer.seek(0)
-                shutil.copyfileobj(buffer, stream, 1 << 20)
+                shutil.copyfileobj(buffer, into, 1 << 20)
+
+    def _write_blob(self, name: str, body: bytes) -> None:
+        temporary = self.blobs / f".{name}.tmp"
+        temporary.write_bytes(body)
         os.replace(temporary, self.blobs / name)
-        self._blob_of[fake_key] = name
-        return name
+        self._on_disk.add(name)
 
     def read_blob_into(self, name: str, fake_key: Any) -> None:
         with (self.blobs / name).open("rb") as stream:
             shutil.copyfileobj(stream, fake_key._value_buffer, 1 << 20)
         self._blob_of[fake_key] = name
+        self._on_disk.add(name)
 
     @staticmethod
     def _write_atomically(path: Path, data: bytes) -> None:

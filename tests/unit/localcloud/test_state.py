@@ -178,3 +178,46 @@ def test_new_bodies_are_copied_while_requests_go_on(aws: dict[str, Any], tmp_pat
     before = {blob.name for blob in store.blobs.iterdir()}
     assert store.snapshot() is True
     assert before <= {blob.name for blob in store.blobs.iterdir()}
+
+
+def test_a_body_stored_just_before_the_quiet_moment_is_saved_after_it(
+    aws: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an object stored after the copies made ahead of the quiet moment (none are made here)
+    aws["s3"].create_bucket(Bucket="data-late")
+    aws["s3"].put_object(Bucket="data-late", Key="big.bin", Body=BODY)
+    store = StateStore(tmp_path)
+    monkeypatch.setattr(store, "_write_new_bodies", lambda: None)
+    written_during_the_moment: list[int] = []
+    snapshot = store._snapshot
+
+    def counting_blobs(hand_back_messages: bool) -> bool:
+        real_exclusive = GATE.exclusive
+
+        def exclusive(wait_s: float) -> Any:
+            context = real_exclusive(wait_s)
+
+            class Watched:
+                def __enter__(self) -> Any:
+                    return context.__enter__()
+
+                def __exit__(self, *exc: object) -> Any:
+                    written_during_the_moment.append(len(list(store.blobs.iterdir())))
+                    return context.__exit__(*exc)
+
+            return Watched()
+
+        monkeypatch.setattr(GATE, "exclusive", exclusive)
+        return snapshot(hand_back_messages)
+
+    monkeypatch.setattr(store, "_snapshot", counting_blobs)
+    # When a snapshot is taken, and the object later lost and restored
+    assert store.snapshot() is True
+    aws["s3"].delete_object(Bucket="data-late", Key="big.bin")
+    monkeypatch.undo()
+    StateStore(tmp_path).restore()
+    # Then no body was written while requests waited, and the restored object has its bytes
+    assert written_during_the_moment == [0]
+    assert aws["s3"].get_object(Bucket="data-late", Key="big.bin")["Body"].read() == BODY
+    aws["s3"].delete_object(Bucket="data-late", Key="big.bin")
+    aws["s3"].delete_bucket(Bucket="data-late")
