@@ -378,11 +378,21 @@ def test_a_first_load_into_an_empty_table_writes_each_key_once_the_last_row_winn
     task = f"task-{uuid.uuid4().hex}"
     for chunk, rows in enumerate(chunks):
         warehouse.load_chunk(task, chunk, owner, target, COLUMNS, rows)
+    key_before = _primary_key(database_url, owner, table)
     # When the task commits
     outcome = warehouse.commit_task(task, owner, target, COLUMNS)
-    # Then each key is written once, with the last of its rows in source order
+    # Then each key is written once, with the last of its rows in source order, under the same primary key
     assert (outcome.rows, outcome.deleted, outcome.rejected, outcome.already_loaded) == (3, 0, 0, False)
     assert _query(database_url, sql.SQL("SELECT id, name FROM {} ORDER BY id").format(owner_table(owner, table))) == expected
+    assert _primary_key(database_url, owner, table) == key_before == [(f"{table}_pkey", "PRIMARY KEY (id)")]
+
+
+def _primary_key(database_url: str, owner: str, table: str) -> list[tuple[Any, ...]]:
+    return _query(
+        database_url,
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
+        owner_table(owner, table).as_string(None),
+    )
 
 
 @pytest.mark.usefixtures("catalog")
