@@ -61,7 +61,7 @@ class MeasuredWork:
 @dataclass(frozen=True)
 class GlueInputs:
     rows_per_vcpu_second: float  # measured: the DuckDB script's read/filter/join rate per thread
-    warehouse_rows_per_connection_second: float  # measured: its COPY + upsert rate on one connection
+    warehouse_rows_per_connection_second: float  # measured: its COPY + INSERT rate on one connection
 
 
 @dataclass(frozen=True)
