@@ -34,6 +34,9 @@ def test_the_pace_is_a_parameter_the_progress_function_reads(sam: dict[str, Any]
     variables = sam["Resources"]["ProgressFunction"]["Properties"]["Environment"]["Variables"]
     # Then the function gets it, and its settings default and bounds are the parameter's
     assert variables["PROGRESS_FRAMES_PER_SECOND"] == {"Ref": "ProgressFramesPerSecond"}
+    # (the tasks table, read again after a throttled wait, comes from the functions' Globals)
+    assert sam["Globals"]["Function"]["Environment"]["Variables"]["TASKS_TABLE"] == {"Ref": "TasksTable"}
+    monkeypatch.setenv("TASKS_TABLE", "tasks")
     monkeypatch.setenv("CONNECTIONS_TABLE", "connections")
     monkeypatch.setenv("WEBSOCKET_MANAGEMENT_ENDPOINT", "https://example.invalid/dev")
     monkeypatch.delenv("PROGRESS_FRAMES_PER_SECOND", raising=False)

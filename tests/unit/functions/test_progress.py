@@ -103,6 +103,18 @@ def image(task_id: str, status: str, updated_at_ms: int, loaded: int) -> dict[st
     return new_image
 
 
+def _paced_on_a_fake_clock(frames_per_second: float) -> tuple[FrameThrottle, list[float], list[float]]:
+    """A throttle whose clock is `now[0]` and whose sleeps are recorded in `slept` and move `now` on."""
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    return FrameThrottle(frames_per_second, clock=lambda: now[0], sleep=sleep), now, slept
+
+
 def test_stream_pushes_are_paced_per_task_and_the_final_state_is_not_held_back(
     cloud: Cloud, load_handler: Any, context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,14 +123,7 @@ def test_stream_pushes_are_paced_per_task_and_the_final_state_is_not_held_back(
     stream = load_handler("progress/stream")
     assert stream.throttle.interval_s == 0.5
     # (the same pace on a fake clock, so the test does not sleep)
-    now = [0.0]
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
-
-    stream.throttle = FrameThrottle(2, clock=lambda: now[0], sleep=sleep)
+    stream.throttle, now, slept = _paced_on_a_fake_clock(2)
     stream.deps.connections.add("conn-F", OWNER, SAMPLE_TASK)
     # When the task's first change arrives, then a newer one 0.1 s later, then its final state 0.1 s later
     stream.lambda_handler(stream_event(image(SAMPLE_TASK, "LOADING", 1, 100)), context)
@@ -143,14 +148,7 @@ def test_a_change_that_waited_is_pushed_as_the_task_stands_after_the_wait(
     stream = load_handler("progress/stream")
     task_id = submit(small_spec(f"s3://{cloud.bucket}/uploads/{OWNER}/in.csv"))
     stored = int(cloud.task(task_id)["updatedAtMs"])
-    now = [0.0]
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
-
-    stream.throttle = FrameThrottle(2, clock=lambda: now[0], sleep=sleep)
+    stream.throttle, now, slept = _paced_on_a_fake_clock(2)
     stream.deps.connections.add("conn-G", OWNER, task_id)
     # When a first change is pushed, a second comes 0.1 s later (the item has moved on since it was
     # written), and then come the stream records of the stored state and of a newer one
