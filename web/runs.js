@@ -10,6 +10,7 @@ const SERIES_COLOURS = ["#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b83280", "
 const runs = {
   tokens: [null], // tokens[k]: the nextToken that reads page k
   page: 0,
+  asked: 0, // refreshes asked for: only the last one's answer is shown
   items: [],
   timer: null,
   charts: {},
@@ -30,7 +31,11 @@ async function refreshRuns() {
   const query = runFilters();
   const token = runs.tokens[runs.page];
   if (token) query.set("nextToken", token);
+  const asked = ++runs.asked;
   const page = await api(`/tasks?${query}`);
+  // An earlier refresh (the list loaded at sign-in, other filters, another page) may answer after a later
+  // one: showing it would put back what the filters just replaced.
+  if (asked !== runs.asked) return;
   runs.tokens[runs.page + 1] = page.nextToken || null;
   runs.items = page.items || [];
   renderRuns();

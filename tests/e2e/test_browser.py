@@ -342,6 +342,42 @@ def test_the_runs_view_filters_and_charts_the_finished_runs(browser: Any, e2e_cl
         page.close()
 
 
+def test_a_late_answer_to_an_earlier_runs_request_does_not_replace_the_filtered_list(
+    browser: Any, e2e_cloud: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1200})
+    held: list[Any] = []
+
+    def hold_unfiltered_lists(route: Any) -> None:
+        if "pipeline=" in route.request.url:
+            route.continue_()
+        else:
+            held.append(route)  # answered below, after the filtered list
+
+    try:
+        # Given the signed-in page, whose unfiltered list of runs (asked at sign-in) has not been answered yet
+        succeeded = _tasks_of_demo_user(e2e_cloud.endpoints, "pipeline=flights&status=SUCCEEDED&limit=20")
+        page.route(re.compile(r".*/tasks\?.*"), hold_unfiltered_lists)
+        sign_in(page, e2e_cloud.endpoints["web"])
+        # When the view is filtered to the flights runs that succeeded, and then the earlier answer arrives
+        page.get_by_test_id("runs-pipeline").fill("flights")
+        page.get_by_test_id("runs-status").select_option("SUCCEEDED")
+        page.get_by_test_id("runs-apply").click()
+        rows = page.get_by_test_id("runs-body").locator("tr")
+        expect(rows).to_have_count(len(succeeded))
+        assert [route.request.url.rsplit("/", 1)[-1] for route in held] in (["tasks?limit=20"] * 1, ["tasks?limit=20"] * 2)
+        for route in held:
+            with page.expect_response(lambda response, route=route: response.request == route.request):
+                route.continue_()
+        # Then the list still shows exactly the filtered runs
+        page.wait_for_timeout(300)  # the answers' handlers have run by now (they only need to render)
+        expect(rows).to_have_count(len(succeeded))
+    finally:
+        page.close()
+
+
 def _demo_owner(endpoints: dict[str, Any]) -> str:
     token = user_tokens(endpoints, endpoints["auth"]["demoUser"]["username"]).access_token
     return str(jwt.decode(token, options={"verify_signature": False})[OWNER_CLAIM])
