@@ -140,3 +140,40 @@ def test_an_item_reads_back_as_it_was_written() -> None:
                     for name, av in value.items()}
         assert canonical(read) == canonical(item)
         assert canonical(updated) == canonical({**item, "count": {"N": "7"}})
+
+
+def test_an_update_expression_parsed_once_applies_each_calls_own_values_and_errors() -> None:
+    # Given the fast moto and a table with one counter item
+    make_moto_calls_fast()
+    with moto_server() as endpoint:
+        dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
+                                aws_access_key_id="testing", aws_secret_access_key="testing")
+        dynamodb.create_table(TableName="parsed", BillingMode="PAY_PER_REQUEST",
+                              KeySchema=[{"AttributeName": "taskId", "KeyType": "HASH"}],
+                              AttributeDefinitions=[{"AttributeName": "taskId", "AttributeType": "S"}])
+        key = {"taskId": {"S": "t-1"}}
+
+        def add(amount: str, expression: str = "ADD #n :n SET #s = :s") -> dict[str, object]:
+            return dynamodb.update_item(  # type: ignore[no-any-return]
+                TableName="parsed", Key=key, UpdateExpression=expression,
+                ExpressionAttributeNames={"#n": "done", "#s": "status"},
+                ExpressionAttributeValues={":n": {"N": amount}, ":s": {"S": f"after {amount}"}},
+                ReturnValues="ALL_NEW")["Attributes"]
+
+        # When the same expression runs three times with different values, then a broken one twice
+        results = [add("1"), add("2"), add("4")]
+        errors = []
+        for _ in range(2):
+            with pytest.raises(dynamodb.exceptions.ClientError) as raised:
+                add("8", "ADD #n :n SET #s = :s, #n = ")
+            errors.append(raised.value.response["Error"]["Code"])
+        # Then each call applied its own values to the item as it stood, and the broken one is refused each time
+        assert [(r["done"], r["status"]) for r in results] == [
+            ({"N": "1"}, {"S": "after 1"}), ({"N": "3"}, {"S": "after 2"}), ({"N": "7"}, {"S": "after 4"})]
+        assert errors == ["ValidationException", "ValidationException"]
+        # and an unused placeholder is still named as one, although the expression was parsed before
+        with pytest.raises(dynamodb.exceptions.ClientError) as unused:
+            dynamodb.update_item(TableName="parsed", Key=key, UpdateExpression="ADD #n :n SET #s = :s",
+                                 ExpressionAttributeNames={"#n": "done", "#s": "status", "#x": "extra"},
+                                 ExpressionAttributeValues={":n": {"N": "1"}, ":s": {"S": "x"}})
+        assert "#x" in unused.value.response["Error"]["Message"]
