@@ -374,7 +374,8 @@ class StreamPoller(EventSource):
             StreamArn=self.mapping.stream_arn, ShardId=shard_id, ShardIteratorType=position
         )["ShardIterator"]
         self._known_shards.add(shard_id)
-        self._spawn(self._poll_shard, shard_id, iterator, name=f"stream-{self.mapping.logical_id}-{shard_id}")
+        self._spawn(self._poll_shard, shard_id, iterator, position,
+                    name=f"stream-{self.mapping.logical_id}-{shard_id}")
 
     def _discover_shards(self) -> None:
         # Shards appearing later (a stream re-created) are read from their beginning.
@@ -384,7 +385,8 @@ class StreamPoller(EventSource):
                     if shard_id not in self._known_shards:
                         self._start_shard(shard_id, "TRIM_HORIZON")
 
-    def _poll_shard(self, shard_id: str, iterator: str | None) -> None:
+    def _poll_shard(self, shard_id: str, iterator: str | None, position: str) -> None:
+        last_read: str | None = None  # the sequence number of the last record read: where to go on from
         pending: list[dict[str, Any]] = []
         first_pending_at = 0.0
         writes_seen = 0
@@ -396,11 +398,17 @@ class StreamPoller(EventSource):
                 try:
                     response = self._streams.get_records(ShardIterator=iterator, Limit=GET_RECORDS_LIMIT)
                 except Exception as exc:
-                    console_line(f"{self.name}: get_records failed: {type(exc).__name__}: {exc}")
-                    self._stopping.wait(1.0)
+                    renewed = self._renewed_iterator(shard_id, exc, position, last_read)
+                    if renewed is None:
+                        console_line(f"{self.name}: get_records failed: {type(exc).__name__}: {exc}")
+                        self._stopping.wait(1.0)
+                    else:
+                        iterator = renewed
                     continue
                 iterator = response.get("NextShardIterator")
                 raw_records = response.get("Records", [])
+                if raw_records:
+                    last_read = raw_records[-1]["dynamodb"]["SequenceNumber"]
                 backlog = len(raw_records) >= GET_RECORDS_LIMIT
                 fresh = [self._record(raw) for raw in raw_records]
                 kept = [record for record in fresh if self._matches(record)]
@@ -429,6 +437,27 @@ class StreamPoller(EventSource):
             else:
                 STREAM_WRITES.wait_beyond(self.mapping.table_name, writes_seen, STREAM_IDLE_WAIT_S,
                                           self._stopping)
+
+    def _renewed_iterator(self, shard_id: str, error: Exception, position: str, last_read: str | None) -> str | None:
+        """What Lambda's poller does when a shard iterator is no use: one after the last record read, when
+        the iterator expired (a batch that took more than 15 minutes, a machine that slept); the oldest record
+        kept, when the records it pointed at are past the stream's 24 hours. None for any other error."""
+        code = getattr(error, "response", {}).get("Error", {}).get("Code")
+        if code == "ExpiredIteratorException":
+            kind, after = ("AFTER_SEQUENCE_NUMBER", {"SequenceNumber": last_read}) if last_read else (position, {})
+        elif code == "TrimmedDataAccessException":
+            console_line(f"{self.name}: records older than the stream's 24 hours were trimmed before they were "
+                         "read; going on from the oldest record kept")
+            kind, after = "TRIM_HORIZON", {}
+        else:
+            return None
+        try:
+            return str(self._streams.get_shard_iterator(
+                StreamArn=self.mapping.stream_arn, ShardId=shard_id, ShardIteratorType=kind, **after
+            )["ShardIterator"])
+        except Exception as exc:
+            console_line(f"{self.name}: cannot renew the shard iterator: {type(exc).__name__}: {exc}")
+            return None
 
     def _matches(self, record: dict[str, Any]) -> bool:
         # Records that match no filter pattern are dropped, exactly as Lambda does: never delivered.

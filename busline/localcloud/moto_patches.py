@@ -14,6 +14,7 @@ SQS long polls would otherwise block everything.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import json
 import re
@@ -463,6 +464,10 @@ def apply_aws_edges() -> None:
       and PutEvents failed with a 500. Inside a string literal (`"is <kind>"`) the text goes in as is.
     - Scheduler: CreateSchedule and UpdateSchedule refuse an expression of none of AWS's three forms with
       a ValidationException, as AWS does.
+    - DynamoDB Streams forget as AWS does: a record after 24 hours, a shard iterator 15 minutes after it was
+      returned. moto kept both for ever, and every state snapshot of a long-lived local cloud pickled them
+      all (an idle stream reader alone leaves one iterator a second). Reading a trimmed record is a
+      TrimmedDataAccessException, an expired iterator an ExpiredIteratorException, as on AWS.
     """
     global _edges_applied
     with _patch_lock:
@@ -471,6 +476,7 @@ def apply_aws_edges() -> None:
         _skip_unchanged_stream_records()
         _input_transformer_quotes_json_values()
         _scheduler_checks_expression_forms()
+        _streams_forget_like_aws()
         _edges_applied = True
 
 
@@ -486,6 +492,70 @@ def _skip_unchanged_stream_records() -> None:
         add(self, old, new)
 
     StreamShard.add = add_if_changed  # type: ignore[method-assign]
+
+
+# DynamoDB Streams developer guide: "stream records are … removed automatically after 24 hours";
+# GetShardIterator: "A shard iterator expires 15 minutes after it is returned to the requester".
+STREAM_RECORD_RETENTION = dt.timedelta(hours=24)
+SHARD_ITERATOR_LIFETIME_S = 15 * 60.0
+
+
+def _streams_forget_like_aws() -> None:
+    from moto.core.exceptions import JsonRESTError
+    from moto.core.utils import utcnow
+    from moto.dynamodb.models.table import StreamShard
+    from moto.dynamodbstreams.models import DynamoDBStreamsBackend, ShardIterator
+
+    add, get = StreamShard.add, StreamShard.get
+
+    @functools.wraps(add)
+    def add_and_trim(self: Any, old: Any, new: Any) -> None:
+        add(self, old, new)
+        oldest_kept = utcnow() - STREAM_RECORD_RETENTION
+        expired = 0
+        for record in self.items:  # in the order written: the expired ones lead
+            if record.record["dynamodb"]["ApproximateCreationDateTime"] >= oldest_kept:
+                break
+            expired += 1
+        if expired:
+            del self.items[:expired]
+            self.starting_sequence_number += expired  # a record keeps its sequence number
+
+    @functools.wraps(get)
+    def get_untrimmed(self: Any, start: int, quantity: int) -> Any:
+        if start < self.starting_sequence_number:
+            raise JsonRESTError(
+                "TrimmedDataAccessException",
+                f"the records from sequence number {start} were trimmed (older than the stream's 24 hours)",
+            )
+        return get(self, start, quantity)
+
+    iterator_init = ShardIterator.__init__
+
+    @functools.wraps(iterator_init)
+    def stamped_iterator(self: Any, *args: Any, **kwargs: Any) -> None:
+        iterator_init(self, *args, **kwargs)
+        self.returned_at = time.time()
+
+    get_records = DynamoDBStreamsBackend.get_records
+
+    @functools.wraps(get_records)
+    def get_records_of_live_iterators(self: Any, iterator_arn: str, limit: int) -> Any:
+        # Iterators are kept in the order they were returned, so the expired ones lead.
+        expired_before = time.time() - SHARD_ITERATOR_LIFETIME_S
+        while self.shard_iterators:
+            oldest = next(iter(self.shard_iterators))
+            if getattr(self.shard_iterators[oldest], "returned_at", 0.0) >= expired_before:
+                break
+            del self.shard_iterators[oldest]
+        if iterator_arn not in self.shard_iterators:
+            raise JsonRESTError("ExpiredIteratorException", "the shard iterator has expired (15 minutes)")
+        return get_records(self, iterator_arn, limit)
+
+    StreamShard.add = add_and_trim  # type: ignore[method-assign]
+    StreamShard.get = get_untrimmed  # type: ignore[method-assign]
+    ShardIterator.__init__ = stamped_iterator  # type: ignore[method-assign]
+    DynamoDBStreamsBackend.get_records = get_records_of_live_iterators  # type: ignore[method-assign]
 
 
 def _template_with_values(template: str, values: dict[str, Any]) -> str:

@@ -420,6 +420,12 @@ def _empty_defaultdict(cls: type[defaultdict[Any, Any]], factory: Any) -> defaul
     return made
 
 
+def _with_attributes(cls: Any, attributes: dict[str, Any]) -> Any:
+    made = cls.__new__(cls)
+    made.__dict__.update(attributes)
+    return made
+
+
 def _private_key(pem: bytes) -> Any:
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -443,6 +449,9 @@ class _Pickler(cloudpickle.CloudPickler):
         from moto.s3.models import FakeKey
 
         self._fake_key = FakeKey
+        from moto.dynamodbstreams.models import DynamoDBStreamsBackend
+
+        self._streams_backend = DynamoDBStreamsBackend
         # Cognito's token-signing keys and KMS keys: the same key after a restart, so tokens stay valid
         self._private_keys = key_types.PrivateKeyTypes.__args__  # type: ignore[attr-defined]
         self._public_keys = key_types.PublicKeyTypes.__args__  # type: ignore[attr-defined]
@@ -482,6 +491,10 @@ class _Pickler(cloudpickle.CloudPickler):
         if isinstance(obj, self._fake_key):
             state = {k: v for k, v in obj.__dict__.items() if k not in ("_value_buffer", "lock")}
             return _s3_object_placeholder, (self._store.blob_name(obj), state)
+        if isinstance(obj, self._streams_backend):
+            # Shard iterators live 15 minutes and a restarted cloud's readers take new ones; an idle reader
+            # leaves one a second, which every snapshot would pickle inside its quiet moment.
+            return _with_attributes, (type(obj), {**vars(obj), "shard_iterators": {}})
         return super().reducer_override(obj)
 
 

@@ -221,3 +221,41 @@ def test_a_body_stored_just_before_the_quiet_moment_is_saved_after_it(
     assert aws["s3"].get_object(Bucket="data-late", Key="big.bin")["Body"].read() == BODY
     aws["s3"].delete_object(Bucket="data-late", Key="big.bin")
     aws["s3"].delete_bucket(Bucket="data-late")
+
+
+def test_a_restored_stream_keeps_its_records_but_not_the_shard_iterators_handed_out(
+    aws: dict[str, Any], tmp_path: Path
+) -> None:
+    from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+    # Given a table with a stream of two records, read once through a shard iterator
+    streams = boto3.client("dynamodbstreams", endpoint_url=aws["dynamodb"].meta.endpoint_url, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+    stream_arn = aws["dynamodb"].create_table(
+        TableName="streamed", BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+    )["TableDescription"]["LatestStreamArn"]  # fmt: skip
+    for key in ("a", "b"):
+        aws["dynamodb"].put_item(TableName="streamed", Item={"pk": {"S": key}})
+
+    def records_from_the_start() -> list[str]:
+        shard = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"][0]["ShardId"]
+        iterator = streams.get_shard_iterator(StreamArn=stream_arn, ShardId=shard,
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        return [record["dynamodb"]["Keys"]["pk"]["S"] for record in streams.get_records(ShardIterator=iterator)["Records"]]
+
+    assert records_from_the_start() == ["a", "b"]
+    backend = dynamodbstreams_backends["123456789012"]["us-east-1"]
+    assert len(backend.shard_iterators) == 2  # the one taken, and the one GetRecords handed back
+    # When it is saved, lost and restored
+    assert StateStore(tmp_path).snapshot() is True
+    aws["dynamodb"].delete_table(TableName="streamed")
+    StateStore(tmp_path).restore()
+    # Then the records are read again from the start, and only the iterators of that read are held
+    backend = dynamodbstreams_backends["123456789012"]["us-east-1"]
+    assert backend.shard_iterators == {}
+    assert records_from_the_start() == ["a", "b"]
+    assert len(backend.shard_iterators) == 2
+    aws["dynamodb"].delete_table(TableName="streamed")
