@@ -77,6 +77,13 @@ def print_report(report: dict[str, Any]) -> None:
     for name in [*single_rows, *(name for name in scaled_rows if name not in single_rows)]:
         summary.add_row(name, single_rows.get(name, ""), scaled_rows.get(name, ""))
     summary.add_row("warm-up task (s)", _fmt(single.get("warmupTaskSeconds")), "")
+    runs = single.get("runs")
+    if runs:
+        pooled = runs["progressLatencyMs"]
+        summary.add_row(f"1x end to end, median of {len(runs['endToEndSeconds'])} (s)",
+                        f"{_fmt(runs['medianSeconds'])} ({_seconds_list(runs['endToEndSeconds'])})", "")
+        summary.add_row(f"  progress p50 / p95, {pooled['samples']} frames (ms)",
+                        f"{_fmt(pooled['p50'])} / {_fmt(pooled['p95'])}", "")
     if scaled_rows:
         summary.add_row(f"ratio to {copies}x the 1x time", "", _fmt(scaled["ratioToTenTimes1x"]))
         summary.add_row(f"counts = {copies} x the 1x counts", "", _fmt(scaled["countsMatchExpected"]))
@@ -91,6 +98,8 @@ def print_report(report: dict[str, Any]) -> None:
     summary.add_row(
         "DuckDB script (s) / rows/s", f"{_fmt(duckdb['seconds'])} / {_fmt(duckdb['rowsPerSecond'])}", ""
     )
+    if "runsSeconds" in duckdb:
+        summary.add_row("  median of (s)", _seconds_list(duckdb["runsSeconds"]), "")
     summary.add_row(
         "  DuckDB part / Postgres part (s)",
         f"{_fmt(duckdb['duckdbSeconds'])} / {_fmt(duckdb['postgresSeconds'])}",
@@ -157,6 +166,10 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(aws)
 
 
+def _seconds_list(seconds: list[float]) -> str:
+    return ", ".join(_fmt(value) for value in seconds)
+
+
 def _function_cell(function: dict[str, Any] | None) -> str:
     if not function:
         return ""
@@ -189,16 +202,24 @@ def render_performance_doc(report: dict[str, Any]) -> str:
         "## Measured on the local cloud",
         "",
     ]
+    runs = single.get("runs") or {
+        "endToEndSeconds": [single["endToEndSeconds"]], "medianSeconds": single["endToEndSeconds"],
+        "medianRowsPerSecond": single["rowsPerSecond"], "progressLatencyMs": single["progress"]["latencyMs"],
+    }
+    script_runs = duckdb.get("runsSeconds", [duckdb["seconds"]])
+    pooled = runs["progressLatencyMs"]
     measured = [
         [
             "flights 1x: end to end",
-            f"{_fmt(single['endToEndSeconds'])} s, {_fmt(single['rowsPerSecond'])} rows/s, "
+            f"{_fmt(runs['medianSeconds'])} s, the median of {len(runs['endToEndSeconds'])} runs "
+            f"({_seconds_list(runs['endToEndSeconds'])} s); {_fmt(runs['medianRowsPerSecond'])} rows/s, "
             f"{_fmt(single['rows'])} rows in {_fmt(single['chunks'])} chunks",
         ],
         [
             "DuckDB script (same run)",
-            f"{_fmt(duckdb['seconds'])} s ({_fmt(duckdb['duckdbSeconds'])} s DuckDB, "
-            f"{_fmt(duckdb['postgresSeconds'])} s Postgres), {_fmt(duckdb['rowsPerSecond'])} rows/s",
+            f"{_fmt(duckdb['seconds'])} s, the median of {len(script_runs)} runs ({_seconds_list(script_runs)} s); "
+            f"that run: {_fmt(duckdb['duckdbSeconds'])} s DuckDB, {_fmt(duckdb['postgresSeconds'])} s Postgres, "
+            f"{_fmt(duckdb['rowsPerSecond'])} rows/s",
         ],
         ["Postgres COPY of the result", f"{_fmt(copy['seconds'])} s, {_fmt(copy['rowsPerSecond'])} rows/s"],
         [
@@ -207,7 +228,8 @@ def render_performance_doc(report: dict[str, Any]) -> str:
         ],
         [
             "progress latency p50 / p95",
-            f"{_fmt(single['progress']['latencyMs']['p50'])} / {_fmt(single['progress']['latencyMs']['p95'])} ms",
+            f"{_fmt(pooled['p50'])} / {_fmt(pooled['p95'])} ms over the {_fmt(pooled['samples'])} frames of "
+            f"the 1x runs",
         ],
     ]
     if "perChunk" in single.get("apiCalls", {}):

@@ -95,8 +95,8 @@ def upload_file(s3: Any, bucket: str, path: Path) -> str:
 
 def flights_body(bucket: str, table: str, source_uri: str | None) -> dict[str, Any]:
     """The flights pipeline request, or the same spec over another source as an ad hoc task."""
-    if source_uri is None and table == FLIGHTS_TABLE:
-        return {"pipeline": "flights", "params": {}}
+    if source_uri is None:
+        return {"pipeline": "flights", "params": {} if table == FLIGHTS_TABLE else {"table": table}}
     from busline_core.pipelines import expand_pipeline
 
     spec = expand_pipeline("flights", {"table": table}, bucket).model_dump(by_alias=True, mode="json")

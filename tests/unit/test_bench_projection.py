@@ -262,3 +262,29 @@ def test_a_scaled_flights_line_moves_year_and_time_hour() -> None:
     assert scaled_line(line, 9) == (
         b"2022,12,31,13,2359,14,439,437,2,B6,839,N566JB,JFK,BQN,189,1576,23,59,2023-01-01T04:00:00Z\n"
     )
+
+
+def test_the_1x_times_are_the_measured_runs_then_the_repeats_and_the_script_is_its_median_run() -> None:
+    from types import SimpleNamespace
+
+    from busline.bench.baselines import DuckdbResult
+    from busline.bench.main import Measurements
+
+    # Given a measured 1x run of 6.1 s, two more of 7.9 and 5.4 s, and script runs of 3.9, 3.5 and 4.4 s
+    def script(seconds: float) -> DuckdbResult:
+        return DuckdbResult(seconds, seconds - 2.0, 2.0, 0.3, 2, 336_776, 8_255, 7_602, 320_919)
+
+    measured = Measurements(
+        single=SimpleNamespace(followed=SimpleNamespace(seconds=6.1)),  # type: ignore[arg-type]
+        warmup_seconds=3.0,
+        repeats=[SimpleNamespace(seconds=7.9), SimpleNamespace(seconds=5.4)],  # type: ignore[list-item]
+        duckdb_runs=[script(3.9), script(3.5), script(4.4)],
+        copy=None,  # type: ignore[arg-type]
+        scaled=None,
+        scaled_note={},
+        load_max_concurrency=5,
+        call_latency={},
+    )
+    # Then the 1x times keep their order, and the script's figures are those of its 3.9 s run
+    assert measured.seconds_1x == [6.1, 7.9, 5.4]
+    assert (measured.duckdb.seconds, measured.duckdb.duckdb_seconds) == (3.9, 1.9)
