@@ -6,8 +6,11 @@ What is measured, and how (the modules say more):
   up to 4 per function); on AWS a burst of ranges starts extra instances cold, but each on its own CPU,
   while here their imports would take the 2 cores from the measured work. StepTimeout is raised to 300 s
   (see main.CLOUD_ARGS) so a slow one-reader extract on a busy machine is measured, not retried;
+- the 1x end to end and the DuckDB script are each the median of main.RUNS_1X runs, taken in turn; the
+  first 1x run is the measured one (calls, memory, cost, phases), the others are timed;
 - seconds per phase: the task's own `timings` (first chunk started -> phase completed; phases overlap);
-- progress latency: for every WebSocket frame, client receive time minus the snapshot's `updatedAtMs`;
+- progress latency: for every WebSocket frame, client receive time minus the snapshot's `updatedAtMs`
+  (the target is over the frames of every 1x run);
 - AWS calls (calls.py): moto's request recorder during each measured run, each call attributed to a
   function, an event source mapping, or the local cloud's own emulation (which AWS does not make);
 - Lambda invocations, billed milliseconds, CPU and peak RSS per function (functions.py);
