@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -118,15 +119,20 @@ def test_items_are_serialized_exactly_as_the_generic_serializer_does(
     assert json.loads(direct)[next(iter(result))] is not None
 
 
+def _client_with_task_table(endpoint: str, table: str) -> Any:
+    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+    dynamodb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                          KeySchema=[{"AttributeName": "taskId", "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": "taskId", "AttributeType": "S"}])
+    return dynamodb
+
+
 def test_an_item_reads_back_as_it_was_written() -> None:
     # Given the fast moto and a table
     make_moto_calls_fast()
     with moto_server() as endpoint:
-        dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
-                                aws_access_key_id="testing", aws_secret_access_key="testing")
-        dynamodb.create_table(TableName="speed", BillingMode="PAY_PER_REQUEST",
-                              KeySchema=[{"AttributeName": "taskId", "KeyType": "HASH"}],
-                              AttributeDefinitions=[{"AttributeName": "taskId", "AttributeType": "S"}])
+        dynamodb = _client_with_task_table(endpoint, "speed")
         item = {**RICH_ITEM, "blob": {"B": b"\x00\x01\x02"}}
         # When it is put, read, and updated with ALL_NEW
         dynamodb.put_item(TableName="speed", Item=item)
@@ -146,11 +152,7 @@ def test_an_update_expression_parsed_once_applies_each_calls_own_values_and_erro
     # Given the fast moto and a table with one counter item
     make_moto_calls_fast()
     with moto_server() as endpoint:
-        dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
-                                aws_access_key_id="testing", aws_secret_access_key="testing")
-        dynamodb.create_table(TableName="parsed", BillingMode="PAY_PER_REQUEST",
-                              KeySchema=[{"AttributeName": "taskId", "KeyType": "HASH"}],
-                              AttributeDefinitions=[{"AttributeName": "taskId", "AttributeType": "S"}])
+        dynamodb = _client_with_task_table(endpoint, "parsed")
         key = {"taskId": {"S": "t-1"}}
 
         def add(amount: str, expression: str = "ADD #n :n SET #s = :s") -> dict[str, object]:
