@@ -22,10 +22,13 @@ $(CHECKOV):
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install -q '$(CHECKOV_PIN)'
 
+# pip byte-compiles what it installs one file at a time (45 s of a fresh setup here); compileall uses every
+# core for the same files (25 s). Compiled up front, as pip would: PYTHONDONTWRITEBYTECODE may be set.
 $(STAMP): pyproject.toml src/layer/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-compile -e '.[dev]'
+	$(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" > /dev/null
 	@touch $(STAMP)
 
 # cryptography: MiniStack signs Cognito tokens with RSA only with it (else with a key no JWKS verifies);
