@@ -3,6 +3,7 @@ upload URLs, PUT to over real HTTP (a moto server on loopback)."""
 
 from __future__ import annotations
 
+import json
 import urllib.request
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
@@ -99,6 +100,30 @@ def _put_rejects(store: ChunkStore, task_id: str, per_chunk: dict[int, int]) -> 
         store.put_rejects(ChunkStore.rejects_key(task_id, chunk), rejects)
         rows.extend(reject.row for reject in rejects)
     return rows
+
+
+def test_a_rejects_file_holds_the_json_lines_of_the_rejects_model_dumps(store: ChunkStore) -> None:
+    # Given rejects with non-ASCII text, control characters, numbers of every kind, nested values, no row
+    # number, and one holding a lone surrogate (which pydantic's serializer refuses)
+    rejects = [
+        Reject(row=1, reason="join airports: no match for dest \u00e9", data={"dest": "Z\u00fcrich \U0001f600"}),
+        Reject(row=2, reason="tab\tnewline\nnul\x00 del\x7f", data={"q": '"quoted" \\ back', "u": "\u2028"}),
+        Reject(row=3, reason="numbers", data={"i": 7, "f": 0.1, "big": 1e16, "nan": float("nan"), "none": None}),
+        Reject(row=None, reason="nested", data={"list": [1, "a", None], "map": {"k": True}}, at="bytes 0-9, record 2"),
+        Reject(row=5, reason="surrogate", data={"s": "\ud800"}),
+    ]
+
+    # When they are written
+    store.put_rejects("tasks/t1/rejects/000000.jsonl", rejects)
+
+    # Then the file is, byte for byte, one compact JSON line per model_dump(mode="json"), as json.dumps writes it
+    body = store._s3.get_object(Bucket=BUCKET, Key="tasks/t1/rejects/000000.jsonl")["Body"].read()
+    expected = "".join(
+        json.dumps(reject.model_dump(mode="json"), separators=(",", ":"), ensure_ascii=False) + "\n"
+        for reject in rejects
+    ).encode("utf-8", "surrogatepass")
+    assert body == expected
+    assert body.count(b"\n") == 5
 
 
 def _all_pages(store: ChunkStore, task_id: str, limit: int) -> list[list[Reject]]:

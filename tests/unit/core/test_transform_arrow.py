@@ -50,6 +50,33 @@ def _fallback_forbidden(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(transform_module, "_cast_each", fail)
 
 
+# --- text out of Arrow ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arrow_type", [pa.string(), pa.large_string()])
+def test_text_read_from_arrow_buffers_equals_to_pylist_for_every_shape_of_column(arrow_type: pa.DataType) -> None:
+    # Given text columns: ASCII and not, empty strings, nulls, a slice, a taken subset and a chunked column
+    values = ["JFK", None, "", "Z\u00fcrich", "\U0001f600,\n\x00", None, "LGA", "\u65e5\u672c"]
+    column = pa.array(values, arrow_type)
+    shapes = {
+        "whole": column,
+        "slice": column.slice(2, 5),
+        "ascii slice": column.slice(5, 3).slice(1, 1),
+        "taken": pa.table({"c": column}).take(pa.array([7, 1, 0, 3], pa.int64())).column(0),
+        "chunked": pa.chunked_array([column.slice(0, 3), column.slice(3)]),
+        "all null": pa.array([None, None], arrow_type),
+        "empty": column.slice(8),
+    }
+
+    # When each is read as Python values
+    read = {name: transform_module._texts(shape) for name, shape in shapes.items()}
+
+    # Then each equals what to_pylist gives
+    assert read == {name: shape.to_pylist() for name, shape in shapes.items()}
+    assert read["taken"] == ["\u65e5\u672c", None, "JFK", "Z\u00fcrich"]
+    assert read["ascii slice"] == ["LGA"]
+
+
 # --- schema ----------------------------------------------------------------------------------------
 
 
