@@ -26,6 +26,7 @@ functions of their arguments (a host name, a class, a CamelCase name).
 
 from __future__ import annotations
 
+import copy
 import functools
 import sys
 import time
@@ -49,6 +50,7 @@ def make_moto_calls_fast() -> None:
     _attribute_values_serialized_directly()
     _update_expressions_parsed_once()
     _item_sizes_measured_in_place()
+    _update_validation_without_rebuilding()
     _applied = True
 
 
@@ -286,6 +288,118 @@ def _update_expressions_parsed_once() -> None:
     # validator works on a deep copy (Validator.__init__). A parse error is raised again on every call.
     parse = functools.lru_cache(maxsize=1024)(UpdateExpressionParser.make)
     UpdateExpressionParser.make = staticmethod(parse)  # type: ignore[method-assign,assignment]
+
+
+def _update_validation_without_rebuilding() -> None:
+    """moto validates an UpdateExpression with ten tree walks, and each walk rebuilt its processor's
+    class -> method map twice per node (~110 nodes for a chunk's count); the walk starts from a deep copy of
+    the parsed tree. A third of an UpdateItem's CPU went to those two alone."""
+    from moto.dynamodb.parsing import validators  # type: ignore[attr-defined]
+    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser, Node  # type: ignore[attr-defined]
+
+    def processing_map(self: Any) -> dict[type, Any]:
+        # Every processor's map is fixed (classes to its own bound methods): built once per processor.
+        built = self.__dict__.get("_busline_processing_map")
+        if built is None:
+            built = self.__dict__["_busline_processing_map"] = self._processing_map()
+        return built  # type: ignore[no-any-return]
+
+    def nodes_to_be_processed(self: Any) -> tuple[type, ...]:
+        kinds = self.__dict__.get("_busline_node_kinds")
+        if kinds is None:
+            kinds = self.__dict__["_busline_node_kinds"] = tuple(processing_map(self))
+        return kinds  # type: ignore[no-any-return]
+
+    def process(self: Any, node: Any) -> Any:
+        for class_key, processor in processing_map(self).items():
+            if isinstance(node, class_key):
+                return processor(node)
+        return None
+
+    DepthFirstTraverser.nodes_to_be_processed = nodes_to_be_processed
+    DepthFirstTraverser.process = process
+
+    def copied_tree(value: Any, memo: Any = None) -> Any:
+        # A parsed tree is Nodes (type, children, parent) over str tokens: copied node by node, parents
+        # re-pointed into the copy, as deepcopy would. Anything else goes to deepcopy.
+        if isinstance(value, Node) and value.parent is None and _plain_tree(value):
+            return _copy_node(value, None)
+        return copy.deepcopy(value, memo)
+
+    validators.deepcopy = copied_tree  # type: ignore[assignment]
+    _tree_checks_once_per_expression(validators)
+
+
+# Expressions whose tree-only checks passed, by the parsed tree (kept alive here, so its id is its own).
+_TREES_CHECKED: dict[int, tuple[Any, set[tuple[Any, ...]]]] = {}
+
+
+def _tree_checks_once_per_expression(validators: Any) -> None:
+    """Three of moto's update checks read only the expression's tree, its names and the table's key (too
+    many clauses, overlapping paths, a key updated); the first two run on every subtree, so their cost
+    grows with the square of the expression. The parsed tree is shared (_update_expressions_parsed_once):
+    once a tree passed them with given names and key, they are skipped for it. A failing expression is
+    never recorded, so it fails the same way every time."""
+    tree_only = (validators.ActionCountValidator, validators.OverlappingPathsValidator,
+                 validators.UpdateHashRangeKeyValidator)
+    validator_class = validators.UpdateExpressionValidator
+    original_init, original_processors, original_validate = (
+        validator_class.__init__, validator_class.get_ast_processors, validator_class.validate)
+
+    def checks_key(self: Any) -> tuple[Any, ...]:
+        names = self.expression_attribute_names or {}
+        return tuple(sorted(names.items())), tuple(self.table.table_key_attrs)
+
+    def init(self: Any, expression: Any, *args: Any, **kwargs: Any) -> None:
+        self._busline_tree = expression
+        original_init(self, expression, *args, **kwargs)
+
+    def get_ast_processors(self: Any) -> list[Any]:
+        processors = original_processors(self)
+        checked = _TREES_CHECKED.get(id(self._busline_tree))
+        if checked is not None and checked[0] is self._busline_tree and checks_key(self) in checked[1]:
+            return [processor for processor in processors if not isinstance(processor, tree_only)]
+        return processors  # type: ignore[no-any-return]
+
+    def validate(self: Any) -> Any:
+        validated = original_validate(self)
+        tree = self._busline_tree
+        if len(_TREES_CHECKED) >= 1024:
+            _TREES_CHECKED.clear()
+        entry = _TREES_CHECKED.get(id(tree))
+        if entry is None or entry[0] is not tree:
+            entry = _TREES_CHECKED[id(tree)] = (tree, set())
+        entry[1].add(checks_key(self))
+        return validated
+
+    validator_class.__init__ = init
+    validator_class.get_ast_processors = get_ast_processors
+    validator_class.validate = validate
+
+
+def _plain_tree(node: Any) -> bool:
+    from moto.dynamodb.parsing.ast_nodes import Node  # type: ignore[attr-defined]
+
+    if set(vars(node)) != {"type", "children", "parent"}:
+        return False
+    return all(
+        _plain_tree(child) if isinstance(child, Node) else isinstance(child, str | int | type(None))
+        for child in node.children or ()
+    )
+
+
+def _copy_node(node: Any, parent: Any) -> Any:
+    from moto.dynamodb.parsing.ast_nodes import Node  # type: ignore[attr-defined]
+
+    clone = object.__new__(type(node))
+    clone.type = node.type
+    clone.parent = parent
+    clone.children = (
+        None
+        if node.children is None
+        else [_copy_node(child, clone) if isinstance(child, Node) else child for child in node.children]
+    )
+    return clone
 
 
 _SET_TYPES = frozenset(("SS", "NS", "BS"))

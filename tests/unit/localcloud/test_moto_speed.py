@@ -217,3 +217,88 @@ def _moto_size(value: object) -> int:
     if isinstance(value.value, bool):
         return 1
     return bytesize(value.value)
+
+
+# Updates of every kind, valid and not, for the differential test below: (expression, names, values, condition)
+_UPDATES: list[tuple[str, dict[str, str], dict[str, Any], str | None]] = [
+    ("SET #m = :m, #l = :l, #n = :n", {"#m": "map", "#l": "list", "#n": "num"},
+     {":m": {"M": {"k": {"S": "v"}}}, ":l": {"L": [{"N": "1"}]}, ":n": {"N": "5"}}, None),
+    ("SET #n = #n + :n, #m.#k = :v, #l = list_append(#l, :l), #s = if_not_exists(#s, :s)",
+     {"#n": "num", "#m": "map", "#k": "k2", "#l": "list", "#s": "since"},
+     {":n": {"N": "2"}, ":v": {"S": "w"}, ":l": {"L": [{"S": "x"}]}, ":s": {"S": "t0"}}, None),
+    ("ADD #c :one, #set :members SET #s = if_not_exists(#s, :s) DELETE #gone :gone",
+     {"#c": "count", "#set": "chunks", "#s": "since", "#gone": "failed"},
+     {":one": {"N": "1"}, ":members": {"NS": ["1", "2"]}, ":s": {"S": "t1"}, ":gone": {"SS": ["load:0"]}}, None),
+    ("ADD #c :one, #set :members", {"#c": "count", "#set": "chunks"},
+     {":one": {"N": "1"}, ":members": {"NS": ["3"]}, ":chunk": {"N": "3"}}, "NOT contains(#set, :chunk)"),
+    ("ADD #c :one, #set :members", {"#c": "count", "#set": "chunks"},  # chunk 3 counted: the condition fails
+     {":one": {"N": "1"}, ":members": {"NS": ["3"]}, ":chunk": {"N": "3"}}, "NOT contains(#set, :chunk)"),
+    ("REMOVE #l[0], #m.#k", {"#l": "list", "#m": "map", "#k": "k"}, {}, None),
+    ("ADD a :x ADD b :x", {}, {":x": {"N": "1"}}, None),  # two ADD clauses
+    ("SET #a = :x, #b = :x", {"#a": "p", "#b": "q"}, {":x": {"N": "1"}}, None),
+    ("SET #a = :x, #b = :x", {"#a": "p", "#b": "p"}, {":x": {"N": "1"}}, None),  # same tree, overlapping now
+    ("SET #a = :x, #b = :x", {"#a": "p", "#b": "q"}, {":x": {"N": "2"}}, None),
+    ("SET #a = :x", {"#a": "q"}, {":x": {"N": "3"}}, None),
+    ("SET #a = :x", {"#a": "taskId"}, {":x": {"S": "other"}}, None),  # same tree, the key now
+    ("SET #a = :x", {"#a": "q"}, {":x": {"N": "4"}}, None),
+    ("SET #a = :x", {"#a": "taskId"}, {":x": {"S": "other"}}, None),  # refused again
+    ("SET #n = #n + :bad", {"#n": "num"}, {":bad": {"S": "text"}}, None),
+    ("SET #x = list_append(#missing, :l)", {"#x": "x", "#missing": "missing"}, {":l": {"L": []}}, None),
+]
+
+_APPLY_UPDATES = r'''
+import json, os, sys
+os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+import boto3
+from moto import mock_aws
+if sys.argv[1] == "fast":
+    from busline.localcloud.moto_speed import make_moto_calls_fast
+    make_moto_calls_fast()
+outcomes = []
+with mock_aws():
+    dynamodb = boto3.client("dynamodb")
+    dynamodb.create_table(TableName="t", BillingMode="PAY_PER_REQUEST",
+                          KeySchema=[{"AttributeName": "taskId", "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": "taskId", "AttributeType": "S"}])
+    for expression, names, values, condition in json.loads(sys.stdin.read()):
+        request = {"TableName": "t", "Key": {"taskId": {"S": "t-1"}}, "UpdateExpression": expression,
+                   "ReturnValues": "ALL_NEW"}
+        if names:
+            request["ExpressionAttributeNames"] = names
+        if values:
+            request["ExpressionAttributeValues"] = values
+        if condition:
+            request["ConditionExpression"] = condition
+        try:
+            item = dynamodb.update_item(**request)["Attributes"]
+            outcomes.append({k: {t: sorted(v) if t in ("SS", "NS") else v for t, v in av.items()}
+                             for k, av in sorted(item.items())})
+        except Exception as error:
+            outcomes.append([type(error).__name__, str(error)])
+print(json.dumps(outcomes))
+'''
+
+
+def _updates_applied(moto: str) -> list[Any]:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _APPLY_UPDATES, moto], input=json.dumps(_UPDATES), text=True,
+                          capture_output=True, check=True, timeout=120)
+    return list(json.loads(done.stdout))
+
+
+def test_updates_valid_and_refused_answer_as_moto_itself_answers() -> None:
+    # Given moto as it comes, and the fast moto (trees shared and copied node by node, tree checks once)
+    # When the same updates are applied by each, in order: valid ones, a failed condition, and expressions
+    # refused for two ADD clauses, overlapping paths, the key, a type mismatch and a missing list, some of
+    # them with the very tree an earlier update passed
+    pristine, fast = _updates_applied("pristine"), _updates_applied("fast")
+    # Then every answer is the same: each item as it stood, each refusal with its error and message
+    assert fast == pristine
+    refused = {index: outcome[1].split(": ", 1)[1] for index, outcome in enumerate(fast) if isinstance(outcome, list)}
+    assert sorted(refused) == [4, 6, 8, 11, 13, 14, 15]
+    assert "overlap" in refused[8]
+    assert refused[11] == refused[13] == (
+        "One or more parameter values were invalid: Cannot update attribute taskId. This attribute is part of the key")
+    assert fast[12]["q"] == {"N": "4"} and len(fast) == 16
