@@ -30,6 +30,7 @@ import copy
 import functools
 import sys
 import time
+from collections import deque
 from typing import Any
 
 _applied = False
@@ -51,6 +52,7 @@ def make_moto_calls_fast() -> None:
     _update_expressions_parsed_once()
     _item_sizes_measured_in_place()
     _update_validation_without_rebuilding()
+    _conditions_tokenized_once()
     _applied = True
 
 
@@ -328,6 +330,26 @@ def _update_validation_without_rebuilding() -> None:
 
     validators.deepcopy = copied_tree  # type: ignore[assignment]
     _tree_checks_once_per_expression(validators)
+
+
+def _conditions_tokenized_once() -> None:
+    """moto tokenizes a condition (or filter) expression with a dozen regexes per token on every call; the
+    tokens depend on the expression's text alone. Each call still gets its own deque of fresh tokens (each
+    with its own empty children list, as the lexer makes them), and a bad expression raises every time."""
+    from moto.dynamodb.comparisons import ConditionExpressionParser  # type: ignore[attr-defined]
+
+    original = ConditionExpressionParser._lex_condition_expression
+
+    @functools.lru_cache(maxsize=1024)
+    def tokens(expression: str) -> tuple[Any, ...]:
+        parser = object.__new__(ConditionExpressionParser)
+        parser.condition_expression = expression
+        return tuple(original(parser))
+
+    def lex_condition_expression(self: Any) -> Any:
+        return deque(token._replace(children=[]) for token in tokens(self.condition_expression))
+
+    ConditionExpressionParser._lex_condition_expression = lex_condition_expression  # type: ignore[method-assign]
 
 
 # Expressions whose tree-only checks passed, by the parsed tree (kept alive here, so its id is its own).

@@ -244,6 +244,15 @@ _UPDATES: list[tuple[str, dict[str, str], dict[str, Any], str | None]] = [
     ("SET #a = :x", {"#a": "taskId"}, {":x": {"S": "other"}}, None),  # refused again
     ("SET #n = #n + :bad", {"#n": "num"}, {":bad": {"S": "text"}}, None),
     ("SET #x = list_append(#missing, :l)", {"#x": "x", "#missing": "missing"}, {":l": {"L": []}}, None),
+    ("SET #a = :x", {"#a": "r", "#n": "num", "#m": "map"}, {":x": {"N": "1"}, ":lo": {"N": "1"}, ":hi": {"N": "9"}},
+     "(#n BETWEEN :lo AND :hi) AND attribute_exists(#m.k2) AND size(#m) < :hi"),
+    ("SET #a = :x", {"#a": "r", "#n": "num"}, {":x": {"N": "2"}, ":lo": {"N": "1"}, ":hi": {"N": "9"}},
+     "#n IN (:lo, :hi) OR attribute_not_exists(#n)"),  # num is 7: refused
+    ("SET #a = :x", {"#a": "r", "#n": "num"}, {":x": {"N": "3"}, ":lo": {"N": "7"}, ":hi": {"N": "9"}},
+     "#n IN (:lo, :hi) OR attribute_not_exists(#n)"),  # the same condition, now met
+    ("SET #a = :x", {"#a": "r"}, {":x": {"N": "4"}}, "#a = = :x"),  # does not parse
+    ("SET #a = :x", {"#a": "r"}, {":x": {"N": "4"}}, "#a ! :x"),  # does not tokenize
+    ("SET #a = :x", {"#a": "r"}, {":x": {"N": "4"}}, "#a ! :x"),  # nor the second time
 ]
 
 _APPLY_UPDATES = r'''
@@ -291,14 +300,15 @@ def _updates_applied(moto: str) -> list[Any]:
 def test_updates_valid_and_refused_answer_as_moto_itself_answers() -> None:
     # Given moto as it comes, and the fast moto (trees shared and copied node by node, tree checks once)
     # When the same updates are applied by each, in order: valid ones, a failed condition, and expressions
-    # refused for two ADD clauses, overlapping paths, the key, a type mismatch and a missing list, some of
-    # them with the very tree an earlier update passed
+    # refused for two ADD clauses, overlapping paths, the key, a type mismatch, a missing list and conditions
+    # unmet or unreadable, some of them with the very tree or condition an earlier update passed
     pristine, fast = _updates_applied("pristine"), _updates_applied("fast")
     # Then every answer is the same: each item as it stood, each refusal with its error and message
     assert fast == pristine
-    refused = {index: outcome[1].split(": ", 1)[1] for index, outcome in enumerate(fast) if isinstance(outcome, list)}
-    assert sorted(refused) == [4, 6, 8, 11, 13, 14, 15]
+    refused = {index: outcome[1] for index, outcome in enumerate(fast) if isinstance(outcome, list)}
+    assert sorted(refused) == [4, 6, 8, 11, 13, 14, 15, 17, 19, 20, 21]
     assert "overlap" in refused[8]
-    assert refused[11] == refused[13] == (
-        "One or more parameter values were invalid: Cannot update attribute taskId. This attribute is part of the key")
-    assert fast[12]["q"] == {"N": "4"} and len(fast) == 16
+    assert refused[11] == refused[13]
+    assert refused[11].endswith("Cannot update attribute taskId. This attribute is part of the key")
+    assert refused[20] == refused[21] == "Cannot parse condition starting at:! :x"
+    assert fast[12]["q"] == {"N": "4"} and fast[18]["r"] == {"N": "3"} and len(fast) == 22
