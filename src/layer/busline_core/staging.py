@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -35,14 +36,17 @@ from .storage import ChunkStore
 logger = Logger(child=True)
 
 # Parts of the multipart upload: S3 wants at least 5 MiB per part but the last, and at most 10,000 parts,
-# which at this size holds 160 GiB (MAX_DECOMPRESSED_BYTES is 32). One part is in memory at a time.
+# which at this size holds 160 GiB (MAX_DECOMPRESSED_BYTES is 32). Two parts are in memory at a time: one
+# uploading, the next being read.
 PART_BYTES = 16 * 1024 * 1024
 # A decompressed source smaller than this is parsed where it is (one reader): its few chunks cost fewer
 # calls than a copy and a plan, and are done as soon.
 STAGE_FROM_BYTES = 1024 * 1024
-# The time a paused copy keeps in hand for the upload's last steps and the event that resumes it; three
-# times the slowest part seen, if more (a slow link needs more time to finish its part).
+# The time a paused copy keeps in hand for the upload's last steps and the event that resumes it; if more,
+# PARTS_IN_RESERVE times the slowest read or upload of a part seen (a slow link needs more time to finish
+# its part).
 MIN_RESERVE_SECONDS = 10.0
+PARTS_IN_RESERVE = 4
 _SKIP_READ = 1 << 20
 _NO_SUCH_UPLOAD = ("NoSuchUpload", "404")
 
@@ -159,30 +163,44 @@ class _Copy:
     def go_on(self, stream: BinaryIO, remaining_seconds: Callable[[], float]) -> StagingOutcome:
         slowest = 0.0
         parts_now = 0
-        while True:
-            # At least one part per invocation, so every pause is progress.
-            if parts_now and remaining_seconds() < max(MIN_RESERVE_SECONDS, 3 * slowest):
-                logger.info("staging paused", extra={"key": self.key, "staged_bytes": self.staged_bytes})
-                return Paused(StagingCheckpoint(uploadId=self.upload_id, stagedBytes=self.staged_bytes))
-            data = self.pending + _read_up_to(stream, PART_BYTES - len(self.pending), self.uri)
-            self.pending = b""
-            if not data and self.etags:
-                break
-            started = time.monotonic()
-            self._upload_part(data)
-            slowest = max(slowest, time.monotonic() - started)
-            parts_now += 1
-            if len(data) < PART_BYTES:
-                break
+        # The next part is inflated while the last one uploads (one in flight, so parts stay in order and
+        # two are in memory at most): reading a source and writing the copy take turns no more.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="staging-upload") as uploader:
+            uploading: Future[float] | None = None
+            while True:
+                # At least one part per invocation, so every pause is progress. Going on costs a read and
+                # the wait for the part in flight; the pause after that, the wait for the part then in flight.
+                if parts_now and remaining_seconds() < max(MIN_RESERVE_SECONDS, PARTS_IN_RESERVE * slowest):
+                    self._uploaded(uploading)
+                    logger.info("staging paused", extra={"key": self.key, "staged_bytes": self.staged_bytes})
+                    return Paused(StagingCheckpoint(uploadId=self.upload_id, stagedBytes=self.staged_bytes))
+                started = time.monotonic()
+                data = self.pending + _read_up_to(stream, PART_BYTES - len(self.pending), self.uri)
+                self.pending = b""
+                slowest = max(slowest, time.monotonic() - started)
+                slowest = max(slowest, self._uploaded(uploading))
+                uploading = None
+                if not data and self.etags:
+                    break
+                uploading = uploader.submit(self._upload_part, len(self.etags) + 1, data)
+                parts_now += 1
+                if len(data) < PART_BYTES:
+                    break
+            slowest = max(slowest, self._uploaded(uploading))
         return self._complete()
 
-    def _upload_part(self, data: bytes) -> None:
-        number = len(self.etags) + 1
+    def _uploaded(self, uploading: Future[float] | None) -> float:
+        """Wait for the part in flight, if any; its upload's seconds (an upload's error is raised here)."""
+        return 0.0 if uploading is None else uploading.result()
+
+    def _upload_part(self, number: int, data: bytes) -> float:
+        started = time.monotonic()
         part = self.s3.upload_part(
             Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data
         )
         self.etags.append(part["ETag"])
         self.uploaded_bytes += len(data)
+        return time.monotonic() - started
 
     def _complete(self) -> Staged:
         size = self.uploaded_bytes

@@ -4,8 +4,10 @@ exactly as when one reader streams the same rows out of the plain CSV."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,15 +18,16 @@ from busline_core import etl_steps, staging, task_api
 from busline_core.contracts import Reject, TaskStatus, TaskSubmitted
 from busline_core.limits import MAX_DECOMPRESSED_BYTES
 from busline_core.spec import SourceSpec
+from busline_core.storage import ChunkStore
 
 from .conftest import BUCKET, Clock, Cloud, FakeWarehouse, RecordingPusher, Wired, wire
 from .test_steps import _flights_csv, _of_type, _spec
 
-ROWS = 25_000  # 638,894 bytes of CSV
+ROWS = 25_000  # 559,718 bytes of CSV
 CHUNK_ROWS = 5_000
 FILTERED, REJECTED = 2_500, 1_000 + 500  # see test_range_planning
 LOADED = ROWS - FILTERED - REJECTED
-# Small parts so a 639 KB source makes several: 4 full parts of 128 KiB and a last one of 114,606 bytes.
+# Small parts so a 560 KB source makes several: 4 full parts of 128 KiB and a last one of 35,430 bytes.
 # S3 (and moto) refuse parts under 5 MiB but the last; staging.PART_BYTES is 16 MiB, checked below.
 TEST_PART_BYTES = 128 * 1024
 
@@ -185,7 +188,7 @@ def test_every_pause_delivered_twice_still_ends_exactly_once(
 
 
 def test_a_small_compressed_source_is_parsed_in_place_without_a_copy(cloud: Cloud, sources: Wired) -> None:
-    # Given a gzip that inflates to 639 KB, under STAGE_FROM_BYTES (1 MiB)
+    # Given a gzip that inflates to 560 KB, under STAGE_FROM_BYTES (1 MiB)
     task_id = _submit(sources, cloud, "uploads/ana/big.csv.gz", "packed")
     # When extract runs
     pauses, extracted = _extract_until_planned(cloud, sources, task_id, parts_per_invocation=None)
@@ -274,3 +277,49 @@ def test_a_gzip_cut_short_fails_its_task_for_good_and_leaves_no_upload(
     # And the copy's upload was aborted: no object, no upload left behind
     assert cloud.s3.list_objects_v2(Bucket=BUCKET, Prefix=f"tasks/{task_id}/")["KeyCount"] == 0
     assert cloud.s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+class _TurnTakingS3:
+    """An S3 client whose part uploads each wait (up to `patience_s`) for the source to be read past the
+    part: an upload that waited in vain shows the copy reading and uploading in turn, not at once."""
+
+    def __init__(self, s3: Any, source: io.BytesIO, patience_s: float) -> None:
+        self._s3 = s3
+        self._source = source
+        self._source_bytes = len(source.getbuffer())
+        self._patience_s = patience_s
+        self._uploaded_bytes = 0
+        self.waited_in_vain: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    def upload_part(self, **request: Any) -> Any:
+        self._uploaded_bytes += len(request["Body"])
+        deadline = time.monotonic() + self._patience_s
+        while self._source.tell() <= self._uploaded_bytes < self._source_bytes:
+            if time.monotonic() > deadline:
+                self.waited_in_vain.append(request["PartNumber"])
+                break
+            time.sleep(0.005)
+        return self._s3.upload_part(**request)
+
+
+def test_the_next_part_is_read_while_the_last_one_uploads(
+    cloud: Cloud, small_parts: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a source of 4 full parts and a short fifth, and part uploads that wait for the source to be read on
+    text = _flights_csv(ROWS).encode()
+    source = io.BytesIO(text)
+    s3 = _TurnTakingS3(cloud.s3, source, patience_s=2.0)
+    monkeypatch.setattr(staging, "open_source", lambda *_args, **_kwargs: contextlib.nullcontext(source))
+    spec = SourceSpec.model_validate({"uri": "s3://b/big.csv.gz", "format": "csv"})
+    # When the source is staged
+    outcome = staging.stage_source(
+        "task-1", spec, ChunkStore(s3, BUCKET), allow_loopback_http=False, remaining_seconds=lambda: 900.0
+    )
+    # Then every upload saw the source read on while it was under way, and the copy is the source
+    assert s3.waited_in_vain == []
+    assert isinstance(outcome, staging.Staged)
+    assert outcome.size == len(text) == 559_718
+    assert cloud.s3.get_object(Bucket=BUCKET, Key=outcome.key)["Body"].read() == text
