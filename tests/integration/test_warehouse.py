@@ -387,6 +387,88 @@ def test_a_first_load_into_an_empty_table_writes_each_key_once_the_last_row_winn
     assert _primary_key(database_url, owner, table) == key_before == [(f"{table}_pkey", "PRIMARY KEY (id)")]
 
 
+def _oid(database_url: str, owner: str, table: str) -> int:
+    return int(_query(database_url, "SELECT %s::regclass::oid", owner_table(owner, table).as_string(None))[0][0])
+
+
+def test_a_first_load_into_a_bare_table_busline_created_takes_the_staged_rows_as_they_are(
+    warehouse: Warehouse, database_url: str, owner: str, schema: str
+) -> None:
+    # Given an empty table Busline created, with nothing of its own, and a task that staged 3 chunks
+    table = f"bare_{uuid.uuid4().hex[:8]}"
+    target = _target(table=table, commit="task")
+    warehouse.ensure_table(owner, target, COLUMNS)
+    before = _oid(database_url, owner, table)
+    task = f"task-{uuid.uuid4().hex}"
+    for chunk in range(3):
+        warehouse.load_chunk(task, chunk, owner, target, COLUMNS, [_row(2 * chunk + 1), _row(2 * chunk + 2)])
+    # When the task commits, twice (a redelivery)
+    outcome = warehouse.commit_task(task, owner, target, COLUMNS)
+    again = warehouse.commit_task(task, owner, target, COLUMNS)
+    # Then the staging table became the target (a new relation under the same name), with the same columns,
+    # in the same order, the same primary key, the 6 rows, and nothing staged is left
+    assert (outcome.rows, outcome.deleted, outcome.rejected, outcome.already_loaded) == (6, 0, 0, False)
+    assert (again.rows, again.already_loaded) == (6, True)
+    assert _oid(database_url, owner, table) != before
+    assert _query(database_url, sql.SQL("SELECT id, name FROM {} ORDER BY id").format(owner_table(owner, table))) == [
+        (n, "x") for n in range(1, 7)
+    ]
+    assert _query(
+        database_url,
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+        schema, table,
+    ) == [
+        ("id", "bigint"), ("name", "text"), ("score", "double precision"), ("amount", "numeric"),
+        ("ok", "boolean"), ("day", "date"), ("at", "timestamp with time zone"),
+    ]  # fmt: skip
+    assert _primary_key(database_url, owner, table) == [(f"{table}_pkey", "PRIMARY KEY (id)")]
+    assert _staging_tables(database_url, schema) == []
+    # And the next task upserts into it as into any other table
+    later = f"task-{uuid.uuid4().hex}"
+    warehouse.load_chunk(later, 0, owner, target, COLUMNS, [_row(6, "again"), _row(7)])
+    assert warehouse.commit_task(later, owner, target, COLUMNS).rows == 2
+    assert _count(database_url, owner, table) == 7
+
+
+@pytest.mark.parametrize(
+    ("addition", "still_there", "expected"),
+    [
+        ("CREATE VIEW {schema}.{table}_view AS SELECT id FROM {target}", "SELECT count(*) FROM {schema}.{table}_view", 3),
+        ("GRANT SELECT ON {target} TO PUBLIC", "SELECT count(*) FROM pg_class WHERE oid = '{target}'::regclass AND relacl IS NOT NULL", 1),
+        ("COMMENT ON TABLE {target} IS 'mine'", "SELECT count(*) FROM pg_description WHERE objoid = '{target}'::regclass", 1),
+        ("CREATE INDEX {table}_by_name ON {target} (name)", "SELECT count(*) FROM pg_indexes WHERE indexname = '{table}_by_name'", 1),
+        ("ALTER TABLE {target} ADD CHECK (id < 100)", "SELECT count(*) FROM pg_constraint WHERE conrelid = '{target}'::regclass AND contype = 'c'", 1),
+        ("ALTER TABLE {target} ADD COLUMN note text DEFAULT 'n'", "SELECT count(*) FROM {target} WHERE note = 'n'", 3),
+    ],
+    ids=["a view", "a grant", "a comment", "an index", "a check", "a column"],
+)
+def test_a_first_load_into_a_table_with_something_of_its_own_inserts_and_keeps_it(
+    warehouse: Warehouse, database_url: str, owner: str, schema: str, addition: str, still_there: str,
+    expected: int,
+) -> None:
+    # Given an empty table Busline created, to which its owner added something a new relation would not have
+    table = f"own_{uuid.uuid4().hex[:8]}"
+    target = _target(table=table, commit="task")
+    warehouse.ensure_table(owner, target, COLUMNS)
+    names = {"schema": f'"{schema}"', "table": table, "target": owner_table(owner, table).as_string(None)}
+    _execute(database_url, addition.format(**names))
+    before = _oid(database_url, owner, table)
+    task = f"task-{uuid.uuid4().hex}"
+    warehouse.load_chunk(task, 0, owner, target, COLUMNS, [_row(1), _row(2)])
+    warehouse.load_chunk(task, 1, owner, target, COLUMNS, [_row(3)])
+    # When the task commits
+    outcome = warehouse.commit_task(task, owner, target, COLUMNS)
+    # Then the rows went into the same table, which keeps what was added
+    assert (outcome.rows, outcome.already_loaded) == (3, False)
+    assert _oid(database_url, owner, table) == before
+    assert _query(database_url, sql.SQL("SELECT id FROM {} ORDER BY id").format(owner_table(owner, table))) == [
+        (1,), (2,), (3,)
+    ]
+    assert _query(database_url, still_there.format(**names)) == [(expected,)]
+    assert _staging_tables(database_url, schema) == []
+
+
 def _primary_key(database_url: str, owner: str, table: str) -> list[tuple[Any, ...]]:
     return _query(
         database_url,

@@ -212,7 +212,7 @@ class Warehouse:
                     ).format(COMMITS),
                     (task_id, outcome.rows, outcome.deleted, outcome.rejected),
                 )
-                cursor.execute(sql.SQL("DROP TABLE {}").format(stage))
+                cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage))  # a first load may have made it the target
                 return outcome
 
         return self._run(lambda: where, commit)
@@ -417,12 +417,16 @@ def _merge(
         # against the key's index (1.5 s instead of 2.5 s for the demo's 320,960 rows). A key staged twice
         # stops it at its savepoint, and the statements below decide. (Without a unique index on the key,
         # ON CONFLICT below refuses the table, as it always has, where a plain INSERT would not.)
+        key_constraint = _own_primary_key(cursor, ref, target.key) if ref.origin == "created" else None
         try:
             with cursor.connection.transaction():
+                if key_constraint is not None and _is_swappable(cursor, ref, stage, names):
+                    swapped = _swap_in(cursor, ref, stage, key_constraint, keys)
+                    if swapped is not None:
+                        return LoadOutcome(rows=swapped, deleted=deleted, already_loaded=False)
                 # A table Busline created gets its key's index built once, after the rows, which takes about
                 # half the time of growing it row by row (1.0 s instead of 1.8 s for the demo's rows). The
                 # table is empty, so the lock this takes until the commit keeps readers from no rows.
-                key_constraint = _own_primary_key(cursor, ref, target.key) if ref.origin == "created" else None
                 if key_constraint is not None:
                     cursor.execute(
                         sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(ref.identifier, key_constraint)
@@ -476,6 +480,69 @@ def _own_primary_key(cursor: psycopg.Cursor[Any], ref: TableRef, key: Sequence[s
     )
     found = cursor.fetchone()
     return sql.Identifier(found[0]) if found else None
+
+
+def _is_bare_twin(cursor: psycopg.Cursor[Any], ref: TableRef, stage: sql.Identifier, names: Sequence[str]) -> bool:
+    """Whether the staging table could simply become the target: the target holds `names` and nothing else
+    a swap would lose or bypass (a grant, a trigger, a rule, a policy, a constraint but its key, an index but
+    its key's, a comment, a publication, statistics, storage options, an inheritance), and the staging
+    table has the target's columns as they are now, with the same owner and persistence."""
+    cursor.execute(
+        "SELECT c.relkind = 'r' AND NOT c.relispartition AND c.relacl IS NULL AND c.reloptions IS NULL "
+        "AND NOT c.relhastriggers AND NOT c.relhasrules AND NOT c.relrowsecurity "
+        "AND c.relowner = s.relowner AND c.relpersistence = s.relpersistence AND c.reltablespace = s.reltablespace "
+        "AND (SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid) = 1 "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype NOT IN ('p', 'n')) "
+        "AND NOT EXISTS (SELECT 1 FROM pg_description d WHERE d.objoid = c.oid AND d.classoid = 'pg_class'::regclass) "
+        "AND NOT EXISTS (SELECT 1 FROM pg_publication_rel p WHERE p.prrelid = c.oid) "
+        "AND NOT EXISTS (SELECT 1 FROM pg_statistic_ext x WHERE x.stxrelid = c.oid) "
+        "AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = c.oid OR h.inhparent = c.oid), "
+        "(SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a "
+        " WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), "
+        "(SELECT array_agg(row(a.attname, a.atttypid, a.atttypmod, a.attnotnull, a.attcollation, a.attidentity, "
+        "  a.attgenerated, pg_get_expr(d.adbin, d.adrelid))::text ORDER BY a.attnum) "
+        " FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+        " WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) = "
+        "(SELECT array_agg(row(a.attname, a.atttypid, a.atttypmod, a.attnotnull, a.attcollation, a.attidentity, "
+        "  a.attgenerated, pg_get_expr(d.adbin, d.adrelid))::text ORDER BY a.attnum) "
+        " FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+        " WHERE a.attrelid = s.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> ALL (%s::text[])) "
+        "FROM pg_class c, pg_class s WHERE c.oid = %s::regclass AND s.oid = %s::regclass",
+        ([_CHUNK_COLUMN, _ORDINAL_COLUMN], ref.identifier.as_string(cursor), stage.as_string(cursor)),
+    )
+    found = cursor.fetchone()
+    return bool(found and found[0] and found[2] and sorted(found[1] or []) == sorted(names))
+
+
+def _is_swappable(cursor: psycopg.Cursor[Any], ref: TableRef, stage: sql.Identifier, names: Sequence[str]) -> bool:
+    try:
+        with cursor.connection.transaction():
+            return _is_bare_twin(cursor, ref, stage, names)
+    except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable):
+        return False  # a server older than the catalog columns asked about (PostgreSQL 12): the INSERT below
+
+
+def _swap_in(
+    cursor: psycopg.Cursor[Any], ref: TableRef, stage: sql.Identifier, key_constraint: sql.Identifier,
+    keys: sql.Composable,
+) -> int | None:
+    """Make the staging table the (empty, bare) target in its place, under the target's name and primary key:
+    the staged rows are not written a second time, which is most of a first load's commit (0.5 to 0.8 s of
+    the demo's 1.3 s). Its rows, or None when something depends on the target (a view, say) and it stays."""
+    try:
+        with cursor.connection.transaction():
+            cursor.execute(sql.SQL("DROP TABLE {}").format(ref.identifier))  # RESTRICT: a dependent keeps it
+    except psycopg.errors.DependentObjectsStillExist:
+        return None
+    cursor.execute(
+        sql.SQL("ALTER TABLE {} DROP COLUMN {}, DROP COLUMN {}").format(
+            stage, sql.Identifier(_CHUNK_COLUMN), sql.Identifier(_ORDINAL_COLUMN)
+        )
+    )
+    cursor.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(stage, sql.Identifier(ref.relation)))
+    # a key staged twice fails here, and the caller's savepoint brings the target back
+    cursor.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(ref.identifier, key_constraint, keys))
+    return _count(cursor, ref.identifier)
 
 
 def _is_empty_with_unique_key(cursor: psycopg.Cursor[Any], relation: sql.Identifier, key: Sequence[str]) -> bool:
