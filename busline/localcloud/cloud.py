@@ -355,8 +355,7 @@ class LocalCloud:
         return auth
 
     def _start_moto(self, port: int) -> None:
-        from moto.server import ThreadedMotoServer  # heavy import, only needed here
-
+        # moto is a heavy import, needed only here
         from busline.localcloud.moto_patches import (
             apply_aws_edges,
             deliver_email_to_outbox,
@@ -364,6 +363,7 @@ class LocalCloud:
             make_dynamodb_atomic,
             serve_ranges_without_reading_whole_objects,
         )
+        from busline.localcloud.moto_server import KeepAliveMotoServer
         from busline.localcloud.moto_speed import make_moto_calls_fast
         from busline.localcloud.state import install_request_gate
 
@@ -377,16 +377,9 @@ class LocalCloud:
 
         if not self.options.verbose:
             logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call otherwise
-        server = ThreadedMotoServer(ip_address=self.options.host, port=port, verbose=False)
+        server = KeepAliveMotoServer(self.options.host, port)
         server.start()
-
-        def stop_moto() -> None:
-            server.stop()
-            # shutdown() only ends serve_forever; without server_close the port stays bound.
-            if server._server is not None:
-                server._server.server_close()
-
-        self._stop_steps.append(("moto", stop_moto))
+        self._stop_steps.append(("moto", server.stop))
 
     def _aws_client(self, service: Any, endpoints: Endpoints) -> Any:  # Any: stubs type literal names
         return boto3.client(

@@ -107,25 +107,23 @@ def split_query(query: str) -> tuple[dict[str, str] | None, dict[str, list[str]]
     return split_headers(pairs)
 
 
-class _TrackingHTTPServer(ThreadingHTTPServer):
-    """Remembers open client sockets so stop() can end idle keep-alive connections too."""
+class OpenSocketsTracking:
+    """A socketserver mixin that remembers open client sockets so stop() can end idle keep-alive connections too."""
 
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler_class: Callable[..., BaseHTTPRequestHandler]) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.open_sockets: set[socket.socket] = set()
         self.open_sockets_lock = threading.Lock()
-        super().__init__(address, handler_class)
+        super().__init__(*args, **kwargs)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.open_sockets_lock:
             self.open_sockets.add(request)
-        super().process_request(request, client_address)
+        super().process_request(request, client_address)  # type: ignore[misc]
 
     def shutdown_request(self, request: Any) -> None:
         with self.open_sockets_lock:
             self.open_sockets.discard(request)
-        super().shutdown_request(request)
+        super().shutdown_request(request)  # type: ignore[misc]
 
     def close_open_sockets(self) -> None:
         with self.open_sockets_lock:
@@ -133,6 +131,10 @@ class _TrackingHTTPServer(ThreadingHTTPServer):
         for client in sockets:
             with contextlib.suppress(OSError):
                 client.shutdown(socket.SHUT_RDWR)
+
+
+class _TrackingHTTPServer(OpenSocketsTracking, ThreadingHTTPServer):
+    daemon_threads = True
 
 
 class HttpServerThread:

@@ -196,16 +196,11 @@ def websocket_url(endpoints: dict[str, Any], token: str) -> str:
 def moto_server(host: str = "127.0.0.1") -> Iterator[str]:
     """A moto server on a free loopback port, for tests that need moto over HTTP (presigned URLs, Cognito's
     JWKS) without a whole local cloud; yields its endpoint and frees the port afterwards."""
-    from moto.server import ThreadedMotoServer
+    from busline.localcloud.moto_server import KeepAliveMotoServer
 
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        port = int(probe.getsockname()[1])
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server = KeepAliveMotoServer(host, 0)
     server.start()
     try:
-        yield f"http://{host}:{port}"
+        yield f"http://{host}:{server.bound_port}"
     finally:
         server.stop()
-        if server._server is not None:
-            server._server.server_close()  # shutdown() alone leaves the port bound

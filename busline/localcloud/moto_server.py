@@ -1,0 +1,118 @@
+"""moto over HTTP with keep-alive connections, as AWS's endpoints serve: one connection carries a client's calls.
+
+moto's ThreadedMotoServer runs Werkzeug's development server, which answers every request with "Connection:
+close", so each AWS call of every function, event source and gateway cost a new TCP connection and a new
+server thread (measured with moto_speed's patches: 1,500 small calls took 6.2-6.7 s that way, 5.7-6.0 s on
+kept connections). Werkzeug closes because http.server cannot tell where a request body the application left
+unread ends, and after each answer it drains whatever the socket still holds, which on a kept connection
+would be the client's next request. Here each request's body is read whole before moto sees it (moto reads
+every body whole anyway), so nothing of it is left on the connection, and the drain finds nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+from typing import Any
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import ThreadedWSGIServer
+
+from busline.localcloud.http_io import OpenSocketsTracking
+
+# A kept connection nobody uses for this long is closed (its server thread ends); the client's pool notices the
+# close before it reuses the connection and opens a new one.
+IDLE_CONNECTION_S = 60.0
+
+
+class _KeepAliveHandler(MotoRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = IDLE_CONNECTION_S
+
+    def setup(self) -> None:
+        super().setup()
+        # Werkzeug writes the headers and the body apart: without this the body would wait for the client's
+        # delayed ACK of the headers (40 ms) on a connection that stays open.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def make_environ(self) -> dict[str, Any]:
+        environ = super().make_environ()
+        try:
+            body = self._whole_body(environ)
+        except ValueError:  # a Content-Length that is no number: answered as before, on a connection that closes
+            self.close_connection = True
+            return environ
+        environ["wsgi.input"] = io.BytesIO(body)
+        # What Werkzeug drains after its answer now comes from here: nothing, not the next request.
+        self.rfile = io.BufferedReader(io.BytesIO(b""))
+        return environ
+
+    def _whole_body(self, environ: dict[str, Any]) -> bytes:
+        if environ.get("wsgi.input_terminated"):  # chunked: Werkzeug's DechunkedInput reads to the last chunk
+            return bytes(environ["wsgi.input"].read())
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length <= 0:
+            return b""
+        body = bytes(self.rfile.read(length))
+        if len(body) != length:
+            raise ConnectionError(f"the client sent {len(body):,} of the {length:,} body bytes it announced")
+        return body
+
+    def run_wsgi(self) -> None:
+        connection = self.rfile
+        try:
+            super().run_wsgi()
+        finally:
+            self.rfile = connection  # the next request on this connection is read from the socket again
+
+    def send_header(self, keyword: str, value: str) -> None:
+        # Werkzeug asks every answer to close its connection; keep it open unless the client asked to close
+        # or the answer went wrong half way (both set close_connection).
+        if keyword.lower() == "connection" and value.lower() == "close" and not self.close_connection:
+            return
+        super().send_header(keyword, value)
+
+    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+        if args and isinstance(args[0], TimeoutError):
+            return  # an idle kept connection timing out is how it ends, not an error
+        super().log_error(format, *args)
+
+
+class _Server(OpenSocketsTracking, ThreadedWSGIServer):
+    pass
+
+
+class KeepAliveMotoServer:
+    """ThreadedMotoServer's start and stop, over kept connections; stop also ends the idle ones and frees the port."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        app = DomainDispatcherApplication(create_backend_app)
+        server = self._server = _Server(self.host, self.port, app, handler=_KeepAliveHandler)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="busline-moto", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def bound_port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the moto server is not started")
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        server.close_open_sockets()
+        if thread is not None:
+            thread.join(timeout=5)
