@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from busline_core.errors import SourceUnreadable
 from busline_core.ranges import header_of, plan_ranges, range_records, range_table
-from busline_core.readers import iter_records, plain_csv_table
+from busline_core.readers import has_line_longer_than, iter_records, plain_csv_table
 from busline_core.storage import raw_table_from_records
 
 BOM = b"\xef\xbb\xbf"
@@ -126,3 +126,16 @@ def test_a_range_table_is_the_records_of_the_range_fast_or_not() -> None:
             # Then it is the table of the range's records
             records = list(range_records(fetch, byte_range, len(data), "csv", header=header))
             assert table.equals(raw_table_from_records(records)), (data, byte_range)
+
+
+def test_the_long_line_check_answers_as_measuring_every_line() -> None:
+    # Given 4,000 random texts of short and long lines, with and without a last line ending
+    rng = random.Random(20261202)
+    for _ in range(4000):
+        limit = rng.randint(1, 12)
+        lines = [b"x" * rng.choice((0, 1, limit // 2, limit - 1, limit, limit + 1, 2 * limit, rng.randint(0, 30)))
+                 for _ in range(rng.randint(0, 6))]  # fmt: skip
+        text = b"\n".join(lines) + rng.choice((b"", b"\n"))
+        # When it is checked for a line over the limit
+        # Then the answer is the one measuring every line gives
+        assert has_line_longer_than(text, limit) == (max(map(len, text.split(b"\n"))) > limit), (text, limit)
