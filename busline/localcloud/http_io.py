@@ -137,6 +137,17 @@ class _TrackingHTTPServer(OpenSocketsTracking, ThreadingHTTPServer):
     daemon_threads = True
 
 
+class TrackedServer(Protocol):
+    """What HttpServerThread runs: a threading socketserver with OpenSocketsTracking."""
+
+    server_address: Any
+
+    def serve_forever(self, poll_interval: float = ...) -> None: ...
+    def shutdown(self) -> None: ...
+    def server_close(self) -> None: ...
+    def close_open_sockets(self) -> None: ...
+
+
 class HttpServerThread:
     """A ThreadingHTTPServer on its own daemon thread: bind on start, free the port on stop."""
 
@@ -145,14 +156,24 @@ class HttpServerThread:
         self.port = port
         self.what = what
         self._handler_class = handler_class
-        self._server: _TrackingHTTPServer | None = None
+        self._server: TrackedServer | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> ThreadingHTTPServer:
+    def _bind(self) -> TrackedServer:
+        return _TrackingHTTPServer((self.host, self.port), self._handler_class)
+
+    @property
+    def bound_port(self) -> int:
+        """The port bound (the one the OS chose for port 0)."""
+        if self._server is None:
+            raise RuntimeError(f"{self.what} is not started")
+        return int(self._server.server_address[1])
+
+    def start(self) -> TrackedServer:
         if self._server is not None:
             raise RuntimeError(f"{self.what} is already started")
         try:
-            server = _TrackingHTTPServer((self.host, self.port), self._handler_class)
+            server = self._bind()
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUse(self.host, self.port, self.what) from exc

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import io
 import socket
-import threading
 from typing import Any
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import ThreadedWSGIServer
 
-from busline.localcloud.http_io import OpenSocketsTracking
+from busline.localcloud.http_io import HttpServerThread, OpenSocketsTracking, TrackedServer
 
 # A kept connection nobody uses for this long is closed (its server thread ends); the client's pool notices the
 # close before it reuses the connection and opens a new one.
@@ -83,36 +82,13 @@ class _Server(OpenSocketsTracking, ThreadedWSGIServer):
     pass
 
 
-class KeepAliveMotoServer:
+class KeepAliveMotoServer(HttpServerThread):
     """ThreadedMotoServer's start and stop, over kept connections; stop also ends the idle ones and frees the port."""
 
+    WHAT = "the moto server"
+
     def __init__(self, host: str, port: int) -> None:
-        self.host = host
-        self.port = port
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(host, port, _KeepAliveHandler, self.WHAT)
 
-    def start(self) -> None:
-        app = DomainDispatcherApplication(create_backend_app)
-        server = self._server = _Server(self.host, self.port, app, handler=_KeepAliveHandler)
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="busline-moto", daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def bound_port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the moto server is not started")
-        return int(self._server.server_address[1])
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        server.close_open_sockets()
-        if thread is not None:
-            thread.join(timeout=5)
+    def _bind(self) -> TrackedServer:
+        return _Server(self.host, self.port, DomainDispatcherApplication(create_backend_app), handler=_KeepAliveHandler)
