@@ -75,7 +75,9 @@ def _main_module_hidden() -> Iterator[None]:
 class _Worker:
     """One warm execution environment: a process and the parent's end of its pipe."""
 
-    def __init__(self, spec: FunctionSpec, log_path: Path, verbose: bool, niceness: int = 0) -> None:
+    def __init__(
+        self, spec: FunctionSpec, log_path: Path, verbose: bool, aws_config_file: Path, niceness: int = 0
+    ) -> None:
         setup = worker_module.WorkerSetup(
             logical_id=spec.logical_id,
             function_name=spec.name,
@@ -87,6 +89,7 @@ class _Worker:
             memory_mb=spec.memory_mb,
             log_path=str(log_path),
             echo_to_console=verbose,
+            aws_config_file=str(aws_config_file),
         )
         parent_end, child_end = _spawn.Pipe(duplex=True)
         self.conn: Connection = parent_end
@@ -149,6 +152,8 @@ class FunctionRuntime:
         self.verbose = verbose
         self.logs_dir = data_dir / "logs"
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.aws_config_file = data_dir / "function-aws-config"
+        self.aws_config_file.write_text(worker_module.FUNCTION_AWS_CONFIG)
         if self.chaos is not None:
             self.chaos.attach_stats_file(data_dir / "chaos.json")
         # On AWS no function takes another's CPU. Here a few cores serve every worker, so the workers of
@@ -242,7 +247,12 @@ class FunctionRuntime:
         try:
             niceness = BATCH_NICENESS if pool.spec.logical_id in self._batch_functions else 0
             fresh = self._spawner.submit(
-                _Worker, pool.spec, self.logs_dir / f"{pool.spec.logical_id}.log", self.verbose, niceness
+                _Worker,
+                pool.spec,
+                self.logs_dir / f"{pool.spec.logical_id}.log",
+                self.verbose,
+                self.aws_config_file,
+                niceness,
             ).result()
         except RuntimeError as exc:  # the spawner was shut down by close()
             self._forget(pool)

@@ -21,6 +21,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+# The AWS shared config file of every function. A Lambda has none: the developer's ~/.aws (profiles, regions,
+# credentials) must not reach the function. And S3 is reached over https on AWS, where botocore sends uploads
+# with a checksum and no SHA-256 of the body; over the local cloud's plain http it would hash every body it
+# uploads (a second pass over each chunk, on the function's CPU) unless told, as here, that AWS would not.
+FUNCTION_AWS_CONFIG = """[default]
+s3 =
+    payload_signing_enabled = false
+"""
+
 # Variables of the parent kept in the function's environment: what a process needs to run at all.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "USER", "LOGNAME",
                  "SSL_CERT_FILE", "SSL_CERT_DIR", "XDG_RUNTIME_DIR", "VIRTUAL_ENV")
@@ -40,6 +49,7 @@ class WorkerSetup:
     memory_mb: int
     log_path: str
     echo_to_console: bool
+    aws_config_file: str  # the only AWS shared config the function sees (FUNCTION_AWS_CONFIG)
 
 
 class LambdaContext:
@@ -222,6 +232,8 @@ def _load_handler(setup: WorkerSetup) -> Any:
     os.environ.clear()
     os.environ.update(inherited)
     os.environ.update(setup.environment)
+    os.environ["AWS_CONFIG_FILE"] = setup.aws_config_file
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
     os.environ.setdefault("LAMBDA_TASK_ROOT", setup.code_dir)
     os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", setup.function_name)
     os.environ.setdefault("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")

@@ -312,3 +312,67 @@ def test_updates_valid_and_refused_answer_as_moto_itself_answers() -> None:
     assert refused[11].endswith("Cannot update attribute taskId. This attribute is part of the key")
     assert refused[20] == refused[21] == "Cannot parse condition starting at:! :x"
     assert fast[12]["q"] == {"N": "4"} and fast[18]["r"] == {"N": "3"} and len(fast) == 22
+
+
+def _multipart(metadata: dict[str, str], parts: list[bytes]) -> Any:
+    from moto.s3.models import FakeMultipart
+    from moto.utilities.utils import CaseInsensitiveDict
+
+    upload = FakeMultipart("staged/source.csv", CaseInsensitiveDict(metadata), "123456789012", "us-east-1")
+    for number, value in enumerate(parts, 1):
+        upload.set_part(number, value)
+    return upload
+
+
+def _listed(upload: Any, numbers: list[int]) -> list[tuple[int, str]]:
+    return [(number, upload.parts[number].etag) for number in numbers]
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {},  # S3's default: a CRC64NVME of the whole object
+        {"x-amz-checksum-algorithm": "CRC32"},  # a checksum of the parts' checksums
+        {"x-amz-checksum-algorithm": "SHA256"},
+        {"x-amz-checksum-algorithm": "CRC32", "x-amz-checksum-type": "FULL_OBJECT"},
+    ],
+)
+def test_a_completed_upload_is_the_object_etag_and_checksum_moto_makes(
+    metadata: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the fast moto, and an upload of two 5 MiB parts and a short last one
+    from busline.localcloud import moto_speed
+
+    make_moto_calls_fast()
+    monkeypatch.setattr("moto.s3.models.S3_UPLOAD_PART_MIN_SIZE", 5 * 1024 * 1024)
+    parts = [bytes([number]) * (5 * 1024 * 1024) + b"end of part" for number in (1, 2)] + [b"last rows\n"]
+    ours, motos = _multipart(metadata, parts), _multipart(metadata, parts)
+
+    # When both complete it, ours and moto's own
+    completed = ours.complete(iter(_listed(ours, [1, 2, 3])))
+    expected = moto_speed.moto_multipart_complete(motos, iter(_listed(motos, [1, 2, 3])))
+
+    # Then the object, its ETag and its checksum are the same, and the object is the parts in order
+    assert completed == expected
+    assert completed[0] == b"".join(parts)
+    assert completed[1].endswith("-3")
+
+
+def test_a_completion_refuses_what_moto_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the fast moto and an upload whose first part is under S3's 5 MiB minimum
+    from moto.s3.exceptions import EntityTooSmall, InvalidPart, MalformedXML
+
+    make_moto_calls_fast()
+    monkeypatch.setattr("moto.s3.models.S3_UPLOAD_PART_MIN_SIZE", 5 * 1024 * 1024)
+    upload = _multipart({}, [b"short", b"rest"])
+
+    # When it is completed with that part first, with a part's ETag wrong, with a part never uploaded, with none
+    # Then each is refused as S3 (and moto) refuse it
+    with pytest.raises(EntityTooSmall):
+        upload.complete(iter(_listed(upload, [1, 2])))
+    with pytest.raises(InvalidPart):
+        upload.complete(iter([(2, '"0123456789abcdef0123456789abcdef"')]))
+    with pytest.raises(InvalidPart):
+        upload.complete(iter([(7, upload.parts[2].etag)]))
+    with pytest.raises(MalformedXML):
+        upload.complete(iter([]))

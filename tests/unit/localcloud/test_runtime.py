@@ -101,6 +101,27 @@ def test_context_environment_and_working_directory(runtime: FunctionRuntime) -> 
     assert result.payload["cwd"] == str(FUNCTIONS_DIR)
 
 
+def test_the_function_sees_the_local_clouds_aws_config_not_the_developers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a developer whose ~/.aws holds a profile of their own, and S3 settings that would reach a function
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "config").write_text("[profile mine]\nregion = eu-west-1\ns3 =\n    addressing_style = path\n")
+    (home / ".aws" / "credentials").write_text("[mine]\naws_access_key_id = AKIAMINE\naws_secret_access_key = s\n")
+    monkeypatch.setenv("HOME", str(home))
+    rt = FunctionRuntime(_model(_function("AwsConfigFunction", "handlers.aws_config")), tmp_path / "cloud")
+    try:
+        # When the function asks botocore what its shared config says
+        result = rt.invoke("AwsConfigFunction", {}, trigger="test")
+    finally:
+        rt.close()
+
+    # Then it sees only the local cloud's: no profile of the developer's, S3 uploads not hashed (as over https)
+    assert result.ok, result.error
+    assert result.payload == {"profiles": ["default"], "s3": {"payload_signing_enabled": False}}
+
+
 def test_request_ids_differ_per_invocation(runtime: FunctionRuntime) -> None:
     ids = {runtime.invoke("EchoFunction", {}, trigger="test").payload["context"]["aws_request_id"]
            for _ in range(3)}
