@@ -232,8 +232,9 @@ def _load_handler(setup: WorkerSetup) -> Any:
     os.environ.clear()
     os.environ.update(inherited)
     os.environ.update(setup.environment)
-    os.environ["AWS_CONFIG_FILE"] = setup.aws_config_file
-    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    # (a template that names its own, in the function's package, keeps it, as it would on AWS)
+    os.environ.setdefault("AWS_CONFIG_FILE", setup.aws_config_file)
+    os.environ.setdefault("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     os.environ.setdefault("LAMBDA_TASK_ROOT", setup.code_dir)
     os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", setup.function_name)
     os.environ.setdefault("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
