@@ -150,6 +150,11 @@ def _gate_sqs_receives() -> None:
     SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
 
 
+def snapshot_file(data_dir: Path) -> Path:
+    """Where the last snapshot of a data dir is; its mtime is when it was written, just after its quiet moment."""
+    return data_dir / STATE_DIR / _BACKENDS_FILE
+
+
 def fingerprint(cfn: dict[str, Any], parameters: dict[str, str], region: str, endpoints: dict[str, Any]) -> str:
     """What the saved state depends on: the stack, and the shapes of what was pickled (the cloud model's
     classes, moto's). Hashed, because the parameters carry the database password."""
