@@ -113,6 +113,11 @@ class WatcherCache:
     watcher gets the last frame. A subscriber added in between got the current snapshot from `subscribe`
     and misses at most `fresh_s` of frames after it; the read saved is most of a busy task's queries, and
     its time on the way to every frame.
+
+    A task nobody watched is read again at its next change: its first watcher usually subscribes just after
+    the submit, when the task's first changes have already found nobody, and a remembered "nobody" would
+    hide every change of the next second from it (the whole extract of the flights demo), or until the
+    task's next change, if it then pauses.
     """
 
     def __init__(
@@ -130,7 +135,7 @@ class WatcherCache:
     def of(self, task_id: str, final: bool, read: Callable[[], list[Subscriber]]) -> list[Subscriber]:
         now = self._clock()
         cached = self._read.get(task_id)
-        if not final and cached is not None and now - cached[0] < self.fresh_s:
+        if not final and cached is not None and cached[1] and now - cached[0] < self.fresh_s:
             return cached[1]
         watchers = read()
         self._read[task_id] = (now, watchers)

@@ -1,4 +1,5 @@
-"""progress.WatcherCache on a fake clock: a task's watchers read at most once a second, and always for its final state."""
+"""progress.WatcherCache on a fake clock: a task's watchers read at most once a second (a task nobody watched, at
+its next change), and always for its final state."""
 
 from __future__ import annotations
 
@@ -71,3 +72,21 @@ def test_the_cache_remembers_at_most_its_capacity_of_tasks() -> None:
     cache.of("t1", False, tables["t1"].read)
     cache.of("t3", False, tables["t3"].read)
     assert [tables[task].reads for task in ("t1", "t2", "t3")] == [2, 1, 1]
+
+
+def test_a_task_nobody_watched_is_read_again_at_its_next_change() -> None:
+    # Given a task whose first change found no watcher, and conn-1 subscribing 60 ms later
+    now = [0.0]
+    cache = WatcherCache(clock=lambda: now[0])
+    table = Table()
+    assert cache.of("t1", False, table.read) == []
+    now[0] = 0.06
+    table.watching.append(Subscriber("conn-1", "owner"))
+    # When the task changes again at 0.1 s
+    now[0] = 0.1
+    watching = [s.connection_id for s in cache.of("t1", False, table.read)]
+    # Then the table is read again and conn-1 gets the change; conn-1 is then kept for a second
+    assert (watching, table.reads) == (["conn-1"], 2)
+    now[0] = 1.05
+    cache.of("t1", False, table.read)
+    assert table.reads == 2
