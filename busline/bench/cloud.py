@@ -33,6 +33,8 @@ class FollowedTask:
     final: dict[str, Any]
     latencies_ms: list[float] = field(default_factory=list)
     messages: int = 0
+    # (client receive time, the snapshot's updatedAtMs) of every frame, the answer to `subscribe` first
+    frames: list[tuple[float, float]] = field(default_factory=list)
 
 
 def run_task(
@@ -44,7 +46,7 @@ def run_task(
 
     from busline.localcloud.testing import websocket_url
 
-    latencies: list[float] = []
+    frames: list[tuple[float, float]] = []
     messages = 0
     with connect(websocket_url(endpoints, token), open_timeout=30, max_size=None) as socket:
         started = time.monotonic()
@@ -64,7 +66,7 @@ def run_task(
             if "taskId" not in message:  # a refusal, e.g. {"error": "task … not found"}
                 raise RuntimeError(f"WebSocket error for {task_id}: {message['error']}")
             messages += 1
-            latencies.append(received_ms - float(message["updatedAtMs"]))
+            frames.append((received_ms, float(message["updatedAtMs"])))
             if message["status"] in TERMINAL:
                 seconds = time.monotonic() - started
                 break
@@ -72,7 +74,28 @@ def run_task(
     if final["status"] != "SUCCEEDED":
         raise RuntimeError(f"task {task_id} ended {final['status']}: {final.get('error')}")
     # the first frame answers `subscribe` (the snapshot as stored), so it measures the subscribe, not a push
-    return FollowedTask(task_id, seconds, final, latencies[1:], messages)
+    latencies = [received_ms - updated_ms for received_ms, updated_ms in frames[1:]]
+    return FollowedTask(task_id, seconds, final, latencies, messages, frames)
+
+
+def task_writes_ms(dynamodb: Any, streams: Any, table_name: str, task_ids: set[str]) -> dict[str, list[float]]:
+    """Every write of these tasks as the tasks table's stream holds it: the `updatedAtMs` of each new image."""
+    stream_arn = dynamodb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
+    writes: dict[str, list[float]] = {task_id: [] for task_id in task_ids}
+    for shard in streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"]:
+        iterator = streams.get_shard_iterator(
+            StreamArn=stream_arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            page = streams.get_records(ShardIterator=iterator, Limit=1000)
+            for record in page["Records"]:
+                image = record["dynamodb"].get("NewImage") or {}
+                task_id = image.get("taskId", {}).get("S")
+                if task_id in writes and "updatedAtMs" in image:
+                    writes[task_id].append(float(image["updatedAtMs"]["N"]))
+            # an open shard always hands out a next iterator: an empty page is its end for now
+            iterator = page.get("NextShardIterator") if page["Records"] else None
+    return {task_id: sorted(set(times)) for task_id, times in writes.items()}
 
 
 def recorder(aws_endpoint: str, action: str) -> str:

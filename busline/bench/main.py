@@ -19,11 +19,13 @@ from busline_core.tenancy import owner_table
 
 from busline.bench import call_latency
 from busline.bench.baselines import CopyResult, DuckdbResult, run_copy_floor, run_duckdb_script
-from busline.bench.cloud import FollowedTask, run_task
+from busline.bench.cloud import FollowedTask, run_task, task_writes_ms
 from busline.bench.functions import cloud_parameters, memory_sizes
 from busline.bench.measure import SETTLE_S, RunMeasurement, measured_run, measured_work
+from busline.bench.progress_waits import per_write_section
 from busline.bench.projection import Assumptions, GlueInputs, project_all
 from busline.bench.report import (
+    TARGETS,
     copy_section,
     duckdb_section,
     evaluate_targets,
@@ -72,6 +74,8 @@ class Measurements:
     scaled_note: dict[str, Any]  # how the 10x source was made, or why there is no 10x run
     load_max_concurrency: int
     call_latency: dict[str, Any]
+    task_writes_ms: dict[str, list[float]]  # every write of the 1x tasks, from the tasks table's stream
+    frames_per_second: float  # the template's ProgressFramesPerSecond
 
     @property
     def duckdb(self) -> DuckdbResult:
@@ -108,6 +112,7 @@ def measure(args: argparse.Namespace, data_dir: Path) -> Measurements:
     parameters = cloud_parameters(CLOUD_ARGS)
     memory = memory_sizes(args.template, parameters)
     load_cap = int(_template_parameter(args.template, "LoadMaxConcurrency", parameters) or 5)
+    frames_per_second = float(_template_parameter(args.template, "ProgressFramesPerSecond", parameters) or 4)
     recording = data_dir / "moto-recording.jsonl"
     environment = {"MOTO_RECORDER_FILEPATH": str(recording)}
     print(f"starting the local cloud in {data_dir} …", file=sys.stderr)
@@ -142,6 +147,10 @@ def measure(args: argparse.Namespace, data_dir: Path) -> Measurements:
             body = flights_body(bucket, f"{FLIGHTS_TABLE}_again_{again}", source_uri)
             repeats.append(run_task(endpoints, body, token))
             duckdb_runs.append(run_duckdb_script(endpoints["postgres"], args.rows, data_dir))
+        followed_ids = {run.task_id for run in (single.followed, *repeats)}
+        writes = task_writes_ms(
+            dynamodb, _aws_client(endpoints, "dynamodbstreams"), endpoints["outputs"]["TasksTableName"], followed_ids
+        )
         print("baseline: Postgres COPY of the pipeline's rows …", file=sys.stderr)
         owner = str(single.followed.final["owner"])
         copy = run_copy_floor(endpoints["postgres"], owner_table(owner, FLIGHTS_TABLE), data_dir)
@@ -178,7 +187,7 @@ def measure(args: argparse.Namespace, data_dir: Path) -> Measurements:
             except Exception as error:  # the 1x figures still count; the failure is reported with them
                 print(f"the {args.scale}x run failed: {error}", file=sys.stderr)
                 note["error"] = f"{type(error).__name__}: {error}"[:2000]
-    return Measurements(single, warmup.seconds, repeats, duckdb_runs, copy, scaled, note, load_cap, latency)
+    return Measurements(single, warmup.seconds, repeats, duckdb_runs, copy, scaled, note, load_cap, latency, writes, frames_per_second)
 
 
 def build_report(m: Measurements, now: dt.datetime, projected_rows: int) -> dict[str, Any]:
@@ -197,6 +206,11 @@ def build_report(m: Measurements, now: dt.datetime, projected_rows: int) -> dict
             "max": _rounded(max(frames) if frames else None),
             "samples": len(frames),
         },
+        "progressWaitPerWriteMs": per_write_section(
+            [(run.frames, m.task_writes_ms.get(run.task_id, [])) for run in (m.single.followed, *m.repeats)],
+            frames_per_second=m.frames_per_second,
+            within_ms=TARGETS["progressP95Ms"][1],
+        ),
         "countsMatch": all(run.final["counts"] == pipeline_counts for run in m.repeats),
         "method": f"{len(m.seconds_1x)} runs of the 1x task, each into a new table, in turn with the DuckDB "
         "script; the first is the measured run (calls, memory, cost and the figures above), the others are "

@@ -84,6 +84,12 @@ def print_report(report: dict[str, Any]) -> None:
                         f"{_fmt(runs['medianSeconds'])} ({_seconds_list(runs['endToEndSeconds'])})", "")
         summary.add_row(f"  progress p50 / p95, {pooled['samples']} frames (ms)",
                         f"{_fmt(pooled['p50'])} / {_fmt(pooled['p95'])}", "")
+        per_write = runs.get("progressWaitPerWriteMs")
+        if per_write:
+            summary.add_row(f"  wait per write p50 / p95, {per_write['samples']} writes (ms)",
+                            f"{_fmt(per_write['p50'])} / {_fmt(per_write['p95'])}", "")
+            summary.add_row(f"  writes late > {_fmt(per_write['withinMs'])} ms under any pacing",
+                            _late_writes(per_write), "")
     if scaled_rows:
         summary.add_row(f"ratio to {copies}x the 1x time", "", _fmt(scaled["ratioToTenTimes1x"]))
         summary.add_row(f"counts = {copies} x the 1x counts", "", _fmt(scaled["countsMatchExpected"]))
@@ -182,6 +188,13 @@ def _function_cell(function: dict[str, Any] | None) -> str:
 # --- docs/performance.md --------------------------------------------------------------------------
 
 
+def _late_writes(per_write: dict[str, Any]) -> str:
+    share = per_write["fewestLateShare"]
+    return f"{_fmt(per_write['fewestLate'])} of {_fmt(per_write['writes'])}" + (
+        "" if share is None else f" ({share * 100:.1f}%)"
+    )
+
+
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -232,6 +245,20 @@ def render_performance_doc(report: dict[str, Any]) -> str:
             f"the 1x runs",
         ],
     ]
+    per_write = runs.get("progressWaitPerWriteMs")
+    if per_write:
+        measured += [
+            [
+                "progress wait per write p50 / p95",
+                f"{_fmt(per_write['p50'])} / {_fmt(per_write['p95'])} ms over the {_fmt(per_write['samples'])} "
+                "writes of the 1x tasks after `subscribe` (each write until the first frame showing it)",
+            ],
+            [
+                f"writes that wait > {_fmt(per_write['withinMs'])} ms under any pacing of "
+                f"{_fmt(per_write['framesPerSecond'])} frames/s",
+                f"{_late_writes(per_write)} at the least (frames timed knowing every write, delivered at once)",
+            ],
+        ]
     if "perChunk" in single.get("apiCalls", {}):
         measured.append(["AWS calls per chunk (1x)", _fmt(single["apiCalls"]["perChunk"])])
     measured.append(

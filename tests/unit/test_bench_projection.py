@@ -284,6 +284,8 @@ def test_the_1x_times_are_the_measured_runs_then_the_repeats_and_the_script_is_i
         scaled_note={},
         load_max_concurrency=5,
         call_latency={},
+        task_writes_ms={},
+        frames_per_second=4,
     )
     # Then the 1x times keep their order, and the script's figures are those of its 3.9 s run
     assert measured.seconds_1x == [6.1, 7.9, 5.4]
