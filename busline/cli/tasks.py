@@ -323,6 +323,7 @@ def _follow_websocket(
         connection = connect(signed_url, open_timeout=WEBSOCKET_OPEN_TIMEOUT_S, close_timeout=2)
     except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
         raise _WebSocketUnavailable(f"cannot connect to {url}: {error}") from None
+    shown_ms = -1  # updatedAtMs of the snapshot shown last
     with connection:
         connection.send(json.dumps({"action": "subscribe", "taskId": task_id}))
         while True:
@@ -344,6 +345,11 @@ def _follow_websocket(
                 if message.get("taskId") != task_id:
                     continue
                 snapshot = message
+            # The answer to subscribe may arrive after a push made while it was read: never step back.
+            updated_ms = snapshot.get("updatedAtMs")
+            if isinstance(updated_ms, int) and updated_ms < shown_ms:
+                continue
+            shown_ms = updated_ms if isinstance(updated_ms, int) else shown_ms
             on_snapshot(snapshot)
             if progress_view.is_terminal(snapshot):
                 return snapshot

@@ -241,6 +241,10 @@ def subscribe(connection_id: str, owner: str, task_id: str, deps: ConnectionsDep
         _send(connection_id, {"error": f"task {task_id} not found"}, deps)
         return False
     deps.connections.subscribe(connection_id, task_id)
+    # A change stored between the read above and the subscription was pushed to the watchers of that moment,
+    # not to this one; were it the final state, nothing would follow it. Read again now that the stream finds
+    # this connection for every later change.
+    state = deps.tasks.get(task_id) or state
     _send(connection_id, state.snapshot().model_dump(mode="json"), deps)
     return True
 

@@ -239,6 +239,26 @@ def test_submit_follow_over_websocket(runner, cli_app, fake_api, fake_websocket,
     assert "read 336,776  filtered 8,255  rejected 7,602  loaded 320,919" in result.stderr
 
 
+def test_follow_never_shows_a_snapshot_older_than_the_one_shown():
+    # Given a WebSocket whose answer to subscribe (stored at 3) arrives after a push of a newer state (5)
+    newer = {**RUNNING, "updatedAtMs": 5}
+    older = {**snapshot("EXTRACTING", (4, None), (0, None), (0, None)), "updatedAtMs": 3}
+    final = {**SUCCEEDED, "updatedAtMs": 9}
+    fake = FakeWebSocket([newer, older, final])
+    shown: list[dict[str, Any]] = []
+    with serve(fake.handler, "127.0.0.1", 0) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
+        # When the CLI follows the task
+        last = tasks.follow_task(tasks.ApiClient("http://127.0.0.1:9"), url, TASK_ID, shown.append)
+        server.shutdown()
+    thread.join(timeout=5)
+    # Then it showed the newer state and the final one, never the older answer in between
+    assert [frame["updatedAtMs"] for frame in shown] == [5, 9]
+    assert last == final
+
+
 def test_submit_follow_polls_without_websocket_and_reports_failure(runner, cli_app, fake_api, fast_polling,
                                                                    tmp_path):
     # Given no WebSocket endpoint and a task that runs, then fails in transform chunk 6

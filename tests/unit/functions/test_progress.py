@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 import pytest
 from busline_core.progress import USAGE, FrameThrottle
+from busline_core.task_state import ExtractStarted
 from handler_kit import OWNER, REGION, Cloud, FakeLambdaContext, event_file, of_type, small_spec, submit
 
 SAMPLE_TASK = "5f0c2a7e-8d41-4b9a-9a3e-6c1d2b7f4e10"  # the task in events/progress_stream.json and ws_subscribe.json
@@ -46,6 +47,28 @@ def test_connect_subscribe_and_disconnect(cloud: Cloud, load_handler: Any, conte
     # When it disconnects / Then the connection is forgotten
     assert routes.lambda_handler(ws_event("ws_connect.json", "conn-A", route="$disconnect"), context) == {"statusCode": 200}
     assert connection(cloud, "conn-A") is None
+
+
+def test_a_change_stored_while_subscribing_is_in_the_answer(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a submitted task, and its extract starting after subscribe has read the task but before the
+    # subscription is stored (so the stream finds no watcher for that change)
+    routes = load_handler("progress/routes")
+    task_id = submit(small_spec(f"s3://{cloud.bucket}/uploads/{OWNER}/in.csv"))
+    routes.lambda_handler(ws_event("ws_connect.json", "conn-S"), context)
+    store_subscription = routes.deps.connections.subscribe
+
+    def extract_starts_first(connection_id: str, subscribed_task: str) -> None:
+        routes.deps.tasks.apply(subscribed_task, ExtractStarted())
+        store_subscription(connection_id, subscribed_task)
+
+    monkeypatch.setattr(routes.deps.connections, "subscribe", extract_starts_first)
+    # When the client subscribes
+    routes.lambda_handler(ws_event("ws_subscribe.json", "conn-S", body={"action": "subscribe", "taskId": task_id}), context)
+    # Then the one snapshot it gets already shows the extract running
+    [snapshot] = cloud.pushed("conn-S")
+    assert (snapshot["taskId"], snapshot["status"]) == (task_id, "EXTRACTING")
 
 
 def test_subscribe_to_an_unknown_task_and_unknown_actions_get_a_message(
