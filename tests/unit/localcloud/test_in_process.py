@@ -67,7 +67,7 @@ def test_template_yaml_tables_queues_and_outputs_come_from_the_template(aws: Non
     table = client("dynamodb").describe_table(TableName=stack.name("TasksTable"))["Table"]
     assert table["KeySchema"] == [{"AttributeName": "taskId", "KeyType": "HASH"}]
     assert [index["IndexName"] for index in table["GlobalSecondaryIndexes"]] == ["byOwner"]
-    assert table["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert table["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
     assert stack.attribute("TasksTable", "StreamArn") == table["LatestStreamArn"]
     # And the step queues redrive to their DLQs after the overridden receive count
     attributes = client("sqs").get_queue_attributes(QueueUrl=stack.name("ExtractQueue"), AttributeNames=["All"])
