@@ -78,10 +78,10 @@ def run_task(
     return FollowedTask(task_id, seconds, final, latencies, messages, frames)
 
 
-def task_writes_ms(dynamodb: Any, streams: Any, table_name: str, task_ids: set[str]) -> dict[str, list[float]]:
-    """Every write of these tasks as the tasks table's stream holds it: the `updatedAtMs` of each new image."""
+def task_images(dynamodb: Any, streams: Any, table_name: str, task_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """Every new image of these tasks the tasks table's stream holds, in the order they were written."""
     stream_arn = dynamodb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
-    writes: dict[str, list[float]] = {task_id: [] for task_id in task_ids}
+    images: dict[str, list[dict[str, Any]]] = {task_id: [] for task_id in task_ids}
     for shard in streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"]:
         iterator = streams.get_shard_iterator(
             StreamArn=stream_arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
@@ -91,11 +91,32 @@ def task_writes_ms(dynamodb: Any, streams: Any, table_name: str, task_ids: set[s
             for record in page["Records"]:
                 image = record["dynamodb"].get("NewImage") or {}
                 task_id = image.get("taskId", {}).get("S")
-                if task_id in writes and "updatedAtMs" in image:
-                    writes[task_id].append(float(image["updatedAtMs"]["N"]))
+                if task_id in images:
+                    images[task_id].append(image)
             # an open shard always hands out a next iterator: an empty page is its end for now
             iterator = page.get("NextShardIterator") if page["Records"] else None
-    return {task_id: sorted(set(times)) for task_id, times in writes.items()}
+    return images
+
+
+def task_writes_ms(dynamodb: Any, streams: Any, table_name: str, task_ids: set[str]) -> dict[str, list[float]]:
+    """Every write of these tasks as the tasks table's stream holds it: the `updatedAtMs` of each new image."""
+    images = task_images(dynamodb, streams, table_name, task_ids)
+    return {
+        task_id: sorted({float(image["updatedAtMs"]["N"]) for image in held if "updatedAtMs" in image})
+        for task_id, held in images.items()
+    }
+
+
+def index_writes(images: list[dict[str, Any]], attributes: set[str]) -> int:
+    """Writes a global secondary index holding `attributes` (its keys and projected ones) took from a task's
+    successive images: DynamoDB writes the index only when one of them changes, or the item first holds them."""
+    written, last = 0, None
+    for image in images:
+        held = {name: image[name] for name in attributes if name in image}
+        if held != last and held:
+            written += 1
+        last = held
+    return written
 
 
 def recorder(aws_endpoint: str, action: str) -> str:

@@ -120,6 +120,7 @@ def measure(args: argparse.Namespace, data_dir: Path) -> Measurements:
         endpoints = cloud.endpoints
         bucket = endpoints["outputs"]["DataBucketName"]
         s3, dynamodb = _aws_client(endpoints, "s3"), _aws_client(endpoints, "dynamodb")
+        streams = _aws_client(endpoints, "dynamodbstreams")
         token = user_tokens(endpoints, "bench").access_token  # before anything is measured
 
 
@@ -135,7 +136,7 @@ def measure(args: argparse.Namespace, data_dir: Path) -> Measurements:
         source_uri = upload_subset(s3, bucket, args.rows, data_dir) if args.rows is not None else None
         print("measured run, 1x …", file=sys.stderr)
         single = measured_run(
-            "1x", cloud, flights_body(bucket, FLIGHTS_TABLE, source_uri), token, recording, memory, dynamodb
+            "1x", cloud, flights_body(bucket, FLIGHTS_TABLE, source_uri), token, recording, memory, dynamodb, streams
         )
 
         print("baseline: the DuckDB script …", file=sys.stderr)
@@ -149,7 +150,7 @@ def measure(args: argparse.Namespace, data_dir: Path) -> Measurements:
             duckdb_runs.append(run_duckdb_script(endpoints["postgres"], args.rows, data_dir))
         followed_ids = {run.task_id for run in (single.followed, *repeats)}
         writes = task_writes_ms(
-            dynamodb, _aws_client(endpoints, "dynamodbstreams"), endpoints["outputs"]["TasksTableName"], followed_ids
+            dynamodb, streams, endpoints["outputs"]["TasksTableName"], followed_ids
         )
         print("baseline: Postgres COPY of the pipeline's rows …", file=sys.stderr)
         owner = str(single.followed.final["owner"])
@@ -182,6 +183,7 @@ def measure(args: argparse.Namespace, data_dir: Path) -> Measurements:
                     recording,
                     memory,
                     dynamodb,
+                    streams,
                     timeout_s=SCALED_TASK_TIMEOUT_S,
                 )
             except Exception as error:  # the 1x figures still count; the failure is reported with them

@@ -20,7 +20,7 @@ from busline_core.pricing import (
 )
 
 from busline.bench.calls import CallStats, count_calls, iter_recorded_requests, read_in_blocks
-from busline.bench.cloud import TASK_TIMEOUT_S, FollowedTask, recorder, run_task
+from busline.bench.cloud import TASK_TIMEOUT_S, FollowedTask, index_writes, recorder, run_task, task_images
 from busline.bench.functions import ConsoleWindow, FunctionUsage, ProcessStats, WorkerMonitor
 from busline.bench.projection import MeasuredWork, StepWork
 
@@ -40,6 +40,8 @@ class TaskItem:
     bytes: int
     whole_item_indexes: int  # global secondary indexes projecting ALL: each write is written there too
     other_indexes: int
+    # writes of the task to the other indexes, counted from the stream's images (None: one per write and index)
+    other_index_writes: int | None = None
 
 
 @dataclass
@@ -74,6 +76,7 @@ def measured_run(
     recording_path: Path,
     memory_mb: dict[str, int],
     aws: Any,
+    streams: Any = None,
     timeout_s: float = TASK_TIMEOUT_S,
 ) -> RunMeasurement:
     """Run `body` as a task with the recorder on, the console window open and the workers watched."""
@@ -99,11 +102,11 @@ def measured_run(
     except ValueError as error:  # a damaged recording must not throw away the measured run
         print(f"could not read moto's recording: {error}", file=sys.stderr)
         calls = None
-    task_item = _task_item(aws, endpoints["outputs"].get("TasksTableName"), followed.task_id)
+    task_item = _task_item(aws, streams, endpoints["outputs"].get("TasksTableName"), followed.task_id)
     return RunMeasurement(label, followed, calls, invocations, processes, task_item, memory_mb)
 
 
-def _task_item(aws: Any, table: str | None, task_id: str) -> TaskItem | None:
+def _task_item(aws: Any, streams: Any, table: str | None, task_id: str) -> TaskItem | None:
     if not table:
         return None
     try:
@@ -115,8 +118,22 @@ def _task_item(aws: Any, table: str | None, task_id: str) -> TaskItem | None:
     if not item:
         return None
     indexes = description.get("GlobalSecondaryIndexes") or []
-    whole = sum(1 for index in indexes if (index.get("Projection") or {}).get("ProjectionType") == "ALL")
-    return TaskItem(table, dynamodb_item_bytes(item), whole, len(indexes) - whole)
+    whole = [index for index in indexes if (index.get("Projection") or {}).get("ProjectionType") == "ALL"]
+    others = [index for index in indexes if index not in whole]
+    written = None
+    if others and streams is not None:
+        try:
+            images = task_images(aws, streams, table, {task_id})[task_id]
+        except Exception as error:  # then each write counts once per index; say why
+            print(f"could not read the task's writes from the stream: {error}", file=sys.stderr)
+        else:
+            written = sum(index_writes(images, _index_attributes(index)) for index in others)
+    return TaskItem(table, dynamodb_item_bytes(item), len(whole), len(others), written)
+
+
+def _index_attributes(index: dict[str, Any]) -> set[str]:
+    projection = index.get("Projection") or {}
+    return {key["AttributeName"] for key in index["KeySchema"]} | set(projection.get("NonKeyAttributes") or ())
 
 
 # --- what the run costs on AWS --------------------------------------------------------------------
@@ -136,11 +153,15 @@ def dynamodb_units(calls: CallStats, item: TaskItem | None) -> tuple[float, floa
     """Write and read units: the task item's size on the tasks table (and its indexes), one unit elsewhere
     (connections and idempotency records are far under 1 KB)."""
     writes = reads = 0.0
+    # an index projecting a few attributes takes one unit a write, and only the writes the stream shows changing them
+    index_units = 0 if item is None or item.other_index_writes is None else item.other_index_writes
+    writes += index_units
     for (table, operation), count in calls.dynamodb_by_table.items():
         on_tasks = item is not None and table == item.table
         if operation in _DYNAMODB_WRITES:
             per_write = (
-                write_units(item.bytes, item.whole_item_indexes) + item.other_indexes
+                write_units(item.bytes, item.whole_item_indexes)
+                + (0 if item.other_index_writes is not None else item.other_indexes)
                 if on_tasks and item is not None
                 else 1
             )

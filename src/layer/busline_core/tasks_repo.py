@@ -18,7 +18,8 @@ RetryNotice, of the work waiting for its next delivery; absent on tasks recorded
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -31,6 +32,12 @@ from botocore.exceptions import ClientError
 
 from . import usage
 from .contracts import PHASE_ORDER, Counts, Phase, RetryNotice, ScheduledBy, TaskError, TaskStatus
+from .dynamo_target import (
+    BATCH_GET_KEYS,
+    UNPROCESSED_FIRST_WAIT_S,
+    UNPROCESSED_MAX_WAIT_S,
+    UNPROCESSED_RETRIES,
+)
 from .errors import TaskAlreadyRecorded
 from .limits import MAX_RETRY_NOTICES, MAX_TASK_ID_LENGTH
 from .task_state import (
@@ -71,6 +78,9 @@ from .task_state import (
 )
 
 Item = dict[str, Any]
+# Projects only what a listing filters on (template.yaml): an index projecting the whole item is written again
+# at every change of the task, doubling the write units of each chunk's counts; this one only when the status
+# changes. A page's items are then read from the table (_whole_items).
 OWNER_INDEX = "byOwner"
 _TASKS_PAGE_KEY = ("taskId", "owner", "createdAt")
 _RETRYING = "retrying"
@@ -572,7 +582,30 @@ class TasksRepository:
             position = None if last_key is None else {name: _plain(value) for name, value in last_key.items()}
             if position is None or len(items) >= limit:
                 break
-        return [state_from_item(item) for item in items], position
+        whole = self._whole_items([str(item["taskId"]) for item in items])
+        # a task the TTL deleted since the index listed it is left out, as a later page would not show it
+        return [state_from_item(whole[item["taskId"]]) for item in items if item["taskId"] in whole], position
+
+    def _whole_items(self, task_ids: Sequence[str]) -> dict[str, Item]:
+        """The tasks' items by id, read BATCH_GET_KEYS at a time; keys DynamoDB leaves unprocessed (a
+        throttled table) are asked again after a growing wait."""
+        # the resource's client: it takes and gives plain values, as the Table does
+        client, table = self._table.meta.client, self._table.name
+        found: dict[str, Item] = {}
+        for start in range(0, len(task_ids), BATCH_GET_KEYS):
+            pending: list[dict[str, Any]] = [{"taskId": task_id} for task_id in task_ids[start : start + BATCH_GET_KEYS]]
+            for attempt in range(UNPROCESSED_RETRIES + 1):
+                if attempt:
+                    time.sleep(min(UNPROCESSED_MAX_WAIT_S, UNPROCESSED_FIRST_WAIT_S * 2 ** (attempt - 1)))
+                answer = client.batch_get_item(RequestItems={table: {"Keys": pending}})
+                for item in answer.get("Responses", {}).get(table, []):
+                    found[str(item["taskId"])] = item
+                pending = answer.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+                if not pending:
+                    break
+            if pending:
+                raise RuntimeError(f"dynamodb table {table}: {len(pending)} tasks stayed unprocessed (throttled)")
+        return found
 
     @staticmethod
     def is_owner_position(position: Mapping[str, Any], owner: str) -> bool:

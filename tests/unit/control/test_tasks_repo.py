@@ -133,6 +133,55 @@ def test_a_filtered_listing_fills_its_pages_and_keeps_the_order(repo: TasksRepos
     assert [state.task_id for state in failed] == ["task-9", "task-3"]
 
 
+def test_a_listing_shows_whole_tasks_though_the_index_holds_only_what_it_filters_on(
+    repo: TasksRepository, cloud: Cloud, clock: Clock
+) -> None:
+    # Given a task with 3 of its 5 chunks counted (120 rows loaded)
+    _extracted(repo, clock, 5)
+    for chunk in range(3):
+        assert _count(repo, Phase.LOAD, chunk, loaded=40)
+    # When ana's tasks are listed
+    [listed], _ = repo.list_by_owner("ana", 10, None)
+    # Then the listed task is whole: counts and phases the owner index (template.yaml) does not hold
+    assert (listed.counts.loaded, listed.phase(Phase.LOAD).done, listed.spec_json) == (120, 3, '{"x": 1}')
+    indexed = cloud.tasks_table.query(
+        IndexName="byOwner", KeyConditionExpression="#owner = :ana",
+        ExpressionAttributeNames={"#owner": "owner"}, ExpressionAttributeValues={":ana": "ana"},
+    )["Items"]  # fmt: skip
+    assert sorted(indexed[0]) == ["createdAt", "owner", "pipeline", "status", "taskId"]
+
+
+def test_a_listing_asks_again_for_unprocessed_keys_and_leaves_out_tasks_gone_since(
+    repo: TasksRepository, cloud: Cloud, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given three tasks of ana; DynamoDB leaves the newest unprocessed at the first BatchGetItem, and the
+    # oldest is deleted (its TTL) between the index query and the read
+    for index in range(3):
+        _new_task(repo, clock, f"task-{index}")
+        clock.now += timedelta(seconds=1)
+    client = cloud.tasks_table.meta.client
+    batch_get_item, asked = client.batch_get_item, []
+
+    def throttled_once(**request: object) -> dict[str, object]:
+        keys = request["RequestItems"][cloud.tasks_table.name]["Keys"]  # type: ignore[index]
+        asked.append(sorted(key["taskId"] for key in keys))
+        if len(asked) == 1:
+            cloud.tasks_table.delete_item(Key={"taskId": "task-0"})
+            newest, *rest = keys
+            answer = batch_get_item(RequestItems={cloud.tasks_table.name: {"Keys": rest}})
+            answer["UnprocessedKeys"] = {cloud.tasks_table.name: {"Keys": [newest]}}
+            return answer
+        return batch_get_item(**request)
+
+    monkeypatch.setattr(client, "batch_get_item", throttled_once)
+    monkeypatch.setattr("busline_core.tasks_repo.time.sleep", lambda seconds: None)
+    # When they are listed
+    states, position = repo.list_by_owner("ana", 10, None)
+    # Then the unprocessed key was asked again alone, and the page holds the two tasks left, newest first
+    assert asked == [["task-0", "task-1", "task-2"], ["task-2"]]
+    assert ([state.task_id for state in states], position) == (["task-2", "task-1"], None)
+
+
 def test_a_redelivered_chunk_is_counted_once(repo: TasksRepository, clock: Clock) -> None:
     # Given a task in transform
     _extracted(repo, clock, chunks=3)
