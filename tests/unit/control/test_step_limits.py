@@ -24,8 +24,11 @@ def _extract(deps: Wired, task_id: str) -> None:  # noqa: F811  (deps: the fixtu
 def test_a_source_past_the_chunk_limit_fails_its_task_for_good_before_announcing_a_chunk(
     cloud: Cloud, deps: Wired, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
-    # Given a chunk limit of 2 and a task whose 250 rows make 3 chunks of 100
+    # Given a chunk limit of 2 and a task whose 250 rows make 3 chunks of 100; announcements held back until
+    # the batch is full (a chunk that takes EXTRACT_FLUSH_SECONDS to store, as it once did on a 2-core machine
+    # running the unit tests two at a time, would have the first two announced before the third is read)
     monkeypatch.setattr(etl_steps, "MAX_CHUNKS_PER_TASK", 2)
+    monkeypatch.setattr(etl_steps, "EXTRACT_FLUSH_SECONDS", 3600.0)
     task_id = _submit(cloud, deps)
     # When extract runs twice (a redelivery)
     _extract(deps, task_id)
