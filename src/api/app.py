@@ -46,6 +46,7 @@ from busline_core.deps import build_api_deps
 from busline_core.errors import (
     BuslineError,
     InvalidTask,
+    ListingUnavailable,
     NotJsonText,
     NotSignedIn,
     PipelineNotFound,
@@ -79,6 +80,7 @@ HTTP_STATUS: dict[type[BuslineError], int] = {
     RequestTooLarge: 413,
     SourceUnreadable: 422,
     WarehouseUnavailable: 503,
+    ListingUnavailable: 503,
 }
 
 logger = Logger()
@@ -165,7 +167,8 @@ _FAILURES: dict[int, tuple[str, type[BaseModel]]] = {
           "in detail", ValidationFailure),
     429: ("Throttled by API Gateway", Message),
     500: ("An unexpected error, told without internals; requestId finds its log line", InternalError),
-    503: ("The warehouse cannot be reached right now: try again", Message),
+    503: ("Something the request reads cannot be reached right now (the warehouse; the task list while an upgrade "
+          "rebuilds its index): try again", Message),
 }
 # Answered for every operation: by API Gateway before the function runs, or by the catch-all.
 _ALWAYS = (401, 403, 429, 500)
@@ -235,7 +238,7 @@ def cancel_task(taskId: TaskId) -> Response[TaskSnapshot]:
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=snapshot)
 
 
-@app.get("/tasks", responses=responses(200, TaskPage, "The caller's tasks, newest first", 400, 422))
+@app.get("/tasks", responses=responses(200, TaskPage, "The caller's tasks, newest first", 400, 422, 503))
 def list_tasks(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_TASKS_PAGE,
     next_token: Annotated[str | None, Query(alias="nextToken")] = None,
@@ -323,6 +326,11 @@ def _json(status: int, body: dict[str, Any]) -> Response:
 @app.exception_handler(BuslineError)
 def busline_error(error: BuslineError) -> Response:
     status = http_status(error)
+    if status == 503:
+        # Its message may name a host or a driver's words: the caller learns only that it may try again.
+        request_id = _request_id()
+        logger.warning("request refused for now", exc_info=error, extra={"requestId": request_id})
+        return _json(503, {"message": _FAILURES[503][0], "requestId": request_id})
     if status >= 500:
         return internal_error(error)
     body: dict[str, Any] = {"message": error.message}

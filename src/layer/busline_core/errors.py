@@ -120,6 +120,11 @@ class WarehouseUnavailable(BuslineError):
     """The warehouse cannot be reached for a read a person waits on (a dashboard): try again later."""
 
 
+class ListingUnavailable(BuslineError):
+    """The task list cannot be read right now: its index is missing or being built (an upgrade's deploys,
+    template parameter OwnerIndex). Every other request still works."""
+
+
 class SourceUnreadable(BuslineError):
     """A source cannot be opened or parsed; retrying the same bytes will not help."""
 

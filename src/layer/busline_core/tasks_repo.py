@@ -38,7 +38,7 @@ from .dynamo_target import (
     UNPROCESSED_MAX_WAIT_S,
     UNPROCESSED_RETRIES,
 )
-from .errors import TaskAlreadyRecorded
+from .errors import ListingUnavailable, TaskAlreadyRecorded
 from .limits import MAX_RETRY_NOTICES, MAX_TASK_ID_LENGTH
 from .task_state import (
     ACTIVE_STATUSES,
@@ -100,6 +100,16 @@ class _Write:
 
 
 _deserializer = TypeDeserializer()
+
+
+def _no_usable_index(error: ClientError) -> bool:
+    """DynamoDB's answer to a query of an index the table lacks ("does not have the specified index"), or is
+    still building ("backfilling"). moto answers a missing one ResourceNotFoundException, "Invalid index"."""
+    details = error.response.get("Error", {})
+    message = str(details.get("Message", "")).lower()
+    if details.get("Code") == "ValidationException":
+        return "specified index" in message or "backfilling" in message
+    return details.get("Code") == "ResourceNotFoundException" and message.startswith("invalid index")
 
 
 def _plain(value: Any) -> Any:
@@ -576,7 +586,15 @@ class TasksRepository:
             page = {**query, "Limit": limit - len(items)}
             if position is not None:
                 page["ExclusiveStartKey"] = position
-            response = self._table.query(**page)
+            try:
+                response = self._table.query(**page)
+            except ClientError as error:
+                if _no_usable_index(error):
+                    raise ListingUnavailable(
+                        f"the task list is being rebuilt (index {OWNER_INDEX}, an upgrade's deploys): try again "
+                        "in a few minutes; every task is still there and can be read by its id"
+                    ) from error
+                raise
             items += response.get("Items", [])
             last_key = response.get("LastEvaluatedKey")
             position = None if last_key is None else {name: _plain(value) for name, value in last_key.items()}

@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from busline_core import task_api
 from busline_core.errors import PublishFailed
 from busline_core.limits import MAX_SPEC_BYTES, MAX_TASK_ID_LENGTH
@@ -267,6 +268,27 @@ def test_a_busline_error_without_a_client_status_is_a_500_without_its_message(
     assert (status, body) == (500, {"message": "internal error", "requestId": REQUEST_ID})
 
 
+def test_a_task_list_whose_index_is_being_built_is_a_503_to_try_again(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the tasks table answering for its owner index as DynamoDB does while an upgrade builds it again
+    api = load_handler("api")
+
+    def backfilling(**query: Any) -> None:
+        raise ClientError(
+            {"Error": {"Code": "ValidationException",
+                       "Message": "Cannot read from backfilling global secondary index: byOwner"}}, "Query",
+        )  # fmt: skip
+
+    monkeypatch.setattr(api.deps.tasks._table, "query", backfilling)
+    # When the caller lists their tasks
+    status, body = call(api, context, Hostile("index building", "GET", "/tasks", 503, {}))
+    # Then 503, to try again, with the request id and nothing of DynamoDB's words
+    assert status == 503
+    assert body == {"message": api._FAILURES[503][0], "requestId": REQUEST_ID}
+    assert "backfilling" not in json.dumps(body)
+
+
 def test_without_api_gateways_request_id_the_500_carries_the_lambda_request_id(
     cloud: Cloud, load_handler: Any, context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -324,7 +346,7 @@ def test_the_openapi_document_declares_every_status_of_every_operation_with_its_
         ("/schedules", "get"): expected((200, "ScheduleList"), 422),
         ("/schedules/{scheduleId}", "get"): expected((200, "Schedule"), 404, 422),
         ("/schedules/{scheduleId}", "delete"): expected((204, "Message"), 404, 422),
-        ("/tasks", "get"): expected((200, "TaskPage"), 400, 422),
+        ("/tasks", "get"): expected((200, "TaskPage"), 400, 422, 503),
         ("/tasks/{taskId}", "get"): expected((200, "TaskSnapshot"), 404, 422),
         ("/tasks/{taskId}/cancel", "post"): expected((202, "TaskSnapshot"), 404, 409, 422),
         ("/tasks/{taskId}/rejects", "get"): expected((200, "RejectPage"), 400, 404, 422),

@@ -10,6 +10,8 @@ from typing import Any
 
 import boto3
 import pytest
+from busline_core.errors import ListingUnavailable
+from busline_core.tasks_repo import TasksRepository
 from moto import mock_aws
 
 from busline.localcloud.cloud import local_parameters
@@ -98,6 +100,10 @@ def test_an_upgrade_can_provision_the_tasks_table_without_its_owner_index(aws: N
     table = client("dynamodb").describe_table(TableName=stack.name("TasksTable"))["Table"]
     assert table.get("GlobalSecondaryIndexes", []) == []  # (moto answers an empty list where AWS leaves it out)
     assert table["AttributeDefinitions"] == [{"AttributeName": "taskId", "AttributeType": "S"}]
+    # And listing tasks meanwhile says to try again (the API's 503), not an unexpected error
+    tasks = TasksRepository(boto3.resource("dynamodb", region_name=REGION).Table(stack.name("TasksTable")))
+    with pytest.raises(ListingUnavailable, match="the task list is being rebuilt"):
+        tasks.list_by_owner("ana", 10)
 
 
 def test_the_local_cloud_enables_loopback_sources_in_the_functions_that_judge_or_read_them(aws: None) -> None:
