@@ -66,6 +66,7 @@ lint: setup $(CHECKOV)
 	$(BIN)/sam validate --lint --template template.yaml --region us-east-1
 	$(CHECKOV) --file template.yaml --framework cloudformation --compact --quiet --skip-download
 	$(BIN)/sam build --template template.yaml --build-dir .aws-sam/build
+	$(BIN)/python -m busline.package_size .aws-sam/build  # Lambda's 250 MiB, code and layers unzipped
 
 # Not part of `make test`: the conformance scenarios against the local cloud and MiniStack, side by side with
 # what AWS documents (tests/conformance_peer); starts and stops both on loopback, writes conformance-peer.json.
