@@ -24,7 +24,7 @@ def test_every_function_built_by_sam_fits_lambdas_unzipped_limit(tmp_path: Path)
     # When sam builds them as `sam deploy` would upload them
     build = tmp_path / "build"
     result = subprocess.run(
-        [str(SAM), "build", "--template", str(TEMPLATE), "--build-dir", str(build)],
+        [str(SAM), "build", "--template", str(TEMPLATE), "--build-dir", str(build), "--cache-dir", str(tmp_path / "cache")],
         capture_output=True, text=True, timeout=600, check=False, cwd=REPO,
         env={**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1"},
     )
