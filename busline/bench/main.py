@@ -38,6 +38,7 @@ from busline.bench.sources import (
     FLIGHTS_TABLE,
     SCALED_TABLE,
     flights_body,
+    unzip_flights,
     upload_file,
     upload_subset,
     write_scaled_csv,
@@ -133,7 +134,12 @@ def measure(args: argparse.Namespace, data_dir: Path) -> Measurements:
         print("AWS call latency: ours, then MiniStack's …", file=sys.stderr)
         latency = call_latency.section(call_latency.measure(endpoints["aws"]))
 
-        source_uri = upload_subset(s3, bucket, args.rows, data_dir) if args.rows is not None else None
+        # The script starts from flights.csv, unzipped before its clock starts; the measured tasks start from
+        # the same file in the bucket. (The demo pipeline reads the zip, which costs extract a staging copy,
+        # 0.4 s of the 1x, that the script never pays; the 10x file is plain CSV too.)
+        plain = unzip_flights(data_dir / ("flights.csv" if args.rows is None else f"flights-{args.rows}.csv"), args.rows)
+        source_uri = upload_file(s3, bucket, plain)
+        plain.unlink()
         print("measured run, 1x …", file=sys.stderr)
         single = measured_run(
             "1x", cloud, flights_body(bucket, FLIGHTS_TABLE, source_uri), token, recording, memory, dynamodb, streams
