@@ -189,9 +189,9 @@ def _function_cell(function: dict[str, Any] | None) -> str:
 
 
 def _calls_per_chunk(calls: dict[str, Any], chunks: int) -> str:
-    """The per-chunk figure with who makes the calls: the functions' code, or Lambda's pollers (one SQS
-    receive and one delete per message of a queue-fed step at BatchSize 1, and the stream's reads), which
-    no change to a function can remove."""
+    """The per-chunk figure with who makes the calls: the functions' code, or Lambda's pollers and rules
+    (the rule's send of each message, one SQS receive and one delete per batch of a queue-fed step, and
+    the stream's reads), which a function's code cannot remove, only its mapping's BatchSize share."""
     by_origin = calls.get("byOrigin", {})
     if not chunks or not by_origin:
         return _fmt(calls["perChunk"])

@@ -1,11 +1,11 @@
 """Progress latency per write of the task, next to the per-frame figure the target is stated in.
 
 The per-frame figure (client receive time minus the pushed snapshot's `updatedAtMs`) measures only the
-newest write in each frame. A task is written about 10 times a second while its chunks run, and at most 4
-frames a second may go out, so most writes are shown by a later frame than their own: what a watcher
-waits for is the time from each write to the first frame that shows it. This module measures that, and
-the floor no pacing can go below: the fewest writes that must wait longer than a bound under any schedule
-of at most `frames_per_second` frames, chosen knowing every write time in advance, with instant delivery.
+newest write in each frame. A task may be written faster than the 4 frames a second that may go out, and
+then some writes are shown by a later frame than their own: what a watcher waits for is the time from each
+write to the first frame that shows it. This module measures that, and the floor no pacing can go below:
+the fewest writes that must wait longer than a bound under any schedule of at most `frames_per_second`
+frames in any second, chosen knowing every write time in advance, with instant delivery.
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ def write_waits_ms(frames: Sequence[Frame], writes_ms: Sequence[float]) -> list[
     return waits
 
 
-def fewest_late_writes(writes_ms: Sequence[float], *, min_gap_ms: float, within_ms: float) -> int:
-    """The fewest writes that wait more than `within_ms`, over every schedule of frames at least
-    `min_gap_ms` apart that ends showing the last write, with instant delivery.
+def fewest_late_writes(writes_ms: Sequence[float], *, frames: int, window_ms: float, within_ms: float) -> int:
+    """The fewest writes that wait more than `within_ms`, over every schedule of frames with at most `frames`
+    of them in any `window_ms` that ends showing the last write, with instant delivery.
 
     A frame shows every write up to its time. Whichever write is the newest a frame shows, the frame is best
-    sent as early as that allows: at that write, or `min_gap_ms` after the frame before, if later (every wait
-    it ends is shorter, and the next frame may go sooner). So a schedule is a choice of newest writes, and
-    the search keeps, for each write, the (frame time, late writes) pairs no other pair beats on both."""
+    sent as early as that allows: at that write, or once the frame `frames` back is `window_ms` old, if later
+    (every wait it ends is shorter, and the next frame may go sooner). So a schedule is a choice of newest
+    writes, and the search keeps, for each write, the (last frames' times, late writes) states no other state
+    beats on both."""
     times = sorted(writes_ms)
     if not times:
         return 0
@@ -49,25 +50,33 @@ def fewest_late_writes(writes_ms: Sequence[float], *, min_gap_ms: float, within_
         # writes first..last shown by a frame at frame_ms: those written before frame_ms - within_ms
         return bisect_left(times, frame_ms - within_ms, first, last + 1) - first
 
-    def kept(pairs: list[tuple[float, int]]) -> list[tuple[float, int]]:
-        front: list[tuple[float, int]] = []
-        for frame_ms, count in sorted(pairs):
-            if not front or count < front[-1][1]:
-                front.append((frame_ms, count))
+    def kept(states: list[tuple[tuple[float, ...], int]]) -> list[tuple[tuple[float, ...], int]]:
+        front: list[tuple[tuple[float, ...], int]] = []
+        for recent, count in sorted(states, key=lambda state: (state[1], state[0])):
+            beaten = any(
+                other_count <= count and len(other) <= len(recent)
+                and all(mine >= theirs for mine, theirs in zip(recent[::-1], other[::-1], strict=False))
+                for other, other_count in front
+            )  # fmt: skip
+            if not beaten:
+                front.append((recent, count))
         return front
 
-    # ending[j]: (time of a frame whose newest write is times[j], late writes among times[0..j])
-    ending: list[list[tuple[float, int]]] = []
+    # ending[j]: (times of the last frames, at most `frames` of them, the last showing times[j] as its newest
+    # write; late writes among times[0..j])
+    ending: list[list[tuple[tuple[float, ...], int]]] = []
     for newest in range(len(times)):
-        pairs = [(times[newest], late(0, newest, times[newest]))]  # the first frame
+        first: tuple[float, ...] = (times[newest],)
+        states = [(first, late(0, newest, times[newest]))]  # the first frame
         for previous in range(newest):
-            for previous_ms, count in ending[previous]:
-                frame_ms = max(times[newest], previous_ms + min_gap_ms)
+            for recent, count in ending[previous]:
+                due = recent[0] + window_ms if len(recent) == frames else times[newest]
+                frame_ms = max(times[newest], due)
                 # a frame that lands after later writes shows them too: the schedule naming the later
                 # write as its newest counts it right, and this one overcounts, so the minimum is unchanged
-                pairs.append((frame_ms, count + late(previous + 1, newest, frame_ms)))
-        ending.append(kept(pairs))
-    return min(count for _frame_ms, count in ending[-1])
+                states.append(((*recent, frame_ms)[-frames:], count + late(previous + 1, newest, frame_ms)))
+        ending.append(kept(states))
+    return min(count for _recent, count in ending[-1])
 
 
 def per_write_section(
@@ -81,7 +90,9 @@ def per_write_section(
         waits += write_waits_ms(frames, writes_ms)
         after = [written for written in writes_ms if frames and written > frames[0][1]]
         writes += len(after)
-        late += fewest_late_writes(after, min_gap_ms=1000 / frames_per_second, within_ms=within_ms)
+        # the throttle's own rule (progress.FrameThrottle): at most N frames in any N / frames_per_second
+        burst = max(1, int(frames_per_second))
+        late += fewest_late_writes(after, frames=burst, window_ms=1000 * burst / frames_per_second, within_ms=within_ms)
     ordered = sorted(waits)
 
     def rank(fraction: float) -> float | None:  # nearest rank, as the per-frame figures
@@ -101,5 +112,5 @@ def per_write_section(
         "method": "for every write of a 1x task after the snapshot `subscribe` answered (the tasks table's "
         "stream), the wait until the first frame showing it; fewestLate: the fewest of those writes that "
         f"wait more than {within_ms:g} ms under any schedule of at most {frames_per_second:g} frames a second "
-        "per task, chosen knowing every write in advance, delivered instantly",
+        "per task (in any second), chosen knowing every write in advance, delivered instantly",
     }

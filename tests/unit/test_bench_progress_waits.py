@@ -33,7 +33,7 @@ def test_a_pacing_that_waits_for_the_second_write_keeps_every_wait_within_the_bo
     writes = [0.0, 100.0, 200.0, 300.0]
 
     # When the fewest late writes are sought for a bound of 150 ms
-    late = fewest_late_writes(writes, min_gap_ms=250, within_ms=150)
+    late = fewest_late_writes(writes, frames=1, window_ms=250, within_ms=150)
 
     # Then none: frames at 100 (waits 100, 0) and 350 (waits 150, 50)
     assert late == 0
@@ -42,7 +42,7 @@ def test_a_pacing_that_waits_for_the_second_write_keeps_every_wait_within_the_bo
 def test_a_tighter_bound_leaves_one_write_late_whatever_the_pacing() -> None:
     # Given the same writes and a bound of 100 ms
     # When the fewest late writes are sought
-    late = fewest_late_writes([0.0, 100.0, 200.0, 300.0], min_gap_ms=250, within_ms=100)
+    late = fewest_late_writes([0.0, 100.0, 200.0, 300.0], frames=1, window_ms=250, within_ms=100)
 
     # Then one: frames at 0 and 300 leave 100 waiting 200; at 100 and 350, 200 waits 150; later is worse
     assert late == 1
@@ -50,15 +50,15 @@ def test_a_tighter_bound_leaves_one_write_late_whatever_the_pacing() -> None:
 
 def test_a_frame_may_go_out_between_writes_once_its_gap_is_over() -> None:
     # Given two writes closer than the gap: a frame at 0, the next at 250 shows the write at 200 after 50 ms
-    assert fewest_late_writes([0.0, 200.0], min_gap_ms=250, within_ms=150) == 0
+    assert fewest_late_writes([0.0, 200.0], frames=1, window_ms=250, within_ms=150) == 0
     # And with writes 10 ms apart for a second, each of the four gaps between five frames leaves the nine
     # writes of its first 100 ms late (frames at 150, 400, 650, 900 and 1,150, or any other placing)
     burst = [float(ms) for ms in range(0, 1000, 10)]
-    assert fewest_late_writes(burst, min_gap_ms=250, within_ms=150) == 36
+    assert fewest_late_writes(burst, frames=1, window_ms=250, within_ms=150) == 36
 
 
 def test_no_writes_no_late_writes() -> None:
-    assert fewest_late_writes([], min_gap_ms=250, within_ms=150) == 0
+    assert fewest_late_writes([], frames=1, window_ms=250, within_ms=150) == 0
 
 
 def test_the_section_pools_the_runs_and_counts_their_writes_after_subscribe() -> None:
@@ -94,3 +94,14 @@ def test_task_writes_are_read_from_the_tasks_table_stream() -> None:
 
     # Then each task has its writes' stamps, in order, and the third task is not read
     assert writes == {"a": [10.0, 20.0, 30.0], "b": [10.0, 40.0]}
+
+
+def test_four_frames_in_any_second_show_a_burst_of_writes_at_once() -> None:
+    # Given writes at 0, 50 and 100 ms, then one at 400 and one at 1,060
+    writes = [0.0, 50.0, 100.0, 400.0, 1060.0]
+    # When at most 4 frames may fall in any second / Then none waits more than 40 ms: a frame at each write
+    assert fewest_late_writes(writes, frames=4, window_ms=1000, within_ms=40) == 0
+    # And with one frame per 250 ms, the writes at 50 and 100 must
+    assert fewest_late_writes(writes, frames=1, window_ms=250, within_ms=40) == 2
+    # And five writes 10 ms apart with a bound of 5 ms: the fifth frame is due a second after the first
+    assert fewest_late_writes([0.0, 10.0, 20.0, 30.0, 40.0], frames=4, window_ms=1000, within_ms=5) == 1

@@ -91,15 +91,16 @@ def test_translation_only_produces_types_the_local_cloud_provisions(cfn: dict[st
     assert len(of_type(cfn, "AWS::Lambda::Function")) == 10
 
 
-def test_each_step_function_consumes_its_queue_one_record_at_a_time(cfn: dict[str, Any]) -> None:
-    # Given the event source mappings / Then each SQS step reads its own queue with partial batch failures
+def test_each_step_function_consumes_its_queue_in_batches_of_chunks(cfn: dict[str, Any]) -> None:
+    # Given the event source mappings / Then each SQS step reads its own queue with partial batch failures,
+    # extract one source at a time, transform and load up to ten chunks at a time
     mappings = of_type(cfn, "AWS::Lambda::EventSourceMapping")
     assert len(mappings) == 4
     by_function = {m["Properties"]["FunctionName"]["Ref"]: m["Properties"] for m in mappings.values()}
     for phase in PHASES:
         mapping = by_function[f"{phase}Function"]
         assert mapping["EventSourceArn"] == {"Fn::GetAtt": [f"{phase}Queue", "Arn"]}
-        assert mapping["BatchSize"] == 1
+        assert mapping["BatchSize"] == (1 if phase == "Extract" else 10)
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert by_function["LoadFunction"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "LoadMaxConcurrency"}}
 

@@ -16,6 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import usage
+from .batch_end import BatchEnd
 from .bus import EventPublisher, Notifier
 from .connections import ConnectionsRepository, WebSocketPusher
 from .contracts import LoadOutcome
@@ -211,6 +212,7 @@ class StepDeps:
     # work that may outlast it (staging a large source) checkpoints before it runs out.
     remaining_seconds: Callable[[], float] = unbounded_time
     step_queue: StepQueue | None = None  # the queue feeding this step: a failed record is retried in seconds
+    batch: BatchEnd = field(default_factory=BatchEnd)  # what the running SQS batch's chunks left for its end
 
     def bind_invocation(self, context: Any) -> None:
         self.remaining_seconds = lambda: float(context.get_remaining_time_in_millis()) / 1000

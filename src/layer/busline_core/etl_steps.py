@@ -22,6 +22,8 @@ import pyarrow as pa
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
 
+from . import correlation, usage
+from .batch_end import ChunkDone
 from .contracts import (
     CHUNK_EXTRACTED,
     CHUNK_TRANSFORMED,
@@ -118,17 +120,19 @@ def _plan_of(task_id: str, phase: Phase, chunk: int, deps: StepDeps) -> TaskPlan
     redo, and so each chunk is announced and loaded once without an idempotency record of its own."""
     plans = deps.cache.tasks
     if task_id in plans:
-        dropped, counted = deps.tasks.chunk_standing(task_id, phase, chunk)
+        dropped, counted = deps.batch.standing(task_id, phase, lambda: deps.tasks.phase_standing(task_id, phase))
         if dropped:
             return None
-        if counted:
+        if chunk in counted:
             return _COUNTED
         plans.move_to_end(task_id)
         return plans[task_id]
     state = deps.tasks.get(task_id)
     if state is None or state.error_terminal or state.status is TaskStatus.CANCELLED:
         return None
-    if chunk in state.phase(phase).chunks:
+    counted = frozenset(state.phase(phase).chunks)
+    deps.batch.standing(task_id, phase, lambda: (False, counted))
+    if chunk in counted:
         return _COUNTED
     plan = TaskPlan(
         owner=state.owner, spec=TaskSpec.model_validate_json(state.spec_json), pipeline=state.pipeline
@@ -611,18 +615,22 @@ def transform_chunk(detail: ChunkExtracted, deps: TransformDeps) -> int:
         rows=result.table.num_rows,
         offeredAgain=detail.offeredAgain,
     )
-    deps.publisher.publish(CHUNK_TRANSFORMED, transformed)
     counts = {"filtered": result.filtered, "rejected": len(result.rejects)}
     if detail.offeredAgain:
         # not the source's rows: counted apart (a row filtered now is offered and neither of the others)
         counts = {"offered": work.table.num_rows, "rejected_again": len(result.rejects)}
     if planned is not None:
         counts["read"] = work.table.num_rows  # the planner counted no rows: each range counts its own
-    counted = deps.lifecycle.chunk_counted(
-        ChunkCounted(Phase.TRANSFORM, detail.chunk, counts, work.started_at), task_id
+    _chunk_done(
+        ChunkDone(
+            task_id,
+            ChunkCounted(Phase.TRANSFORM, detail.chunk, counts, work.started_at),
+            correlation.current(),
+            announcement=(CHUNK_TRANSFORMED, transformed),
+            output_key=key,
+        ),
+        deps,
     )
-    if counted is not None and counted.status is TaskStatus.CANCELLED:
-        deps.chunks.delete_keys([key])  # cancelled while it ran: load will not read it
     return int(result.table.num_rows)
 
 
@@ -691,8 +699,11 @@ def load_chunk(detail: ChunkTransformed, deps: LoadDeps) -> int:
         if detail.offeredAgain
         else {"loaded": outcome.rows, "deleted": outcome.deleted, "rejected": outcome.rejected}
     )
-    deps.lifecycle.chunk_counted(
-        ChunkCounted(Phase.LOAD, detail.chunk, counts, work.started_at), detail.taskId
+    _chunk_done(
+        ChunkDone(
+            detail.taskId, ChunkCounted(Phase.LOAD, detail.chunk, counts, work.started_at), correlation.current()
+        ),
+        deps,
     )
     return int(outcome.rows)
 
@@ -742,6 +753,50 @@ def discard_cancelled(detail: TaskFinished, deps: LoadDeps) -> int:
     deps.chunks.delete_chunks(task_id)
     deps.lifecycle.cancelled_cleaned_up(task_id)
     return 0
+
+
+# --- the end of a batch (batch_end.py) -----------------------------------------------------------
+
+
+def _chunk_done(done: ChunkDone, deps: StepDeps) -> None:
+    if deps.batch.is_open:
+        deps.batch.add(done)
+    else:
+        _finish_chunks(done.task_id, [done], deps)
+
+
+def finish_batch(deps: StepDeps) -> list[tuple[Any, Exception]]:
+    """Announce and count what the batch's chunks left, once per task; the records whose finishing
+    failed, with its error (the caller reports them failed, and SQS delivers them again)."""
+    failed: list[tuple[Any, Exception]] = []
+    for task_id, finished in deps.batch.close():
+        done = [chunk for _, chunk in finished]
+        correlation.bind(done[0].correlation_id)
+        try:
+            # its calls are the task's (usage.py); the invocation was shared by its records already
+            with usage.METER.working_on(task_id, invocation_share=0.0):
+                _finish_chunks(task_id, done, deps)
+        except Exception as error:
+            logger.exception("finishing the batch's chunks failed", extra={"task_id": task_id})
+            failed.extend((record, error) for record, _ in finished)
+    return failed
+
+
+def _finish_chunks(task_id: str, done: list[ChunkDone], deps: StepDeps) -> None:
+    # the same chunk twice in one batch (EventBridge delivers at least once): the same work, counted once
+    unique = list({(chunk.count.phase, chunk.count.chunk): chunk for chunk in done}.values())
+    announcements = [chunk.announcement for chunk in unique if chunk.announcement is not None]
+    if announcements:
+        deps.publisher.publish_many(announcements)
+    counted = None
+    for phase in dict.fromkeys(chunk.count.phase for chunk in unique):
+        counts = [chunk.count for chunk in unique if chunk.count.phase is phase]
+        counted = deps.lifecycle.chunks_counted(counts, task_id) or counted
+    if counted is not None and counted.status is TaskStatus.CANCELLED:
+        # cancelled while they ran: load will not read them
+        keys = [chunk.output_key for chunk in unique if chunk.output_key is not None]
+        if keys:
+            deps.chunks.delete_keys(keys)
 
 
 # --- failures -------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ own atomic write produced, so the writer of the last chunk always sees every chu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from aws_lambda_powertools import Logger
@@ -25,6 +25,7 @@ from .task_state import (
     ExtractCompleted,
     ExtractCompletedWhileFailed,
     FailureCleared,
+    Outcome,
     PhaseCompleted,
     Recovered,
     RetryCleared,
@@ -95,7 +96,25 @@ class TaskLifecycle:
             # or may be the chunk a DLQ replay is retrying: clear its failure, then check completions.
             self.advance(task_id, self._cleared(task_id, event.phase, event.chunk))
             return None
-        self._retry_done(task_id, outcome.before, event.phase, event.chunk)
+        return self._after_count(task_id, event, outcome)
+
+    def chunks_counted(self, events: Sequence[ChunkCounted], task_id: str) -> TaskState | None:
+        """Count a batch's chunks of one task (one phase, each chunk once) in one write; the task as the
+        last accepted count left it. When an earlier delivery counted one of them (the write refuses all),
+        each is counted on its own, as chunk_counted would have."""
+        if len(events) > 1:
+            combined = ChunkCounted.combined(events)
+            outcome = self.tasks.apply(task_id, combined)
+            if outcome is not None:
+                return self._after_count(task_id, combined, outcome)
+        counted = None
+        for event in events:
+            counted = self.chunk_counted(event, task_id) or counted
+        return counted
+
+    def _after_count(self, task_id: str, event: ChunkCounted, outcome: Outcome) -> TaskState:
+        for chunk in sorted(event.chunks):
+            self._retry_done(task_id, outcome.before, event.phase, chunk)
         self.advance(task_id, self._recover(task_id, outcome.after))
         return outcome.after
 

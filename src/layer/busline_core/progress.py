@@ -13,7 +13,7 @@ pace allows; the stream records of what that read already showed are then old ne
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any, Final
@@ -30,17 +30,20 @@ WATCHERS_FRESH_SECONDS: Final = 1.0
 
 
 class FrameThrottle:
-    """At most `frames_per_second` pushes per task, without ever holding back the newest state.
+    """At most `frames_per_second` pushes per task in any second, without ever holding back the newest state.
 
-    A task's first change goes out at once. A change inside the interval after the task's last push is
-    not dropped: `release` sleeps out the rest of the interval (at most 1 / frames_per_second) and then
+    A task's change goes out at once unless `burst` pushes of it (the pace, whole frames, at least one) fall
+    within the last `window_s` (burst / frames_per_second: one second at 4 frames a second). So changes that
+    come close together, as a task's status changes do (EXTRACTING then TRANSFORMING, the last load then
+    COMMITTING), each go out at once, and only a task changing faster than the pace waits. A change that
+    has to wait is not dropped: `release` sleeps until the oldest of those pushes leaves the window and then
     hands it over. That wait is what keeps the newest frame, because a stream shard is processed by one
     invocation at a time, in order: the next batch only starts once this one is pushed. A final state
     (SUCCEEDED, FAILED) is never delayed, and since it is the newest state of its task in the batch and
     later batches wait for this one, it is also the last frame.
 
-    The last push per task lives in the warm container, for the `capacity` most recently pushed tasks;
-    a cold start (or an evicted task) only means one frame sooner than the pace would allow.
+    The pushes per task live in the warm container, for the `capacity` most recently pushed tasks; a cold
+    start (or an evicted task) only means frames sooner than the pace would allow.
     """
 
     def __init__(
@@ -55,17 +58,25 @@ class FrameThrottle:
             raise ValueError(f"frames_per_second must be positive, got {frames_per_second}")
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
-        self.interval_s = 1.0 / frames_per_second
+        self.burst = max(1, int(frames_per_second))
+        self.window_s = self.burst / frames_per_second
         self._clock = clock
         self._sleep = sleep
         self._capacity = capacity
-        self._last_push: OrderedDict[str, float] = OrderedDict()
+        self._pushes: OrderedDict[str, deque[float]] = OrderedDict()
         self._last_shown: OrderedDict[str, int] = OrderedDict()
 
+    def _due(self, task_id: str) -> float | None:
+        """When the task may be pushed next; None: now."""
+        pushes = self._pushes.get(task_id)
+        if pushes is None or len(pushes) < self.burst:
+            return None
+        return pushes[0] + self.window_s
+
     def would_wait(self, task_id: str, final: bool) -> bool:
-        """Whether `release` would hold this task back now (a non-final change inside its interval)."""
-        last = self._last_push.get(task_id)
-        return not final and last is not None and self._clock() - last < self.interval_s
+        """Whether `release` would hold this task back now (a non-final change over the pace)."""
+        due = self._due(task_id)
+        return not final and due is not None and self._clock() < due
 
     def shown(self, task_id: str, updated_at_ms: int) -> None:
         """Remember the snapshot time of the task's last pushed state."""
@@ -81,17 +92,17 @@ class FrameThrottle:
 
     def release(self, finals: Mapping[str, bool]) -> Iterator[str]:
         """The task ids of one batch (each mapped to whether its state is final), each yielded when it
-        may be pushed: final and unthrottled ones at once, the others in the order their interval ends.
+        may be pushed: final and unthrottled ones at once, the others in the order they fall due.
         A task counts as pushed when it is yielded, so push it before asking for the next."""
         now = self._clock()
         delayed: list[tuple[float, str]] = []
         for task_id, final in finals.items():
-            last = self._last_push.get(task_id)
-            if final or last is None or now - last >= self.interval_s:
+            due = self._due(task_id)
+            if final or due is None or now >= due:
                 self._pushed(task_id)
                 yield task_id
             else:
-                delayed.append((last + self.interval_s, task_id))
+                delayed.append((due, task_id))
         for due, task_id in sorted(delayed):
             wait_s = due - self._clock()
             if wait_s > 0:
@@ -100,10 +111,13 @@ class FrameThrottle:
             yield task_id
 
     def _pushed(self, task_id: str) -> None:
-        self._last_push[task_id] = self._clock()
-        self._last_push.move_to_end(task_id)
-        while len(self._last_push) > self._capacity:
-            self._last_push.popitem(last=False)
+        pushes = self._pushes.get(task_id)
+        if pushes is None:
+            pushes = self._pushes[task_id] = deque(maxlen=self.burst)
+        pushes.append(self._clock())
+        self._pushes.move_to_end(task_id)
+        while len(self._pushes) > self._capacity:
+            self._pushes.popitem(last=False)
 
 
 class WatcherCache:

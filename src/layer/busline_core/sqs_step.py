@@ -1,7 +1,9 @@
 """What every SQS-triggered step (extract, transform, load) does around its one call into `steps`.
 
-One record per invocation (BatchSize 1); a failure is reported for that record only, so SQS redelivers
-it and, after MaxReceiveCount deliveries, moves it to the DLQ. Redeliveries and duplicates are absorbed by
+Extract takes one record per invocation (BatchSize 1: a record is a whole source); transform and load
+take up to ten, whose announcements and counts wait for the end of the batch (batch_end.py). A failure
+is reported for its record only, so SQS redelivers it and, after MaxReceiveCount deliveries, moves it to
+the DLQ. Redeliveries and duplicates are absorbed by
 the business identity, never the SQS messageId (EventBridge may deliver one event twice under two message
 ids). Extract, whose work is a task's whole source, claims a Powertools idempotency record keyed on
 (taskId, staging, reading). The chunk steps need none: the task item already says which chunks each
@@ -34,8 +36,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from . import correlation, usage
+from .batch_end import BatchEnd
 from .deps import StepDeps
-from .etl_steps import record_final_failure, record_retry, run_step
+from .etl_steps import finish_batch, record_final_failure, record_retry, run_step
 from .retries import StepQueue, retry_delay_seconds
 from .settings import ExtractSettings, LoadSettings, TransformSettings
 
@@ -60,7 +63,11 @@ class SqsStep(Generic[Detail]):
         on_invocation: Callable[[LambdaContext], None] = lambda context: None,
         queue: StepQueue | None = None,
         on_retry: Callable[[Detail, Exception, int, int], object] = lambda detail, error, attempt, delay: None,
+        batch_end: BatchEnd | None = None,
+        finish_batch: Callable[[], list[tuple[Any, Exception]]] = list,
     ) -> None:
+        self.batch_end = batch_end or BatchEnd()
+        self.finish_batch = finish_batch
         self.on_invocation = on_invocation
         self.queue = queue
         self.on_retry = on_retry
@@ -68,8 +75,8 @@ class SqsStep(Generic[Detail]):
         self.metrics = metrics
         self.max_receive_count = max_receive_count
         self.on_final_failure = on_final_failure
-        # raise_on_entire_batch_failure=False: with one record per batch, report it in batchItemFailures
-        # rather than failing the invocation (same redelivery, clearer outcome).
+        # raise_on_entire_batch_failure=False: a batch whose every record failed reports them all in
+        # batchItemFailures rather than failing the invocation (same redelivery, clearer outcome).
         self.processor = BatchProcessor(
             EventType.SQS, model=record_model, raise_on_entire_batch_failure=False, logger=logging.getLogger(logger.name)
         )
@@ -106,24 +113,31 @@ class SqsStep(Generic[Detail]):
 
     def _handle(self, record: Any, detail: Any) -> None:
         started = time.monotonic()
+        self.batch_end.drop_unclaimed()
         try:
             rows = self.work_once(detail=detail)
         except IdempotencyAlreadyInProgressError:
+            self.batch_end.drop_unclaimed()
             # a duplicate racing the first delivery: not a failure of the work; try once that one is done
             self._deliver_again_soon(record, detail, None)
             raise
         except Exception as error:
-            if int(record.attributes.ApproximateReceiveCount) >= self.max_receive_count:
-                self.logger.exception("last delivery failed: the task fails and the message goes to the DLQ")
-                self.on_final_failure(detail, error)
-            else:
-                self._deliver_again_soon(record, detail, error)
+            self.batch_end.drop_unclaimed()
+            self._failed(record, detail, error)
             raise
+        self.batch_end.claim(record)
         # one line per record done: with the correlation id, a task's path through every step (busline logs)
         self.logger.info(
             f"{type(detail).__name__} handled",
             extra={"rows": rows, "seconds": round(time.monotonic() - started, 3)},
         )
+
+    def _failed(self, record: Any, detail: Any, error: Exception) -> None:
+        if int(record.attributes.ApproximateReceiveCount) >= self.max_receive_count:
+            self.logger.error("last delivery failed: the task fails and the message goes to the DLQ", exc_info=error)
+            self.on_final_failure(detail, error)
+        else:
+            self._deliver_again_soon(record, detail, error)
 
     def _deliver_again_soon(self, record: Any, detail: Any, error: Exception | None) -> None:
         """Backoff instead of the visibility timeout (retries.py). Best effort: if this fails too, SQS
@@ -148,9 +162,17 @@ class SqsStep(Generic[Detail]):
             self.idempotency.register_lambda_context(context)
         self.on_invocation(context)
         self._batch_size = max(1, len(event.get("Records") or ()))
-        return process_partial_response(
+        self.batch_end.open()
+        response = process_partial_response(
             event=event, record_handler=self.handle_record, processor=self.processor, context=context
         )
+        for record, error in self.finish_batch():
+            detail = record.body.detail
+            correlation.bind(detail.correlationId)
+            self.logger.append_keys(task_id=detail.taskId, chunk=getattr(detail, "chunk", None))
+            self._failed(record, detail, error)
+            response["batchItemFailures"].append({"itemIdentifier": record.messageId})
+        return response
 
     def lambda_handler_with(self, tracer: Tracer) -> Callable[[dict[str, Any], LambdaContext], PartialItemFailureResponse]:
         """The function's entry point, with Powertools' logging, tracing and metrics around `handle`."""
@@ -189,5 +211,7 @@ def sqs_step_function(
         on_invocation=deps.bind_invocation,
         queue=deps.step_queue,
         on_retry=lambda detail, error, attempt, delay: record_retry(detail, error, attempt, delay, deps),
+        batch_end=deps.batch,
+        finish_batch=lambda: finish_batch(deps),
     )
     return deps, step.lambda_handler_with(Tracer())

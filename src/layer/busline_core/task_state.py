@@ -19,7 +19,8 @@ Why the guards are what they are (exactly once, with at-least-once delivery ever
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, Literal, TypeVar
@@ -335,12 +336,36 @@ class ExtractCompletedWhileFailed:
 
 @dataclass(frozen=True)
 class ChunkCounted:
-    """A transform or load chunk is done: count it (once) and add its row counts."""
+    """A transform or load chunk is done: count it (once) and add its row counts. The chunks of one task
+    that an SQS batch finished are counted in one write: `batched` names the others, and `counts` and
+    `started_at` are the sum and the earliest of them all (combined)."""
 
     phase: Phase
     chunk: int
     counts: Mapping[str, int] = field(default_factory=dict)
     started_at: str | None = None  # when this chunk's work began: the phase's start, if it is the first
+    batched: frozenset[int] = frozenset()
+
+    @property
+    def chunks(self) -> frozenset[int]:
+        return self.batched | {self.chunk}
+
+    @classmethod
+    def combined(cls, events: Sequence[ChunkCounted]) -> ChunkCounted:
+        """One count for `events` (one phase; each chunk once): all or none of them is counted."""
+        first, *others = events
+        if any(event.phase is not first.phase for event in others):
+            raise ValueError("a combined count is of one phase")
+        chunks = [event.chunk for event in events]
+        if len(set(chunks)) != len(chunks):
+            raise ValueError(f"a combined count names each chunk once, not {sorted(chunks)}")
+        counts: Counter[str] = Counter()
+        for event in events:
+            counts.update(event.counts)
+        starts = [event.started_at for event in events if event.started_at is not None]
+        return cls(
+            first.phase, first.chunk, dict(counts), min(starts) if starts else None, frozenset(chunks[1:])
+        )
 
 
 @dataclass(frozen=True)
@@ -534,11 +559,11 @@ def _chunk_counted(state: TaskState, event: ChunkCounted, now: datetime) -> Task
         state,
         counts=counts,
         retry_counts=retry_counts,
-        failing=state.failing - {failure_member(event.phase, event.chunk)},
+        failing=state.failing - {failure_member(event.phase, chunk) for chunk in event.chunks},
     ).with_phase(
         event.phase,
-        done=phase.done + 1,
-        chunks=phase.chunks | {event.chunk},
+        done=phase.done + len(event.chunks),
+        chunks=phase.chunks | event.chunks,
         started_at=phase.started_at or event.started_at or iso(now),
     )
     return _stamped(state, now)
@@ -647,7 +672,7 @@ def _extract_may_complete_while_failed(state: TaskState, event: ExtractCompleted
 
 
 def _chunk_not_counted(state: TaskState, event: ChunkCounted) -> bool:
-    return event.chunk not in state.phase(event.phase).chunks
+    return event.chunks.isdisjoint(state.phase(event.phase).chunks)
 
 
 def _phase_completable(state: TaskState, event: PhaseCompleted) -> bool:
@@ -714,7 +739,7 @@ TRANSITIONS: Final[dict[type, Transition[Any]]] = {
         _extract_may_complete_while_failed,
         _extract_completed_while_failed,
     ),
-    ChunkCounted: Transition("the chunk is not yet counted in its phase", _chunk_not_counted, _chunk_counted),
+    ChunkCounted: Transition("none of its chunks is counted yet in its phase", _chunk_not_counted, _chunk_counted),
     PhaseCompleted: Transition(
         "previous phase completed, this one not; done == total; not FAILED or CANCELLED; for load, the task's "
         "commit mode is the event's",

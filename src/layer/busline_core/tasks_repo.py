@@ -311,22 +311,24 @@ def _write_for(event: TaskEvent, now: datetime) -> _Write:
                 {"#status": "status"},
             )
         case ChunkCounted():
+            chunks = sorted(event.chunks)
             values = {
                 **stamp,
-                ":chunk": event.chunk,
-                ":chunkset": {event.chunk},
-                ":one": 1,
-                ":member": {failure_member(event.phase, event.chunk)},
+                **{f":chunk{index}": chunk for index, chunk in enumerate(chunks)},
+                ":chunkset": set(chunks),
+                ":done": len(chunks),
+                ":member": {failure_member(event.phase, chunk) for chunk in chunks},
                 ":started": event.started_at or stamp[":now"],
             }
-            adds = ["#chunks :chunkset", "#done :one"]
+            adds = ["#chunks :chunkset", "#done :done"]
             for name, amount in event.counts.items():
                 adds.append(f"count_{name} :{name}")
                 values[f":{name}"] = amount
+            none_counted = " AND ".join(f"NOT contains(#chunks, :chunk{index})" for index in range(len(chunks)))
             return _Write(
                 f"ADD {', '.join(adds)} SET {_STAMP}, #started = if_not_exists(#started, :started) "
                 "DELETE failed :member",
-                f"{_EXISTS_AND} NOT contains(#chunks, :chunk)",
+                f"{_EXISTS_AND} {none_counted}",
                 values,
                 {
                     "#chunks": f"{event.phase}_chunks",
@@ -524,9 +526,9 @@ class TasksRepository:
         item = response.get("Item")
         return None if item is None else state_from_item(item)
 
-    def chunk_standing(self, task_id: str, phase: Phase, chunk: int) -> tuple[bool, bool]:
-        """(work dropped, as work_dropped says; the chunk already counted in `phase`): one consistent read,
-        which lets a redelivered chunk skip work an earlier delivery finished."""
+    def phase_standing(self, task_id: str, phase: Phase) -> tuple[bool, frozenset[int]]:
+        """(work dropped, as work_dropped says; the chunks counted in `phase`): one consistent read, which
+        lets a redelivered chunk skip work an earlier delivery finished."""
         response = self._table.get_item(
             Key={"taskId": task_id},
             ConsistentRead=True,
@@ -535,9 +537,9 @@ class TasksRepository:
         )
         item = response.get("Item")
         if item is None:
-            return True, False
+            return True, frozenset()
         dropped = bool(item.get("error_terminal", False)) or item.get("status") == TaskStatus.CANCELLED.value
-        return dropped, chunk in {int(counted) for counted in item.get(f"{phase.value}_chunks", ())}
+        return dropped, frozenset(int(counted) for counted in item.get(f"{phase.value}_chunks", ()))
 
     def work_dropped(self, task_id: str) -> bool:
         """Whether no work on the task can matter any more: it failed for good, it was cancelled, or it is

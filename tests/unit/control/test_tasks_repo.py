@@ -390,3 +390,54 @@ def test_an_id_longer_than_any_we_issue_is_no_task_and_dynamodb_is_not_asked() -
     # Then none is a task, and only the 64-character one reached DynamoDB (which refuses keys over 2,048 bytes)
     assert found == [None, None, None]
     assert table.asked == ["a" * 64]
+
+
+def test_a_batch_of_chunks_is_counted_in_one_write_or_not_at_all(repo: TasksRepository, clock: Clock) -> None:
+    # Given a task in transform with 4 chunks, chunk 2 counted already
+    _extracted(repo, clock, chunks=4)
+    assert _count(repo, Phase.TRANSFORM, 2, filtered=5)
+    batch = [ChunkCounted(Phase.TRANSFORM, chunk, {"filtered": chunk + 1}) for chunk in (0, 1, 3)]
+    # When chunks 0, 1 and 3 are counted as one batch
+    counted = repo.apply("t1", ChunkCounted.combined(batch))
+    # Then one write counts all three: done 4, their counts added to chunk 2's
+    assert counted is not None
+    state = _state(repo)
+    assert (state.transform.done, sorted(state.transform.chunks), state.counts.filtered) == (4, [0, 1, 2, 3], 12)
+    # And a batch naming a counted chunk among new ones is refused whole, counting none of them
+    _new_task(repo, clock, task_id="t2")
+    repo.apply("t2", ExtractCompleted(3, 30))
+    assert repo.apply("t2", ChunkCounted(Phase.TRANSFORM, 1, {"filtered": 1})) is not None
+    assert repo.apply("t2", ChunkCounted.combined([ChunkCounted(Phase.TRANSFORM, c, {"filtered": 1}) for c in (0, 1)])) is None
+    refused = _state(repo, "t2")
+    assert (refused.transform.done, sorted(refused.transform.chunks), refused.counts.filtered) == (1, [1], 1)
+
+
+def test_a_combined_count_names_each_chunk_once_and_one_phase() -> None:
+    with pytest.raises(ValueError, match="each chunk once"):
+        ChunkCounted.combined([ChunkCounted(Phase.LOAD, 1), ChunkCounted(Phase.LOAD, 1)])
+    with pytest.raises(ValueError, match="one phase"):
+        ChunkCounted.combined([ChunkCounted(Phase.LOAD, 1), ChunkCounted(Phase.TRANSFORM, 2)])
+    combined = ChunkCounted.combined([
+        ChunkCounted(Phase.LOAD, 4, {"loaded": 3}, "2026-12-02T10:00:02+00:00"),
+        ChunkCounted(Phase.LOAD, 2, {"loaded": 5, "rejected": 1}, "2026-12-02T10:00:01+00:00"),
+    ])
+    assert combined == ChunkCounted(
+        Phase.LOAD, 4, {"loaded": 8, "rejected": 1}, "2026-12-02T10:00:01+00:00", frozenset({2})
+    )
+
+
+def test_a_batch_with_a_chunk_counted_before_counts_the_others_one_by_one(
+    repo: TasksRepository, lifecycle: TaskLifecycle, clock: Clock, cloud: Cloud
+) -> None:
+    # Given a task whose 3 chunks are transformed, load chunk 1 counted by an earlier delivery
+    _extracted(repo, clock, chunks=3)
+    lifecycle.chunks_counted([ChunkCounted(Phase.TRANSFORM, chunk, {"filtered": 0}) for chunk in range(3)], "t1")
+    assert _state(repo).status is TaskStatus.LOADING
+    lifecycle.chunk_counted(ChunkCounted(Phase.LOAD, 1, {"loaded": 10}), "t1")
+    # When a batch of load chunks 0, 1 and 2 is counted
+    after = lifecycle.chunks_counted([ChunkCounted(Phase.LOAD, chunk, {"loaded": 10}) for chunk in range(3)], "t1")
+    # Then chunks 0 and 2 are counted on their own, chunk 1 once, and the task succeeds once
+    assert after is not None
+    final = _state(repo).snapshot()
+    assert (final.status, final.counts.loaded) == (TaskStatus.SUCCEEDED, 30)
+    assert [note["status"] for note in cloud.notifications()] == ["SUCCEEDED"]

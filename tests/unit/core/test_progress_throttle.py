@@ -48,85 +48,110 @@ def test_the_first_change_of_a_task_is_pushed_at_once() -> None:
     assert fake.slept == []
 
 
+def push_at(pace: FrameThrottle, fake: FakeTime, task: str, times: list[float]) -> None:
+    """Changes of `task` pushed at `times`, each at once."""
+    for at in times:
+        fake.now = at
+        assert [(released, fake.now) for released in pace.release({task: False})] == [(task, at)]
+
+
 def test_a_burst_is_paced_and_its_newest_state_is_the_last_frame() -> None:
     # Given 20 changes of one task within one second (one every 50 ms), 4 frames per second allowed
     fake = FakeTime()
     burst = [(0.05 * index, "t1", index + 1, False) for index in range(20)]
     # When they flow through the shard
     frames = replay(burst, throttle(fake), fake)
-    # Then the first goes out at once, at most 4 frames fall in any second, at least 1/4 s apart, and
-    # the last frame is the 20th state: at most two intervals after its write (it arrived while the
-    # invocation before it was waiting out an interval, then waited out its own)
+    # Then the first four go out at once; the fifth waits until the first push is a second old, and the
+    # newest state (the 20th) follows when the second push is: never more than 4 frames in any second
+    assert frames == [
+        (0.0, "t1", 1), (0.05, "t1", 2), (0.1, "t1", 3), (pytest.approx(0.15), "t1", 4),
+        (1.0, "t1", 5), (pytest.approx(1.05), "t1", 20),
+    ]  # fmt: skip
     times = [at for at, _, _ in frames]
-    assert frames[0] == (0.0, "t1", 1)
-    assert len([at for at in times if at < 1.0]) <= 4
-    assert all(later - earlier >= 0.25 - 1e-9 for earlier, later in zip(times, times[1:], strict=False))
-    assert all(len([at for at in times if start <= at < start + 1.0]) <= 4 for start in times)
-    assert frames[-1][2] == 20
-    assert frames[-1][0] <= 0.95 + 2 * 0.25 + 1e-9
-    assert [version for _, _, version in frames] == sorted(version for _, _, version in frames)
-    assert len(frames) < 20
-    assert max(fake.slept) <= 0.25
+    assert all(len([at for at in times if start <= at < start + 1.0 - 1e-9]) <= 4 for start in times)
+    assert max(fake.slept) == pytest.approx(0.8)
+
+
+def test_status_changes_close_together_each_go_out_at_once() -> None:
+    # Given a task's changes 30 to 200 ms apart, fewer than 4 in any second but the last two
+    fake = FakeTime()
+    changes = [(0.0, "t1", 1, False), (0.03, "t1", 2, False), (0.5, "t1", 3, False), (1.2, "t1", 4, False),
+               (1.4, "t1", 5, False), (1.45, "t1", 6, False)]  # fmt: skip
+    # When they flow through the shard / Then none waits
+    assert replay(changes, throttle(fake), fake) == [(at, task, version) for at, task, version, _ in changes]
+    assert fake.slept == []
 
 
 def test_a_final_state_is_pushed_at_once_and_is_the_last_frame() -> None:
-    # Given a task pushed at t=0, a change 50 ms later (throttled) and its final state 100 ms later
+    # Given a task pushed 4 times in its first 150 ms, a change 50 ms later (throttled) and its final state
+    # 50 ms after that
     fake = FakeTime()
-    changes = [(0.0, "t1", 1, False), (0.05, "t1", 2, False), (0.10, "t1", 3, True)]
+    changes = [(0.05 * index, "t1", index + 1, False) for index in range(5)] + [(0.25, "t1", 6, True)]
     # When they flow through the shard
     frames = replay(changes, throttle(fake), fake)
     # Then the throttled change waited its turn, the final state came right after it and is the last frame
-    assert frames == [(0.0, "t1", 1), (0.25, "t1", 2), (0.25, "t1", 3)]
+    assert frames[4:] == [(1.0, "t1", 5), (1.0, "t1", 6)]
 
 
-def test_a_final_state_inside_the_interval_is_not_delayed() -> None:
-    # Given a task pushed just now
+def test_a_final_state_over_the_pace_is_not_delayed() -> None:
+    # Given a task pushed 4 times just now
     fake = FakeTime()
     pace = throttle(fake)
-    assert list(pace.release({"t1": False})) == ["t1"]
-    fake.now = 0.01
+    push_at(pace, fake, "t1", [0.0, 0.01, 0.02, 0.03])
+    fake.now = 0.04
     # When its final state comes 10 ms later / Then it is released without any wait
     assert list(pace.release({"t1": True})) == ["t1"]
     assert fake.slept == []
 
 
 def test_two_tasks_are_throttled_independently() -> None:
-    # Given task a pushed at t=0
+    # Given task a pushed 4 times in its first 30 ms
     fake = FakeTime()
     pace = throttle(fake)
-    assert list(pace.release({"a": False})) == ["a"]
+    push_at(pace, fake, "a", [0.0, 0.01, 0.02, 0.03])
     fake.now = 0.1
-    # When one batch holds a change of a (inside its interval) and the first change of b
+    # When one batch holds a change of a (over its pace) and the first change of b
     released: list[tuple[str, float]] = [(task, fake.now) for task in pace.release({"a": False, "b": False})]
-    # Then b goes out at once and a when its interval ends
-    assert released == [("b", 0.1), ("a", 0.25)]
-    # And b's own interval started at its push: a change of b at 0.3 waits until 0.35
-    fake.now = 0.3
-    assert [(task, fake.now) for task in pace.release({"b": False})] == [("b", pytest.approx(0.35))]
+    # Then b goes out at once and a when its first push is a second old
+    assert released == [("b", 0.1), ("a", 1.0)]
+    # And b's pace is its own: its next three changes go out at once, the fourth waits until b's first
+    # push is a second old
+    push_at(pace, fake, "b", [1.0, 1.0, 1.0])
+    assert [(task, fake.now) for task in pace.release({"b": False})] == [("b", pytest.approx(1.1))]
 
 
-def test_delayed_tasks_go_out_in_the_order_their_intervals_end() -> None:
+def test_delayed_tasks_go_out_in_the_order_they_fall_due() -> None:
     fake = FakeTime()
     pace = throttle(fake)
-    for at, task in ((0.0, "early"), (0.1, "late")):
-        fake.now = at
-        assert list(pace.release({task: False})) == [task]
+    push_at(pace, fake, "early", [0.0, 0.0, 0.0, 0.0])
+    push_at(pace, fake, "late", [0.1, 0.1, 0.1, 0.1])
     fake.now = 0.2
     assert [(task, fake.now) for task in pace.release({"late": False, "early": False})] == [
-        ("early", 0.25), ("late", pytest.approx(0.35)),
+        ("early", 1.0), ("late", pytest.approx(1.1)),
     ]
-    assert sum(fake.slept) == pytest.approx(0.15)
+    assert sum(fake.slept) == pytest.approx(0.9)
+
+
+def test_a_pace_below_one_frame_a_second_spaces_single_frames() -> None:
+    # Given half a frame a second: one frame in any two seconds
+    fake = FakeTime()
+    pace = throttle(fake, frames_per_second=0.5)
+    push_at(pace, fake, "t1", [0.0])
+    fake.now = 0.5
+    # When the task changes again half a second later / Then it waits until two seconds after its push
+    assert [(task, fake.now) for task in pace.release({"t1": False})] == [("t1", 2.0)]
+    assert (pace.burst, pace.window_s) == (1, 2.0)
 
 
 def test_only_the_most_recent_tasks_are_remembered() -> None:
-    # Given room for two tasks, and a, b, c pushed in that order
+    # Given room for two tasks, and a, b, c pushed 4 times each in that order
     fake = FakeTime()
     pace = throttle(fake, capacity=2)
     for task in ("a", "b", "c"):
-        assert list(pace.release({task: False})) == [task]
-    # When a and c change again inside their interval
-    # Then a, forgotten, goes out at once (one frame early, as after a cold start); c still waits
-    assert [(task, fake.now) for task in pace.release({"a": False, "c": False})] == [("a", 0.0), ("c", 0.25)]
+        push_at(pace, fake, task, [0.0, 0.0, 0.0, 0.0])
+    # When a and c change again over their pace
+    # Then a, forgotten, goes out at once (frames early, as after a cold start); c still waits
+    assert [(task, fake.now) for task in pace.release({"a": False, "c": False})] == [("a", 0.0), ("c", 1.0)]
 
 
 @pytest.mark.parametrize("frames_per_second", [0, -1])

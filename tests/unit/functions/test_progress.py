@@ -144,23 +144,21 @@ def test_stream_pushes_are_paced_per_task_and_the_final_state_is_not_held_back(
     # Given PROGRESS_FRAMES_PER_SECOND=2 (the template parameter ProgressFramesPerSecond), read at cold start
     monkeypatch.setenv("PROGRESS_FRAMES_PER_SECOND", "2")
     stream = load_handler("progress/stream")
-    assert stream.throttle.interval_s == 0.5
+    assert (stream.throttle.burst, stream.throttle.window_s) == (2, 1.0)
     # (the same pace on a fake clock, so the test does not sleep)
     stream.throttle, now, slept = _paced_on_a_fake_clock(2)
     stream.deps.connections.add("conn-F", OWNER, SAMPLE_TASK)
-    # When the task's first change arrives, then a newer one 0.1 s later, then its final state 0.1 s later
-    stream.lambda_handler(stream_event(image(SAMPLE_TASK, "LOADING", 1, 100)), context)
-    assert slept == []
-    now[0] += 0.1
-    stream.lambda_handler(stream_event(image(SAMPLE_TASK, "LOADING", 2, 200)), context)
-    now[0] += 0.1
-    stream.lambda_handler(stream_event(image(SAMPLE_TASK, "SUCCEEDED", 3, 300)), context)
-    # Then the first went out at once, the second after waiting out the interval (0.4 s more), and the
-    # final state without any wait, last
-    assert slept == [pytest.approx(0.4)]
+    # When the task's first change arrives, then two newer ones 0.1 s apart, then its final state 0.1 s later
+    for version in (1, 2, 3):
+        stream.lambda_handler(stream_event(image(SAMPLE_TASK, "LOADING", version, 100 * version)), context)
+        now[0] += 0.1
+    stream.lambda_handler(stream_event(image(SAMPLE_TASK, "SUCCEEDED", 4, 400)), context)
+    # Then the first two went out at once, the third after waiting until the first was a second old (0.8 s
+    # more), and the final state without any wait, last
+    assert slept == [pytest.approx(0.8)]
     frames = cloud.pushed("conn-F")
     assert [(frame["status"], frame["counts"]["loaded"]) for frame in frames] == [
-        ("LOADING", 100), ("LOADING", 200), ("SUCCEEDED", 300),
+        ("LOADING", 100), ("LOADING", 200), ("LOADING", 300), ("SUCCEEDED", 400),
     ]
 
 
@@ -173,20 +171,22 @@ def test_a_change_that_waited_is_pushed_as_the_task_stands_after_the_wait(
     stored = int(cloud.task(task_id)["updatedAtMs"])
     stream.throttle, now, slept = _paced_on_a_fake_clock(2)
     stream.deps.connections.add("conn-G", OWNER, task_id)
-    # When a first change is pushed, a second comes 0.1 s later (the item has moved on since it was
-    # written), and then come the stream records of the stored state and of a newer one
-    stream.lambda_handler(stream_event(image(task_id, "ACCEPTED", stored - 20, 1)), context)
+    # When two changes are pushed 0.1 s apart, a third comes 0.1 s later (the item has moved on since it
+    # was written), and then come the stream records of the stored state and of a newer one
+    stream.lambda_handler(stream_event(image(task_id, "ACCEPTED", stored - 30, 1)), context)
     now[0] += 0.1
-    stream.lambda_handler(stream_event(image(task_id, "ACCEPTED", stored - 10, 2)), context)
+    stream.lambda_handler(stream_event(image(task_id, "ACCEPTED", stored - 20, 2)), context)
+    now[0] += 0.1
+    stream.lambda_handler(stream_event(image(task_id, "ACCEPTED", stored - 10, 3)), context)
     stream.lambda_handler(stream_event(image(task_id, "ACCEPTED", stored, 0)), context)
     now[0] += 1.0
-    stream.lambda_handler(stream_event(image(task_id, "ACCEPTED", stored + 10, 3)), context)
-    # Then the second frame, after its 0.4 s wait, is the stored state rather than the change that waited;
+    stream.lambda_handler(stream_event(image(task_id, "ACCEPTED", stored + 10, 4)), context)
+    # Then the third frame, after its 0.8 s wait, is the stored state rather than the change that waited;
     # the stored state's own record sends nothing, and the newer one goes out at once
-    assert slept == [pytest.approx(0.4)]
+    assert slept == [pytest.approx(0.8)]
     frames = cloud.pushed("conn-G")
     assert [(frame["updatedAtMs"], frame["counts"]["loaded"]) for frame in frames] == [
-        (stored - 20, 1), (stored, 0), (stored + 10, 3),
+        (stored - 30, 1), (stored - 20, 2), (stored, 0), (stored + 10, 4),
     ]
 
 

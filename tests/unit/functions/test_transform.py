@@ -102,3 +102,68 @@ def test_a_failed_delivery_comes_back_after_a_backoff_of_seconds_and_is_shown_me
     time.sleep(2.6)
     again = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, AttributeNames=["All"])["Messages"]
     assert [message["Attributes"]["ApproximateReceiveCount"] for message in again] == ["2"]
+
+
+def _batch(*records: dict[str, Any]) -> dict[str, Any]:
+    """One SQS invocation of several records (each built by sqs_event), as a mapping with BatchSize > 1 sends."""
+    return {"Records": [event["Records"][0] for event in records]}
+
+
+def _calls(transform: Any) -> list[str]:
+    """The names of the AWS calls the function's task table and event bus clients make from now on."""
+    made: list[str] = []
+    for client in (transform.deps.tasks._table.meta.client, transform.deps.publisher._events):
+        client.meta.events.register("before-call", lambda model, **_: made.append(model.name))
+    return made
+
+
+def test_a_batch_of_chunks_is_announced_in_one_put_events_and_counted_in_one_write(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given a task over 250 rows extracted into 3 chunks
+    transform = load_handler("transform")
+    task_id, chunks = extracted_task(cloud)
+    calls = _calls(transform)
+    # When one invocation receives all three chunks
+    result = transform.lambda_handler(_batch(*(sqs_event("transform_sqs.json", chunk) for chunk in chunks)), context)
+    # Then every record succeeded with one read of the task, one PutEvents of the three ChunkTransformed and
+    # one write counting them; the write that completes the phase and its PhaseCompleted follow
+    assert result == {"batchItemFailures": []}
+    assert calls == ["GetItem", "PutEvents", "UpdateItem", "UpdateItem", "PutEvents"]
+    transformed = of_type(cloud.published(), "ChunkTransformed")
+    assert sorted(event["detail"]["chunk"] for event in transformed) == [0, 1, 2]
+    task = cloud.task(task_id)
+    assert (task["status"], task["transform_done"], task["count_filtered"], task["count_rejected"]) == ("LOADING", 3, 20, 5)
+
+
+def test_a_batch_whose_finish_fails_reports_each_of_its_records_and_counts_none(
+    cloud: Cloud, load_handler: Any, context: FakeLambdaContext
+) -> None:
+    # Given a task extracted into 3 chunks, and EventBridge failing the next PutEvents
+    from botocore.exceptions import ClientError
+
+    transform = load_handler("transform")
+    task_id, chunks = extracted_task(cloud)
+    failures = [ClientError({"Error": {"Code": "InternalException", "Message": "try again"}}, "PutEvents")]
+
+    def fail_once(**_: Any) -> None:
+        if failures:
+            raise failures.pop()
+
+    transform.deps.publisher._events.meta.events.register("before-call.events.PutEvents", fail_once)
+    # When one invocation receives chunks 0 and 1, and the end of the batch cannot publish
+    event = _batch(*(sqs_event("transform_sqs.json", chunk) for chunk in chunks[:2]))
+    result = transform.lambda_handler(event, context)
+    # Then both records are reported failed, neither is counted, and the task shows them as retrying
+    assert result == {"batchItemFailures": [{"itemIdentifier": record["messageId"]} for record in event["Records"]]}
+    task = cloud.task(task_id)
+    assert (task["status"], task.get("transform_done", 0)) == ("TRANSFORMING", 0)
+    assert sorted((notice["chunk"], notice["attempt"]) for notice in task["retrying"].values()) == [(0, 1), (1, 1)]
+    # And delivered again, with the third chunk, they are done and counted once
+    again = _batch(*(sqs_event("transform_sqs.json", chunk, receive_count=2) for chunk in chunks[:2]),
+                   sqs_event("transform_sqs.json", chunks[2]))  # fmt: skip
+    assert transform.lambda_handler(again, context) == {"batchItemFailures": []}
+    task = cloud.task(task_id)
+    assert (task["status"], task["transform_done"], task["count_filtered"], task["count_rejected"]) == ("LOADING", 3, 20, 5)
+    assert task.get("retrying", {}) == {}
+    assert sorted(event["detail"]["chunk"] for event in of_type(cloud.published(), "ChunkTransformed")) == [0, 1, 2]
